@@ -1,0 +1,164 @@
+"""All kernel timing, in one function: :func:`measure`, returning a :class:`Timing`.
+
+Timing follows Triton's ``do_bench`` recipe on top of TVM's ``time_evaluator`` (which times on
+the device itself, so it works the same for a local module and for one loaded over RPC):
+
+1. warm up (first calls pay for page faults, thread-pool start-up, lazy initialization);
+2. calibrate ``number`` (calls averaged per sample) so that one sample lasts at least
+   ``min_repeat_ms`` (timer resolution and noise matter less for longer samples);
+3. take ``repeat`` samples and report the median with percentiles and a spread, never a bare
+   float.
+
+Run it inside a job holding the measurement lock (``WorkerPool.run(..., exclusive=True)``) so
+that no other timing shares the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from playground.errors import PlaygroundError
+
+#: Upper bound on calls per sample, so that a kernel timed at ~0 cannot make calibration explode.
+MAX_NUMBER = 1_000_000
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Summary of ``repeat`` samples; every ``*_ms`` value is milliseconds per call.
+
+    Attributes
+    ----------
+    median_ms, min_ms, max_ms, p10_ms, p90_ms
+        Statistics of the samples (ms per call); percentiles interpolate linearly.
+    spread
+        ``(p90_ms - p10_ms) / median_ms``, dimensionless: 0.05 means the middle 80 % of the
+        samples lie within 5 % of the median.
+    repeats
+        Number of samples.
+    number
+        Calls averaged in each sample.
+    samples_ms
+        The samples (ms per call), in the order taken.
+    """
+
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    p10_ms: float
+    p90_ms: float
+    spread: float
+    repeats: int
+    number: int
+    samples_ms: tuple[float, ...]
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float], number: int) -> Timing:
+        """Summarize samples given in milliseconds per call."""
+        if not samples_ms:
+            raise PlaygroundError("Timing.from_samples: no samples")
+        data = np.asarray(samples_ms, dtype="float64")
+        median = float(np.median(data))
+        p10, p90 = (float(v) for v in np.percentile(data, [10, 90]))
+        spread = (p90 - p10) / median if median > 0 else 0.0
+        return cls(median_ms=median, min_ms=float(data.min()), max_ms=float(data.max()),
+                   p10_ms=p10, p90_ms=p90, spread=spread, repeats=len(data), number=int(number),
+                   samples_ms=tuple(float(v) for v in data))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Timing:
+        """Inverse of :meth:`to_dict` (for results that crossed the worker's JSON pipe)."""
+        return cls(**{**data, "samples_ms": tuple(data["samples_ms"])})
+
+    def gflops(self, flop: float) -> float:
+        """Throughput in GFLOP/s of a kernel doing ``flop`` floating-point operations per call,
+        at the median time."""
+        return flop / (self.median_ms * 1e-3) / 1e9 if self.median_ms > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able fields (``samples_ms`` as a list)."""
+        return {"median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
+                "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "spread": self.spread,
+                "repeats": self.repeats, "number": self.number,
+                "samples_ms": list(self.samples_ms)}
+
+
+def _check(name: str, value: float | None, low: float) -> None:
+    if value is not None and not value >= low:
+        raise PlaygroundError(f"measure: {name} must be >= {low:g}, got {value!r}")
+
+
+def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name: str = "main",
+            number: int | None = None, repeat: int = 10, min_repeat_ms: float = 50.0,
+            warmup: int = 1, cache_flush_bytes: int = 0) -> Timing:
+    """Time one function of a compiled module; the only timing code of the project.
+
+    Parameters
+    ----------
+    func_or_executable
+        What ``tvm.compile`` returns (a ``tvm.runtime.Executable``; its ``.mod`` is used) or a
+        ``tvm.runtime.Module``, local or remote (``remote.load_module(...)``).
+    args
+        The function's arguments (tensors on ``dev``), outputs included.
+    dev
+        The device to time on (``tvm.cpu()``, ``tvm.cuda()``, ``remote.cpu(0)``).
+    func_name
+        The function of the module to time.
+    number
+        Calls averaged per sample. ``None``: calibrated so that one sample lasts at least
+        ``min_repeat_ms`` ms.
+    repeat
+        Number of samples (>= 1).
+    min_repeat_ms
+        Minimum duration of one sample in milliseconds, used only when ``number`` is ``None``.
+    warmup
+        Calls before calibration, used only as a first estimate of the time per call (>= 1;
+        TVM's evaluator also discards one extra call before every measurement).
+    cache_flush_bytes
+        Bytes of CPU cache to flush before each sample (0: none). It flushes *before each
+        sample*, not each call: with ``number > 1`` later calls run warm; pass ``number=1`` for
+        cold-cache timings.
+
+    Returns
+    -------
+    Timing
+        Milliseconds per call: median, min, max, percentiles, spread and raw samples.
+
+    Raises
+    ------
+    PlaygroundError
+        For invalid arguments, or a module that cannot be timed.
+    """
+    _check("repeat", repeat, 1)
+    _check("number", number, 1)
+    _check("min_repeat_ms", min_repeat_ms, 0)
+    _check("warmup", warmup, 1)
+    _check("cache_flush_bytes", cache_flush_bytes, 0)
+    mod = getattr(func_or_executable, "mod", func_or_executable)
+    if not hasattr(mod, "time_evaluator"):
+        raise PlaygroundError(
+            f"measure: {type(func_or_executable).__name__} is not a compiled TVM module")
+
+    def evaluate(calls: int, samples: int, flush: int) -> list[float]:
+        timer = mod.time_evaluator(func_name, dev, number=calls, repeat=samples,
+                                   min_repeat_ms=0, cache_flush_bytes=flush)
+        return [float(s) * 1e3 for s in timer(*args).results]
+
+    calls = int(warmup)
+    per_call_ms = evaluate(calls, 1, 0)[0]
+    if number is None:
+        # The warm-up estimate is noisy for tiny kernels: refine it on a batch lasting about a
+        # fifth of a sample before choosing ``number``.
+        while per_call_ms * calls < min_repeat_ms / 5 and calls < MAX_NUMBER:
+            wanted = math.ceil(min_repeat_ms / 5 / per_call_ms) if per_call_ms > 0 else calls * 10
+            calls = min(MAX_NUMBER, max(calls * 2, wanted))
+            per_call_ms = evaluate(calls, 1, 0)[0]
+        wanted = math.ceil(min_repeat_ms / per_call_ms) if per_call_ms > 0 else MAX_NUMBER
+        number = min(max(wanted, 1), MAX_NUMBER)
+    samples = evaluate(int(number), int(repeat), int(cache_flush_bytes))
+    return Timing.from_samples(samples, int(number))

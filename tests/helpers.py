@@ -1,0 +1,50 @@
+"""Shared test helpers: small chains, the fused-conv steps, and numeric checks in-process."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import s_tir
+
+from playground.compute import chain_module
+from playground.reference import compare, make_inputs, reference_output
+from playground.steps import Step
+
+CONV_RELU = {"input": {"shape": [1, 8, 16, 16]},
+             "layers": [{"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1},
+                        {"op": "relu"}]}
+CONV_RELU_CONV = {"input": {"shape": [1, 8, 16, 16]},
+                  "layers": [{"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1},
+                             {"op": "relu"},
+                             {"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1}]}
+
+
+def fuse_two_convs(tile: int = 8) -> list[Step]:
+    """conv1 (and relu1 and both pads) computed at a tile x tile tile of conv2."""
+    return [
+        Step("split", {"block": "conv2", "loop": "h", "factors": [None, tile]}),
+        Step("split", {"block": "conv2", "loop": "w", "factors": [None, tile]}),
+        Step("reorder", {"block": "conv2", "loops": ["n", "h_0", "w_0", "k", "h_1", "w_1"]}),
+        *[Step("compute_at", {"block": b, "target_block": "conv2", "target_loop": "w_0"})
+          for b in ("conv2_pad", "relu1", "conv1", "conv1_pad")],
+    ]
+
+
+def check_numerics(chain: dict, mod: tvm.IRModule) -> dict:
+    """Build ``mod`` for the CPU here (tests only), run it, compare with the reference."""
+    ex = tvm.compile(mod, target="llvm")
+    inputs = make_inputs(chain, 0)
+    expected = reference_output(chain, inputs)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
+    out = tvm.runtime.tensor(np.full(expected.shape, np.nan, dtype="float32"), dev)
+    ex["main"](*args, out)
+    return compare(out.numpy(), expected, "float32")
+
+
+def assert_trace_round_trip(chain: dict, sch: s_tir.Schedule) -> None:
+    """Replaying the schedule's own trace on a fresh schedule gives the same IR."""
+    fresh = s_tir.Schedule(chain_module(chain))
+    sch.trace.apply_to_schedule(fresh, remove_postproc=False)
+    assert tvm_ffi.structural_equal(fresh.mod, sch.mod)

@@ -1,0 +1,98 @@
+"""Tests of :mod:`playground.timing`: the statistics (fast) and a real kernel (slow).
+
+No assertion depends on how fast the machine is: only on the consistency of the record.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from playground.errors import PlaygroundError
+from playground.timing import Timing, measure
+
+
+def _consistent(t: Timing) -> None:
+    assert t.min_ms <= t.p10_ms <= t.median_ms <= t.p90_ms <= t.max_ms
+    assert len(t.samples_ms) == t.repeats
+    assert min(t.samples_ms) == t.min_ms and max(t.samples_ms) == t.max_ms
+    assert t.number >= 1 and t.spread >= 0
+
+
+def test_from_samples_statistics():
+    t = Timing.from_samples([4.0, 1.0, 3.0, 2.0, 5.0], number=7)
+    assert (t.min_ms, t.median_ms, t.max_ms) == (1.0, 3.0, 5.0)
+    assert t.p10_ms == pytest.approx(1.4) and t.p90_ms == pytest.approx(4.6)
+    assert t.spread == pytest.approx((4.6 - 1.4) / 3.0)
+    assert t.repeats == 5 and t.number == 7
+    assert t.samples_ms == (4.0, 1.0, 3.0, 2.0, 5.0)  # order kept
+    _consistent(t)
+
+
+def test_gflops_and_dict_round_trip():
+    t = Timing.from_samples([2.0, 2.0], number=1)
+    assert t.gflops(4e9) == pytest.approx(2000.0)  # 4 GFLOP in 2 ms
+    d = t.to_dict()
+    assert isinstance(d["samples_ms"], list)
+    assert Timing.from_dict(d) == t
+
+
+def test_from_samples_rejects_empty():
+    with pytest.raises(PlaygroundError):
+        Timing.from_samples([], number=1)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"repeat": 0}, "repeat"), ({"number": 0}, "number"),
+                                          ({"min_repeat_ms": -1}, "min_repeat_ms"),
+                                          ({"warmup": 0}, "warmup")])
+def test_invalid_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(PlaygroundError, match=name):
+        measure(object(), [], None, **kwargs)
+
+
+def test_rejects_a_non_module():
+    with pytest.raises(PlaygroundError, match="not a compiled TVM module"):
+        measure(object(), [], None)
+
+
+@pytest.fixture(scope="module")
+def vector_add():
+    tvm = pytest.importorskip("tvm")
+    from tvm import te
+
+    n = 1 << 14
+    a = te.placeholder((n,), name="A")
+    b = te.placeholder((n,), name="B")
+    c = te.compute((n,), lambda i: a[i] + b[i], name="C")
+    ex = tvm.compile(tvm.IRModule({"main": te.create_prim_func([a, b, c])}), target="llvm")
+    dev = tvm.cpu()
+    x = tvm.runtime.tensor(np.arange(n, dtype="float32"), dev)
+    out = tvm.runtime.empty((n,), "float32", dev)
+    return ex, [x, x, out], dev, n
+
+
+@pytest.mark.slow
+def test_measure_vector_add_calibrates_number(vector_add):
+    ex, args, dev, n = vector_add
+    t = measure(ex, args, dev, repeat=5, min_repeat_ms=5)
+    _consistent(t)
+    assert t.repeats == 5
+    assert t.number > 1  # a 16k-element add takes microseconds: many calls per sample
+    assert t.gflops(n) > 0
+    np.testing.assert_allclose(args[2].numpy(), 2 * args[0].numpy())
+
+
+@pytest.mark.slow
+def test_measure_module_with_fixed_number_and_cache_flush(vector_add):
+    ex, args, dev, _ = vector_add
+    t = measure(ex.mod, args, dev, func_name="main", number=3, repeat=4,
+                cache_flush_bytes=1 << 20)
+    _consistent(t)
+    assert (t.repeats, t.number) == (4, 3)
+
+
+@pytest.mark.slow
+def test_measure_unknown_function_fails(vector_add):
+    ex, args, dev, _ = vector_add
+    with pytest.raises(Exception, match="nope"):
+        measure(ex, args, dev, func_name="nope", number=1, repeat=1)

@@ -1,0 +1,140 @@
+"""Session-state helpers: the one :class:`Session`, the UI's plain records, the worker pool.
+
+``st.session_state["session"]`` holds the current :class:`~playground.session.Session`
+(immutable: every change replaces it). ``st.session_state["ui"]`` holds :class:`UIState`,
+plain data derived from sessions (cached worker results, measurement records, messages to
+show once). Widget values live under their own ``key=`` (prefixes ``chain.``, ``sched.``,
+``hist.``, ``inspect.``, ``measure.``, ``io.``). Nothing here is module-level mutable state:
+every browser tab has its own ``st.session_state``; only the worker pool is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from playground.errors import PlaygroundError
+from playground.session import Session
+from playground.worker import JobResult, WorkerPool
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = "session"
+UI_KEY = "ui"
+#: Widget-key prefix of the chain editor; its keys are dropped to re-read a changed chain.
+EDITOR_PREFIX = "chain."
+#: The light version of the seed's chain: a 16x16 convolution then relu, small enough to
+#: build and time in a fraction of a second.
+DEFAULT_CHAIN = {
+    "input": {"shape": [1, 3, 64, 64], "dtype": "float32"},
+    "layers": [{"op": "conv2d", "channels": 10, "kernel": 16}, {"op": "relu"}],
+}
+_MAX_RESULTS = 64
+
+
+@dataclass
+class UIState:
+    """Plain per-tab data around the session: never a TVM object."""
+
+    #: Worker results (``JobResult.to_dict()``) by ``job|target|extra|session.key()``.
+    results: OrderedDict = field(default_factory=OrderedDict)
+    #: One record per measurement this tab ran (see :func:`ui.measure_ui.record`).
+    measurements: list = field(default_factory=list)
+    #: The last refused step: ``{"message", "detail"}``, cleared by the next change.
+    step_error: dict | None = None
+    #: Messages to show once at the top of the page: ``(level, text)``.
+    flash: list = field(default_factory=list)
+    #: The URL state last written, so the URL is rewritten only on change.
+    url_state: str = ""
+
+
+@st.cache_resource(show_spinner=False)
+def get_pool() -> WorkerPool:
+    """The worker pool shared by every session of this server (started in the background)."""
+    pool = WorkerPool(size=1)
+
+    def warm() -> None:
+        try:
+            pool.warm_up()
+        except PlaygroundError as e:  # the first job will report it to the user
+            log.warning("worker warm-up failed: %s", e)
+
+    threading.Thread(target=warm, name="pool-warm-up", daemon=True).start()
+    return pool
+
+
+def init(restore: Callable[[], Session | None]) -> None:
+    """Create the session once per tab: from ``restore()`` (the URL) or the default chain."""
+    if UI_KEY not in st.session_state:
+        st.session_state[UI_KEY] = UIState()
+    if SESSION_KEY not in st.session_state:
+        session = None
+        try:
+            session = restore()
+        except PlaygroundError as e:
+            ui().flash.append(("error", f"The link's state could not be restored: {e.message}. "
+                                        "Showing the default chain instead."))
+        st.session_state[SESSION_KEY] = session or Session.new(DEFAULT_CHAIN)
+
+
+def session() -> Session:
+    return st.session_state[SESSION_KEY]
+
+
+def ui() -> UIState:
+    return st.session_state[UI_KEY]
+
+
+def reset_editor() -> None:
+    """Drop the chain editor's widget values so that it re-reads the session's chain."""
+    for key in [k for k in st.session_state if str(k).startswith(EDITOR_PREFIX)]:
+        del st.session_state[key]
+
+
+def commit(new: Session, *, from_editor: bool = False) -> None:
+    """Make ``new`` the session; the editor re-reads the chain unless the edit came from it."""
+    old = session()
+    st.session_state[SESSION_KEY] = new
+    ui().step_error = None
+    if new.notice:
+        ui().flash.append(("warning", new.notice))
+    if not from_editor and new.chain != old.chain:
+        reset_editor()
+
+
+def result_key(job: str, current: Session, target: str, extra: str = "") -> str:
+    return f"{job}|{target}|{extra}|{current.key()}"
+
+
+def cached_result(key: str) -> JobResult | None:
+    raw = ui().results.get(key)
+    return JobResult(**raw) if raw is not None else None
+
+
+def remember_result(key: str, result: JobResult) -> None:
+    results = ui().results
+    results[key] = result.to_dict()
+    results.move_to_end(key)
+    while len(results) > _MAX_RESULTS:
+        results.popitem(last=False)
+
+
+def forget_result(key: str) -> None:
+    ui().results.pop(key, None)
+
+
+def run_cached(key: str, job: Callable[[], JobResult], spinner: str) -> JobResult:
+    """``job()``'s result, run once per key (worker results are derived from the session)."""
+    hit = cached_result(key)
+    if hit is not None:
+        return hit
+    with st.spinner(spinner):
+        result = job()
+    if result.status != "cancelled":
+        remember_result(key, result)
+    return result
