@@ -46,7 +46,8 @@ JobFunc = Callable[[dict], dict]
 JOBS: dict[str, JobFunc] = {}
 
 #: Modules that :func:`load_jobs` imports (if they exist) so their ``@job`` functions register.
-JOB_MODULES: list[str] = ["playground.job_impls"]
+JOB_MODULES: list[str] = ["playground.job_impls", "playground.remote_jobs",
+                          "playground.analysis_jobs"]
 
 FAULT_JOBS_ENV = "PLAYGROUND_FAULT_JOBS"
 

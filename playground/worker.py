@@ -287,6 +287,7 @@ class Worker:
         self._log_fd: int | None = None  # the child's stderr, an unlinked O_APPEND temp file
         self._buffer = b""
         self._next_id = 0
+        self._peak_vm_mb = 0.0  # the child's largest address space seen during the current job
         self._closed = False
 
     @property
@@ -393,6 +394,7 @@ class Worker:
             self._next_id += 1
             line = json.dumps({"id": self._next_id, "job": job, "payload": payload or {},
                                "memory_limit_mb": memory_limit_mb}).encode() + b"\n"
+            os.ftruncate(self._log_fd, 0)  # the stderr tail then belongs to this job
             try:
                 self._send(line)
             except BrokenPipeError:  # died after the liveness check: the job never started
@@ -403,7 +405,6 @@ class Worker:
                     return failure
                 self._send(line)
             pid = self._proc.pid
-            os.ftruncate(self._log_fd, 0)  # the stderr tail then belongs to this job
             emit(on_event, {"event": "started", "worker_pid": pid})
             start = time.monotonic()
             kind, reply = self._read(start + timeout_s, cancel)
@@ -422,11 +423,14 @@ class Worker:
             view = view[os.write(self._proc.stdin.fileno(), view):]
 
     def _read(self, deadline: float, cancel: threading.Event | None) -> tuple[str, dict | None]:
-        """Wait for one JSON line: ("message", obj) or ("eof"|"timeout"|"cancelled", None)."""
+        """Wait for one JSON line: ("message", obj), or (kind, None) for kind "eof",
+        "timeout", "cancelled" or "garbled" (not JSON)."""
         proc = self._proc
         fd = proc.stdout.fileno()
         self._peak_vm_mb = 0.0
-        while b"\n" not in self._buffer:
+        chunks = [self._buffer]  # joined once: replies (generated code) can be megabytes
+        pending = b"\n" not in self._buffer
+        while pending:
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 return "cancelled", None
@@ -438,9 +442,13 @@ class Worker:
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
                     return ("cancelled" if self._closed else "eof"), None
-                self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return "message", json.loads(line)
+                chunks.append(chunk)
+                pending = b"\n" not in chunk
+        line, self._buffer = b"".join(chunks).split(b"\n", 1)
+        try:
+            return "message", json.loads(line)
+        except json.JSONDecodeError:
+            return "garbled", None
 
     def _stderr_tail(self) -> str:
         try:
@@ -462,6 +470,9 @@ class Worker:
         if kind == "timeout":
             message = f"{what} timed out after {limit_s:g} s; worker killed"
             return JobResult("timeout", None, message, tail, elapsed, pid)
+        if kind in ("garbled", "message"):
+            return JobResult("crash", None, f"{what}: unreadable reply from the worker", tail,
+                             elapsed, pid)
         if kind == "cancelled":
             reason = "worker pool closed" if self._closed else "cancelled by the caller"
             return JobResult("cancelled", None, f"{what}: {reason}", tail, elapsed, pid)

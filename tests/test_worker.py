@@ -98,6 +98,13 @@ def test_stray_output_does_not_corrupt_the_protocol(pool):
 
 
 @pytest.mark.slow
+def test_large_payload_and_reply(pool):
+    text = "x" * (5 << 20)  # generated code can be megabytes; the pipe must carry it whole
+    result = pool.run("echo", {"text": text})
+    assert result.status == "ok" and result.value["text"] == text
+
+
+@pytest.mark.slow
 def test_timeout_kills_the_worker(pool):
     pid = _ping_pid(pool)
     result = pool.run("sleep", {"seconds": 60}, timeout_s=1)
