@@ -47,3 +47,35 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
                                    min_repeat_ms=min_repeat_ms),
                     timeout_s=timeout_s or TIMEOUTS_S["run"], exclusive=measure,
                     on_event=on_event, cancel=cancel)
+
+
+def remote_run(pool: WorkerPool, session: Session, tracker_host: str, tracker_port: int,
+               key: str, *, via_tracker: bool = True, timeout_s: float = 10.0,
+               target: str = "cpu", measure: bool = True, repeat: int = 10,
+               min_repeat_ms: float = 50.0, on_event=None, cancel: threading.Event | None = None,
+               job_timeout_s: float | None = None) -> JobResult:
+    """Validate and, if ``measure``, time the kernel on a TVM RPC server (job ``remote_run``).
+
+    The worker builds the module, asks the tracker at ``tracker_host:tracker_port`` for a free
+    server with ``key`` (waiting up to ``timeout_s``), runs and times it there, and retries once
+    on another server if the first one dies. ``value`` holds the ``run`` job's fields plus
+    ``remote``, ``server``, ``attempts`` and ``lost``; a failure comes back as status
+    ``"error"`` with a message starting ``RemoteError:``. Timings on this machine's loopback
+    hold the measurement lock like local ones (they share the CPU).
+
+    Raises
+    ------
+    playground.remote.RemoteError
+        At once, without a job, for an invalid host, port, key or timeout (``where`` names the
+        field, e.g. ``"remote.port"``).
+    """
+    from playground.remote import RemoteDevice
+
+    remote = RemoteDevice(tracker_host, tracker_port, key, via_tracker=via_tracker,
+                          timeout_s=timeout_s, target=target)
+    job_payload = payload(session, target, remote=remote.to_dict(), measure=measure,
+                          repeat=repeat, min_repeat_ms=min_repeat_ms)
+    # Waiting for a server (twice, with the retry) comes on top of the run itself.
+    limit = job_timeout_s or TIMEOUTS_S["run"] + 2 * remote.timeout_s
+    return pool.run("remote_run", job_payload, timeout_s=limit,
+                    exclusive=measure and remote.is_local, on_event=on_event, cancel=cancel)
