@@ -118,9 +118,12 @@ def run_job(payload: dict) -> dict:
         return result
     from playground.timing import measure
 
+    # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
+    result["timed_from"] = time.time()
     timing = measure(ex.mod, [*args, out], dev, func_name="main",
                      repeat=int(payload.get("repeat", 10)),
                      min_repeat_ms=float(payload.get("min_repeat_ms", 50)))
+    result["timed_until"] = time.time()
     result["timing"] = timing.to_dict()
     result["median_ms"] = timing.median_ms
     result["gflops"] = timing.gflops(result["flop"])
