@@ -189,6 +189,10 @@ class Step:
     def label(self) -> str:
         """A short human label, e.g. ``split conv2.h [None, 8]``."""
         a = dict(self.args)
+        prim = CATALOG.get(self.primitive)
+        if prim is not None:  # arguments at their default say nothing
+            a = {k: v for k, v in a.items() if not any(
+                x.name == k and x.default is not REQUIRED and x.default == v for x in prim.args)}
         block = a.pop("block", "")
         parts = []
         for k, v in a.items():

@@ -51,6 +51,8 @@ class UIState:
     flash: list = field(default_factory=list)
     #: The URL state last written, so the URL is rewritten only on change.
     url_state: str = ""
+    #: A target a loaded preset or import asked for, applied before the target select draws.
+    pending_target: str = ""
 
 
 @st.cache_resource(show_spinner=False)
@@ -101,8 +103,6 @@ def commit(new: Session, *, from_editor: bool = False) -> None:
     old = session()
     st.session_state[SESSION_KEY] = new
     ui().step_error = None
-    if new.notice:
-        ui().flash.append(("warning", new.notice))
     if not from_editor and new.chain != old.chain:
         reset_editor()
 

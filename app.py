@@ -1,0 +1,97 @@
+"""Schedule Playground: build a convolution chain, schedule it with TensorIR primitives, read
+the IR each step makes, validate and time it, and export it as a standalone script.
+
+A thin shell over :mod:`playground`: ``main()`` sets the page up and dispatches; the panels in
+:mod:`ui` draw widgets and return plain values, the ``handle_*`` functions apply them to the one
+session in ``st.session_state``. Run with ``./run.sh`` (or ``streamlit run app.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from playground.worker import WorkerPool
+from ui import chain_ui, inspect_ui, io_ui, measure_ui, schedule_ui, state
+
+TITLE = "Schedule Playground"
+INTRO = ("Build a chain of convolutions, schedule its loops with TensorIR primitives "
+         "(split, reorder, compute_at, …), see the IR each step makes, then validate it "
+         "against numpy and time it — every build runs in a separate worker process.")
+
+
+def playground_page(pool: WorkerPool, target: str) -> None:
+    """Chain, schedule and history, inspect, validate and measure."""
+    with st.expander("**1 · Chain** — input and layers", expanded=True):
+        edit = chain_ui.chain_ui(state.session().chain)
+        chain_ui.handle_chain_input(edit)
+    session = state.session()
+    left, right = st.columns([4, 7], gap="large")
+    with left:
+        st.subheader("2 · Schedule")
+        step = schedule_ui.schedule_ui(session, target)
+        schedule_ui.handle_apply(step)
+        schedule_ui.render_step_error(state.ui().step_error)
+        st.subheader("History")
+        schedule_ui.handle_history(schedule_ui.history_ui(session))
+    with right:
+        st.subheader("3 · Inspect")
+        inspect_ui.inspect_panel(pool, session, target)
+    st.subheader("4 · Validate & measure")
+    pressed, timing = measure_ui.measure_ui(target)
+    measure_ui.handle_measure(pressed, timing, pool, session, target)
+    measure_ui.render_result(measure_ui.current_result(session, target))
+    measure_ui.render_history_chart(state.ui().measurements)
+
+
+def _fusion_page() -> Callable[[WorkerPool, str], None] | None:
+    try:  # the Fusion explorer (issue 4) lands as ui/fusion_ui.py with a page(pool, target)
+        from ui import fusion_ui
+    except ImportError:
+        return None
+    return fusion_ui.page
+
+
+#: The pages, as tabs; a page is ``page(pool, target)``.
+PAGES: list[tuple[str, Callable[[WorkerPool, str], None] | None]] = [
+    ("Playground", playground_page),
+    ("Fusion explorer", _fusion_page()),
+]
+
+
+def sidebar(session) -> str:
+    """Target, export, import and the shareable link; returns the target."""
+    with st.sidebar:
+        st.header("Target")
+        target = measure_ui.target_ui()
+        st.header("Export")
+        io_ui.export_ui(session, target)
+        st.header("Import")
+        io_ui.import_ui()
+        with st.expander("Shareable link"):
+            io_ui.share_ui(session)
+    return target
+
+
+def main() -> None:
+    st.set_page_config(page_title=TITLE, page_icon="🧮", layout="wide")
+    state.init(io_ui.restore_from_url)
+    pool = state.get_pool()
+    target = sidebar(state.session())
+    st.title(TITLE)
+    st.caption(INTRO)
+    io_ui.render_flash()
+    pages = [(name, page) for name, page in PAGES if page is not None]
+    if len(pages) == 1:
+        pages[0][1](pool, target)
+    else:
+        for tab, (_, page) in zip(st.tabs([n for n, _ in pages], key="page"), pages,
+                                  strict=True):
+            with tab:
+                page(pool, target)
+    io_ui.sync_url(state.session())
+
+
+if __name__ == "__main__":
+    main()

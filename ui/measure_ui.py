@@ -1,0 +1,190 @@
+"""Target choice, validate and measure (with progress and queue position), the result panel
+and the chart of run time across the versions measured in this tab.
+
+Measuring runs in the worker pool only (:func:`playground.service.run`); results are kept as
+plain dicts keyed by the session's active steps and target, so going back to a measured
+version shows its result again without rerunning it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from playground import service
+from playground.session import Session
+from playground.targets import TARGETS, TargetInfo, info
+from playground.worker import JobResult, WorkerPool
+from ui import state
+
+STATUS_TEXT = {
+    "schedule_error": "The schedule does not apply to this chain.",
+    "build_error": "The schedule applies but does not build for this target.",
+    "wrong_result": "The kernel ran but computed wrong numbers (compared with numpy, float64).",
+    "crash": "The worker process crashed (a segfault?). A fresh worker runs the next job.",
+    "timeout": "The job ran past its time limit and was stopped; a fresh worker runs the next.",
+    "oom": "The job ran out of memory and was stopped; a fresh worker runs the next job.",
+    "error": "The worker reported an unexpected error.",
+    "cancelled": "The job was cancelled.",
+}
+
+
+@st.cache_data(show_spinner=False)
+def target_info(name: str) -> TargetInfo:
+    return info(name)
+
+
+def target_ui() -> str:
+    """The target select (sidebar); applies a target asked for by a loaded preset or import."""
+    pending = state.ui().pending_target
+    if pending in TARGETS:
+        st.session_state["measure.target"] = pending
+    state.ui().pending_target = ""
+    name = st.selectbox("Target", TARGETS, key="measure.target", label_visibility="collapsed")
+    st.caption(target_info(name).description)
+    if not target_info(name).can_run:
+        st.warning(target_info(name).reason)
+    return name
+
+
+def step_label(session: Session) -> str:
+    """``"k: label"`` of the last active step (``"0: unscheduled"`` with none)."""
+    if not session.cursor:
+        return "0: unscheduled"
+    return f"{session.cursor}: {session.steps[session.cursor - 1].label()}"
+
+
+def measure_ui(target: str) -> tuple[bool, bool]:
+    """The Validate & measure button and its option; returns (pressed, time it)."""
+    left, right = st.columns([1, 2], vertical_alignment="center")
+    timing = right.checkbox("time the kernel (median of 10 repeats)", value=True,
+                            key="measure.timing")
+    pressed = left.button("Validate & measure" if timing else "Validate", key="measure.run",
+                          type="primary", disabled=not target_info(target).can_run,
+                          width="stretch")
+    return pressed, timing
+
+
+def _key(session: Session, target: str, timing: bool) -> str:
+    return state.result_key("run", session, target, f"measure={timing}")
+
+
+def record(session: Session, target: str, result: JobResult) -> dict:
+    """The plain record of one measurement, for the chart."""
+    value = result.value or {}
+    timing = value.get("timing") or {}
+    return {"n": len(state.ui().measurements) + 1, "label": step_label(session),
+            "cursor": session.cursor, "target": target, "status": result.status,
+            "median_ms": value.get("median_ms"), "p10_ms": timing.get("p10_ms"),
+            "p90_ms": timing.get("p90_ms"), "gflops": value.get("gflops")}
+
+
+def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Session,
+                   target: str) -> None:
+    """Run validation (and timing) in the worker, with progress; remember the result."""
+    if not pressed:
+        return
+    verb = "Validating and timing" if timing else "Validating"
+    with st.status(f"{verb} on {target}…", expanded=True) as status:
+        line = st.empty()
+
+        def on_event(event: dict) -> None:
+            if event.get("event") == "queued":
+                ahead = event.get("position", 0)
+                line.write(f"Queued for the measurement slot: {ahead} job(s) ahead…" if ahead
+                           else "Next in line for the measurement slot…")
+            elif event.get("event") == "started":
+                line.write(f"Building, running and checking against numpy in worker "
+                           f"{event.get('worker_pid')}…")
+
+        result = service.run(pool, session, target, measure=timing, on_event=on_event)
+        done = "complete" if result.ok else "error"
+        status.update(label=f"{verb} on {target}: {result.status}", state=done, expanded=False)
+    state.remember_result(_key(session, target, timing), result)
+    state.ui().measurements.append(record(session, target, result))
+
+
+def current_result(session: Session, target: str) -> JobResult | None:
+    return (state.cached_result(_key(session, target, True))
+            or state.cached_result(_key(session, target, False)))
+
+
+def render_failure(result: JobResult) -> None:
+    """A failed job: its classification, its one-line message, the long text in an expander."""
+    st.error(f"**{result.status}** — {STATUS_TEXT.get(result.status, '')}  \n{result.message}",
+             icon="🚫")
+    if result.detail:
+        with st.expander("Details"):
+            st.code(result.detail, language=None, wrap_lines=True)
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def _compiled(value: dict) -> str:
+    seconds = value.get("compile_s") or 0.0
+    return f"compiled in {seconds:.2f} s" if seconds else "build reused from the worker's cache"
+
+
+def render_result(result: JobResult | None) -> None:
+    """The result panel: valid, correct, errors, time with spread, GFLOP/s, compile time."""
+    if result is None:
+        st.caption("Not validated yet: press the button to build, check and time this version.")
+        return
+    value = result.value or {}
+    built = result.status not in ("schedule_error", "build_error") and bool(value)
+    timing = value.get("timing") or {}
+    cols = st.columns(6)
+    cols[0].metric("Valid (builds)", "yes" if built else "no")
+    cols[1].metric("Correct", {True: "yes", False: "no"}.get(value.get("correct"), "—"))
+    cols[2].metric("Max abs error", _fmt(value.get("max_abs_error"), ".2e"))
+    cols[3].metric("Max rel error", _fmt(value.get("max_rel_error"), ".2e"))
+    cols[4].metric("Median time", f"{_fmt(value.get('median_ms'), '.4g')} ms",
+                   help="median of the repeats; p10–p90 below")
+    cols[5].metric("GFLOP/s", _fmt(value.get("gflops"), ".2f"))
+    if timing:
+        st.caption(f"p10–p90: {timing['p10_ms']:.3f}–{timing['p90_ms']:.3f} ms "
+                   f"(spread {timing['spread']:.1%}) over {timing['repeats']} repeats of "
+                   f"{timing['number']} call(s) · {_compiled(value)}")
+    elif value.get("compile_s") is not None:
+        st.caption(_compiled(value))
+    if value.get("message") and value.get("correct") is False:
+        st.caption(value["message"])
+    if not result.ok:
+        render_failure(result)
+
+
+def history_figure(records: list[dict]) -> go.Figure | None:
+    """Median time (with p10–p90 bars) of each measurement, labelled with its step."""
+    points = [r for r in records if r.get("median_ms") is not None]
+    if not points:
+        return None
+    fig = go.Figure()
+    for target in dict.fromkeys(r["target"] for r in points):
+        rs = [r for r in points if r["target"] == target]
+        fig.add_trace(go.Scatter(
+            x=[r["n"] for r in rs], y=[r["median_ms"] for r in rs], name=target,
+            mode="lines+markers+text", text=[r["label"][:28] for r in rs],
+            textposition="top center", hovertext=[r["label"] for r in rs],
+            hovertemplate="#%{x}: %{hovertext}<br>%{y:.3f} ms<extra></extra>",
+            error_y={"type": "data", "symmetric": False,
+                     "array": [(r["p90_ms"] or r["median_ms"]) - r["median_ms"] for r in rs],
+                     "arrayminus": [r["median_ms"] - (r["p10_ms"] or r["median_ms"])
+                                    for r in rs]}))
+    fig.update_layout(xaxis_title="measurement #", yaxis_title="median time (ms)",
+                      yaxis_rangemode="tozero", height=320, margin={"l": 10, "r": 10, "t": 30,
+                                                                     "b": 10},
+                      xaxis={"dtick": 1, "range": [0.5, len(records) + 0.5]},
+                      showlegend=len(fig.data) > 1)
+    return fig
+
+
+def render_history_chart(records: list[dict]) -> None:
+    fig = history_figure(records)
+    if fig is None:
+        st.caption("Each measurement adds a point here, labelled with its last step.")
+        return
+    st.plotly_chart(fig, key="measure.chart")

@@ -1,0 +1,220 @@
+"""The schedule form (a primitive and its arguments, picked from the current schedule) and
+the history (undo, redo, jump to a step, delete a step).
+
+Pickers are filled from :func:`playground.schedule.blocks` of the session's schedule: block
+names, that block's loops with their extents ("h_0 (7)"), divisors of a loop's extent for split
+factors, a block's read and write buffers. :func:`schedule_ui` returns the step to apply (or
+None); :func:`handle_apply` applies it, or keeps TVM's reason for :func:`render_step_error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from playground.errors import PlaygroundError, StepError
+from playground.schedule import BlockInfo, LoopInfo, blocks
+from playground.session import Session
+from playground.steps import CATALOG, REQUIRED, Arg, Primitive, Step, normalize_step, step_code
+from ui import state
+
+_DEFAULT_INDEX_MAP = "lambda n, c, h, w: (n, c, h, w)"
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def suggested_factor(extent: int) -> int:
+    """A divisor of ``extent`` near 8 (a typical tile), or ``extent`` itself."""
+    inner = [d for d in divisors(extent) if 1 < d < extent]
+    return min(inner, key=lambda d: (abs(d - 8), d)) if inner else extent
+
+
+def loop_label(loop: LoopInfo) -> str:
+    kind = loop.thread or (loop.kind if loop.kind != "serial" else "")
+    extent = "?" if loop.extent is None else loop.extent
+    return f"{loop.name} ({extent})" + (f" · {kind}" if kind else "")
+
+
+def _related(infos: dict[str, BlockInfo], block: str, consumers: bool) -> list[str]:
+    """Blocks that read what ``block`` writes (consumers), or write what it reads."""
+    me = infos[block]
+    if consumers:
+        return [n for n, b in infos.items() if n != block and set(me.writes) & set(b.reads)]
+    return [n for n, b in infos.items() if n != block and set(me.reads) & set(b.writes)]
+
+
+def _block_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> str:
+    names = list(infos)
+    index = len(names) - 1  # the output block: where tiling usually starts
+    if a.name == "target_block" and values.get("block") in infos:
+        related = _related(infos, values["block"], consumers=prim.name == "compute_at")
+        if related:
+            index = names.index(related[0])
+    return st.selectbox(a.name.replace("_", " "), names, index=index,
+                        key=f"sched.{prim.name}.{a.name}", help=a.doc)
+
+
+def _loops_of(values: dict, a: Arg, infos: dict[str, BlockInfo]) -> tuple[str, dict]:
+    owner = values.get(a.of, "")
+    return owner, {lp.name: lp for lp in infos[owner].loops} if owner in infos else {}
+
+
+def _factors_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> list:
+    owner, loops = _loops_of(values, prim.arg("loop"), infos)
+    loop = loops.get(values.get("loop"))
+    extent = loop.extent if loop is not None and loop.extent else 1
+    suffix = f"{owner}.{values.get('loop')}"
+    parts = st.selectbox("parts", (2, 3, 4), key=f"sched.{prim.name}.parts",
+                         help="into how many nested loops to split")
+    cols = st.columns(parts)
+    factors = []
+    for j, col in enumerate(cols):
+        default = suggested_factor(extent) if j == parts - 1 else 0
+        f = col.number_input(f"factor {j + 1}" + (" (outer)" if j == 0 else ""),
+                             value=default, step=1, key=f"sched.{prim.name}.f{j}.{suffix}",
+                             help="0 = auto: inferred from the extent (at most one)")
+        factors.append(None if f == 0 else int(f))
+    st.caption(f"extent {extent} · divisors {', '.join(map(str, divisors(extent)))} · "
+               "0 = auto. Factors that do not divide the extent add guards (T.where).")
+    return factors
+
+
+def _int_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> int:
+    block = infos.get(values.get("block", ""))
+    if a.name.endswith("buffer_index") and block is not None:
+        buffers = block.reads if a.name.startswith("read") else block.writes
+        if buffers:
+            return st.selectbox(a.name.replace("_", " "), range(len(buffers)),
+                                format_func=lambda k: f"{k}: {buffers[k]}",
+                                key=f"sched.{prim.name}.{a.name}.{block.name}", help=a.doc)
+    default = a.default if a.default is not REQUIRED else a.minimum
+    return int(st.number_input(a.name.replace("_", " "), min_value=a.minimum,
+                               max_value=a.maximum, value=default, step=1,
+                               key=f"sched.{prim.name}.{a.name}", help=a.doc))
+
+
+def _arg_ui(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> Any:
+    label, key = a.name.replace("_", " "), f"sched.{prim.name}.{a.name}"
+    if a.kind == "block":
+        return _block_arg(prim, a, values, infos)
+    if a.kind in ("loop", "loops"):
+        owner, loops = _loops_of(values, a, infos)
+        fmt = lambda name: loop_label(loops[name]) if name in loops else name  # noqa: E731
+        if a.kind == "loop":
+            first = next((i for i, lp in enumerate(loops.values()) if (lp.extent or 2) > 1), 0)
+            return st.selectbox(label, list(loops), index=first if loops else None,
+                                format_func=fmt, key=f"{key}.{owner}", help=a.doc)
+        return st.multiselect(label, list(loops), format_func=fmt, key=f"{key}.{owner}",
+                              help=a.doc + " (in the order you pick them)")
+    if a.kind == "factors":
+        return _factors_arg(prim, a, values, infos)
+    if a.kind == "int":
+        return _int_arg(prim, a, values, infos)
+    if a.kind == "bool":
+        return st.checkbox(label, value=bool(a.default), key=key, help=a.doc)
+    if a.kind == "choice":
+        index = a.choices.index(a.default) if a.default in a.choices else 0
+        return st.selectbox(label, a.choices, index=index, key=key, help=a.doc)
+    if a.kind == "buffer":
+        block = infos.get(values.get("block", ""))
+        left, right = st.columns(2)
+        side = left.radio("buffer", ("read", "write"), horizontal=True, key=f"{key}.side")
+        names = (block.reads if side == "read" else block.writes) if block else ()
+        index = right.selectbox("index", range(max(len(names), 1)),
+                                format_func=lambda k: f"{k}: {names[k]}" if k < len(names)
+                                else str(k), key=f"{key}.index")
+        return [side, index]
+    if a.kind == "index_map":
+        return st.text_input(label, value=_DEFAULT_INDEX_MAP, key=key, help=a.doc)
+    raise AssertionError(f"no picker for argument kind {a.kind!r}")  # a new kind in steps.py
+
+
+def schedule_ui(session: Session, target: str) -> Step | None:
+    """Draw the primitive form; return the step to apply when Apply was pressed."""
+    infos = {b.name: b for b in blocks(session.schedule())}
+    names = list(CATALOG)
+    name = st.selectbox("Primitive", names, key="sched.primitive",
+                        format_func=lambda n: n + ("  (GPU)" if CATALOG[n].gpu else ""))
+    prim = CATALOG[name]
+    st.caption(prim.doc + (" Needs the cuda target." if prim.gpu and target != "cuda" else ""))
+    values: dict[str, Any] = {}
+    for a in prim.args:
+        values[a.name] = _arg_ui(prim, a, values, infos)
+    step = Step(prim.name, values)
+    try:
+        st.code(step_code(normalize_step(step)), language="python")
+    except (StepError, KeyError):
+        pass  # incomplete arguments: Apply reports the library's message
+    return step if st.button("Apply", key="sched.apply", type="primary") else None
+
+
+def handle_apply(step: Step | None) -> None:
+    """Apply ``step``; on success rerun, on refusal keep the reason for the form."""
+    if step is None:
+        return
+    try:
+        new = state.session().apply(step)
+    except PlaygroundError as e:
+        state.ui().step_error = {"message": e.message, "detail": e.detail}
+        return
+    state.commit(new)
+    st.rerun()
+
+
+def render_step_error(error: dict | None) -> None:
+    if not error:
+        return
+    st.error(error["message"], icon="🚫")
+    if error["detail"]:
+        with st.expander("Full explanation from TVM"):
+            st.code(error["detail"], language=None, wrap_lines=True)
+
+
+# ----------------------------------------------------------------------------- history
+
+def history_ui(session: Session) -> tuple[str, int] | None:
+    """The steps with undo / redo / go to / delete; returns the action pressed."""
+    action = None
+    with st.container(horizontal=True):
+        if st.button("↶ Undo", key="hist.undo", disabled=not session.can_undo):
+            action = ("undo", 0)
+        if st.button("↷ Redo", key="hist.redo", disabled=not session.can_redo):
+            action = ("redo", 0)
+    if session.notice:
+        st.warning(session.notice)
+    labels = ["unscheduled chain", *(s.label() for s in session.steps)]
+    for k, label in enumerate(labels):
+        with st.container(horizontal=True, vertical_alignment="center", gap="xsmall",
+                          wrap=False):
+            text = f"{k} · `{label}`" if k else f"{k} · {label}"
+            if k == session.cursor:
+                st.markdown(f"▶ **{text}**", width="stretch")
+            elif k > session.cursor:
+                st.markdown(f":gray[{text} (undone)]", width="stretch")
+            else:
+                st.markdown(text, width="stretch")
+            if st.button("go", key=f"hist.goto.{k}", disabled=k == session.cursor,
+                         help=f"make the first {k} steps active", type="tertiary"):
+                action = ("goto", k)
+            if k and st.button("✕", key=f"hist.delete.{k - 1}", help="delete this step",
+                               type="tertiary"):
+                action = ("delete", k - 1)
+    return action
+
+
+def handle_history(action: tuple[str, int] | None) -> None:
+    if action is None:
+        return
+    current = state.session()
+    kind, arg = action
+    try:
+        new = {"undo": lambda: current.undo(), "redo": lambda: current.redo(),
+               "goto": lambda: current.goto(arg), "delete": lambda: current.delete(arg)}[kind]()
+    except PlaygroundError as e:
+        st.error(e.message, icon="⚠️")
+        return
+    state.commit(new)
+    st.rerun()
