@@ -96,8 +96,9 @@ def _as_float(value: Any, layer: str, field: str) -> float:
 def _check_keys(raw: dict, allowed: set[str], layer: str) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
+        known = ", ".join(sorted(allowed))
         raise _err(layer, unknown[0], f"{layer}: unknown field {unknown[0]!r} for a "
-                                      f"{raw.get('op')} layer (known: {', '.join(sorted(allowed))})")
+                                      f"{raw.get('op')} layer (known: {known})")
 
 
 def conv_output_hw(h: int, w: int, layer: dict) -> tuple[int, int]:

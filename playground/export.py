@@ -92,8 +92,13 @@ def main(argv):
         result.update(status="error", message=lines[-1])
         report(result, args.json)
         return 1
+    if args.target == "cuda" and not ex.mod.imports:
+        result.update(status="error", message="no loop is bound to a GPU thread (bind "
+                      "blockIdx.x and threadIdx.x): nothing would run on the GPU")
+        report(result, args.json)
+        return 1
     if not dev.exist:
-        source = ex.mod.imports[0].inspect_source() if ex.mod.imports else ""
+        source = ex.mod.imports[0].inspect_source()
         result.update(status="no-gpu", message="no CUDA GPU present: the kernel was compiled "
                       "but not run; its CUDA source follows", source=source)
         if not args.json:
@@ -171,7 +176,8 @@ def _import_key(line: str) -> tuple[str, bool]:
 
 def _docstring(title: str, description: str, target: str) -> str:
     def clean(text: str) -> str:
-        text = "".join(ch for ch in text if ch in "\n\t" or ord(ch) >= 32)
+        text = "".join(ch for ch in text if ch in "\n\t" or (ord(ch) >= 32
+                                                            and not 0xD800 <= ord(ch) < 0xE000))
         return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
 
     head = clean(title.replace("\n", " ").strip()) or "Schedule Playground export"

@@ -59,7 +59,7 @@ def conv2d_nchw(x, weight, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
     weight = np.asarray(weight, dtype=np.float64)
     pt, pl, pb, pr = padding
     x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     k, cpg, kh, kw = weight.shape
     (sh, sw), (dh, dw) = stride, dilation
     eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1

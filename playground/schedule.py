@@ -204,7 +204,8 @@ def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None) -> Ste
             keywords[keyword] = value
     try:
         getattr(sch, prim.name)(*positional, **keywords)
-    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            AssertionError) as e:
         text = str(e)
         reason = _name_objects(_one_line(text), text).removeprefix("ScheduleError: ")
         raise StepError(f"{ctx}: TVM refused it: {reason}", detail=text,

@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import re
+import warnings
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,7 @@ from playground.steps import CATALOG, REQUIRED, Arg, Primitive, Step
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_SCRIPT_LINES = 5000
 MAX_STEPS = 256
+MAX_LITERAL_INT = 1 << 63
 MAX_STATE_CHARS = 8 * 1024  # encoded URL state
 MAX_STATE_JSON = 64 * 1024  # decompressed URL state
 QUERY_KEY = "state"
@@ -114,7 +116,9 @@ def _check_size(text: Any) -> str:
 
 def _parse(text: str) -> ast.Module:
     try:
-        return ast.parse(text, filename="<script>")
+        with warnings.catch_warnings():  # "invalid escape sequence" in user text is not ours
+            warnings.simplefilter("ignore")
+            return ast.parse(text, filename="<script>")
     except SyntaxError as e:
         raise _err(e.lineno or 1, f"not valid Python: {e.msg}") from None
     except ValueError as e:  # null bytes (Python < 3.12)
@@ -175,10 +179,16 @@ def scan(tree: ast.Module) -> None:
 
 def _literal(node: ast.AST, line: int, what: str) -> Any:
     try:
-        return ast.literal_eval(node)
+        value = ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise _err(line, f"{what} must be a literal (numbers, strings, lists, dicts, True, "
                          f"False, None); found {_describe(node)}") from None
+    # Huge integers (0x... with thousands of digits) cannot even be printed in an error message.
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, int) and \
+                abs(sub.value) > MAX_LITERAL_INT:
+            raise _err(getattr(sub, "lineno", line), f"{what}: integer literal too large")
+    return value
 
 
 def _is_sch(node: ast.AST) -> bool:
@@ -381,8 +391,8 @@ def _import_json(text: str) -> tuple[dict, tuple[Step, ...], dict]:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise _err(e.lineno, f"not valid JSON: {e.msg}") from None
-    except (ValueError, RecursionError, MemoryError):
-        raise _err(1, "not valid JSON: nested too deeply") from None
+    except (ValueError, RecursionError, MemoryError) as e:
+        raise _err(1, f"not valid JSON: {type(e).__name__}") from None
     if not isinstance(raw, dict):
         raise _err(1, "a JSON session must be an object with chain and steps")
     unknown = sorted(set(raw) - set(_JSON_KEYS))

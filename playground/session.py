@@ -89,7 +89,7 @@ class Session:
             raise StepError(f"step {index + 1} does not exist (1 to {len(self.steps)})")
         steps = self.steps[:index] + self.steps[index + 1:]
         cursor = self.cursor - 1 if index < self.cursor else self.cursor
-        ok, error = replay_prefix(self.chain, steps[:cursor])
+        _, error = replay_prefix(self.chain, steps[:cursor])
         if error is not None:
             raise StepError(f"cannot delete step {index + 1}: {error.message}",
                             detail=error.detail) from None

@@ -115,5 +115,11 @@ def outline_text(session: Session) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Node", "outline", "outline_text", "script_after", "scheduled_script",
-           "step_diff"]
+__all__ = [
+    "Node",
+    "outline",
+    "outline_text",
+    "scheduled_script",
+    "script_after",
+    "step_diff",
+]
