@@ -13,6 +13,7 @@ from __future__ import annotations
 import tvm
 
 from playground.errors import BuildError
+from playground.gpu import require_cuda_lowered, require_cuda_ready
 from playground.targets import resolve
 
 CODE_KINDS = {"cpu": ("asm", "llvm"), "cuda": ("cuda",)}
@@ -45,8 +46,12 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
     Raises
     ------
     BuildError
-        When a lowering pass refuses the schedule (e.g. a CUDA kernel with an unbound loop).
+        When a lowering pass refuses the schedule, or for ``cuda`` when the schedule is not
+        ready for a GPU (see :mod:`playground.gpu`: unbound blocks, global intermediates in a
+        kernel, thread counts, shared memory).
     """
+    if target_name == "cuda":
+        require_cuda_ready(mod)
     target = resolve(target_name)
     pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
     keep = _KeepBefore("tirx.MakePackedAPI")
@@ -59,6 +64,8 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
                          detail=str(e)) from None
     if keep.kept is None:
         raise BuildError("lowering did not reach MakePackedAPI")
+    if target_name == "cuda":
+        require_cuda_lowered(keep.kept)
     return keep.kept
 
 
@@ -68,7 +75,13 @@ def lowered_text(mod: tvm.IRModule, target_name: str = "cpu") -> str:
 
 
 def compile_module(mod: tvm.IRModule, target_name: str = "cpu"):
-    """``tvm.compile`` for a target name, with failures as :class:`BuildError`."""
+    """``tvm.compile`` for a target name, with failures as :class:`BuildError`.
+
+    For ``cuda`` the module is lowered first (:func:`lower`) for the GPU checks: TVM itself
+    compiles unbound loops as host code and oversized shared buffers without a word.
+    """
+    if target_name == "cuda":
+        lower(mod, target_name)
     try:
         return tvm.compile(mod, target=resolve(target_name))
     except (RuntimeError, ValueError, TypeError) as e:
@@ -76,7 +89,7 @@ def compile_module(mod: tvm.IRModule, target_name: str = "cpu"):
         text = str(e)
         if "memory" in text and "global" in text.lower() and target_name == "cuda":
             hint = " (intermediates computed inside a kernel need set_scope 'shared' or 'local')"
-        elif "unbound" in text.lower() or "thread" in text.lower() and target_name == "cuda":
+        elif "unbound" in text.lower() or ("thread" in text.lower() and target_name == "cuda"):
             hint = " (bind the kernel's outer loops to blockIdx.x and threadIdx.x)"
         raise BuildError(f"compiling for {target_name} failed: {_first_line(e)}{hint}",
                          detail=text) from None

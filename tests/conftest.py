@@ -1,5 +1,31 @@
+"""Shared fixtures: one warm worker pool for the whole run; GPU tests skipped without a GPU."""
+
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """A warm worker pool shared by the tests that build and run kernels."""
+    from playground.worker import WorkerPool
+
+    with WorkerPool(1) as p:
+        yield p
+
+
+def pytest_collection_modifyitems(config, items):
+    if not any("gpu" in item.keywords for item in items):
+        return
+    import tvm
+
+    if tvm.cuda(0).exist:
+        return
+    skip = pytest.mark.skip(reason="no CUDA device on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,97 @@
+"""Every preset: loads without executing, applies, builds and validates (CPU) or generates CUDA
+source; re-exports to the same text (so it is in the current format); runs as a plain script
+with only tvm and numpy; and the command line reads it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from playground import service
+from playground.export import export_script
+from playground.presets import list_presets, load_preset, preset_paths
+from playground.session import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = [p.stem for p in preset_paths()]
+# Presets whose reference check is heavy (the seed's 12.9 and 50 GFLOP chains).
+HEAVY = {"seed_conv_relu_fused", "seed_two_conv_fused"}
+
+
+def test_there_are_presets_and_all_load():
+    rows = list_presets()
+    assert len(rows) >= 5
+    assert [r for r in rows if r["error"]] == []
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_re_exports_to_the_same_text(name):
+    chain, steps, meta = load_preset(name)
+    text = export_script(chain, steps, target=meta.get("target", "cpu"),
+                         title=meta.get("title", ""), description=meta.get("description", ""))
+    assert text == (ROOT / "schedules" / f"{name}.py").read_text(), (
+        f"{name} is not in the current export format: refresh it with "
+        f"python -m playground export schedules/{name}.py -o schedules/{name}.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_applies_builds_and_validates_in_the_worker(name, pool):
+    chain, steps, meta = load_preset(name)
+    session = Session.new(chain, steps)
+    target = meta.get("target", "cpu")
+    if target == "cuda":
+        result = service.codegen(pool, session, "cuda", "cuda")
+        assert result.status == "ok", result.message
+        assert "__global__" in result.value["text"]
+        return
+    result = service.run(pool, session, target, measure=False)
+    assert result.status == "ok", f"{result.status}: {result.message}\n{result.detail[-2000:]}"
+    assert result.value["correct"] is True, result.value["message"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in PRESETS if n not in HEAVY])
+def test_preset_runs_as_a_plain_script_without_playground(name, tmp_path):
+    # Copied out of the repository and run without PYTHONPATH: only tvm and numpy.
+    script = tmp_path / f"{name}.py"
+    script.write_text((ROOT / "schedules" / f"{name}.py").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, str(script), "--json", "--repeat", "3"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    if load_preset(name)[2].get("target", "cpu") == "cpu":
+        assert json.loads(run.stdout)["correct"] is True
+
+
+@pytest.mark.slow
+def test_cli_lists_runs_and_lowers(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "playground"]
+    listing = subprocess.run([*cli, "presets"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert listing.returncode == 0 and all(n in listing.stdout for n in PRESETS)
+    name = next(n for n in PRESETS if n not in HEAVY and load_preset(n)[2].get("target") != "cuda")
+    run = subprocess.run([*cli, "run", f"schedules/{name}.py", "--json", "--repeat", "3"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    for key in ("valid", "correct", "max_abs_error", "max_rel_error", "median_ms", "gflops",
+                "target"):
+        assert key in out
+    assert out["valid"] and out["correct"] and out["median_ms"] > 0
+    lower = subprocess.run([*cli, "lower", f"schedules/{name}.py"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert lower.returncode == 0 and "T.prim_func" in lower.stdout
+    # A schedule that TVM refuses: exit 1 with valid false.
+    chain, steps, _ = load_preset(name)
+    bad = export_script(chain, [], title="bad").replace(
+        "def apply_schedule(sch):", "def apply_schedule(sch):\n    sch.vectorize(loop(sch, "
+        "\"conv1\", \"rc\"))", 1)
+    (tmp_path / "bad.py").write_text(bad)
+    run = subprocess.run([*cli, "run", str(tmp_path / "bad.py"), "--json"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and json.loads(run.stdout)["valid"] is False
