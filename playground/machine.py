@@ -182,9 +182,11 @@ def measure_peak(pool: Any, *, cores: int = 2, path: Path | None = None, refresh
 # ----------------------------------------------------------------------------- kernels
 # Built and run inside the worker only (they compile); see analysis_jobs.machine_peak_job.
 
-FMA_ACCUMULATORS = 10  # independent chains hide the FMA latency (4 cycles x 2 ports + slack)
+# 6 rows x 2 AVX2 vectors (lanes=16): 12 independent chains hide the 4-cycle FMA latency on
+# 2 ports in 15 registers (10 rows spilled to the stack and ran at half the speed).
+FMA_ACCUMULATORS = 6
 FMA_INNER = 64  # y is ACC x 64 floats: stays in L1
-FMA_REPEAT = 256
+FMA_REPEAT = 1024  # ~6 MFLOP per call per core: thread start-up stays negligible
 
 
 def fma_kernel(cores: int, lanes: int = 8):
