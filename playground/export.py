@@ -18,12 +18,13 @@ Example
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import json
 from collections.abc import Iterable
 from types import ModuleType
 
-from playground import compute, loops, reference
+from playground import compute, loops, pyparse, reference
 from playground.chain import normalize_chain
 from playground.errors import ScriptError
 from playground.steps import Step, normalize_step, step_code
@@ -129,10 +130,11 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
+@functools.cache
 def _strip_module(module: ModuleType) -> tuple[str, list[str]]:
     """A module's source without its docstring and imports, and those imports as lines."""
     source = inspect.getsource(module)
-    tree = ast.parse(source)
+    tree = pyparse.parse(source)
     drop: set[int] = set()
     imports: list[str] = []
     for i, node in enumerate(tree.body):
@@ -202,7 +204,7 @@ def _wrap_call(code: str, width: int = 96) -> str:
     """A step's line, indented in a function body; long calls get one argument per line."""
     if len(code) + 4 <= width:
         return "    " + code
-    call = ast.parse(code, mode="eval").body
+    call = pyparse.parse(code, mode="eval").body
     assert isinstance(call, ast.Call)
     parts = [ast.get_source_segment(code, a) for a in (*call.args, *call.keywords)]
     head = code[: call.func.end_col_offset or 0]

@@ -47,7 +47,7 @@ JOBS: dict[str, JobFunc] = {}
 
 #: Modules that :func:`load_jobs` imports (if they exist) so their ``@job`` functions register.
 JOB_MODULES: list[str] = ["playground.job_impls", "playground.remote_jobs",
-                          "playground.analysis_jobs"]
+                          "playground.analysis_jobs", "playground.tuning_jobs"]
 
 FAULT_JOBS_ENV = "PLAYGROUND_FAULT_JOBS"
 

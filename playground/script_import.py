@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from playground import pyparse
 from playground.chain import normalize_chain
 from playground.errors import PlaygroundError, ScriptError
 from playground.schedule import apply_step, scheduled
@@ -118,7 +119,7 @@ def _parse(text: str) -> ast.Module:
     try:
         with warnings.catch_warnings():  # "invalid escape sequence" in user text is not ours
             warnings.simplefilter("ignore")
-            return ast.parse(text, filename="<script>")
+            return pyparse.parse(text, filename="<script>")
     except SyntaxError as e:
         raise _err(e.lineno or 1, f"not valid Python: {e.msg}") from None
     except ValueError as e:  # null bytes (Python < 3.12)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from playground import pyparse
 from playground.errors import StepError
 
 REQUIRED = object()
@@ -246,7 +247,7 @@ def check_index_map(source: Any, ctx: str = "transform_layout") -> str:
         raise StepError(f"{ctx}: index_map must be the text of a lambda (at most 400 "
                         f"characters), got {source!r:.80}", where="index_map")
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        tree = pyparse.parse(source.strip(), mode="eval")
     except SyntaxError as e:
         raise StepError(f"{ctx}: index_map is not valid Python: {e.msg}",
                         where="index_map") from None

@@ -1,0 +1,162 @@
+"""Tests of the auto-tuning baseline: trace -> steps conversion (fast) and the tune job (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import tvm_ffi
+from helpers import CONV_RELU
+
+from playground import service
+from playground.chain import normalize_chain
+from playground.session import Session
+from playground.steps import Step
+from playground.tuning import (
+    TuneResult,
+    TuningError,
+    check_trials,
+    estimate_seconds,
+    strip_hints,
+    trace_to_steps,
+    tune,
+    verify,
+)
+from playground.worker import WorkerPool
+
+# The best schedule MetaSchedule 0.27 found for CONV_RELU in 8 trials (seed 0), with its
+# postprocessing, as ``compile_tir(...).trace.as_python()`` printed it.
+TUNED_TRACE = """\
+b0 = sch.get_sblock(name="conv1_pad", func_name="main")
+b1 = sch.get_sblock(name="conv1", func_name="main")
+b2 = sch.get_sblock(name="root", func_name="main")
+sch.annotate(block_or_loop=b1, ann_key="meta_schedule.tiling_structure", ann_val="SSRSRS")
+l3, l4, l5, l6, l7, l8, l9 = sch.get_loops(block=b1)
+v10, v11, v12, v13 = sch.sample_perfect_tile(loop=l3, n=4, max_innermost_factor=64, decision=[1, 1, 1, 1])
+l14, l15, l16, l17 = sch.split(loop=l3, factors=[v10, v11, v12, v13], preserve_unit_iters=True, disable_predication=False)
+v18, v19, v20, v21 = sch.sample_perfect_tile(loop=l4, n=4, max_innermost_factor=64, decision=[1, 4, 1, 2])
+l22, l23, l24, l25 = sch.split(loop=l4, factors=[v18, v19, v20, v21], preserve_unit_iters=True, disable_predication=False)
+v26, v27, v28, v29 = sch.sample_perfect_tile(loop=l5, n=4, max_innermost_factor=64, decision=[1, 1, 2, 8])
+l30, l31, l32, l33 = sch.split(loop=l5, factors=[v26, v27, v28, v29], preserve_unit_iters=True, disable_predication=False)
+v34, v35, v36, v37 = sch.sample_perfect_tile(loop=l6, n=4, max_innermost_factor=64, decision=[1, 1, 16, 1])
+l38, l39, l40, l41 = sch.split(loop=l6, factors=[v34, v35, v36, v37], preserve_unit_iters=True, disable_predication=False)
+v42, v43 = sch.sample_perfect_tile(loop=l7, n=2, max_innermost_factor=64, decision=[8, 1])
+l44, l45 = sch.split(loop=l7, factors=[v42, v43], preserve_unit_iters=True, disable_predication=False)
+v46, v47 = sch.sample_perfect_tile(loop=l8, n=2, max_innermost_factor=64, decision=[1, 3])
+l48, l49 = sch.split(loop=l8, factors=[v46, v47], preserve_unit_iters=True, disable_predication=False)
+v50, v51 = sch.sample_perfect_tile(loop=l9, n=2, max_innermost_factor=64, decision=[3, 1])
+l52, l53 = sch.split(loop=l9, factors=[v50, v51], preserve_unit_iters=True, disable_predication=False)
+sch.reorder(l14, l22, l30, l38, l15, l23, l31, l39, l44, l48, l52, l16, l24, l32, l40, l45, l49, l53, l17, l25, l33, l41)
+b54, = sch.get_consumers(block=b1)
+sch.reverse_compute_at(block=b54, loop=l39, preserve_unit_loops=True, index=-1)
+sch.annotate(block_or_loop=b2, ann_key="meta_schedule.parallel", ann_val=32)
+sch.annotate(block_or_loop=b2, ann_key="meta_schedule.vectorize", ann_val=64)
+v55 = sch.sample_categorical(candidates=[0, 16, 64, 512], probs=[0.25, 0.25, 0.25, 0.25], decision=1)
+sch.annotate(block_or_loop=b2, ann_key="meta_schedule.unroll_explicit", ann_val=v55)
+l56 = sch.sample_compute_location(block=b0, decision=5)
+sch.compute_at(block=b0, loop=l56, preserve_unit_loops=True, index=-1)
+sch.enter_postproc()
+b57 = sch.get_sblock(name="root", func_name="main")
+sch.unannotate(block_or_loop=b57, ann_key="meta_schedule.parallel")
+sch.unannotate(block_or_loop=b57, ann_key="meta_schedule.vectorize")
+sch.unannotate(block_or_loop=b57, ann_key="meta_schedule.unroll_explicit")
+b58, b59, b60 = sch.get_child_blocks(b57)
+l61, l62, l63, l64, l65, l66, l67, l68, l69, l70 = sch.get_loops(block=b58)
+l71 = sch.fuse(l61, l62, l63, l64, l65, l66, preserve_unit_iters=True)
+sch.parallel(loop=l71)
+l72 = sch.fuse(l70, preserve_unit_iters=True)
+sch.vectorize(loop=l72)
+l73, l74, l75, l76, l77, l78, l79, l80, l81, l82, l83, l84, l85, l86, l87, l88, l89 = sch.get_loops(block=b59)
+l90 = sch.fuse(l73, preserve_unit_iters=True)
+sch.parallel(loop=l90)
+sch.annotate(block_or_loop=l90, ann_key="pragma_auto_unroll_max_step", ann_val=16)
+sch.annotate(block_or_loop=l90, ann_key="pragma_unroll_explicit", ann_val=1)
+l91, l92, l93, l94, l95, l96, l97 = sch.get_loops(block=b60)
+l98 = sch.fuse(l97, preserve_unit_iters=True)
+sch.vectorize(loop=l98)
+b99 = sch.get_sblock(name="conv1", func_name="main")
+l100, l101, l102, l103, l104, l105, l106, l107, l108, l109, l110, l111, l112, l113, l114, l115, l116 = sch.get_loops(block=b99)
+b117 = sch.decompose_reduction(block=b99, loop=l103)
+"""  # noqa: E501
+
+
+def test_estimate_grows_with_trials():
+    assert estimate_seconds(16) < estimate_seconds(64)
+    assert estimate_seconds(64, cores=4) < estimate_seconds(64, cores=2)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "8", 10**6])
+def test_check_trials_refuses(bad):
+    with pytest.raises(TuningError, match="trials"):
+        check_trials(bad)
+
+
+def test_trace_converts_to_steps_that_replay_the_tuned_program():
+    chain = normalize_chain(CONV_RELU)
+    conversion, tuned = trace_to_steps(chain, TUNED_TRACE.splitlines())
+    assert conversion.complete, conversion.unsupported
+    prims = [s.primitive for s in conversion.steps]
+    assert prims[:7] == ["split"] * 7
+    # The sampled tile sizes became concrete factors.
+    assert conversion.steps[1] == Step("split", {"block": "conv1", "loop": "k",
+                                                 "factors": [1, 4, 1, 2]})
+    assert {"reorder", "reverse_compute_at", "compute_at", "fuse", "parallel", "vectorize",
+            "annotate", "decompose_reduction"} <= set(prims)
+    # Only MetaSchedule hints are dropped.
+    assert conversion.dropped
+    assert all("meta_schedule." in line for line in conversion.dropped)
+    equal, why = verify(chain, conversion, tuned)
+    assert equal, why
+    # The imported session is a normal one: every step is editable.
+    session = Session.new(chain, [s.to_dict() for s in conversion.steps])
+    assert session.cursor == len(conversion.steps)
+
+
+def test_tuned_program_differs_only_by_hints():
+    chain = normalize_chain(CONV_RELU)
+    conversion, tuned = trace_to_steps(chain, TUNED_TRACE.splitlines())
+    session = Session.new(chain, [s.to_dict() for s in conversion.steps])
+    assert not tvm_ffi.structural_equal(session.schedule().mod, tuned.mod)  # tiling_structure
+    stripped = tuned.copy()
+    strip_hints(stripped)
+    assert tvm_ffi.structural_equal(session.schedule().mod, stripped.mod)
+
+
+def test_sampled_compute_locations_root_and_inline():
+    chain = normalize_chain(CONV_RELU)
+    lines = ['b0 = sch.get_sblock(name="conv1_pad", func_name="main")',
+             'b1 = sch.get_sblock(name="relu1", func_name="main")',
+             "l2 = sch.sample_compute_location(block=b0, decision=-2)",
+             "sch.compute_at(block=b0, loop=l2, preserve_unit_loops=True, index=-1)",
+             "l3 = sch.sample_compute_location(block=b1, decision=-1)",
+             "sch.reverse_compute_at(block=b1, loop=l3, preserve_unit_loops=True, index=-1)"]
+    conversion, tuned = trace_to_steps(chain, lines)
+    assert conversion.steps == (Step("compute_inline", {"block": "conv1_pad"}),)
+    assert len(conversion.dropped) == 1 and "root" in conversion.dropped[0]
+    assert verify(chain, conversion, tuned)[0]
+
+
+def test_unsupported_instruction_stops_the_conversion():
+    chain = normalize_chain(CONV_RELU)
+    lines = ['b0 = sch.get_sblock(name="conv1", func_name="main")',
+             "l1, l2, l3, l4, l5, l6, l7 = sch.get_loops(block=b0)",
+             "l8, l9 = sch.split(loop=l3, factors=[4, 4], preserve_unit_iters=True)",
+             "b10 = sch.blockize(target=l9)"]
+    conversion, _ = trace_to_steps(chain, lines)
+    assert not conversion.complete
+    assert "blockize" in conversion.unsupported
+    assert [s.primitive for s in conversion.steps] == ["split"]
+
+
+@pytest.mark.slow
+def test_tune_tiny_chain_gives_importable_steps():
+    session = Session.new(CONV_RELU)
+    with WorkerPool(1, num_threads=2) as pool:
+        result = tune(pool, session, trials=8)
+        assert result.status == "ok", (result.message, result.detail[-2000:])
+        tuned = TuneResult.from_value(result.value)
+        assert tuned.complete and tuned.structurally_equal, tuned.notes
+        assert 1 <= tuned.trials <= 8
+        assert tuned.best_ms is not None and tuned.best_ms > 0
+        imported = tuned.session(session.chain)
+        assert imported.cursor == len(tuned.steps) > 0
+        check = service.run(pool, imported, measure=False)
+        assert check.status == "ok" and check.value["correct"] is True
