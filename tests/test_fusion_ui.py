@@ -1,0 +1,81 @@
+"""The Fusion explorer tab, driven with AppTest: analysis numbers, the halo picture, a sweep
+run in the background (validated points, CSV), and a cancelled sweep."""
+
+import time
+from pathlib import Path
+
+import pytest
+from helpers import CONV_RELU_CONV, fuse_two_convs
+from streamlit.testing.v1 import AppTest
+
+from playground.session import Session
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def _app(session: Session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["session"] = session
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _wait(at: AppTest, name: str, timeout_s: float = 240) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task = at.session_state["tasks"].get(name)
+        if task is not None and task.done:
+            return task
+        time.sleep(0.2)
+    raise AssertionError(f"{name} did not finish in {timeout_s} s")
+
+
+def _table(at: AppTest, column: str):
+    """The first dataframe on the page with ``column`` (AppTest finds dataframes by index)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.mark.slow
+def test_analysis_and_halo_of_a_fused_schedule():
+    at = _app(Session.new(CONV_RELU_CONV, fuse_two_convs(8)))
+    # 16x16 image in 8x8 tiles: conv1 computes 18x18 per 16x16 of output, a factor 1.265625.
+    blocks = _table(at, "iterations done")
+    conv1 = blocks[blocks["block"] == "conv1"].iloc[0]
+    assert conv1["redundancy"] == pytest.approx((18 / 16) ** 2, abs=1e-4)  # shown rounded
+    assert _metric(at, "redundant work").endswith("x")
+    assert any("Red: region the next iteration computes again" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_sweep_runs_in_the_background_and_every_point_is_validated():
+    at = _app(Session.new(CONV_RELU_CONV, fuse_two_convs(8)))
+    label = "split conv2.h factor[1]"
+    at.selectbox(key="fusion.sweep.param").set_value(label).run()
+    at.multiselect(key=f"fusion.sweep.values.{label}").set_value([4, 8]).run()
+    at.button(key="fusion.sweep.run").click().run()
+    task = _wait(at, "sweep")
+    assert not task.error, task.error
+    assert [p.value for p in task.result.points] == [4, 8]
+    assert all(p.correct is True and p.median_ms > 0 for p in task.result.points)
+    at.run()
+    assert not at.exception
+    table = _table(at, "footprint_bytes")
+    assert list(table["value"]) == [4, 8]
+
+
+@pytest.mark.slow
+def test_cancelled_sweep_stops():
+    at = _app(Session.new(CONV_RELU_CONV, fuse_two_convs(8)))
+    label = "split conv2.h factor[1]"
+    at.selectbox(key="fusion.sweep.param").set_value(label).run()
+    at.multiselect(key=f"fusion.sweep.values.{label}").set_value([1, 2, 4, 8, 16]).run()
+    at.button(key="fusion.sweep.run").click().run()
+    task = at.session_state["tasks"]["sweep"]
+    task.cancel.set()  # what the Cancel button does
+    task = _wait(at, "sweep")
+    assert task.result.status == "cancelled" and len(task.result.points) < 5

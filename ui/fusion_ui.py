@@ -1,0 +1,345 @@
+"""Fusion explorer: what fusing convolutions trades away, read from the schedule and measured.
+
+Sections: the analysis of the current schedule (work done against work needed, compacted
+footprints, traffic, intensity), the tile-and-halo picture of one iteration, sweeps of a
+schedule parameter (time against the parameter, against redundant work and footprint, with
+the Pareto front), the machine's roofline, a MetaSchedule baseline to import, and a comparison
+table. Everything heavy runs in the worker; sweeps, tuning and comparisons run in a background
+thread of this tab (:mod:`ui.background`) so that the page stays usable and can cancel them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import streamlit as st
+
+from playground import compare, machine, service, sweep, tuning
+from playground.errors import PlaygroundError
+from playground.halo import TileRegions, halo_figure
+from playground.schedule import blocks
+from playground.session import Session
+from playground.worker import WorkerPool
+from ui import background, state
+
+INTRO = (
+    "Fusing with `compute_at` keeps a producer's tile in cache (producer–consumer locality) "
+    "but recomputes the halo that neighbouring tiles share (redundant work). Whether it pays "
+    "depends on the shapes: read both sides below, then sweep the tile size and measure.")
+
+
+def _job(pool: WorkerPool, session: Session, job: str, extra: dict, spinner: str):
+    key = state.result_key(job, session, "cpu", repr(sorted(extra.items())))
+    return state.run_cached(key, lambda: pool.run(job, service.payload(session, "cpu", **extra),
+                                                  timeout_s=180.0), spinner)
+
+
+# ----------------------------------------------------------------------------- analysis
+
+def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
+    """The analysis table of the current schedule; returns the analysis dict."""
+    st.markdown("#### Work, footprint and traffic of this schedule")
+    result = _job(pool, session, "analyze", {}, "Lowering and analysing the schedule…")
+    if not result.ok:
+        st.error(f"analysis failed ({result.status}): {result.message}")
+        return None
+    a = result.value
+    cols = st.columns(5)
+    cols[0].metric("MFLOP done / needed", f"{a['flop_done'] / 1e6:,.1f} / "
+                   f"{a['flop_needed'] / 1e6:,.1f}")
+    cols[1].metric("redundant work", f"{a['redundancy']:.3f}x",
+                   help="FLOP the code executes / FLOP the chain needs (1.0: no recomputation)")
+    cols[2].metric("allocated", f"{a['allocated_bytes'] / 1024:,.1f} KiB",
+                   help="intermediate buffers after compaction and memory sharing")
+    cols[3].metric(f"moved past {a['cache_level']}", f"{a['bytes_moved'] / 1024:,.0f} KiB",
+                   help="estimated bytes to and from memory (see the model in "
+                        "playground/analysis.py: traffic)")
+    intensity = a.get("arithmetic_intensity")
+    cols[4].metric("FLOP/byte", "∞" if intensity is None else f"{intensity:,.1f}")
+    st.dataframe([{"block": b["block"], "FLOP/iter": b["flop_per_iter"],
+                   "iterations done": b["iterations_done"],
+                   "iterations needed": b["iterations_needed"],
+                   "redundancy": round(b["redundancy"], 4),
+                   "MFLOP done": round(b["flop_done"] / 1e6, 3)} for b in a["blocks"]],
+                 hide_index=True, key="fusion.blocks")
+    caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in a["caches"].items())
+    st.dataframe([{"buffer": b["name"], "role": b["role"],
+                   "shape": "x".join(map(str, b["shape"])),
+                   "compacted": "x".join(map(str, b["compact_shape"])),
+                   "KiB": round(b["bytes"] / 1024, 1), "fits": b["fits"],
+                   "moved KiB": round(b["traffic_bytes"] / 1024, 1)} for b in a["buffers"]],
+                 hide_index=True, key="fusion.buffers")
+    st.caption(f"Caches of this machine: {caches}.")
+    return a
+
+
+# ----------------------------------------------------------------------------- halo
+
+def _default_loop(info) -> int:
+    """The deepest outer loop that other blocks were computed at (else the first > 1)."""
+    for i, loop in enumerate(info.loops):
+        if loop.name.startswith(("rc", "rh", "rw")):
+            return max(0, i - 1)
+    return 0
+
+
+def halo_ui(session: Session) -> tuple[str, str, dict] | None:
+    """Block, loop and iteration of the tile to draw."""
+    infos = {b.name: b for b in blocks(session.schedule())}
+    names = list(infos)
+    last = session.chain["layers"][-1]["name"]
+    cols = st.columns(3)
+    block = cols[0].selectbox("block", names, index=names.index(last) if last in names else 0,
+                              key="fusion.halo.block")
+    info = infos[block]
+    if not info.loops:
+        st.info(f"{block} has no loops.")
+        return None
+    loop_names = [lp.name for lp in info.loops]
+    loop = cols[1].selectbox("tile loop", loop_names, index=_default_loop(info),
+                             key=f"fusion.halo.loop.{block}")
+    depth = loop_names.index(loop) + 1
+    iteration = {}
+    inner = cols[2].columns(max(1, min(depth, 4)))
+    for i, lp in enumerate(info.loops[:depth]):
+        if (lp.extent or 1) <= 1:
+            continue
+        iteration[lp.name] = inner[i % len(inner)].number_input(
+            lp.name, min_value=0, max_value=(lp.extent or 1) - 1, value=0, step=1,
+            key=f"fusion.halo.it.{block}.{lp.name}")
+    return block, loop, {k: int(v) for k, v in iteration.items()}
+
+
+def render_halo(pool: WorkerPool, session: Session, choice: tuple[str, str, dict]) -> None:
+    block, loop, iteration = choice
+    result = _job(pool, session, "tile_regions",
+                  {"block": block, "loop": loop, "iteration": iteration},
+                  "Computing the regions of this tile…")
+    if not result.ok:
+        st.error(f"{result.message}")
+        return
+    regions = TileRegions.from_dict(result.value)
+    st.plotly_chart(halo_figure(regions), key="fusion.halo.figure")
+    runs = ", ".join(f"{b} ×{n:,}" for b, n in regions.iterations.items())
+    st.caption(f"One iteration of {loop} (at {iteration or 'its first value'}) runs: {runs}. "
+               "Red: region the next iteration computes again (the halo).")
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def sweep_ui(session: Session) -> tuple[sweep.SweepParam, list] | None:
+    params = sweep.sweep_parameters(session)
+    if not params:
+        st.info("Nothing to sweep yet: add a split or a compute_at step on the Playground tab "
+                "(or load a preset such as seed_two_conv_fused).")
+        return None
+    labels = [p.label for p in params]
+    label = st.selectbox("parameter", labels, key="fusion.sweep.param")
+    param = params[labels.index(label)]
+    values = st.multiselect("values", list(param.candidates), default=list(param.candidates),
+                            key=f"fusion.sweep.values.{label}")
+    return param, values
+
+
+def start_sweep(pool: WorkerPool, session: Session, param, values: list) -> None:
+    def work(task: background.Task):
+        def progress(i: int, n: int, point) -> None:
+            task.progress = i / n
+            shown = f"{point.median_ms:.3f} ms" if point.median_ms else point.status
+            task.text = f"{i}/{n}: {param.label} = {point.value} → {shown}"
+
+        return sweep.run_sweep(pool, session, param, values, on_progress=progress,
+                               cancel=task.cancel)
+
+    background.start("sweep", work)
+
+
+def render_sweep(result: sweep.SweepResult) -> None:
+    if result.cancelled:
+        st.warning(f"Sweep cancelled after {len(result.points)} point(s).")
+    st.plotly_chart(sweep.sweep_figure(result), key="fusion.sweep.figure")
+    if result.analysis:
+        st.plotly_chart(sweep.tradeoff_figure(result), key="fusion.sweep.tradeoff")
+    st.dataframe([{k: v for k, v in p.to_dict().items() if k != "steps"}
+                  for p in result.points], hide_index=True, key="fusion.sweep.table")
+    best = result.best()
+    if best is not None:
+        st.success(f"Fastest correct point: {result.param.label} = {best.value} "
+                   f"({best.median_ms:.3f} ms).")
+    st.download_button("Download CSV", sweep.to_csv(result), file_name="sweep.csv",
+                       mime="text/csv", key="fusion.sweep.csv")
+    for note in result.notes:
+        st.caption(note)
+
+
+# ----------------------------------------------------------------------------- tuning
+
+def start_tuning(pool: WorkerPool, session: Session, trials: int) -> None:
+    estimate = tuning.estimate_seconds(trials)
+
+    def work(task: background.Task):
+        def tick() -> None:
+            while not task.done:
+                task.progress = min(0.99, task.elapsed_s / estimate)
+                task.text = (f"MetaSchedule, {trials} trials: {task.elapsed_s:.0f} s of about "
+                             f"{estimate:.0f} s")
+                time.sleep(0.5)
+
+        threading.Thread(target=tick, daemon=True).start()
+        return tuning.tune(pool, session, trials, cancel=task.cancel)
+
+    background.start("tune", work)
+
+
+def render_tuning(result, session: Session) -> None:
+    if result.status != "ok":
+        st.error(f"tuning {result.status}: {result.message}")
+        return
+    tuned = tuning.TuneResult.from_value(result.value)
+    best = f"{tuned.best_ms:.3f} ms" if tuned.best_ms else "n/a"
+    st.write(f"Best of {tuned.trials} trials: **{best}** (MetaSchedule's runner), found in "
+             f"{tuned.tune_s:.0f} s; {len(tuned.steps)} steps"
+             + ("" if tuned.complete else f" (stopped at: {tuned.unsupported})") + ".")
+    if tuned.dropped:
+        with st.expander(f"{len(tuned.dropped)} instruction(s) not carried over"):
+            st.code("\n".join(tuned.dropped), language="text")
+    if st.button("Import the tuned steps into the session", key="fusion.tune.import"):
+        try:
+            state.commit(Session.new(session.chain, [s.to_dict() for s in tuned.steps]))
+            st.rerun()
+        except PlaygroundError as e:
+            st.error(e.message)
+
+
+# ----------------------------------------------------------------------------- comparison
+
+def start_comparison(pool: WorkerPool, session: Session) -> None:
+    tuned_task = background.get("tune")
+    tuned_steps = None
+    if tuned_task is not None and tuned_task.done and tuned_task.result is not None \
+            and tuned_task.result.status == "ok":
+        tuned_steps = tuning.TuneResult.from_value(tuned_task.result.value).steps
+
+    def work(task: background.Task):
+        def progress(i: int, n: int, row) -> None:
+            task.progress = i / n
+            task.text = f"{i}/{n}: {row.name} → {row.status}"
+
+        return compare.comparison_table(pool, session, tuned=tuned_steps, on_progress=progress,
+                                        cancel=task.cancel)
+
+    background.start("compare", work)
+
+
+# ----------------------------------------------------------------------------- roofline
+
+def render_roofline(pool: WorkerPool, session: Session, analysis: dict | None) -> None:
+    peak = machine.cached_peak()
+    if st.button("Measure this machine's peak" if peak is None else "Measure the peak again",
+                 key="fusion.peak"):
+        with st.spinner("Timing a vectorized FMA kernel and a triad over 256 MiB…"):
+            try:
+                peak = machine.measure_peak(pool, refresh=True)
+            except PlaygroundError as e:
+                st.error(e.message)
+    if peak is None:
+        st.caption("The roofline needs the machine's peak GFLOP/s and bandwidth: measure once "
+                   "(about 10 s, cached on disk).")
+        return
+    points = []
+    from ui import measure_ui
+
+    run = measure_ui.current_result(session, "cpu")
+    if analysis and run is not None and run.ok and run.value.get("gflops"):
+        points.append({"name": f"current ({session.cursor} steps)",
+                       "gflops": run.value["gflops"],
+                       "intensity": analysis.get("arithmetic_intensity")})
+    task = background.get("sweep")
+    if task is not None and task.done and isinstance(task.result, sweep.SweepResult):
+        for p in task.result.points:
+            if p.gflops and getattr(p, "intensity", None):
+                points.append({"name": str(p.value), "gflops": p.gflops,
+                               "intensity": p.intensity})
+    st.plotly_chart(machine.roofline_figure(peak.gflops, peak.bandwidth_gbs, points),
+                    key="fusion.roofline")
+    if not points:
+        st.caption("Measure the schedule (Playground tab) or run a sweep to place points.")
+
+
+# ----------------------------------------------------------------------------- page
+
+@st.fragment(run_every=1.0)
+def render_tasks() -> None:
+    """Progress of this tab's background jobs, refreshed every second while any runs."""
+    running = False
+    for name in ("sweep", "tune", "compare"):
+        task = background.get(name)
+        if task is None or task.done:
+            continue
+        running = True
+        cols = st.columns([6, 1])
+        cols[0].progress(task.progress, text=f"{name}: {task.text}")
+        if cols[1].button("Cancel", key=f"fusion.cancel.{name}"):
+            task.cancel.set()
+    seen = st.session_state.setdefault("fusion.tasks_seen", {})
+    for name in ("sweep", "tune", "compare"):
+        task = background.get(name)
+        if task is not None and task.done and seen.get(name) is not task:
+            seen[name] = task
+            if not running:
+                st.rerun()  # show the finished job's results on the whole page
+
+
+def _render_task_result(name: str, render) -> None:
+    task = background.get(name)
+    if task is None or task.running:
+        return
+    if task.error:
+        st.error(f"{name}: {task.error}")
+    elif task.result is not None:
+        render(task.result)
+
+
+def page(pool: WorkerPool, target: str) -> None:
+    """The Fusion explorer tab (CPU analysis and measurements)."""
+    session = state.session()
+    st.markdown(INTRO)
+    render_tasks()
+    analysis = render_analysis(pool, session)
+
+    st.markdown("#### One tile and its halo")
+    choice = halo_ui(session)
+    if choice is not None:
+        render_halo(pool, session, choice)
+
+    st.markdown("#### Sweep a parameter")
+    chosen = sweep_ui(session)
+    if chosen is not None and st.button("Run sweep", key="fusion.sweep.run",
+                                        disabled=not chosen[1]):
+        start_sweep(pool, session, *chosen)
+        st.rerun()
+    _render_task_result("sweep", render_sweep)
+
+    st.markdown("#### Roofline")
+    render_roofline(pool, session, analysis)
+
+    st.markdown("#### Auto-tuning baseline (MetaSchedule)")
+    cols = st.columns([1, 2])
+    trials = cols[0].number_input("trials", min_value=1, max_value=tuning.MAX_TRIALS, value=32,
+                                  step=16, key="fusion.tune.trials")
+    cols[1].caption(f"About {tuning.estimate_seconds(int(trials)):.0f} s on this machine; the "
+                    "best schedule comes back as steps you can import and keep editing.")
+    if st.button("Tune", key="fusion.tune.run"):
+        start_tuning(pool, session, int(trials))
+        st.rerun()
+    _render_task_result("tune", lambda r: render_tuning(r, session))
+
+    st.markdown("#### Comparison")
+    if st.button("Measure the comparison table", key="fusion.compare.run"):
+        start_comparison(pool, session)
+        st.rerun()
+    _render_task_result("compare", lambda rows: st.dataframe(
+        compare.rows_to_records(rows), hide_index=True, key="fusion.compare.table"))
+    if target != "cpu":
+        st.caption("The explorer analyses and measures on the host CPU.")
