@@ -13,7 +13,6 @@ from playground.errors import PlaygroundError
 from playground.export import export_script
 from playground.script_import import decode_state, encode_state, import_query, import_script
 from playground.session import Session
-from playground.steps import Step
 
 BASE = Session.new(CONV_RELU_CONV, fuse_two_convs())
 GOOD_SCRIPT = export_script(BASE.chain, BASE.steps, title="good")

@@ -87,7 +87,7 @@ def test_cli_lists_runs_and_lowers(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert lower.returncode == 0 and "T.prim_func" in lower.stdout
     # A schedule that TVM refuses: exit 1 with valid false.
-    chain, steps, _ = load_preset(name)
+    chain, _steps, _ = load_preset(name)
     bad = export_script(chain, [], title="bad").replace(
         "def apply_schedule(sch):", "def apply_schedule(sch):\n    sch.vectorize(loop(sch, "
         "\"conv1\", \"rc\"))", 1)

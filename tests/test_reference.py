@@ -10,7 +10,7 @@ from playground.reference import compare, conv2d_nchw, make_inputs, reference_ou
 def naive_conv(x, w, stride, padding, dilation, groups):
     pt, pl, pb, pr = padding
     x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     k, cpg, kh, kw = w.shape
     oh = (h - (kh - 1) * dilation[0] - 1) // stride[0] + 1
     ow = (wd - (kw - 1) * dilation[1] - 1) // stride[1] + 1

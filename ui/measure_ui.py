@@ -17,7 +17,7 @@ from playground import service
 from playground.session import Session
 from playground.targets import TARGETS, TargetInfo, info
 from playground.worker import JobResult, WorkerPool
-from ui import state
+from ui import remote_ui, state
 
 STATUS_TEXT = {
     "schedule_error": "The schedule does not apply to this chain.",
@@ -57,13 +57,14 @@ def step_label(session: Session) -> str:
 
 
 def measure_ui(target: str) -> tuple[bool, bool]:
-    """The Validate & measure button and its option; returns (pressed, time it)."""
+    """The Validate & measure button and its options; returns (pressed, time it)."""
+    remote = remote_ui.device_ui()  # None: this machine
     left, right = st.columns([1, 2], vertical_alignment="center")
     timing = right.checkbox("time the kernel (median of 10 repeats)", value=True,
                             key="measure.timing")
+    runnable = remote is not None or target_info(target).can_run
     pressed = left.button("Validate & measure" if timing else "Validate", key="measure.run",
-                          type="primary", disabled=not target_info(target).can_run,
-                          width="stretch")
+                          type="primary", disabled=not runnable, width="stretch")
     return pressed, timing
 
 
@@ -87,7 +88,9 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
     if not pressed:
         return
     verb = "Validating and timing" if timing else "Validating"
-    with st.status(f"{verb} on {target}…", expanded=True) as status:
+    remote = remote_ui.chosen()
+    where = target if remote is None else f"{remote.label} ({target})"
+    with st.status(f"{verb} on {where}…", expanded=True) as status:
         line = st.empty()
 
         def on_event(event: dict) -> None:
@@ -99,14 +102,27 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
                 line.write(f"Building, running and checking against numpy in worker "
                            f"{event.get('worker_pid')}…")
 
-        result = service.run(pool, session, target, measure=timing, on_event=on_event)
+        if remote is None:
+            result = service.run(pool, session, target, measure=timing, on_event=on_event)
+        else:
+            result = remote_ui.run_remote(pool, session, target, remote, timing, on_event)
         done = "complete" if result.ok else "error"
-        status.update(label=f"{verb} on {target}: {result.status}", state=done, expanded=False)
-    state.remember_result(_key(session, target, timing), result)
-    state.ui().measurements.append(record(session, target, result))
+        status.update(label=f"{verb} on {where}: {result.status}", state=done, expanded=False)
+    if remote is None:
+        state.remember_result(_key(session, target, timing), result)
+        state.ui().measurements.append(record(session, target, result))
+        return
+    if remote_ui.field_of(result.where):
+        st.rerun()  # the message goes under the field it names (see remote_ui.device_ui)
+    state.remember_result(remote_ui.result_key(session, target, remote, timing), result)
+    state.ui().measurements.append(record(session, where, result))
 
 
 def current_result(session: Session, target: str) -> JobResult | None:
+    remote = remote_ui.chosen()
+    if remote is not None:
+        return (state.cached_result(remote_ui.result_key(session, target, remote, True))
+                or state.cached_result(remote_ui.result_key(session, target, remote, False)))
     return (state.cached_result(_key(session, target, True))
             or state.cached_result(_key(session, target, False)))
 
@@ -151,6 +167,7 @@ def render_result(result: JobResult | None) -> None:
                    f"{timing['number']} call(s) · {_compiled(value)}")
     elif value.get("compile_s") is not None:
         st.caption(_compiled(value))
+    remote_ui.render_remote(value)
     if value.get("message") and value.get("correct") is False:
         st.caption(value["message"])
     if not result.ok:
