@@ -116,7 +116,8 @@ def main(argv):
     dev.sync()
     check = compare(out.numpy(), expected, dtype)
     result.update(status="correct" if check["correct"] else "wrong", message=check["message"],
-                  max_abs_error=check["max_abs_error"])
+                  correct=check["correct"], max_abs_error=check["max_abs_error"],
+                  max_rel_error=check["max_rel_error"])
     timer = ex.mod.time_evaluator("main", dev, number=1, repeat=max(1, args.repeat),
                                   min_repeat_ms=20)
     seconds = float(np.median(timer(*tensors, out).results))

@@ -1,0 +1,28 @@
+"""House rules checked in CI: ruff is clean, the library never imports streamlit, and modules
+stay small enough to read in one sitting (a line budget, as tinygrad watches its own)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_MODULE_LINES = 800
+
+
+def test_ruff_is_clean():
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:]
+
+
+def test_library_never_imports_streamlit():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "playground").glob("*.py")
+                 if "import streamlit" in p.read_text() or "from streamlit" in p.read_text()]
+    assert offenders == []
+
+
+def test_modules_stay_within_the_line_budget():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for folder in ("playground", "ui") for p in (ROOT / folder).glob("*.py")}
+    sizes["app.py"] = len((ROOT / "app.py").read_text().splitlines())
+    assert {k: v for k, v in sizes.items() if v > MAX_MODULE_LINES} == {}
