@@ -252,6 +252,11 @@ def test_memory_cap_too_small_to_start(tmp_path):
 def test_close_leaves_no_zombies(tmp_path):
     import psutil
 
+    def workers() -> set[int]:
+        return {c.pid for c in psutil.Process().children(recursive=True)
+                if "playground.worker_main" in " ".join(c.cmdline())}
+
+    before = workers()  # other tests' pools (shared fixtures) may have live workers
     pool = WorkerPool(2, fault_jobs=True, num_threads=1, memory_limit_mb=CAP_MB,
                       lock_dir=tmp_path)
     pool.warm_up()
@@ -262,8 +267,7 @@ def test_close_leaves_no_zombies(tmp_path):
     pids += pool.pids
     pool.close()
     assert not any(_alive(pid) for pid in pids)
-    children = psutil.Process().children(recursive=True)
-    assert not [c for c in children if "playground.worker_main" in " ".join(c.cmdline())]
+    assert workers() - before == set()
     with pytest.raises(PlaygroundError, match="closed"):
         pool.run("ping", {})
 
