@@ -208,26 +208,32 @@ def halo_spec(regions: TileRegions, buffer: str) -> dict:
             (over[2][1] - over[2][0]) * (over[3][1] - over[3][0])}
 
 
-def halo_figure(regions: TileRegions, buffer: str | None = None) -> Any:
-    """Plotly figure of H x W planes: ``buffer`` alone, or every activation side by side.
+def halo_figure(regions: TileRegions, buffer: str | None = None, columns: int = 3) -> Any:
+    """Plotly figure of H x W planes: ``buffer`` alone, or every activation in a grid.
 
     Each plane shows the whole tensor (grey outline), this iteration's region (blue), the
-    neighbouring iteration's (orange, dashed) and their overlap (red): computed twice.
+    neighbouring iteration's (orange, dashed) and their overlap (red): computed twice. Rows of
+    the image go down, as in the tensor.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     names = [buffer] if buffer else plane_buffers(regions)
     specs = [halo_spec(regions, b) for b in names]
-    fig = make_subplots(rows=1, cols=len(specs), subplot_titles=[
-        f"{s['buffer']} ({s['role']}) {s['tile_points']} pts, {s['overlap_points']} shared"
-        for s in specs])
+    cols = max(1, min(columns, len(specs)))
+    rows = math.ceil(len(specs) / cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.08, vertical_spacing=0.12,
+                        subplot_titles=[
+                            f"{s['buffer']} ({s['role']}): {s['tile_points']} px, "
+                            f"{s['overlap_points']} again" for s in specs])
     styles = (("tile", "rgba(31,119,180,0.35)", "rgb(31,119,180)", "solid"),
               ("neighbour", "rgba(255,127,14,0.15)", "rgb(255,127,14)", "dash"),
               ("overlap", "rgba(214,39,40,0.55)", "rgb(214,39,40)", "solid"))
-    for col, s in enumerate(specs, start=1):
+    for i, s in enumerate(specs):
+        row, col = i // cols + 1, i % cols + 1
         h, w = s["plane"]
-        xref, yref = ("x", "y") if col == 1 else (f"x{col}", f"y{col}")
+        axis = "" if i == 0 else str(i + 1)
+        xref, yref = f"x{axis}", f"y{axis}"
         fig.add_shape(type="rect", x0=0, x1=w, y0=0, y1=h, xref=xref, yref=yref,
                       line={"color": "grey"})
         for key, fill, line, dash in styles:
@@ -238,10 +244,12 @@ def halo_figure(regions: TileRegions, buffer: str | None = None) -> Any:
                           y1=r["h"][1], xref=xref, yref=yref, fillcolor=fill,
                           line={"color": line, "dash": dash})
         fig.add_trace(go.Scatter(x=[0, w], y=[0, h], mode="markers", showlegend=False,
-                                 marker={"opacity": 0}), row=1, col=col)
-        fig.update_xaxes(title_text="w", range=[-1, w + 1], row=1, col=col)
-        fig.update_yaxes(title_text="h", range=[h + 1, -1], scaleanchor=xref, row=1, col=col)
+                                 hoverinfo="skip", marker={"opacity": 0}), row=row, col=col)
+        fig.update_xaxes(title_text="w", range=[-0.5, w + 0.5], row=row, col=col)
+        fig.update_yaxes(title_text="h", range=[h + 0.5, -0.5], row=row, col=col)
     it = ", ".join(f"{k}={v}" for k, v in regions.iteration.items())
-    fig.update_layout(title=f"{regions.block} at {regions.loop}: iteration {it} "
-                            "(blue), next (orange), recomputed (red)")
+    fig.update_annotations(font_size=12)
+    fig.update_layout(height=330 * rows + 60, margin={"t": 80},
+                      title=f"{regions.block} at {regions.loop} = {it}: this tile (blue), the "
+                            "next (orange), computed by both (red)")
     return fig

@@ -76,29 +76,41 @@ def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
 
 # ----------------------------------------------------------------------------- halo
 
-def _default_loop(info) -> int:
-    """The deepest outer loop that other blocks were computed at (else the first > 1)."""
-    for i, loop in enumerate(info.loops):
-        if loop.name.startswith(("rc", "rh", "rw")):
-            return max(0, i - 1)
-    return 0
+def _default_loop(info, infos: dict) -> int:
+    """The deepest loop of ``info`` that another block also sits under (where compute_at put
+    a producer): one iteration of it is a fused tile. Else the first loop longer than 1."""
+    best = -1
+    for other in infos.values():
+        if other.name == info.name:
+            continue
+        shared = 0
+        for a, b in zip(info.loops, other.loops, strict=False):
+            if (a.name, a.extent) != (b.name, b.extent):
+                break
+            shared += 1
+        best = max(best, shared - 1)
+    if best >= 0:
+        return best
+    return next((i for i, lp in enumerate(info.loops) if (lp.extent or 1) > 1), 0)
 
 
 def halo_ui(session: Session) -> tuple[str, str, dict] | None:
-    """Block, loop and iteration of the tile to draw."""
+    """Block, loop and iteration of the tile to draw (defaults: the output block, its fused
+    tile loop, a tile in the middle so that its halo is not clipped by the border)."""
     infos = {b.name: b for b in blocks(session.schedule())}
     names = list(infos)
     last = session.chain["layers"][-1]["name"]
     cols = st.columns(3)
+    # Keyed by the blocks, so that the defaults follow a changed chain.
     block = cols[0].selectbox("block", names, index=names.index(last) if last in names else 0,
-                              key="fusion.halo.block")
+                              key=f"fusion.halo.block.{'.'.join(names)}")
     info = infos[block]
     if not info.loops:
         st.info(f"{block} has no loops.")
         return None
     loop_names = [lp.name for lp in info.loops]
-    loop = cols[1].selectbox("tile loop", loop_names, index=_default_loop(info),
-                             key=f"fusion.halo.loop.{block}")
+    loop = cols[1].selectbox("tile loop", loop_names, index=_default_loop(info, infos),
+                             key=f"fusion.halo.loop.{block}.{session.key()[-64:]}")
     depth = loop_names.index(loop) + 1
     iteration = {}
     inner = cols[2].columns(max(1, min(depth, 4)))
@@ -106,8 +118,8 @@ def halo_ui(session: Session) -> tuple[str, str, dict] | None:
         if (lp.extent or 1) <= 1:
             continue
         iteration[lp.name] = inner[i % len(inner)].number_input(
-            lp.name, min_value=0, max_value=(lp.extent or 1) - 1, value=0, step=1,
-            key=f"fusion.halo.it.{block}.{lp.name}")
+            lp.name, min_value=0, max_value=(lp.extent or 1) - 1, value=(lp.extent or 1) // 2,
+            step=1, key=f"fusion.halo.it.{block}.{lp.name}.{lp.extent}")
     return block, loop, {k: int(v) for k, v in iteration.items()}
 
 
