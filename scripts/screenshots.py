@@ -29,7 +29,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 def shot(app: tb.App, path: Path) -> None:
     height = app.tab.evaluate(
         "document.querySelector('[data-testid=stMainBlockContainer]').scrollHeight") + 40
-    app.tab.set_viewport_size({"width": 1500, "height": min(height, 4000)})
+    app.tab.set_viewport_size({"width": 1500, "height": min(height, 6000)})
     app.tab.wait_for_timeout(500)  # let the layout follow the resize (screenshots only)
     app.tab.screenshot(path=str(path))
     app.tab.set_viewport_size({"width": 1500, "height": 1400})
