@@ -76,12 +76,19 @@ def run(at: AppTest) -> AppTest:
 
 
 def build(channels: int) -> AppTest:
-    """A client that opens a shared link (1x3x16x16 -> conv 4ch 3x3 -> relu) and edits the
-    conv's channel count to ``channels`` in the chain editor."""
+    """A client that opens its own link (1x3x16x16 -> conv ``channels`` 3x3 -> relu) and adds
+    a relu6 layer in the chain editor.
+
+    (Editing a field that changes loop extents while eight AppTests run in threads once made
+    AppTest's own widget bookkeeping look up a stale option label; adding a layer changes the
+    chain without relabelling existing pickers.)"""
     at = AppTest.from_file(APP, default_timeout=300)
-    at.query_params[QUERY_KEY] = encode_state(LINKED, (), 0)
+    linked = {**LINKED, "layers": [{**LINKED["layers"][0], "channels": channels},
+                                   *LINKED["layers"][1:]]}
+    at.query_params[QUERY_KEY] = encode_state(linked, (), 0)
     run(at)
-    at.number_input(key="chain.0.channels").set_value(channels)
+    at.selectbox(key="layer.new_op").set_value("relu6")
+    at.button(key="layer.add").click()
     return run(at)
 
 
@@ -131,6 +138,7 @@ def test_eight_clients_build_and_measure_at_once(monkeypatch, one_runtime):
         session = at.session_state["session"]
         assert session.chain["layers"][0]["channels"] == channels  # its own chain
         assert session.chain["input"]["shape"] == [1, 3, 16, 16]
+        assert [layer["op"] for layer in session.chain["layers"]] == ["conv2d", "relu", "relu6"]
         assert at.number_input(key="chain.0.channels").value == channels
         ui = at.session_state["ui"]
         others = [f'"channels":{c},' for c in CHANNELS if c != channels]
