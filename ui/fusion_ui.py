@@ -46,13 +46,16 @@ def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
         return None
     a = result.value
     cols = st.columns(5)
-    cols[0].metric("MFLOP done / needed", f"{a['flop_done'] / 1e6:,.1f} / "
-                   f"{a['flop_needed'] / 1e6:,.1f}")
+    done, needed = a["flop_done"] / 1e6, a["flop_needed"] / 1e6
+    digits = 0 if needed >= 100 else 1
+    cols[0].metric("MFLOP done / needed", f"{done:,.{digits}f} / {needed:,.{digits}f}")
     cols[1].metric("redundant work", f"{a['redundancy']:.3f}x",
                    help="FLOP the code executes / FLOP the chain needs (1.0: no recomputation)")
     cols[2].metric("allocated", f"{a['allocated_bytes'] / 1024:,.1f} KiB",
                    help="intermediate buffers after compaction and memory sharing")
-    cols[3].metric(f"moved past {a['cache_level']}", f"{a['bytes_moved'] / 1024:,.0f} KiB",
+    moved = a["bytes_moved"] / 1024
+    cols[3].metric(f"moved past {a['cache_level']}",
+                   f"{moved / 1024:,.1f} MiB" if moved >= 10 * 1024 else f"{moved:,.0f} KiB",
                    help="estimated bytes to and from memory (see the model in "
                         "playground/analysis.py: traffic)")
     intensity = a.get("arithmetic_intensity")
@@ -80,8 +83,9 @@ def _default_loop(info, infos: dict) -> int:
     """The deepest loop of ``info`` that another block also sits under (where compute_at put
     a producer): one iteration of it is a fused tile. Else the first loop longer than 1."""
     best = -1
+    base = info.name.split("_")[0]
     for other in infos.values():
-        if other.name == info.name:
+        if other.name.split("_")[0] == base:  # its own init / cache / write-back blocks
             continue
         shared = 0
         for a, b in zip(info.loops, other.loops, strict=False):
@@ -100,9 +104,11 @@ def halo_ui(session: Session) -> tuple[str, str, dict] | None:
     infos = {b.name: b for b in blocks(session.schedule())}
     names = list(infos)
     last = session.chain["layers"][-1]["name"]
+    # The output layer's block (decompose_reduction renames it to *_update).
+    default = next((n for n in (last, f"{last}_update") if n in names), names[-1])
     cols = st.columns(3)
     # Keyed by the blocks, so that the defaults follow a changed chain.
-    block = cols[0].selectbox("block", names, index=names.index(last) if last in names else 0,
+    block = cols[0].selectbox("block", names, index=names.index(default),
                               key=f"fusion.halo.block.{'.'.join(names)}")
     info = infos[block]
     if not info.loops:
