@@ -86,10 +86,13 @@ def main() -> None:
     if len(pages) == 1:
         pages[0][1](pool, target)
     else:
-        for tab, (_, page) in zip(st.tabs([n for n, _ in pages], key="page"), pages,
-                                  strict=True):
-            with tab:
-                page(pool, target)
+        # Lazy tabs: only the open page runs, so that applying a step on the Playground does
+        # not wait for the Fusion explorer's analysis jobs.
+        tabs = st.tabs([n for n, _ in pages], key="page", on_change="rerun")
+        for tab, (_, page) in zip(tabs, pages, strict=True):
+            if tab.open:
+                with tab:
+                    page(pool, target)
     io_ui.sync_url(state.session())
 
 

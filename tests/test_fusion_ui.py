@@ -16,6 +16,7 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 def _app(session: Session) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["session"] = session
+    at.session_state["page"] = "Fusion explorer"  # tabs are lazy: open this one
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
