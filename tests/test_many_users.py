@@ -75,6 +75,29 @@ def run(at: AppTest) -> AppTest:
     return at
 
 
+#: AppTest is not made for runs that overlap in threads: now and then its own widget bookkeeping
+#: (not the app) looks up a widget id or option label that a concurrent run has not written yet
+#: (seen: KeyError '$$ID-...-measure.device', ValueError "'c (4)' is not in list"). Such a
+#: harness error is retried; an exception raised by the app itself (``at.exception``) is not.
+HARNESS_ERRORS = (KeyError, ValueError)
+HARNESS_RETRIES = 3
+
+
+def retrying(action):
+    for attempt in range(HARNESS_RETRIES):
+        try:
+            return action()
+        except HARNESS_ERRORS:
+            if attempt == HARNESS_RETRIES - 1:
+                raise
+    return None
+
+
+def measured(at: AppTest) -> bool:
+    ui = at.session_state["ui"] if "ui" in at.session_state else None
+    return ui is not None and any(k.startswith("run|") for k in ui.results)
+
+
 def build(channels: int) -> AppTest:
     """A client that opens its own link (1x3x16x16 -> conv ``channels`` 3x3 -> relu) and adds
     a relu6 layer in the chain editor.
@@ -86,10 +109,16 @@ def build(channels: int) -> AppTest:
     linked = {**LINKED, "layers": [{**LINKED["layers"][0], "channels": channels},
                                    *LINKED["layers"][1:]]}
     at.query_params[QUERY_KEY] = encode_state(linked, (), 0)
-    run(at)
-    at.selectbox(key="layer.new_op").set_value("relu6")
-    at.button(key="layer.add").click()
-    return run(at)
+    retrying(lambda: run(at))
+
+    def add_layer() -> AppTest:
+        if len(at.session_state["session"].chain["layers"]) == 3:
+            return run(at)  # added by an attempt whose harness failed after the run
+        at.selectbox(key="layer.new_op").set_value("relu6")
+        at.button(key="layer.add").click()
+        return run(at)
+
+    return retrying(add_layer)
 
 
 def test_eight_clients_build_and_measure_at_once(monkeypatch, one_runtime):
@@ -119,8 +148,13 @@ def test_eight_clients_build_and_measure_at_once(monkeypatch, one_runtime):
             at = build(channels)
             clients[channels] = at
             ready.wait()  # everyone presses the button together
-            at.button(key="measure.run").click()
-            run(at)
+
+            def measure() -> AppTest:
+                if not measured(at):
+                    at.button(key="measure.run").click()
+                return run(at)
+
+            retrying(measure)
         except BaseException as e:
             failures.append(e)
             ready.abort()
