@@ -583,21 +583,10 @@ class _Snapshots:
 
 def lowered_snapshots(mod: tvm.IRModule, target_name: str = "cpu"):
     """(module after CompactBufferAllocation, module before MakePackedAPI)."""
-    from playground.lowering import _first_line
-    from playground.targets import resolve
+    from playground.lowering import run_tir_pipeline
 
-    target = resolve(target_name)
-    pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
     keep = _Snapshots()
-    try:
-        bound = tvm.tirx.transform.BindTarget(target.with_host(target.host or target))(mod)
-        with tvm.transform.PassContext(opt_level=3, instruments=[keep]):
-            pipeline(bound)
-    except (RuntimeError, ValueError, TypeError) as e:
-        from playground.errors import BuildError
-
-        raise BuildError(f"lowering for {target_name} failed: {_first_line(e)}",
-                         detail=str(e)) from None
+    run_tir_pipeline(mod, target_name, keep)
     return keep.compacted, keep.lowered
 
 

@@ -40,6 +40,20 @@ def _first_line(e: Exception) -> str:
     return lines[-1].strip() if lines else type(e).__name__
 
 
+def run_tir_pipeline(mod: tvm.IRModule, target_name: str, instrument) -> None:
+    """Run TVM's default TIR pipeline for a target name, watched by a pass ``instrument``
+    (which keeps the snapshots it wants); a pass that refuses raises :class:`BuildError`."""
+    target = resolve(target_name)
+    pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
+    try:
+        bound = tvm.tirx.transform.BindTarget(target.with_host(target.host or target))(mod)
+        with tvm.transform.PassContext(opt_level=3, instruments=[instrument]):
+            pipeline(bound)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise BuildError(f"lowering for {target_name} failed: {_first_line(e)}",
+                         detail=str(e)) from None
+
+
 def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
     """The module after TIR lowering, just before MakePackedAPI.
 
@@ -52,16 +66,8 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
     """
     if target_name == "cuda":
         require_cuda_ready(mod)
-    target = resolve(target_name)
-    pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
     keep = _KeepBefore("tirx.MakePackedAPI")
-    try:
-        bound = tvm.tirx.transform.BindTarget(target.with_host(target.host or target))(mod)
-        with tvm.transform.PassContext(opt_level=3, instruments=[keep]):
-            pipeline(bound)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise BuildError(f"lowering for {target_name} failed: {_first_line(e)}",
-                         detail=str(e)) from None
+    run_tir_pipeline(mod, target_name, keep)
     if keep.kept is None:
         raise BuildError("lowering did not reach MakePackedAPI")
     if target_name == "cuda":

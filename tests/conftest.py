@@ -18,6 +18,16 @@ def pool():
         yield p
 
 
+@pytest.fixture(scope="module")
+def close_page_pool():
+    """AppTests of a module share the page's worker pool (st.cache_resource); close it after."""
+    yield
+    from ui.state import get_pool
+
+    get_pool().close()
+    get_pool.clear()
+
+
 def pytest_collection_modifyitems(config, items):
     if not any("gpu" in item.keywords for item in items):
         return

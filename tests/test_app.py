@@ -27,13 +27,8 @@ TINY = {"input": {"shape": [1, 3, 16, 16]},
 
 
 @pytest.fixture(scope="module", autouse=True)
-def shared_pool():
-    """Every AppTest of this module uses one worker pool; close it at the end."""
-    yield
-    from ui.state import get_pool
-
-    get_pool().close()
-    get_pool.clear()
+def shared_pool(close_page_pool):
+    """Every AppTest of this module shares the page's worker pool (closed after)."""
 
 
 def start(query: dict | None = None) -> AppTest:

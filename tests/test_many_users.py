@@ -47,13 +47,8 @@ LINKED = {"input": {"shape": [1, 3, 16, 16], "dtype": "float32"},
 
 
 @pytest.fixture(scope="module", autouse=True)
-def shared_pool():
-    """The clients share the page's worker pool, as one server's sessions do; closed after."""
-    yield
-    from ui.state import get_pool
-
-    get_pool().close()
-    get_pool.clear()
+def shared_pool(close_page_pool):
+    """Every AppTest of this module shares the page's worker pool (closed after)."""
 
 
 @pytest.fixture
