@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from playground.worker import WorkerPool
-from ui import chain_ui, inspect_ui, io_ui, measure_ui, schedule_ui, state
+from playground.worker.pool import WorkerPool
+from ui import chain_ui, fusion_ui, inspect_ui, io_ui, measure_ui, schedule_ui, state
 
 TITLE = "Schedule Playground"
 INTRO = ("Build a chain of convolutions, schedule its loops with TensorIR primitives "
@@ -45,18 +45,10 @@ def playground_page(pool: WorkerPool, target: str) -> None:
     measure_ui.render_history_chart(state.ui().measurements)
 
 
-def _fusion_page() -> Callable[[WorkerPool, str], None] | None:
-    try:  # the Fusion explorer (issue 4) lands as ui/fusion_ui.py with a page(pool, target)
-        from ui import fusion_ui
-    except ImportError:
-        return None
-    return fusion_ui.page
-
-
 #: The pages, as tabs; a page is ``page(pool, target)``.
-PAGES: list[tuple[str, Callable[[WorkerPool, str], None] | None]] = [
+PAGES: list[tuple[str, Callable[[WorkerPool, str], None]]] = [
     ("Playground", playground_page),
-    ("Fusion explorer", _fusion_page()),
+    ("Fusion explorer", fusion_ui.page),
 ]
 
 
@@ -82,17 +74,13 @@ def main() -> None:
     st.title(TITLE)
     st.caption(INTRO)
     io_ui.render_flash()
-    pages = [(name, page) for name, page in PAGES if page is not None]
-    if len(pages) == 1:
-        pages[0][1](pool, target)
-    else:
-        # Lazy tabs: only the open page runs, so that applying a step on the Playground does
-        # not wait for the Fusion explorer's analysis jobs.
-        tabs = st.tabs([n for n, _ in pages], key="page", on_change="rerun")
-        for tab, (_, page) in zip(tabs, pages, strict=True):
-            if tab.open:
-                with tab:
-                    page(pool, target)
+    # Lazy tabs: only the open page runs, so that applying a step on the Playground does
+    # not wait for the Fusion explorer's analysis jobs.
+    tabs = st.tabs([n for n, _ in PAGES], key="page", on_change="rerun")
+    for tab, (_, page) in zip(tabs, PAGES, strict=True):
+        if tab.open:
+            with tab:
+                page(pool, target)
     io_ui.sync_url(state.session())
 
 

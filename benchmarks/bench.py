@@ -4,7 +4,7 @@ Run through ``benchmarks/run.sh`` (it sets up ``.venv-bench`` with torch). For e
 
 1. build each competitor (the preset, its unfused counterpart, the unscheduled chain, PyTorch
    CPU on 2 threads doing the same math) and check its output against the float64 numpy
-   reference (``playground.reference``) before any timing; a wrong result aborts the run;
+   reference (``playground.chain.reference``) before any timing; a wrong result aborts the run;
 2. time them side by side: ``--rounds`` interleaved rounds, each competitor taking one sample
    per round (``number`` calls calibrated to about ``--sample-ms``), together with an FMA
    kernel (``benchmarks/fma_peak.c``, 12 AVX2 FMA chains per thread) that measures the peak
@@ -38,12 +38,12 @@ sys.path.insert(0, str(HERE))
 
 import recipes  # noqa: E402
 
-from playground.chain import chain_flop  # noqa: E402
-from playground.presets import load_preset  # noqa: E402
-from playground.reference import compare, make_inputs, reference_output  # noqa: E402
-from playground.schedule import scheduled  # noqa: E402
-from playground.targets import cpu_target  # noqa: E402
-from playground.timing import measure  # noqa: E402
+from playground.build.targets import cpu_target  # noqa: E402
+from playground.build.timing import measure  # noqa: E402
+from playground.chain.reference import compare, make_inputs, reference_output  # noqa: E402
+from playground.chain.spec import chain_flop  # noqa: E402
+from playground.io.presets import load_preset  # noqa: E402
+from playground.schedule.replay import scheduled  # noqa: E402
 
 DEV = tvm.cpu()
 CORES = int(os.environ["TVM_NUM_THREADS"])
@@ -226,7 +226,7 @@ FMA_ITERATIONS = 400_000  # ~1.5 ms per call at peak on 2 cores
 def peak_competitor() -> tuple[Competitor, float]:
     """The machine's FMA peak: 12 independent AVX2 FMA chains per thread (fma_peak.c).
 
-    playground.machine.fma_kernel is not used: with its 6 accumulators, and even rebuilt with
+    playground.build.machine.fma_kernel is not used: with its 6 accumulators, and even rebuilt with
     12, it reached about half of this kernel's rate here (see README.md).
     """
     import ctypes

@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python benchmarks/fusion_sweep.py [--cases NAME ...] [--csv DIR]
 
 For each fused preset, the split factor of the output's rows (``split conv2.h factor[1]``, the
-rows one tile of the consumer computes) is swept through :func:`playground.sweep.run_sweep`:
+rows one tile of the consumer computes) is swept through :func:`playground.explore.sweep.run_sweep`:
 every point is built, validated against the float64 reference, timed in the worker (median of
 10), and analysed (redundant work, compacted footprint, bytes moved past L2). The unfused
 schedule of the same chain (a preset, where one exists) is timed in the same run for the ratio.
@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 from playground import service
-from playground.presets import load_preset
-from playground.session import Session
-from playground.sweep import run_sweep, sweep_parameters, to_csv
-from playground.worker import WorkerPool
+from playground.explore.sweep import run_sweep, sweep_parameters
+from playground.explore.sweep_report import to_csv
+from playground.io.presets import load_preset
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
 
 CASES = {
     # fused preset: (its unfused counterpart, tile rows to try)

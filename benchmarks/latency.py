@@ -21,9 +21,9 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playground import service
-from playground.presets import load_preset
-from playground.session import Session
-from playground.worker import WorkerPool
+from playground.io.presets import load_preset
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
 
 SEEDS = ("seed_conv_relu_fused", "seed_two_conv_fused")
 RESNET = "resnet_conv_relu_conv"

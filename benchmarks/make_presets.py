@@ -1,7 +1,7 @@
 """Write the fast presets into ``schedules/`` from the recipes in ``benchmarks/recipes.py``.
 
 Usage: ``PYTHONPATH=. .venv/bin/python benchmarks/make_presets.py [--check]``. Each preset is
-the text :func:`playground.export.export_script` gives for (chain, steps, title, description),
+the text :func:`playground.io.export.export_script` gives for (chain, steps, title, description),
 so it loads, re-exports identically and runs standalone like any exported script. The numbers
 in the descriptions come from ``benchmarks/bench.py`` (see ``benchmarks/README.md``).
 """
@@ -17,8 +17,8 @@ sys.path.insert(0, str(HERE))
 
 from descriptions import PRESETS, measured  # noqa: E402
 
-from playground.export import export_script  # noqa: E402
-from playground.session import Session  # noqa: E402
+from playground.io.export import export_script  # noqa: E402
+from playground.schedule.session import Session  # noqa: E402
 
 SCHEDULES = HERE.parent / "schedules"
 

@@ -1,7 +1,8 @@
 """Schedule recipes for the fast presets, written as playground Steps (loops by name).
 
 Each ``recipe_*`` function returns ``(chain, steps)``: a raw chain and a list of
-:class:`playground.steps.Step`. Steps are recorded while they are applied to a live schedule
+:class:`playground.schedule.steps.Step`. Steps are recorded while they are applied to a live
+schedule
 (:class:`Recorder`), so every loop name used is one the schedule really has at that point.
 ``benchmarks/make_presets.py`` exports them into ``schedules/``; the research behind them is
 in ``benchmarks/README.md``.
@@ -9,10 +10,10 @@ in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
-from playground.chain import normalize_chain
-from playground.loops import loop_names
-from playground.schedule import apply_step, fresh_schedule
-from playground.steps import Step
+from playground.chain.spec import normalize_chain
+from playground.schedule.loops import loop_names
+from playground.schedule.replay import apply_step, fresh_schedule
+from playground.schedule.steps import Step
 
 
 class Recorder:

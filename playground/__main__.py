@@ -16,8 +16,8 @@ from playground.errors import PlaygroundError
 
 
 def _load(source: str):
-    from playground.presets import PRESET_DIR, load_preset
-    from playground.script_import import import_script
+    from playground.io.presets import PRESET_DIR, load_preset
+    from playground.io.script_import import import_script
 
     path = Path(source)
     if path.is_file():
@@ -28,7 +28,7 @@ def _load(source: str):
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from playground.presets import list_presets
+    from playground.io.presets import list_presets
 
     rows = list_presets()
     if args.json:
@@ -42,8 +42,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from playground import service
-    from playground.session import Session
-    from playground.worker import WorkerPool
+    from playground.schedule.session import Session
+    from playground.worker.pool import WorkerPool
 
     out: dict = {"file": args.file, "valid": False, "correct": False, "max_abs_error": None,
                  "max_rel_error": None, "median_ms": None, "gflops": None}
@@ -86,8 +86,8 @@ def _report(out: dict, args: argparse.Namespace, code: int) -> int:
 
 def _cmd_lower(args: argparse.Namespace) -> int:
     from playground import service
-    from playground.session import Session
-    from playground.worker import WorkerPool
+    from playground.schedule.session import Session
+    from playground.worker.pool import WorkerPool
 
     chain, steps, meta = _load(args.file)
     session = Session.new(chain, steps)
@@ -102,7 +102,7 @@ def _cmd_lower(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """Re-export a script or preset with this version's runtime (e.g. to refresh presets)."""
-    from playground.export import export_script
+    from playground.io.export import export_script
 
     chain, steps, meta = _load(args.file)
     text = export_script(chain, steps, target=meta.get("target", "cpu"),

@@ -1,8 +1,9 @@
 """What the UI and the command line ask of the worker: lower, generate code, validate, measure.
 
-Each function takes a :class:`~playground.session.Session` (or chain + steps) and a
-:class:`~playground.worker.WorkerPool` and returns the pool's
-:class:`~playground.worker.JobResult`. Payloads are plain JSON; compiling and running happen in
+Each function takes a :class:`~playground.schedule.session.Session` (or chain + steps) and a
+:class:`~playground.worker.pool.WorkerPool` and returns the pool's
+:class:`~playground.worker.result.JobResult`. Payloads are plain JSON; compiling and running happen
+in
 the worker, never in the caller's process.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import threading
 
-from playground.session import Session
-from playground.worker import JobResult, WorkerPool
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
+from playground.worker.result import JobResult
 
 #: Per-job limits: lowering is quick, a build + validation of a large chain is not.
 TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0}
@@ -65,11 +67,11 @@ def remote_run(pool: WorkerPool, session: Session, tracker_host: str, tracker_po
 
     Raises
     ------
-    playground.remote.RemoteError
+    playground.remote.device.RemoteError
         At once, without a job, for an invalid host, port, key or timeout (``where`` names the
         field, e.g. ``"remote.port"``).
     """
-    from playground.remote import RemoteDevice
+    from playground.remote.device import RemoteDevice
 
     remote = RemoteDevice(tracker_host, tracker_port, key, via_tracker=via_tracker,
                           timeout_s=timeout_s, target=target)

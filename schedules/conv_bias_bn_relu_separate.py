@@ -102,7 +102,7 @@ def apply_schedule(sch):
 # ---- apply_schedule are read on import ----
 
 
-# ---- from playground/loops.py (verbatim) ----
+# ---- from playground/schedule/loops.py (verbatim) ----
 
 def loop_names(sch, block):
     """Names of the loops around ``block`` (outer to inner), made unique with ``#k``."""
@@ -123,7 +123,7 @@ def loop(sch, block, name):
     return sch.get_loops(sch.get_sblock(block))[names.index(name)]
 
 
-# ---- from playground/compute.py (verbatim) ----
+# ---- from playground/chain/compute.py (verbatim) ----
 
 def _pad_stage(x, layer):
     """Zero padding as its own stage, so that users can inline it or compute it at a tile."""
@@ -224,7 +224,7 @@ def chain_module(chain):
     return tvm.IRModule({"main": te.create_prim_func([*args, output])})
 
 
-# ---- from playground/reference.py (verbatim) ----
+# ---- from playground/chain/reference.py (verbatim) ----
 
 _TOLERANCE = {"float32": (1e-4, 1e-4), "float16": (2e-2, 2e-2)}  # (rtol, atol) per dtype
 
@@ -238,7 +238,7 @@ def make_inputs(chain, seed=0):
     """Random inputs for every argument of the chain's function, in calling order.
 
     Returns a list of ``(name, array)``: ``data`` first, then each layer's parameters, as the
-    function built by :func:`playground.compute.chain_tensors` expects them. Values are scaled
+    function built by :func:`playground.chain.compute.chain_tensors` expects them. Values are scaled
     so that activations stay O(1) through a deep chain (weights ~ 1/sqrt(fan-in)).
     """
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 @pytest.fixture(scope="session")
 def pool():
     """A warm worker pool shared by the tests that build and run kernels."""
-    from playground.worker import WorkerPool
+    from playground.worker.pool import WorkerPool
 
     with WorkerPool(1) as p:
         yield p

@@ -7,9 +7,9 @@ import tvm
 import tvm_ffi
 from tvm import s_tir
 
-from playground.compute import chain_module
-from playground.reference import compare, make_inputs, reference_output
-from playground.steps import Step
+from playground.chain.compute import chain_module
+from playground.chain.reference import compare, make_inputs, reference_output
+from playground.schedule.steps import Step
 
 CONV_RELU = {"input": {"shape": [1, 8, 16, 16]},
              "layers": [{"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1},

@@ -1,13 +1,13 @@
-"""Schedule analysis on cases worked by hand (see playground/analysis.py for the rules)."""
+"""Schedule analysis on cases worked by hand (see playground/explore/analysis.py for the rules)."""
 
 import json
 
 import pytest
 import tvm
 
-from playground.analysis import analyze
-from playground.chain import chain_flop, normalize_chain
-from playground.steps import Step
+from playground.chain.spec import chain_flop, normalize_chain
+from playground.explore.analysis import analyze
+from playground.schedule.steps import Step
 
 CACHES = {"L1": 32 * 1024, "L2": 512 * 1024, "L3": 32 * 1024 * 1024}
 

@@ -16,10 +16,10 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
 from playground import service
-from playground.script_import import QUERY_KEY, encode_state
-from playground.session import Session
-from playground.steps import Step
-from playground.worker import JobResult
+from playground.io.url_state import QUERY_KEY, encode_state
+from playground.schedule.session import Session
+from playground.schedule.steps import Step
+from playground.worker.result import JobResult
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TINY = {"input": {"shape": [1, 3, 16, 16]},

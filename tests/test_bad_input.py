@@ -10,9 +10,10 @@ import pytest
 from helpers import CONV_RELU, CONV_RELU_CONV, fuse_two_convs
 
 from playground.errors import PlaygroundError
-from playground.export import export_script
-from playground.script_import import decode_state, encode_state, import_query, import_script
-from playground.session import Session
+from playground.io.export import export_script
+from playground.io.script_import import import_script
+from playground.io.url_state import decode_state, encode_state, import_query
+from playground.schedule.session import Session
 
 BASE = Session.new(CONV_RELU_CONV, fuse_two_convs())
 GOOD_SCRIPT = export_script(BASE.chain, BASE.steps, title="good")

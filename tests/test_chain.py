@@ -2,7 +2,7 @@
 
 import pytest
 
-from playground.chain import (
+from playground.chain.spec import (
     MAX_ELEMENTS,
     chain_flop,
     normalize_chain,

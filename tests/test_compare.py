@@ -7,16 +7,17 @@ import threading
 import pytest
 from helpers import CONV_RELU_CONV, fuse_two_convs
 
-from playground.compare import (
+from playground.explore.compare import (
     CompareRow,
     _ratios,
     comparison_table,
     matching_presets,
     rows_to_records,
 )
-from playground.presets import list_presets, load_preset
-from playground.session import Session
-from playground.worker import JobResult, WorkerPool
+from playground.io.presets import list_presets, load_preset
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
+from playground.worker.result import JobResult
 
 
 class FakePool:

@@ -15,21 +15,16 @@ import pytest
 import tvm_ffi
 from tvm import s_tir
 
-from playground import loops
-from playground.chain import chain_flop, normalize_chain
-from playground.compute import chain_module
+from playground.chain.compute import chain_module
+from playground.chain.spec import chain_flop, normalize_chain
 from playground.errors import PlaygroundError, ScriptError
-from playground.export import RUNTIME_MARKER, export_script
-from playground.schedule import apply_step, scheduled
-from playground.script_import import (
-    MAX_STATE_JSON,
-    decode_state,
-    encode_state,
-    import_query,
-    import_script,
-)
-from playground.session import Session
-from playground.steps import Step
+from playground.io.export import RUNTIME_MARKER, export_script
+from playground.io.script_import import import_script
+from playground.io.url_state import MAX_STATE_JSON, decode_state, encode_state, import_query
+from playground.schedule import loops
+from playground.schedule.replay import apply_step, scheduled
+from playground.schedule.session import Session
+from playground.schedule.steps import Step
 
 FUSED = {"input": {"shape": [1, 16, 32, 32]},
          "layers": [{"op": "conv2d", "channels": 16, "kernel": 3, "padding": 1},

@@ -8,7 +8,7 @@ import pytest
 from helpers import CONV_RELU_CONV, fuse_two_convs
 from streamlit.testing.v1 import AppTest
 
-from playground.session import Session
+from playground.schedule.session import Session
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

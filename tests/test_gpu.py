@@ -12,20 +12,20 @@ import re
 import pytest
 import tvm
 
-from playground.chain import normalize_chain
-from playground.errors import BuildError
-from playground.gpu import (
+from playground.build.gpu import (
     check_cuda_lowered,
     check_cuda_schedule,
     serialize_threads,
     shared_memory,
 )
-from playground.job_impls import codegen_job, run_job
-from playground.lowering import compile_module, generated_code, lower
-from playground.presets import load_preset
-from playground.reference import compare, make_inputs, reference_output
-from playground.schedule import scheduled
-from playground.steps import Step
+from playground.build.lowering import compile_module, generated_code, lower
+from playground.chain.reference import compare, make_inputs, reference_output
+from playground.chain.spec import normalize_chain
+from playground.errors import BuildError
+from playground.io.presets import load_preset
+from playground.schedule.replay import scheduled
+from playground.schedule.steps import Step
+from playground.worker.jobs.run import codegen_job, run_job
 
 HAS_GPU = bool(tvm.cuda(0).exist)
 gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device on this machine")
@@ -177,7 +177,7 @@ def test_shared_tile_that_tvm_cannot_bound_is_refused():
 
 def _lower_unchecked(mod: tvm.IRModule) -> tvm.IRModule:
     """The lowered module without the GPU checks (to look at what they refuse)."""
-    import playground.lowering as lowering
+    import playground.build.lowering as lowering
 
     saved = lowering.require_cuda_lowered
     lowering.require_cuda_lowered = lambda _: None

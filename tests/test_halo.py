@@ -3,8 +3,8 @@
 import pytest
 from test_analysis import conv_relu_conv, fused_steps
 
-from playground.analysis import AnalysisError
-from playground.halo import TileRegions, halo_figure, halo_spec, tile_regions, volume
+from playground.explore.halo import TileRegions, halo_figure, halo_spec, tile_regions, volume
+from playground.explore.space import AnalysisError
 
 
 def test_interior_tile_regions():

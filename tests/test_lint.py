@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_MODULE_LINES = 800
+#: Past this a module gets split along its seams (the layout issue split five at ~500-700).
+MAX_MODULE_LINES = 500
 
 
 def test_ruff_is_clean():
@@ -16,13 +17,13 @@ def test_ruff_is_clean():
 
 
 def test_library_never_imports_streamlit():
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "playground").glob("*.py")
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "playground").rglob("*.py")
                  if "import streamlit" in p.read_text() or "from streamlit" in p.read_text()]
     assert offenders == []
 
 
 def test_modules_stay_within_the_line_budget():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
-             for folder in ("playground", "ui") for p in (ROOT / folder).glob("*.py")}
+             for folder in ("playground", "ui") for p in (ROOT / folder).rglob("*.py")}
     sizes["app.py"] = len((ROOT / "app.py").read_text().splitlines())
     assert {k: v for k, v in sizes.items() if v > MAX_MODULE_LINES} == {}

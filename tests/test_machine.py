@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from playground import machine
+from playground.build import machine
 
 
 def fake_sysfs(tmp_path, entries):
@@ -35,7 +35,7 @@ class FakePool:
         self.calls = 0
 
     def run(self, job, payload, **kw):
-        from playground.worker import JobResult
+        from playground.worker.result import JobResult
 
         self.calls += 1
         return JobResult("ok", {"gflops": 100.0, "bandwidth_gbs": 20.0})

@@ -33,8 +33,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from playground import service
-from playground.chain import chain_flop
-from playground.script_import import QUERY_KEY, encode_state
+from playground.chain.spec import chain_flop
+from playground.io.url_state import QUERY_KEY, encode_state
 
 pytestmark = pytest.mark.slow
 

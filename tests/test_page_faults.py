@@ -13,10 +13,10 @@ from helpers import CONV_RELU
 from streamlit.testing.v1 import AppTest
 
 from playground import service
-from playground.script_import import QUERY_KEY, encode_state
-from playground.session import Session
-from playground.steps import Step
-from playground.worker import WorkerPool
+from playground.io.url_state import QUERY_KEY, encode_state
+from playground.schedule.session import Session
+from playground.schedule.steps import Step
+from playground.worker.pool import WorkerPool
 
 pytestmark = pytest.mark.slow
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

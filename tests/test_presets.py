@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from playground import service
-from playground.export import export_script
-from playground.presets import list_presets, load_preset, preset_paths
-from playground.session import Session
+from playground.io.export import export_script
+from playground.io.presets import list_presets, load_preset, preset_paths
+from playground.schedule.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = [p.stem for p in preset_paths()]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from playground.chain import normalize_chain
-from playground.reference import compare, conv2d_nchw, make_inputs, reference_output
+from playground.chain.reference import compare, conv2d_nchw, make_inputs, reference_output
+from playground.chain.spec import normalize_chain
 
 
 def naive_conv(x, w, stride, padding, dilation, groups):

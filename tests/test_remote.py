@@ -1,8 +1,8 @@
-"""Tests of :mod:`playground.remote`: measuring through a real TVM RPC tracker on loopback.
+"""Tests of :mod:`playground.remote.device`: measuring through a real TVM RPC tracker on loopback.
 
 The fast tests check the device's arguments and a tracker that is not there. The slow ones start
 a real tracker and servers (each in its own process group), measure through them with the
-``remote_run`` job in a :class:`~playground.worker.WorkerPool` (never in this process), kill a
+``remote_run`` job in a :class:`~playground.worker.pool.WorkerPool` (never in this process), kill a
 server mid-run, and check that no process of any group is left behind.
 """
 
@@ -17,18 +17,17 @@ import pytest
 from helpers import CONV_RELU
 
 from playground import service
-from playground.remote import (
-    LocalRpcCluster,
+from playground.remote.cluster import LocalRpcCluster, free_port
+from playground.remote.device import (
     RemoteDevice,
     RemoteError,
-    free_port,
     open_session,
-    remote_run,
     tracker_keys,
     tracker_summary,
 )
-from playground.session import Session
-from playground.worker import WorkerPool
+from playground.remote.run import remote_run
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
 
 STEPS = [{"primitive": "split", "args": {"block": "conv1", "loop": "h", "factors": [None, 4]}},
          {"primitive": "parallel", "args": {"block": "conv1", "loop": "k"}}]

@@ -15,9 +15,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from playground import service
-from playground.remote import LocalRpcCluster, free_port
-from playground.script_import import QUERY_KEY, encode_state
-from playground.worker import JobResult
+from playground.io.url_state import QUERY_KEY, encode_state
+from playground.remote.cluster import LocalRpcCluster, free_port
+from playground.worker.result import JobResult
 from ui import remote_ui
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -5,8 +5,8 @@ import pytest
 from helpers import CONV_RELU_CONV, fuse_two_convs
 
 from playground import service
-from playground.session import Session
-from playground.steps import Step
+from playground.schedule.session import Session
+from playground.schedule.steps import Step
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_cuda_without_a_gpu_builds_but_claims_nothing(pool):
 
     if tvm.cuda(0).exist:
         pytest.skip("a GPU is present: the gpu tests cover this")
-    from playground.presets import load_preset
+    from playground.io.presets import load_preset
 
     chain, steps, _ = load_preset("cuda_conv_relu")
     result = service.run(pool, Session.new(chain, steps), "cuda")

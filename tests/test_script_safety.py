@@ -12,15 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from playground.errors import PlaygroundError, ScriptError
-from playground.export import RUNTIME_MARKER, export_script
-from playground.script_import import (
-    MAX_SCRIPT_BYTES,
-    decode_state,
-    encode_state,
-    import_query,
-    import_script,
-)
-from playground.steps import CATALOG, Arg, Step
+from playground.io.export import RUNTIME_MARKER, export_script
+from playground.io.script_import import import_script
+from playground.io.script_scan import MAX_SCRIPT_BYTES
+from playground.io.url_state import decode_state, encode_state, import_query
+from playground.schedule.steps import CATALOG, Arg, Step
 
 CHAIN = {"input": {"shape": [1, 4, 8, 8]},
          "layers": [{"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}, {"op": "relu"}]}

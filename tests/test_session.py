@@ -4,9 +4,9 @@ import pytest
 from helpers import CONV_RELU, CONV_RELU_CONV, fuse_two_convs
 
 from playground.errors import ChainError, StepError
-from playground.session import Session
-from playground.steps import Step
-from playground.views import outline_text, scheduled_script, step_diff
+from playground.schedule.session import Session
+from playground.schedule.steps import Step
+from playground.schedule.views import outline_text, scheduled_script, step_diff
 
 
 def test_undo_redo_and_new_step_drops_the_undone_ones():

@@ -12,9 +12,9 @@ from helpers import (
 )
 
 from playground.errors import StepError
-from playground.schedule import blocks
-from playground.session import Session
-from playground.steps import CATALOG, Step, normalize_step, step_code
+from playground.schedule.replay import blocks
+from playground.schedule.session import Session
+from playground.schedule.steps import CATALOG, Step, normalize_step, step_code
 
 
 def _loops(session, block):

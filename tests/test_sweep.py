@@ -11,21 +11,19 @@ import pytest
 from helpers import CONV_RELU_CONV, fuse_two_convs
 
 from playground.errors import StepError
-from playground.session import Session
-from playground.sweep import (
+from playground.explore.sweep import (
     SweepParam,
     SweepPoint,
     SweepResult,
     factor_candidates,
-    pareto_front,
     run_sweep,
     steps_with,
-    sweep_figure,
     sweep_parameters,
-    to_csv,
-    tradeoff_figure,
 )
-from playground.worker import JobResult, WorkerPool
+from playground.explore.sweep_report import pareto_front, sweep_figure, to_csv, tradeoff_figure
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
+from playground.worker.result import JobResult
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ import tvm_ffi
 from helpers import CONV_RELU
 
 from playground import service
-from playground.chain import normalize_chain
-from playground.session import Session
-from playground.steps import Step
-from playground.tuning import (
+from playground.chain.spec import normalize_chain
+from playground.explore.tuning import (
     TuneResult,
     TuningError,
     check_trials,
@@ -20,7 +18,9 @@ from playground.tuning import (
     tune,
     verify,
 )
-from playground.worker import WorkerPool
+from playground.schedule.session import Session
+from playground.schedule.steps import Step
+from playground.worker.pool import WorkerPool
 
 # The best schedule MetaSchedule 0.27 found for CONV_RELU in 8 trials (seed 0), with its
 # postprocessing, as ``compile_tir(...).trace.as_python()`` printed it.

@@ -1,4 +1,5 @@
-"""Tests of :mod:`playground.worker`: every fault a user's schedule can cause, injected on purpose.
+"""Tests of :mod:`playground.worker.pool`: every fault a user's schedule can cause, injected on
+purpose.
 
 After each fault the caller must survive and the next job must succeed on a fresh worker. No
 assertion depends on the machine's speed; durations only bound what a sleep guarantees.
@@ -19,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from playground.errors import PlaygroundError
-from playground.jobs import JOBS, job
-from playground.worker import JobResult, MeasurementLock, WorkerPool, measurement_lock
+from playground.worker.lock import MeasurementLock, measurement_lock
+from playground.worker.pool import WorkerPool
+from playground.worker.registry import JOBS, job
+from playground.worker.result import JobResult
 
 CAP_MB = 2048  # import tvm (and the job modules) need ~0.6 GB of address space
 
@@ -254,7 +257,7 @@ def test_close_leaves_no_zombies(tmp_path):
 
     def workers() -> set[int]:
         return {c.pid for c in psutil.Process().children(recursive=True)
-                if "playground.worker_main" in " ".join(c.cmdline())}
+                if "playground.worker.main" in " ".join(c.cmdline())}
 
     before = workers()  # other tests' pools (shared fixtures) may have live workers
     pool = WorkerPool(2, fault_jobs=True, num_threads=1, memory_limit_mb=CAP_MB,
@@ -347,7 +350,7 @@ def test_exclusive_jobs_from_two_pools_are_serialized(tmp_path):
 def test_lock_is_machine_wide_across_processes(tmp_path):
     holder = textwrap.dedent(f"""
         import time
-        from playground.worker import measurement_lock
+        from playground.worker.lock import measurement_lock
         with measurement_lock({str(tmp_path)!r}):
             print("held", flush=True)
             time.sleep(1.0)

@@ -13,15 +13,18 @@ from typing import Any
 
 import streamlit as st
 
-from playground.chain import DTYPES, INPUT_NAME, OPS, chain_flop, normalize_chain, tensor_shapes
+from playground.chain.spec import (
+    DTYPES,
+    INPUT_NAME,
+    OPS,
+    chain_flop,
+    normalize_chain,
+    tensor_shapes,
+)
 from playground.errors import ChainError, PlaygroundError
-from playground.session import Session
+from playground.io.presets import list_presets, load_preset
+from playground.schedule.session import Session
 from ui import state
-
-try:  # presets land with playground/presets.py; without it the picker is hidden
-    from playground.presets import list_presets, load_preset
-except ImportError:  # pragma: no cover
-    list_presets = load_preset = None
 
 _PREFIX = {"conv2d": "conv", "bias_add": "bias", "batch_norm": "bn", "relu": "relu",
            "relu6": "relu6_", "clip": "clip", "add": "add"}
@@ -44,8 +47,6 @@ class ChainInput:
 @st.cache_data(show_spinner=False, ttl=300)
 def presets() -> list[dict]:
     """The presets that load (cached: they are parsed and replayed once per server)."""
-    if list_presets is None:
-        return []
     return [p for p in list_presets() if not p.get("error")]
 
 

@@ -15,12 +15,14 @@ import time
 
 import streamlit as st
 
-from playground import compare, machine, service, sweep, tuning
+from playground import service
+from playground.build import machine
 from playground.errors import PlaygroundError
-from playground.halo import TileRegions, halo_figure
-from playground.schedule import blocks
-from playground.session import Session
-from playground.worker import WorkerPool
+from playground.explore import compare, sweep, sweep_report, tuning
+from playground.explore.halo import TileRegions, halo_figure
+from playground.schedule.replay import blocks
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
 from ui import background, state
 
 INTRO = (
@@ -57,7 +59,7 @@ def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
     cols[3].metric(f"moved past {a['cache_level']}",
                    f"{moved / 1024:,.1f} MiB" if moved >= 10 * 1024 else f"{moved:,.0f} KiB",
                    help="estimated bytes to and from memory (see the model in "
-                        "playground/analysis.py: traffic)")
+                        "playground/explore/analysis.py: traffic)")
     intensity = a.get("arithmetic_intensity")
     cols[4].metric("FLOP/byte", "∞" if intensity is None else f"{intensity:,.1f}")
     st.dataframe([{"block": b["block"], "FLOP/iter": b["flop_per_iter"],
@@ -176,16 +178,16 @@ def start_sweep(pool: WorkerPool, session: Session, param, values: list) -> None
 def render_sweep(result: sweep.SweepResult) -> None:
     if result.cancelled:
         st.warning(f"Sweep cancelled after {len(result.points)} point(s).")
-    st.plotly_chart(sweep.sweep_figure(result), key="fusion.sweep.figure")
+    st.plotly_chart(sweep_report.sweep_figure(result), key="fusion.sweep.figure")
     if result.analysis:
-        st.plotly_chart(sweep.tradeoff_figure(result), key="fusion.sweep.tradeoff")
+        st.plotly_chart(sweep_report.tradeoff_figure(result), key="fusion.sweep.tradeoff")
     st.dataframe([{k: v for k, v in p.to_dict().items() if k != "steps"}
                   for p in result.points], hide_index=True, key="fusion.sweep.table")
     best = result.best()
     if best is not None:
         st.success(f"Fastest correct point: {result.param.label} = {best.value} "
                    f"({best.median_ms:.3f} ms).")
-    st.download_button("Download CSV", sweep.to_csv(result), file_name="sweep.csv",
+    st.download_button("Download CSV", sweep_report.to_csv(result), file_name="sweep.csv",
                        mime="text/csv", key="fusion.sweep.csv")
     for note in result.notes:
         st.caption(note)

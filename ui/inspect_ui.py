@@ -8,9 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from playground import service
-from playground.session import Session
-from playground.views import outline_text, scheduled_script, step_diff
-from playground.worker import WorkerPool
+from playground.schedule.session import Session
+from playground.schedule.views import outline_text, scheduled_script, step_diff
+from playground.worker.pool import WorkerPool
 from ui import state
 from ui.measure_ui import render_failure
 

@@ -1,7 +1,7 @@
 """Export (the standalone script, the JSON session), import (upload or paste), and the
 shareable link: the chain and steps in the URL's query string, restored on first load.
 
-Imports are read by :mod:`playground.script_import`, which parses and never executes them; a
+Imports are read by :mod:`playground.io.script_import`, which parses and never executes them; a
 refused import leaves the session as it was.
 """
 
@@ -10,30 +10,24 @@ from __future__ import annotations
 import streamlit as st
 
 from playground.errors import PlaygroundError
-from playground.session import Session
+from playground.io.export import export_script
+from playground.io.script_import import import_script
+from playground.io.url_state import QUERY_KEY, encode_state, import_query
+from playground.schedule.session import Session
 from ui import state
-
-try:  # lands with playground/export.py and playground/script_import.py
-    from playground.export import export_script
-    from playground.script_import import QUERY_KEY, encode_state, import_query, import_script
-except ImportError:  # pragma: no cover
-    export_script = import_script = encode_state = import_query = None
-    QUERY_KEY = "state"
 
 MAX_UPLOAD_BYTES = 256 * 1024
 
 
 def restore_from_url() -> Session | None:
     """The session in the URL (raises PlaygroundError for a bad one), or None without one."""
-    if import_query is None or QUERY_KEY not in st.query_params:
+    if QUERY_KEY not in st.query_params:
         return None
     return import_query({QUERY_KEY: st.query_params.get(QUERY_KEY)})
 
 
 def url_text(session: Session) -> str:
-    """The session as URL state, or "" when it is too large for a URL (or unavailable)."""
-    if encode_state is None:
-        return ""
+    """The session as URL state, or "" when it is too large for a URL."""
     try:
         return encode_state(session.chain, session.steps, session.cursor)
     except PlaygroundError:
@@ -42,8 +36,6 @@ def url_text(session: Session) -> str:
 
 def sync_url(session: Session) -> None:
     """Keep the URL's query string equal to the session (only rewritten when it changes)."""
-    if encode_state is None:
-        return
     text = url_text(session)
     if text != st.query_params.get(QUERY_KEY, ""):
         if text:
@@ -109,9 +101,6 @@ def do_import() -> None:
 
 def import_ui() -> None:
     """Upload or paste a script / JSON session; Import replaces the session."""
-    if import_script is None:
-        st.caption("Import is not available (playground.script_import is missing).")
-        return
     st.file_uploader("Upload a script or session", type=["py", "json", "txt"],
                      key="io.upload", max_upload_size=1)
     st.text_area("…or paste one", key="io.paste", height=120,

@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from playground import service
-from playground.session import Session
-from playground.targets import TARGETS, TargetInfo, info
-from playground.worker import JobResult, WorkerPool
+from playground.build.targets import TARGETS, TargetInfo, info
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
+from playground.worker.result import JobResult
 from ui import remote_ui, state
 
 STATUS_TEXT = {

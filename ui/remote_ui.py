@@ -1,10 +1,10 @@
 """The remote device option of Validate & measure: a TVM RPC tracker (host, port, device key).
 
 :func:`device_ui` draws "Run on: this machine / remote (RPC)" and, for the remote, the tracker's
-fields and a "List keys" button (:func:`playground.remote.tracker_keys`: a short socket
+fields and a "List keys" button (:func:`playground.remote.device.tracker_keys`: a short socket
 exchange with the tracker, nothing compiled here). :func:`run_remote` measures through
 :func:`playground.service.remote_run`: the worker builds the module, a server from the tracker
-runs, checks and times it. A :class:`~playground.remote.RemoteError` whose ``where`` names a
+runs, checks and times it. A :class:`~playground.remote.device.RemoteError` whose ``where`` names a
 field (``remote.host``, ``remote.port``, ``remote.key``) is shown under that field, for as long
 as the fields hold the values it was about.
 """
@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import streamlit as st
 
 from playground import service
-from playground.remote import RemoteError, tracker_keys
-from playground.session import Session
-from playground.worker import EventCallback, JobResult, WorkerPool
+from playground.remote.device import RemoteError, tracker_keys
+from playground.schedule.session import Session
+from playground.worker.lock import EventCallback
+from playground.worker.pool import WorkerPool
+from playground.worker.result import JobResult
 from ui import state
 
 LOCAL = "this machine"

@@ -1,7 +1,7 @@
 """The schedule form (a primitive and its arguments, picked from the current schedule) and
 the history (undo, redo, jump to a step, delete a step).
 
-Pickers are filled from :func:`playground.schedule.blocks` of the session's schedule: block
+Pickers are filled from :func:`playground.schedule.replay.blocks` of the session's schedule: block
 names, that block's loops with their extents ("h_0 (7)"), divisors of a loop's extent for split
 factors, a block's read and write buffers. :func:`schedule_ui` returns the step to apply (or
 None); :func:`handle_apply` applies it, or keeps TVM's reason for :func:`render_step_error`.
@@ -14,9 +14,17 @@ from typing import Any
 import streamlit as st
 
 from playground.errors import PlaygroundError, StepError
-from playground.schedule import BlockInfo, LoopInfo, blocks
-from playground.session import Session
-from playground.steps import CATALOG, REQUIRED, Arg, Primitive, Step, normalize_step, step_code
+from playground.schedule.replay import BlockInfo, LoopInfo, blocks
+from playground.schedule.session import Session
+from playground.schedule.steps import (
+    CATALOG,
+    REQUIRED,
+    Arg,
+    Primitive,
+    Step,
+    normalize_step,
+    step_code,
+)
 from ui import state
 
 _DEFAULT_INDEX_MAP = "lambda n, c, h, w: (n, c, h, w)"

@@ -1,6 +1,6 @@
 """Session-state helpers: the one :class:`Session`, the UI's plain records, the worker pool.
 
-``st.session_state["session"]`` holds the current :class:`~playground.session.Session`
+``st.session_state["session"]`` holds the current :class:`~playground.schedule.session.Session`
 (immutable: every change replaces it). ``st.session_state["ui"]`` holds :class:`UIState`,
 plain data derived from sessions (cached worker results, measurement records, messages to
 show once). Widget values live under their own ``key=`` (prefixes ``chain.``, ``sched.``,
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from playground.errors import PlaygroundError
-from playground.session import Session
-from playground.worker import JobResult, WorkerPool
+from playground.schedule.session import Session
+from playground.worker.pool import WorkerPool
+from playground.worker.result import JobResult
 
 log = logging.getLogger(__name__)
 

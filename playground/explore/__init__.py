@@ -1,0 +1,12 @@
+"""Exploring what a schedule costs: analysis, halos, sweeps, tuning and comparisons.
+
+Owns the schedule analysis read from scheduled and lowered TIR (:mod:`.analysis`, with the
+loop-nest model in :mod:`.space` and the traffic model in :mod:`.traffic`), tile and halo
+regions (:mod:`.halo`), parameter sweeps (:mod:`.sweep`; Pareto front, CSV and figures in
+:mod:`.sweep_report`), the
+MetaSchedule baseline as steps (:mod:`.tuning`) and the comparison table (:mod:`.compare`).
+
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
+:mod:`playground.worker`, :mod:`playground.io`, :mod:`playground.service`,
+:mod:`playground.errors`, :mod:`playground.pyparse`.
+"""

@@ -1,0 +1,317 @@
+"""The scheduled loop tree as data, and exact enumeration of a block's iteration space.
+
+:func:`block_nests` reads a scheduled (or compacted) PrimFunc into one :class:`BlockNest` per
+block: the loops around it (extents, kinds), the guards (``T.where`` and enclosing ``if``), its
+buffer accesses as index ranges, and its FLOPs per iteration (:func:`count_flops`).
+:class:`Space` enumerates a nest's points with numpy, guards applied, group by group of coupled
+loops, so that counts under ``T.where`` are exact. The analysis (:mod:`.analysis`), the traffic
+model (:mod:`.traffic`) and the halo regions (:mod:`.halo`) all read schedules through here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tvm import tirx
+
+from playground.errors import PlaygroundError
+
+#: Enumerating one group of coupled loops is refused above this many points.
+MAX_POINTS = 50_000_000
+_FLOAT_OPS = ("Add", "Sub", "Mul", "Div", "Min", "Max", "FloorDiv", "Mod", "FloorMod")
+
+
+class AnalysisError(PlaygroundError):
+    """A schedule the analysis cannot read (symbolic extents, indirect indices, huge nests)."""
+
+
+# ----------------------------------------------------------------------------- IR reading
+
+@dataclass
+class Loop:
+    """A loop of the scheduled function (``min``/``extent`` constant)."""
+
+    var: Any
+    name: str
+    min: int
+    extent: int
+    node: Any
+
+
+@dataclass
+class Access:
+    """One buffer region a block reads or writes: per dimension (lo, hi) expressions, inclusive."""
+
+    buffer: str
+    kind: str  # "read" or "write"
+    bounds: list[tuple[Any, Any]]
+
+
+@dataclass
+class BlockNest:
+    """A leaf block with everything needed to count and bound what its nest executes."""
+
+    name: str
+    loops: list[Loop]
+    conjuncts: list[Any]
+    defs: dict[Any, Any]  # block iter var -> binding (in loop vars and outer block vars)
+    accesses: list[Access]
+    flop_per_iter: int
+    needed: int  # product of the block's iter var domains
+
+
+def _key(var: Any) -> int:
+    return hash(var)  # tvm Objects hash by handle: one key per Var node
+
+
+def _split_and(expr: Any) -> list[Any]:
+    if type(expr).__name__ == "And":
+        return _split_and(expr.a) + _split_and(expr.b)
+    if type(expr).__name__ == "IntImm" and int(expr.value) == 1:
+        return []
+    return [expr]
+
+
+def _is_float(expr: Any) -> bool:
+    return str(getattr(expr, "ty", "")).startswith(("float", "bfloat"))
+
+
+def count_flops(node: Any) -> int:
+    """Floating-point operations in an expression or statement (see the module's rule)."""
+    kind = type(node).__name__
+    if node is None:
+        return 0
+    if kind == "BufferStore":
+        return count_flops(node.value)
+    if kind == "SeqStmt":
+        return sum(count_flops(s) for s in node.seq)
+    if kind == "IfThenElse":
+        return max(count_flops(node.then_case), count_flops(node.else_case))
+    if kind == "For":
+        return int(node.extent) * count_flops(node.body)
+    if kind in ("Bind", "LetStmt"):
+        return count_flops(node.value) + count_flops(getattr(node, "body", None))
+    own = 1 if kind in _FLOAT_OPS and _is_float(node) else 0
+    if kind == "Call":
+        op = str(node.op.name) if hasattr(node.op, "name") else ""
+        own = 0 if op.endswith(("if_then_else", "reinterpret")) or not _is_float(node) else 1
+        return own + sum(count_flops(a) for a in node.args)
+    if kind == "Select":
+        return sum(count_flops(x) for x in (node.true_value, node.false_value))
+    children = [getattr(node, a) for a in ("a", "b", "value") if hasattr(node, a)]
+    return own + sum(count_flops(c) for c in children if not isinstance(c, int | float))
+
+
+def block_nests(func: Any) -> list[BlockNest]:
+    """Every leaf block of a scheduled PrimFunc with its loops, guards and accesses."""
+    out: list[BlockNest] = []
+
+    def walk(stmt: Any, loops: list[Loop], conds: list[Any], defs: dict) -> None:
+        kind = type(stmt).__name__
+        if kind == "SeqStmt":
+            for s in stmt.seq:
+                walk(s, loops, conds, defs)
+        elif kind == "For":
+            if not isinstance(stmt.extent, tirx.IntImm) or not isinstance(stmt.min, tirx.IntImm):
+                raise AnalysisError(f"loop {stmt.loop_var.name} has a symbolic extent")
+            names = [lp.name.split("#")[0] for lp in loops]
+            name = stmt.loop_var.name
+            if name in names:
+                name = f"{name}#{names.count(name) + 1}"
+            loop = Loop(stmt.loop_var, name, int(stmt.min), int(stmt.extent), stmt)
+            walk(stmt.body, [*loops, loop], conds, defs)
+        elif kind == "IfThenElse":
+            walk(stmt.then_case, loops, [*conds, *_split_and(stmt.condition)], defs)
+            if stmt.else_case is not None:
+                walk(stmt.else_case, loops, [*conds, tirx.Not(stmt.condition)], defs)
+        elif kind == "SBlockRealize":
+            block = stmt.block
+            inner = dict(defs)
+            for iv, value in zip(block.iter_vars, stmt.iter_values, strict=True):
+                inner[_key(iv.var)] = value
+            guards = [*conds, *_split_and(stmt.predicate)]
+            nested: list[BlockNest] = []
+            before = len(out)
+            walk(block.body, loops, guards, inner)
+            nested = out[before:]
+            if nested or block.name_hint == "root":
+                return
+            out.append(_leaf(block, loops, guards, inner))
+        elif hasattr(stmt, "body"):
+            walk(stmt.body, loops, conds, defs)
+
+    walk(func.body, [], [], {})
+    return out
+
+
+def _leaf(block: Any, loops: list[Loop], guards: list[Any], defs: dict) -> BlockNest:
+    accesses = []
+    for kind, regions in (("read", block.reads), ("write", block.writes)):
+        for region in regions:
+            bounds = [(r.min, r.min + r.extent - 1) for r in region.region]
+            accesses.append(Access(region.source.name, kind, bounds))
+    needed = math.prod(int(iv.dom.extent) for iv in block.iter_vars) if block.iter_vars else 1
+    return BlockNest(block.name_hint, list(loops), list(guards), defs, accesses,
+                     count_flops(block.body), needed)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def vars_of(expr: Any, defs: dict, acc: dict | None = None) -> dict[int, Any]:
+    """Loop variables an expression depends on (through block var definitions)."""
+    acc = {} if acc is None else acc
+    kind = type(expr).__name__
+    if kind == "Var":
+        k = _key(expr)
+        if k in defs:
+            vars_of(defs[k], defs, acc)
+        else:
+            acc[k] = expr
+        return acc
+    if kind in ("IntImm", "FloatImm", "StringImm"):
+        return acc
+    if kind == "BufferLoad":
+        raise AnalysisError("an index reads a buffer (indirect access): cannot bound it")
+    for attr in ("a", "b", "value", "condition", "true_value", "false_value"):
+        if hasattr(expr, attr):
+            vars_of(getattr(expr, attr), defs, acc)
+    if kind == "Call":
+        for a in expr.args:
+            vars_of(a, defs, acc)
+    return acc
+
+
+_BINARY = {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "FloorDiv": np.floor_divide,
+    "FloorMod": np.mod, "Min": np.minimum, "Max": np.maximum, "LT": np.less,
+    "LE": np.less_equal, "GT": np.greater, "GE": np.greater_equal, "EQ": np.equal,
+    "NE": np.not_equal, "And": np.logical_and, "Or": np.logical_or,
+}
+
+
+def evaluate(expr: Any, env: dict[int, np.ndarray], defs: dict) -> np.ndarray:
+    """Evaluate an integer/boolean TIR expression with numpy arrays bound to loop variables."""
+    kind = type(expr).__name__
+    if kind == "Var":
+        k = _key(expr)
+        if k in env:
+            return env[k]
+        if k in defs:
+            return evaluate(defs[k], env, defs)
+        raise AnalysisError(f"variable {expr.name} is not a loop around the block")
+    if kind == "IntImm":
+        return np.int64(int(expr.value))
+    if kind in _BINARY:
+        return _BINARY[kind](evaluate(expr.a, env, defs), evaluate(expr.b, env, defs))
+    if kind in ("Div", "Mod"):  # truncating, as in C
+        a, b = evaluate(expr.a, env, defs), evaluate(expr.b, env, defs)
+        q = np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))
+        return q if kind == "Div" else a - q * b
+    if kind == "Not":
+        return np.logical_not(evaluate(expr.a, env, defs))
+    if kind == "Select":
+        return np.where(evaluate(expr.condition, env, defs),
+                        evaluate(expr.true_value, env, defs),
+                        evaluate(expr.false_value, env, defs))
+    if kind == "Cast":
+        return evaluate(expr.value, env, defs)
+    if kind == "Call" and str(expr.op.name).endswith("if_then_else"):
+        c, t, f = (evaluate(a, env, defs) for a in expr.args)
+        return np.where(c, t, f)
+    raise AnalysisError(f"cannot evaluate a {kind} in an index or a guard")
+
+
+class Space:
+    """The iteration space of one block: loops, optionally some fixed to one value.
+
+    Loops coupled by a guard or an index expression form a *group*; groups are enumerated
+    separately (a conv's h-loops never meet its w-loops), so counting 10^9 iterations costs a
+    few thousand numpy elements.
+    """
+
+    def __init__(self, nest: BlockNest, fixed: dict[str, int] | None = None) -> None:
+        self.nest = nest
+        self.ranges: dict[int, tuple[int, int]] = {}
+        self.names: dict[int, str] = {}
+        fixed = fixed or {}
+        for lp in nest.loops:
+            k = _key(lp.var)
+            if lp.name in fixed:
+                v = fixed[lp.name]
+                ok = lp.min <= v < lp.min + lp.extent
+                self.ranges[k] = (v, v + 1) if ok else (v, v)  # out of range: empty
+            else:
+                self.ranges[k] = (lp.min, lp.min + lp.extent)
+            self.names[k] = lp.name
+        self.guard_vars = [vars_of(c, nest.defs) for c in nest.conjuncts]
+
+    def _group(self, seed: set[int]) -> tuple[list[int], list[Any]]:
+        """Loops coupled with ``seed`` through guards, and those guards."""
+        group, guards, changed = set(seed), [], True
+        taken = [False] * len(self.guard_vars)
+        while changed:
+            changed = False
+            for i, vs in enumerate(self.guard_vars):
+                if not taken[i] and group & set(vs):
+                    taken[i], changed = True, True
+                    group |= set(vs)
+                    guards.append(self.nest.conjuncts[i])
+        return sorted(group, key=list(self.ranges).index), guards
+
+    def _grid(self, keys: list[int]) -> dict[int, np.ndarray]:
+        sizes = [self.ranges[k][1] - self.ranges[k][0] for k in keys]
+        if math.prod(sizes) > MAX_POINTS:
+            names = ", ".join(self.names[k] for k in keys)
+            raise AnalysisError(f"block {self.nest.name}: loops {names} are coupled over "
+                                f"{math.prod(sizes):,} points, too many to enumerate")
+        axes = np.meshgrid(*[np.arange(*self.ranges[k], dtype=np.int64) for k in keys],
+                           indexing="ij", sparse=True)
+        return dict(zip(keys, axes, strict=True))
+
+    def _mask(self, keys: list[int], guards: list[Any], env: dict) -> np.ndarray:
+        shape = tuple(self.ranges[k][1] - self.ranges[k][0] for k in keys)
+        mask = np.ones(shape, dtype=bool)
+        for g in guards:
+            mask &= np.broadcast_to(evaluate(g, env, self.nest.defs), shape).astype(bool)
+        return mask
+
+    def count(self) -> int:
+        """Points of the space where every guard holds."""
+        if any(hi <= lo for lo, hi in self.ranges.values()):
+            return 0
+        total, seen = 1, set()
+        for k in self.ranges:
+            if k in seen:
+                continue
+            keys, guards = self._group({k})
+            seen |= set(keys)
+            if not guards:
+                total *= self.ranges[k][1] - self.ranges[k][0]
+                continue
+            total *= int(self._mask(keys, guards, self._grid(keys)).sum())
+        return total
+
+    def bounds(self, expr: Any) -> tuple[int, int] | None:
+        """Smallest and largest value of ``expr`` over the guarded space (None: empty)."""
+        if any(hi <= lo for lo, hi in self.ranges.values()) or self.count() == 0:
+            return None
+        keys, guards = self._group(set(vars_of(expr, self.nest.defs)))
+        env = self._grid(keys)
+        mask = self._mask(keys, guards, env)
+        values = np.broadcast_to(evaluate(expr, env, self.nest.defs), mask.shape)
+        if not mask.any():
+            return None
+        return int(values[mask].min()), int(values[mask].max())
+
+    def box(self, access: Access) -> tuple[tuple[int, int], ...] | None:
+        """The access's bounding box: per dimension [start, end)."""
+        out = []
+        for lo_expr, hi_expr in access.bounds:
+            lo, hi = self.bounds(lo_expr), self.bounds(hi_expr)
+            if lo is None or hi is None:
+                return None
+            out.append((lo[0], hi[1] + 1))
+        return tuple(out)

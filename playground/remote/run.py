@@ -1,0 +1,169 @@
+"""Running a schedule on a remote device: build here, validate and time on a tracker's server.
+
+A :class:`~playground.remote.device.RemoteDevice` names a TVM RPC tracker (or one server) and a
+device key. The worker job
+``remote_run`` (:mod:`playground.worker.jobs.remote`) calls :func:`remote_run`, which compiles the
+scheduled chain here, exports it as a shared library, asks the tracker for a free server with
+the key, uploads and loads the library there, runs it once on a NaN-poisoned output, compares
+the output with the numpy reference computed here, and times it on the server with
+:func:`playground.build.timing.measure` (TVM's ``time_evaluator`` runs on the remote device
+itself)::
+
+    remote = RemoteDevice("127.0.0.1", 9190, "local")
+    result = remote_run(chain, steps, remote, repeat=10)   # inside a worker only
+    result["median_ms"], result["server"]                  # e.g. 0.11, "127.0.0.1:9091"
+
+When the server dies during the run, the run is retried once on the server the tracker hands
+out next; every failure reaches the caller as a :class:`~playground.remote.device.RemoteError`
+naming the tracker, the key and what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from playground.remote.device import _LOST, RemoteDevice, RemoteError, _first_line, open_session
+
+
+def _lost(exc: BaseException) -> bool:
+    """Did this error come from the connection to the server breaking (not from the kernel)?"""
+    text = str(exc)
+    return "RPCSessionTimeoutError" not in text and any(m in text for m in _LOST)
+
+
+def _run_on(sess: Any, library: str, remote: RemoteDevice, inputs: list, expected: np.ndarray,
+            dtype: str, measure: bool, repeat: int, min_repeat_ms: float) -> dict:
+    """Upload, load, run once on a poisoned output, compare, and time on the server."""
+    import tvm
+
+    from playground.build.timing import measure as measure_module
+    from playground.chain.reference import compare
+
+    t0 = time.perf_counter()
+    sess.upload(library)
+    module = sess.load_module(os.path.basename(library))
+    dev = sess.cuda(0) if remote.target == "cuda" else sess.cpu(0)
+    if not dev.exist:
+        raise RemoteError(f"the RPC server has no {remote.target} device", where="remote.target")
+    result: dict = {"upload_s": time.perf_counter() - t0}
+    args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
+    out = tvm.runtime.tensor(np.full(expected.shape, np.nan, dtype=dtype), dev)
+    module["main"](*args, out)
+    dev.sync()
+    result.update(compare(out.numpy(), expected, dtype))
+    if result["correct"] and measure:
+        result["timing"] = measure_module(module, [*args, out], dev, func_name="main",
+                                          repeat=repeat, min_repeat_ms=min_repeat_ms).to_dict()
+    return result
+
+
+def _attempt(remote: RemoteDevice, library: str, run_args: tuple) -> tuple[dict | None, str, str]:
+    """One session: ``(result, server, "")``, or ``(None, server, why)`` if the server went away.
+
+    The session and every remote object are dropped before returning, which closes the
+    connection and frees the server for the next client.
+    """
+    sess, server = open_session(remote)
+    try:
+        return _run_on(sess, library, remote, *run_args), server, ""
+    except RemoteError:
+        raise
+    except (RuntimeError, OSError) as e:
+        if "RPCSessionTimeoutError" in str(e):
+            raise RemoteError(f"the session on RPC server {server} ran past its "
+                              f"session_timeout_s of {remote.session_timeout_s:g} s and was ended "
+                              "by the server", where="remote.session_timeout_s",
+                              detail=str(e)) from None
+        if not _lost(e):
+            raise RemoteError(f"RPC server {server} (key {remote.key!r}) failed to run the "
+                              f"kernel: {_first_line(e)}", detail=str(e)) from None
+        return None, server, _first_line(e)
+    finally:
+        del sess
+
+
+def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool = True,
+               repeat: int = 10, min_repeat_ms: float = 50.0, seed: int = 0) -> dict:
+    """Build here, then validate and (if ``measure``) time the kernel on a remote server.
+
+    Call it inside a worker process only (:mod:`playground.worker.jobs.remote`): it compiles the
+    user's schedule. If the server dies during the run, the run is retried once on the server
+    the tracker hands out next.
+
+    Parameters
+    ----------
+    chain, steps
+        The normalized chain and its schedule steps (``Step`` objects).
+    remote
+        Where to run.
+    measure, repeat, min_repeat_ms
+        As for the ``run`` job and :func:`playground.build.timing.measure` (ms per sample).
+    seed
+        Seed of the random inputs.
+
+    Returns
+    -------
+    dict
+        The ``run`` job's fields (``correct``, errors, ``timing``, ``median_ms``, ``gflops``,
+        ``compile_s``, ``reference_s``, ``flop``, ``target``, ``valid``) plus ``remote``
+        (``host:port/key``), ``server`` (``host:port`` of the server that ran it),
+        ``attempts`` (1, or 2 after a retry), ``lost`` (why earlier servers failed) and
+        ``upload_s``.
+
+    Raises
+    ------
+    RemoteError
+        Tracker unreachable, no server for the key, server gone (twice), session timeout.
+    StepError, BuildError
+        For the schedule and its compilation, as locally.
+    """
+    from playground.build.lowering import compile_module
+    from playground.chain.reference import make_inputs, reference_output
+    from playground.chain.spec import chain_flop
+    from playground.schedule.replay import scheduled
+
+    t0 = time.perf_counter()
+    executable = compile_module(scheduled(chain, tuple(steps)).mod, remote.target)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    inputs = make_inputs(chain, seed)
+    expected = reference_output(chain, inputs)
+    reference_s = time.perf_counter() - t0
+    run_args = (inputs, expected, chain["input"]["dtype"], measure, int(repeat),
+                float(min_repeat_ms))
+    lost: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="playground-remote-") as tmp:
+        library = os.path.join(tmp, "kernel.so")
+        executable.export_library(library)
+        for attempt in (1, 2):
+            try:
+                result, server, why = _attempt(remote, library, run_args)
+            except RemoteError as e:
+                if not lost:
+                    raise
+                raise RemoteError(f"RPC server for key {remote.key!r} went away during the run: "
+                                  f"{lost[0]}; no other server took over: {e.message}",
+                                  where="remote", detail=e.detail) from None
+            if result is not None:
+                break
+            lost.append(f"{server}: {why}")
+        else:
+            raise RemoteError(f"RPC server for key {remote.key!r} went away during the run: "
+                              f"{lost[0]}; the retry went away too ({lost[1]})", where="remote")
+    timing = result.pop("timing", None)
+    result.update({"target": remote.target, "valid": True, "compile_s": compile_s,
+                   "reference_s": reference_s, "flop": chain_flop(chain), "timing": timing,
+                   "gflops": None, "remote": remote.label, "server": server,
+                   "attempts": attempt, "lost": lost})
+    if timing is not None:
+        from playground.build.timing import Timing
+
+        parsed = Timing.from_dict(timing)
+        result["median_ms"] = parsed.median_ms
+        result["gflops"] = parsed.gflops(result["flop"])
+    return result

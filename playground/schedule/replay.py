@@ -1,0 +1,257 @@
+"""Applying steps to a chain's TensorIR schedule, and reading blocks and loops back.
+
+Schedules are derived from (chain, steps) and cached by them: applying step k+1 copies the
+cached schedule after k steps instead of replaying from scratch. Cached schedules are never
+mutated; :func:`scheduled` returns one that callers must treat as read-only.
+
+Applying primitives is symbolic and fast (milliseconds); lowering, compiling and running are
+not, and happen in the worker process (see :mod:`playground.worker.pool`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir
+
+from playground.chain.compute import chain_module
+from playground.chain.spec import chain_to_json
+from playground.errors import PlaygroundError, StepError
+from playground.schedule.loops import loop, loop_names
+from playground.schedule.steps import CATALOG, Step, normalize_step, steps_to_json
+
+_CACHE: OrderedDict[tuple[str, str], s_tir.Schedule] = OrderedDict()
+_CACHE_SIZE = 256
+_LOCK = threading.RLock()
+
+
+@dataclass(frozen=True)
+class LoopInfo:
+    """A loop around a block: its unique name, extent (None if not constant) and kind."""
+
+    name: str
+    extent: int | None
+    kind: str  # serial, parallel, vectorized, unrolled, thread_binding
+    thread: str = ""
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """A block of the scheduled function, with what the UI's pickers need."""
+
+    name: str
+    loops: tuple[LoopInfo, ...]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    is_reduction: bool
+
+
+def fresh_schedule(chain: dict) -> s_tir.Schedule:
+    """An unscheduled schedule of the chain (errors rendered in detail, for the expander)."""
+    return s_tir.Schedule(chain_module(chain), error_render_level="detail")
+
+
+def _one_line(text: str) -> str:
+    """TVM's long error text reduced to its 'Error message:' line (or its last line)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("Error message:"):
+            return ln[len("Error message:"):].strip()
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln:
+            return ln.split(": ", 1)[-1] if ln.startswith(("ScheduleError", "TVMError")) else ln
+    return lines[-1] if lines else text
+
+
+_MARK = re.compile(r"#\s*(s_tir\.SBlock#\d+|tirx\.For#\d+)\s*$")
+_NAMED = re.compile(r'T\.sblock\("([^"]+)"\)|^\s*for (\w+) in')
+
+
+def _name_objects(message: str, detail: str) -> str:
+    """Replace TVM's 's_tir.SBlock#0' / 'tirx.For#1' in a message by the block or loop name.
+
+    The detailed rendering marks each object with a comment line right above it.
+    """
+    names: dict[str, str] = {}
+    lines = detail.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        m = _MARK.search(line)
+        if m:
+            for nxt in lines[i + 1:i + 3]:
+                n = _NAMED.search(nxt)
+                if n:
+                    names[m.group(1)] = (f"block {n.group(1)}" if n.group(1)
+                                         else f"loop {n.group(2)}")
+                    break
+    for obj, name in names.items():
+        message = message.replace(f"the block {obj}", name).replace(f"block {obj}", name)
+        message = message.replace(f"loop {obj}", name).replace(obj, name)
+    return message
+
+
+def _walk(stmt, visit) -> None:
+    """Pre-order walk over the statements of a scheduled (not lowered) function."""
+    if stmt is None:
+        return
+    kind = type(stmt).__name__
+    visit(stmt)
+    if kind == "SeqStmt":
+        for s in stmt.seq:
+            _walk(s, visit)
+    elif kind == "SBlockRealize":
+        _walk(stmt.block, visit)
+    elif kind == "SBlock":
+        _walk(stmt.init, visit)
+        _walk(stmt.body, visit)
+    elif kind == "IfThenElse":
+        _walk(stmt.then_case, visit)
+        _walk(stmt.else_case, visit)
+    elif hasattr(stmt, "body"):
+        _walk(stmt.body, visit)
+
+
+def block_names(sch: s_tir.Schedule) -> list[str]:
+    """Names of the blocks, in program order (the root block excluded)."""
+    names: list[str] = []
+    _walk(sch.mod["main"].body, lambda s: names.append(s.name_hint)
+          if type(s).__name__ == "SBlock" and s.name_hint != "root" else None)
+    return names
+
+
+def _loop_info(sch: s_tir.Schedule, block: str) -> tuple[LoopInfo, ...]:
+    out = []
+    names = loop_names(sch, block)
+    for name, rv in zip(names, sch.get_loops(sch.get_sblock(block)), strict=True):
+        f = sch.get(rv)
+        extent = int(f.extent) if isinstance(f.extent, tvm.tirx.IntImm) else None
+        kind = tvm.tirx.ForKind(int(f.kind)).name.lower()
+        thread = f.thread_binding.thread_tag if f.thread_binding is not None else ""
+        out.append(LoopInfo(name, extent, kind, thread))
+    return tuple(out)
+
+
+def blocks(sch: s_tir.Schedule) -> list[BlockInfo]:
+    """Every block with its loops (name, extent, kind) and the buffers it reads and writes."""
+    out = []
+    for name in block_names(sch):
+        b = sch.get(sch.get_sblock(name))
+        out.append(BlockInfo(
+            name=name,
+            loops=_loop_info(sch, name),
+            reads=tuple(r.source.name for r in b.reads),
+            writes=tuple(w.source.name for w in b.writes),
+            is_reduction=any(int(iv.iter_type) == 2 for iv in b.iter_vars),
+        ))
+    return out
+
+
+def _resolve(sch: s_tir.Schedule, prim_name: str, args: dict, ctx: str) -> dict:
+    """Turn names into schedule handles, refusing unknown blocks and loops by name."""
+    prim = CATALOG[prim_name]
+    known = block_names(sch)
+    out: dict = {}
+    for a in prim.args:
+        v = args[a.name]
+        if a.kind == "block":
+            if v not in known:
+                raise StepError(f"{ctx}: {a.name} {v!r} does not exist (blocks: "
+                                f"{', '.join(known)})", where=a.name)
+            out[a.name] = sch.get_sblock(v)
+        elif a.kind in ("loop", "loops"):
+            owner = args[a.of]
+            names = loop_names(sch, owner)
+            for x in (v if a.kind == "loops" else [v]):
+                if x not in names:
+                    raise StepError(f"{ctx}: block {owner} has no loop {x!r} (its loops: "
+                                    f"{', '.join(names) or 'none'})", where=a.name)
+            out[a.name] = ([loop(sch, owner, x) for x in v] if a.kind == "loops"
+                           else loop(sch, owner, v))
+        elif a.kind == "buffer":
+            out[a.name] = (v[0], v[1])
+        elif a.kind == "index_map":
+            # Safe: check_index_map admitted only a lambda of integer arithmetic on its params.
+            out[a.name] = eval(compile(v, "<index_map>", "eval"), {"__builtins__": {}})
+        else:
+            out[a.name] = v
+    return out
+
+
+def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None) -> Step:
+    """Apply one step to ``sch`` in place; return the step with defaults filled in.
+
+    Raises
+    ------
+    StepError
+        Naming the step, the argument and the value, or TVM's one-line reason (the full
+        explanation in ``detail``). TVM leaves the schedule unchanged when it refuses.
+    """
+    step = normalize_step(step, index)
+    prim = CATALOG[step.primitive]
+    ctx = f"step {index + 1} ({prim.name})" if index is not None else prim.name
+    handles = _resolve(sch, prim.name, dict(step.args), ctx)
+    positional, keywords = [], {}
+    for keyword, name in prim.call:
+        value = handles[name]
+        if prim.arg(name).kind == "loops":
+            positional.extend(value)
+        elif keyword is None:
+            positional.append(value)
+        else:
+            keywords[keyword] = value
+    try:
+        getattr(sch, prim.name)(*positional, **keywords)
+    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            AssertionError) as e:
+        text = str(e)
+        reason = _name_objects(_one_line(text), text).removeprefix("ScheduleError: ")
+        raise StepError(f"{ctx}: TVM refused it: {reason}", detail=text,
+                        where="tvm") from None
+    return step
+
+
+def scheduled(chain: dict, steps: tuple[Step, ...] | list[Step]) -> s_tir.Schedule:
+    """The chain's schedule after ``steps`` (cached; treat the result as read-only).
+
+    Raises
+    ------
+    StepError
+        For the first step that does not apply, naming it by its position.
+    """
+    steps = tuple(steps)
+    chain_key = chain_to_json(chain)
+    with _LOCK:
+        start, sch = 0, None
+        for k in range(len(steps), -1, -1):
+            hit = _CACHE.get((chain_key, steps_to_json(steps[:k])))
+            if hit is not None:
+                _CACHE.move_to_end((chain_key, steps_to_json(steps[:k])))
+                start, sch = k, hit
+                break
+        if sch is None:
+            sch = fresh_schedule(chain)
+            _remember(chain_key, (), sch)
+        for k in range(start, len(steps)):
+            sch = sch.copy()
+            apply_step(sch, steps[k], k)
+            _remember(chain_key, steps[: k + 1], sch)
+        return sch
+
+
+def _remember(chain_key: str, steps: tuple[Step, ...], sch: s_tir.Schedule) -> None:
+    _CACHE[(chain_key, steps_to_json(steps))] = sch
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+
+
+def replay_prefix(chain: dict, steps: tuple[Step, ...]) -> tuple[int, PlaygroundError | None]:
+    """How many leading steps apply to ``chain``, and the error of the first that does not."""
+    for k in range(len(steps)):
+        try:
+            scheduled(chain, steps[: k + 1])
+        except PlaygroundError as e:
+            return k, e
+    return len(steps), None

@@ -1,0 +1,10 @@
+"""Worker processes: where user schedules are compiled and run, never in the server.
+
+Owns the pool of warm child processes with timeouts and memory caps (:mod:`.pool`), the
+machine-wide measurement lock (in :mod:`.pool`), the child's main loop (:mod:`.main`), the job
+registry (:mod:`.registry`) and the jobs themselves, one module per capability
+(:mod:`.jobs`).
+
+May import: :mod:`playground.errors` only, except :mod:`playground.worker.jobs`, which runs in
+the child and may import the whole library (but never streamlit).
+"""

@@ -1,0 +1,130 @@
+"""The real worker jobs: lower, generate code, validate and measure a (chain, steps) pair.
+
+They run inside the worker process only (see :mod:`playground.worker.registry`). Payloads carry the
+normalized chain and the steps as JSON; the worker replays the steps itself, so no TVM object
+ever crosses a process boundary. Compiled executables and reference outputs are cached in the
+worker, so validating then timing the same schedule compiles once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections import OrderedDict
+
+import numpy as np
+import tvm
+
+from playground.build.lowering import compile_module, generated_code, lowered_text
+from playground.build.targets import device, info
+from playground.chain.reference import compare, make_inputs, reference_output
+from playground.chain.spec import chain_flop, chain_to_json
+from playground.schedule.replay import scheduled
+from playground.schedule.steps import steps_from_json, steps_to_json
+from playground.worker.registry import job
+
+_EXECUTABLES: OrderedDict[str, object] = OrderedDict()
+
+
+def _unpack(payload: dict) -> tuple[dict, tuple, str]:
+    chain = payload["chain"]
+    steps = steps_from_json(json.dumps(payload.get("steps", [])))
+    return chain, steps, payload.get("target", "cpu")
+
+
+def _module(payload: dict) -> tvm.IRModule:
+    chain, steps, _ = _unpack(payload)
+    return scheduled(chain, steps).mod
+
+
+def _executable(payload: dict):
+    """Compile (or reuse) the scheduled module; returns (executable, compile seconds)."""
+    chain, steps, target = _unpack(payload)
+    key = "|".join((chain_to_json(chain), steps_to_json(steps), target))
+    if key in _EXECUTABLES:
+        _EXECUTABLES.move_to_end(key)
+        return _EXECUTABLES[key], 0.0
+    t0 = time.perf_counter()
+    ex = compile_module(scheduled(chain, steps).mod, target)
+    elapsed = time.perf_counter() - t0
+    _EXECUTABLES[key] = ex
+    while len(_EXECUTABLES) > 8:
+        _EXECUTABLES.popitem(last=False)
+    return ex, elapsed
+
+
+@functools.lru_cache(maxsize=4)
+def _reference(chain_json: str, seed: int):
+    chain = json.loads(chain_json)
+    inputs = make_inputs(chain, seed)
+    return inputs, reference_output(chain, inputs)
+
+
+@job("lower")
+def lower_job(payload: dict) -> dict:
+    """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module."""
+    _, _, target = _unpack(payload)
+    t0 = time.perf_counter()
+    text = lowered_text(_module(payload), target)
+    return {"text": text, "seconds": time.perf_counter() - t0}
+
+
+@job("codegen")
+def codegen_job(payload: dict) -> dict:
+    """Generated code: ``asm`` / ``llvm`` for the CPU, ``cuda`` for the GPU."""
+    _, _, target = _unpack(payload)
+    ex, seconds = _executable(payload)
+    return {"text": generated_code(ex, target, payload.get("kind", "asm")),
+            "compile_s": seconds}
+
+
+def _run_once(ex, inputs, expected, chain: dict, dev):
+    """Run the kernel once on a NaN-poisoned output and compare with the reference."""
+    dtype = chain["input"]["dtype"]
+    args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
+    poisoned = np.full(expected.shape, np.nan, dtype=dtype)
+    out = tvm.runtime.tensor(poisoned, dev)
+    ex["main"](*args, out)
+    dev.sync()
+    return args, out, compare(out.numpy(), expected, dtype)
+
+
+@job("run")
+def run_job(payload: dict) -> dict:
+    """Build, validate against the numpy reference, and (if ``measure``) time the kernel.
+
+    Payload: ``chain``, ``steps``, ``target``, ``measure`` (bool), ``repeat``,
+    ``min_repeat_ms``, ``seed``. The result's ``correct`` is False for a wrong output; timing
+    is skipped then (a wrong kernel's speed means nothing).
+    """
+    chain, _, target = _unpack(payload)
+    target_info = info(target)
+    ex, compile_s = _executable(payload)
+    result = {"target": target, "valid": True, "compile_s": compile_s, "ran": False,
+              "correct": None, "flop": chain_flop(chain), "timing": None, "gflops": None}
+    if not target_info.can_run:
+        # Built (so the schedule is valid) but cannot run here: say so, claim nothing.
+        result["message"] = f"{target}: {target_info.reason}"
+        return result
+    result["ran"] = True
+    dev = device(target)
+    t0 = time.perf_counter()
+    inputs, expected = _reference(chain_to_json(chain), int(payload.get("seed", 0)))
+    result["reference_s"] = time.perf_counter() - t0
+    args, out, check = _run_once(ex, inputs, expected, chain, dev)
+    result.update(check)
+    if not check["correct"] or not payload.get("measure", True):
+        return result
+    from playground.build.timing import measure
+
+    # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
+    result["timed_from"] = time.time()
+    timing = measure(ex.mod, [*args, out], dev, func_name="main",
+                     repeat=int(payload.get("repeat", 10)),
+                     min_repeat_ms=float(payload.get("min_repeat_ms", 50)))
+    result["timed_until"] = time.time()
+    result["timing"] = timing.to_dict()
+    result["median_ms"] = timing.median_ms
+    result["gflops"] = timing.gflops(result["flop"])
+    return result

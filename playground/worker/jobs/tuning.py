@@ -1,0 +1,164 @@
+"""The worker job ``"tune"``: MetaSchedule on the chain, best schedule returned as steps.
+
+Runs in the worker only (a module of :mod:`playground.worker.jobs`). Two things make
+MetaSchedule usable on a 2-core machine here:
+
+* ``import tvm.s_tir.tensor_intrin`` (done by ``TuneContext`` and by the default build function
+  of ``LocalBuilder``) registers every tensor intrinsic of every target and costs ~24 s of
+  CPU (15 s of it CUDA's). Float convolutions on the CPU use none of them, so while tuning the
+  package is replaced by an empty one plus its x86 module (~1 s), and builds use
+  :func:`_build_function`, which skips the import. With the default builder, each build batch
+  started fresh processes that paid the 24 s again and hit the builder's 30 s timeout: every
+  trial failed.
+* The builder and runner are TVM ``PopenPoolExecutor`` children of the worker, in its process
+  group, so a timeout or a cancel of the job kills them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+from playground.chain.spec import normalize_chain
+from playground.explore.tuning import TuningError, check_trials, trace_to_steps, verify
+from playground.worker.registry import job
+
+_INTRIN = "tvm.s_tir.tensor_intrin"
+#: Candidates per round of the evolutionary search (MetaSchedule's default: 512).
+POPULATION = 64
+
+
+@contextlib.contextmanager
+def light_tensor_intrinsics() -> Iterator[None]:
+    """Make ``import tvm.s_tir.tensor_intrin`` cheap for the ``with`` block (x86 only)."""
+    if _INTRIN in sys.modules:  # already paid for: nothing to do
+        yield
+        return
+    spec = importlib.util.find_spec(_INTRIN)
+    stub = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
+    sys.modules[_INTRIN] = stub
+    try:
+        importlib.import_module(_INTRIN + ".x86")
+        yield
+    finally:
+        # A later ``import tvm.s_tir.tensor_intrin`` (a GPU job, say) runs the real package;
+        # the submodules already run stay in sys.modules, so nothing registers twice.
+        del sys.modules[_INTRIN]
+
+
+def _build_function():
+    """LocalBuilder's default build without ``import tvm.s_tir.tensor_intrin``.
+
+    A closure, so that cloudpickle sends it by value to the builder's processes (which need
+    not be able to import ``playground``).
+    """
+
+    def build(mod, target, _params):
+        from tvm.driver import build as tvm_build
+        from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+        return tvm_build(mod, target=target)
+
+    return build
+
+
+def _best_ms(db) -> float | None:
+    secs = [sum(float(s) for s in r.run_secs) / len(r.run_secs)
+            for r in db.get_all_tuning_records() if r.run_secs]
+    secs = [s for s in secs if s < 1e9]  # failed runs are recorded as 1e10 s
+    return min(secs) * 1e3 if secs else None
+
+
+@job("tune")
+def tune_job(payload: dict) -> dict:
+    """Tune the chain with MetaSchedule; return the best schedule as playground steps.
+
+    Payload: ``chain``, ``trials``, ``seed``, ``target`` ("cpu"), ``population``
+    (evolutionary search, default :data:`POPULATION`). Result: ``steps``
+    (list of step dicts), ``complete``, ``dropped``, ``unsupported``, ``structurally_equal``,
+    ``verify_message``, ``best_ms`` (MetaSchedule's measurement), ``trials`` (records in the
+    database), ``tune_s``, ``trace`` (the tuned trace as Python).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from playground.build.targets import cpu_target
+    from playground.chain.compute import chain_module
+
+    if payload.get("target", "cpu") != "cpu":
+        raise TuningError("tune: only the cpu target is tuned here", where="tune.target")
+    chain = normalize_chain(payload["chain"])
+    trials = check_trials(payload.get("trials", 32))
+    seed = int(payload.get("seed", 0))
+    population = max(16, min(512, int(payload.get("population", POPULATION))))
+    cores = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    mod = chain_module(chain)
+    target = cpu_target()
+    work_dir = tempfile.mkdtemp(prefix="playground-tune-")
+    t0 = time.perf_counter()
+    try:
+        with light_tensor_intrinsics():
+            builder = ms.builder.LocalBuilder(max_workers=cores, f_build=_build_function(),
+                                              timeout_sec=60.0)
+            # With the random cost model, evolving 512 candidates per round for 4 rounds only
+            # shuffles them at random: a small population finds the same kind of schedules
+            # and cuts the search (most of the time per round on 2 cores).
+            strategy = ms.search_strategy.EvolutionarySearch(
+                population_size=population, init_min_unmeasured=min(50, population // 2))
+            db = ms.tune_tir(mod, target, work_dir=work_dir, max_trials_global=trials,
+                             num_trials_per_iter=16, builder=builder, cost_model="random",
+                             strategy=strategy, seed=seed, num_tuning_cores=cores)
+            tune_s = time.perf_counter() - t0
+            sch = ms.tir_integration.compile_tir(db, mod, target)
+            records = len(db.get_all_tuning_records())
+            best_ms = _best_ms(db)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if sch is None:
+        raise TuningError(f"tune: none of the {records} trial(s) built and ran; see the "
+                          "worker log", where="tune")
+    trace = [str(line) for line in sch.trace.as_python()]
+    conversion, tuned = trace_to_steps(chain, trace)
+    equal, why = verify(chain, conversion, tuned)
+    return {"steps": [s.to_dict() for s in conversion.steps], "complete": conversion.complete,
+            "dropped": list(conversion.dropped), "unsupported": conversion.unsupported,
+            "structurally_equal": equal, "verify_message": why, "best_ms": best_ms,
+            "trials": records, "tune_s": tune_s, "trace": "\n".join(trace),
+            "notes": [why] if why else []}
+
+
+@job("numpy_time")
+def numpy_time_job(payload: dict) -> dict:
+    """Time the chain's numpy reference (:func:`playground.chain.reference.reference_output`).
+
+    That reference computes in float64 (it is the correctness oracle, not a tuned numpy
+    program); its convolutions are one BLAS matrix product per image and group, on as many
+    threads as numpy's BLAS takes. Payload: ``chain``, ``repeat`` (default 5),
+    ``min_repeat_ms`` (default 50). Returns ``median_ms`` (per call), ``samples_ms``,
+    ``number`` (calls per sample), ``dtype`` ("float64").
+    """
+    from playground.build.timing import Timing
+    from playground.chain.reference import make_inputs, reference_output
+
+    chain = normalize_chain(payload["chain"])
+    inputs = make_inputs(chain, int(payload.get("seed", 0)))
+    repeat = max(1, int(payload.get("repeat", 5)))
+    min_ms = float(payload.get("min_repeat_ms", 50.0))
+    t0 = time.perf_counter()
+    reference_output(chain, inputs)  # warm-up, and the first estimate
+    first_ms = (time.perf_counter() - t0) * 1e3
+    number = max(1, min(1000, int(min_ms / max(first_ms, 1e-3)) + 1))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            reference_output(chain, inputs)
+        samples.append((time.perf_counter() - t0) * 1e3 / number)
+    timing = Timing.from_samples(samples, number)
+    return {"median_ms": timing.median_ms, "timing": timing.to_dict(), "dtype": "float64"}
