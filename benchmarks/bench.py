@@ -226,7 +226,7 @@ FMA_ITERATIONS = 400_000  # ~1.5 ms per call at peak on 2 cores
 def peak_competitor() -> tuple[Competitor, float]:
     """The machine's FMA peak: 12 independent AVX2 FMA chains per thread (fma_peak.c).
 
-    playground.build.machine.fma_kernel is not used: with its 6 accumulators, and even rebuilt with
+    playground.build.peak.fma_kernel is not used: with its 6 accumulators, and even rebuilt with
     12, it reached about half of this kernel's rate here (see README.md).
     """
     import ctypes

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from playground.build import machine
+from playground.build import machine, peak
 
 
 def fake_sysfs(tmp_path, entries):
@@ -44,14 +44,14 @@ class FakePool:
 def test_measure_peak_is_cached(tmp_path):
     path = tmp_path / "machine.json"
     pool = FakePool()
-    first = machine.measure_peak(pool, path=path)
-    second = machine.measure_peak(pool, path=path)
+    first = peak.measure_peak(pool, path=path)
+    second = peak.measure_peak(pool, path=path)
     assert pool.calls == 1 and first == second and first.ridge == 5.0
     assert machine.machine_key(2) in json.loads(path.read_text())
 
 
 def test_roofline_figure():
-    fig = machine.roofline_figure(100.0, 20.0, [{"name": "fused", "gflops": 30.0,
+    fig = peak.roofline_figure(100.0, 20.0, [{"name": "fused", "gflops": 30.0,
                                                 "intensity": 2.0}])
     assert list(fig.data[1].text) == ["fused"]
     assert max(fig.data[0].y) == 100.0
@@ -63,3 +63,22 @@ def test_machine_peak_job(pool):
                       exclusive=True)
     assert result.status == "ok", result.message
     assert result.value["gflops"] > 1 and result.value["bandwidth_gbs"] > 0.5
+
+
+def test_machine_facts_read_from_the_target():
+    import tvm
+
+    facts = machine.machine_facts()
+    assert facts.cores >= 1 and facts.vector_bits in (128, 256, 512)
+    assert facts.lanes("float32") == facts.vector_bits // 32
+    assert facts.lanes("float16") == 2 * facts.lanes("float32")
+    avx512 = machine.machine_facts(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}))
+    avx2 = machine.machine_facts(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
+    assert (avx512.vector_bits, avx512.lanes()) == (512, 16)
+    assert (avx2.vector_bits, avx2.lanes()) == (256, 8)
+    assert avx2.mcpu == "znver3" and avx2.fma
+    neon = machine.machine_facts(tvm.target.Target(
+        {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "neoverse-n1"}))
+    assert neon.lanes() == 4 and "NEON" in neon.summary()
+    record = machine.fingerprint(avx2)
+    assert set(record) == {"cpu_model", "cores", "vector_bits", "mcpu", "tvm_version", "gpu"}

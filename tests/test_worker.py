@@ -419,3 +419,29 @@ def test_cancel_while_queued_for_measurement(pool, tmp_path):
         result = pool.run("ping", {}, exclusive=True, on_event=on_event, cancel=cancel)
     assert result.status == "cancelled" and "queued" in result.message
     assert [e["event"] for e in events] == ["queued", "done"]
+
+
+def test_every_job_module_is_loaded_and_registers_jobs(tmp_path, monkeypatch):
+    """Jobs are found on disk: every module of playground/worker/jobs is imported by the
+    worker, and a module there that registers no job stops it loudly (not skipped)."""
+    import sys
+
+    from playground.worker import registry
+
+    modules = registry.job_modules()
+    assert {"playground.worker.jobs.run", "playground.worker.jobs.analysis",
+            "playground.worker.jobs.tuning", "playground.worker.jobs.remote"} <= set(modules)
+    jobs_dir = Path(registry.__file__).parent / "jobs"
+    on_disk = {p.stem for p in jobs_dir.glob("*.py") if p.stem != "__init__"}
+    assert {m.rsplit(".", 1)[1] for m in modules} == on_disk
+
+    empty = tmp_path / "playground_empty_jobs"
+    empty.mkdir()
+    (empty / "__init__.py").write_text("")
+    (empty / "nothing.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "JOBS_PACKAGE", "playground_empty_jobs")
+    with pytest.raises(RuntimeError, match="registers no job"):
+        registry.load_jobs()
+    sys.modules.pop("playground_empty_jobs.nothing", None)
+    sys.modules.pop("playground_empty_jobs", None)

@@ -16,7 +16,7 @@ import time
 import streamlit as st
 
 from playground import service
-from playground.build import machine
+from playground.build import peak as peak_mod
 from playground.errors import PlaygroundError
 from playground.explore import compare, sweep, sweep_report, tuning
 from playground.explore.halo import TileRegions, halo_figure
@@ -255,12 +255,12 @@ def start_comparison(pool: WorkerPool, session: Session) -> None:
 # ----------------------------------------------------------------------------- roofline
 
 def render_roofline(pool: WorkerPool, session: Session, analysis: dict | None) -> None:
-    peak = machine.cached_peak()
+    peak = peak_mod.cached_peak()
     if st.button("Measure this machine's peak" if peak is None else "Measure the peak again",
                  key="fusion.peak"):
         with st.spinner("Timing a vectorized FMA kernel and a triad over 256 MiB…"):
             try:
-                peak = machine.measure_peak(pool, refresh=True)
+                peak = peak_mod.measure_peak(pool, refresh=True)
             except PlaygroundError as e:
                 st.error(e.message)
     if peak is None:
@@ -281,7 +281,7 @@ def render_roofline(pool: WorkerPool, session: Session, analysis: dict | None) -
             if p.gflops and getattr(p, "intensity", None):
                 points.append({"name": str(p.value), "gflops": p.gflops,
                                "intensity": p.intensity})
-    st.plotly_chart(machine.roofline_figure(peak.gflops, peak.bandwidth_gbs, points),
+    st.plotly_chart(peak_mod.roofline_figure(peak.gflops, peak.bandwidth_gbs, points),
                     key="fusion.roofline")
     if not points:
         st.caption("Measure the schedule (Playground tab) or run a sweep to place points.")

@@ -60,13 +60,16 @@ def machine_peak_job(payload: dict) -> dict:
     import numpy as np
     import tvm
 
-    from playground.build import machine
+    from playground.build import peak as machine
     from playground.build.lowering import compile_module
+    from playground.build.machine import machine_facts
 
     cores = int(payload.get("cores", 2))
     dev = tvm.cpu(0)
     best_gflops, best_lanes = 0.0, 0
-    for lanes in (8, 16):
+    # One and two vector registers per accumulator row: 6 or 12 independent FMA chains.
+    vector = machine_facts().lanes("float32")
+    for lanes in (vector, 2 * vector):
         mod, flop = machine.fma_kernel(cores, lanes)
         ex = compile_module(mod)
         x = np.random.rand(cores, lanes).astype("float32")
