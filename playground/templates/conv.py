@@ -11,6 +11,11 @@ Two ways to fill the vector registers of a convolution's accumulator tile:
 * **along output columns** (``vector="w"``): ``L`` neighbouring output pixels of a row per
   vector, one weight broadcast per multiply-add. Fits grouped and depthwise convolutions and
   channel counts that are not a multiple of the vector width.
+* **along the batch** (``vector="n"``): ``L`` images per vector, for a batch of ``L`` or more
+  images whose output width no vector divides (the forum's seed program: 16 images, 229
+  columns, 10 channels). The input is copied once per call to ``[C, H, W, N]`` and the
+  accumulators laid out ``[K, H, W, N]``, so every multiply-add is a contiguous vector of
+  images times a broadcast weight.
 
 Both compute a tile of accumulators in registers (``cache_write`` to ``local``), write it back
 (with the stage's epilogue folded in: bias, batch norm, activations and residual adds, see
@@ -34,13 +39,14 @@ class Tile:
     Attributes
     ----------
     vector
-        ``"k"`` (output channels, blocked layout) or ``"w"`` (output columns).
+        ``"k"`` (output channels, blocked layout), ``"w"`` (output columns) or ``"n"``
+        (images of the batch).
     lanes
         Elements per vector (the machine's: 16 float32 on AVX-512, 8 on AVX2, 4 on NEON).
     kt
-        ``vector="k"``: vectors of output channels per tile; ``"w"``: output channels.
+        ``vector="k"``: vectors of output channels per tile; ``"w"``/``"n"``: output channels.
     ht
-        Output rows per tile.
+        Output rows per tile (``"n"``: vectors of images per tile).
     wt
         Output columns per tile (``"w"``: a multiple of ``lanes``).
     """
@@ -54,13 +60,15 @@ class Tile:
     @property
     def accumulators(self) -> int:
         """Vector registers the tile's accumulators take."""
-        if self.vector == "k":
+        if self.vector in ("k", "n"):
             return self.kt * self.ht * self.wt
         return self.kt * self.ht * max(1, self.wt // self.lanes)
 
     def label(self) -> str:
         if self.vector == "k":
             return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels"
+        if self.vector == "n":
+            return (f"{self.kt} channels x {self.wt} pixels x {self.ht}x{self.lanes} images")
         return f"{self.kt} channels x {self.ht}x{self.wt} pixels ({self.lanes}-wide)"
 
     def to_dict(self) -> dict:
@@ -97,11 +105,31 @@ def prepare_conv(r: Recorder, stage: Stage, tile: Tile) -> str:
           storage_scope="global")
         r("transform_layout", f"{weight}_global", buffer=["write", 0],
           index_map=f"lambda k, c, h, w: (k // {lanes}, c, h, w, k % {lanes})")
+    if tile.vector == "n":
+        r("cache_read", name, read_buffer_index=0, storage_scope="global")
+        r("transform_layout", name, buffer=["read", 0],
+          index_map="lambda n, c, h, w: (c, h, w, n)")
     r("cache_write", name, write_buffer_index=0, storage_scope="local")
     if tile.vector == "k":
         r("transform_layout", name, buffer=["write", 0],
           index_map=f"lambda n, k, h, w: (n, k // {lanes}, h, w, k % {lanes})")
+    elif tile.vector == "n":
+        r("transform_layout", name, buffer=["write", 0],
+          index_map="lambda n, k, h, w: (k, h, w, n)")
     return f"{name}_local"
+
+
+def batch_copy(r: Recorder, stage: Stage) -> None:
+    """The ``[C, H, W, N]`` copy of a batch-vectorized conv's input: images innermost
+    (vectorized), rows in parallel."""
+    block = f"{r.reads(stage.name)[0]}"
+    writer = next((b for b in r.blocks() if r.writes(b) == [block]), None)
+    if writer is None:
+        return
+    n, c, h, w = r.loops(writer)[-4:]
+    r("reorder", writer, loops=[c, h, w, n])
+    r("parallel", writer, loop=r.fuse(writer, [c, h]))
+    r.vectorize_innermost(writer, stage.out_shape[0])
 
 
 def prepare_pool(r: Recorder, stage: Stage) -> str:
@@ -132,6 +160,9 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     """
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops or r.loops(name)[-7:]
+    if tile.vector == "n":
+        return _tile_batch(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw),
+                           parallel=parallel)
     if tile.vector == "k":
         ko, kb, kv = r.split(name, k, [None, tile.kt, lanes])
         k_inner = [kb, kv]
@@ -169,6 +200,29 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     if parallel:
         r("parallel", name, loop=top)
     return top
+
+
+def _tile_batch(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
+                loops: tuple[str, ...], *, parallel: bool) -> str:
+    """``vector="n"``: ``[h | n_0, k_0, w_0 | rc, rh, rw, k_1, w_1, n_vectors, n_lanes]``, rows
+    in parallel (the whole batch is one tile's images)."""
+    name, lanes = stage.name, tile.lanes
+    n, k, h, w, rc, rh, rw = loops
+    n0, nl = r.split(name, n, [None, lanes])
+    n00, nv = _split(r, name, n0, tile.ht)
+    k0, k1 = _split(r, name, k, tile.kt)
+    w0, w1 = _split(r, name, w, tile.wt)
+    r("reorder", name, loops=[h, n00, k0, w0, rc, rh, rw, k1, w1, nv, nl])
+    for block in write_back:
+        r("reverse_compute_at", block, target_block=name, target_loop=w0)
+    r("vectorize", name, loop=nl)
+    for loop in (nv, w1, k1, rw):
+        if r.extent(name, loop) > 1:
+            r("unroll", name, loop=loop)
+    if parallel:
+        r("parallel", name, loop=h)
+    batch_copy(r, stage)
+    return h
 
 
 def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,

@@ -69,6 +69,16 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
                     scored.append((score, Tile("w", width, kt, ht, wt)))
         if scored:
             break
+    n = stage.out_shape[0]
+    if n >= lanes // 2 and n % (lanes // 2) == 0 and ow % (lanes // 2):
+        # a batch of vectors where no column vector divides the width (the forum's seed)
+        width = lanes if n % lanes == 0 else lanes // 2
+        for kt in _divisors(k, 1, 8):
+            for nv in _divisors(n // width, 1, 2):
+                for wt in (1, 2):
+                    acc = kt * nv * wt
+                    if 4 <= acc <= budget:
+                        scored.append((acc / budget + 0.2, Tile("n", width, kt, nv, wt)))
     if not scored:  # nothing divides: a guarded tile of one vector of columns
         scored.append((0.0, Tile("w", lanes, 1, 1, lanes)))
     scored.sort(key=lambda st: -st[0])

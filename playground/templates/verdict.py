@@ -156,14 +156,16 @@ def _side_by_side(pool: Any, chain: dict, a: Candidate, b: Candidate, target: st
 
 def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
                    target: str = "cpu", cancel: threading.Event | None = None,
-                   on_progress: Callable[[Candidate, SearchResult], None] | None = None
-                   ) -> Verdict:
-    """Search, then time the best fused and best unfused schedules side by side."""
+                   on_progress: Callable[[Candidate, SearchResult], None] | None = None,
+                   result: SearchResult | None = None) -> Verdict:
+    """Search (unless ``result`` is a search already done for this chain), then time the best
+    fused and best unfused schedules side by side."""
     chain = normalize_chain(chain)
     st = stages(chain)
     windows = [s for s in st if s.kind != "elementwise"]
-    result = search(pool, chain, facts, budget_s=budget_s * 0.7, target=target,
-                    cancel=cancel, on_progress=on_progress)
+    if result is None:
+        result = search(pool, chain, facts, budget_s=budget_s * 0.7, target=target,
+                        cancel=cancel, on_progress=on_progress)
     if len(windows) >= 2:
         fused, unfused = result.best(fused=True), result.best(fused=False)
     else:
