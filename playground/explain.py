@@ -58,10 +58,9 @@ STEP_ENTRIES: tuple[Entry, ...] = (
           lambda m, a: f"{m.group(1)} is an argument of the kernel, whose layout is fixed by "
                        "the caller — storage_align applies to intermediates: cache_write (or "
                        "cache_read) it into a copy first", ("storage_align",)),
-    Entry("not-reduction", re.compile(r"The block ([\w#]+) is not a reduction block"),
-          lambda m, a: f"{m.group(1)} is not a reduction, so it has no initialization to "
-                       "split off — decompose_reduction applies to convolution blocks",
-          ("decompose_reduction",)),
+    Entry("not-reduction", re.compile(r"The block ([\w#]+) is not a reduction block - it "
+                                      r"violates condition #(\d)"),
+          lambda m, a: _not_reduction(m.group(1), m.group(2)), ("decompose_reduction",)),
     Entry("consumers-outside",
           re.compile(r"requires all the consumer\(s\) of the given block to be present under "
                      r"the target loop.*List of the consumer\(s\):\s*(.*)", re.S),
@@ -117,9 +116,11 @@ STEP_ENTRIES: tuple[Entry, ...] = (
                        "add into the same outputs), so they cannot run at the same time — "
                        "parallelize a spatial loop (n, k, h or w)", ("parallel",)),
     Entry("compact-dataflow", re.compile(r"does not have compact dataflow"),
-          lambda m, a: f"{_loop(a)} holds a block split by decompose_reduction: in TVM 0.27 "
-                       "parallel, vectorize and unroll must come before decompose_reduction — "
-                       "undo it, do this step, then decompose", ()),
+          lambda m, a: f"{_loop(a)} holds a block TVM cannot transform it over: one split "
+                       "into init and update by decompose_reduction, or one computed at this "
+                       "loop over an irregular region — do parallel, vectorize and unroll "
+                       "before decompose_reduction and compute_at, or leave this loop as it "
+                       "is", ()),
     Entry("decompose-position",
           re.compile(r"decompose_reduction expect the loop ([\w#]+) to be higher than all the "
                      r"loops related to reduce block var"),
@@ -190,6 +191,16 @@ def _block_list(listing: str) -> list[str]:
     """Block names from TVM's run-together listing ``block conv1block bn1_scale``."""
     parts = re.split(r"block\s+", listing.strip().splitlines()[0] if listing.strip() else "")
     return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+
+
+def _not_reduction(block: str, condition: str) -> str:
+    if condition == "1":
+        return (f"{block} is not a reduction, so it has no initialization to split off — "
+                "decompose_reduction applies to convolution and pooling blocks")
+    return (f"{block} is a reduction, but TVM cannot split its initialization off here (its "
+            "index arithmetic is no longer simple in these loops, after a split that does not "
+            "divide or a compute_at) — decompose before that step, or leave it: the "
+            "initialization then stays a branch inside the loop")
 
 
 def _consumers_outside(listed: list[str], a: Args) -> str:

@@ -28,7 +28,7 @@ STEP_CASES = {
                                                          "axis": 1, "factor": 8, "offset": 0}),
                       "relu1 is an argument of the kernel"),
     "not-reduction": (CONV_RELU, [], S("decompose_reduction", {"block": "relu1", "loop": "h"}),
-                      "relu1 is not a reduction"),
+                      "relu1 is not a reduction, so it has no initialization"),
     "consumers-outside": (CONV_RELU_ADD, [], S("compute_at", {
         "block": "conv1", "target_block": "relu1", "target_loop": "h"}),
         "conv1 is also read by add1, which is not under relu1.h"),
@@ -50,7 +50,7 @@ STEP_CASES = {
                            "conv1.rc carries a reduction of conv1"),
     "compact-dataflow": (CONV_RELU, DECOMPOSED, S("parallel", {"block": "conv1_update",
                                                                "loop": "n"}),
-                         "must come before decompose_reduction"),
+                         "before decompose_reduction and compute_at"),
     "decompose-position": (CONV_RELU, [], S("decompose_reduction", {"block": "conv1",
                                                                      "loop": "rw"}),
                            "rw is inside or among conv1's reduction loops"),

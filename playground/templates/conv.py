@@ -138,6 +138,13 @@ def prepare_pool(r: Recorder, stage: Stage) -> str:
     return f"{stage.name}_local"
 
 
+def _fit(extent: int, want: int, multiple: int = 1) -> int:
+    """The largest divisor of ``extent`` up to ``want`` that is a multiple of ``multiple``
+    (0 when there is none): a tile extent that needs no guard."""
+    return max((d for d in range(multiple, min(want, extent) + 1, multiple)
+                if extent % d == 0), default=0)
+
+
 def _split(r: Recorder, block: str, loop: str, inner: int) -> tuple[str, str]:
     if inner <= 1:
         outer = r.split(block, loop, [None, 1])
@@ -163,19 +170,26 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     if tile.vector == "n":
         return _tile_batch(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw),
                            parallel=parallel)
+    # Inside a fused group a stage computes the rows and columns its consumer's tile needs,
+    # which the stage's own tile may not divide: a guarded tile cannot be vectorized, so the
+    # tile shrinks to what divides (its shape was ranked for the whole tensor).
+    ht = tile.ht if r.extent(name, h) % tile.ht == 0 else 1
+    ew = r.extent(name, w)
     if tile.vector == "k":
         ko, kb, kv = r.split(name, k, [None, tile.kt, lanes])
         k_inner = [kb, kv]
     else:
         ko, kb = _split(r, name, k, tile.kt)
         k_inner = [kb]
-    ho, hi = _split(r, name, h, tile.ht)
+    ho, hi = _split(r, name, h, ht)
     if tile.vector == "k":
-        wo, wi = _split(r, name, w, tile.wt)
+        wo, wi = _split(r, name, w, _fit(ew, tile.wt))
         w_inner = [wi]
     else:
-        wo, wi = _split(r, name, w, tile.wt)
-        wu, wv = r.split(name, wi, [None, lanes]) if tile.wt > lanes else (None, wi)
+        wt = _fit(ew, tile.wt, lanes) or _fit(ew, lanes)
+        lanes = min(lanes, wt)
+        wo, wi = _split(r, name, w, wt)
+        wu, wv = r.split(name, wi, [None, lanes]) if wt > lanes else (None, wi)
         w_inner = [x for x in (wu, wv) if x]
     head = outer if outer is not None else [n, ho]
     rest = [x for x in (n, ho, ko) if x not in head]
@@ -188,10 +202,13 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     r("reorder", name, loops=order)
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
-    r("vectorize", name, loop=vector_loop)
+    # Vectorizing and unrolling only make it faster: where TVM cannot (a block whose bindings
+    # a fused group made non-affine, say) the tile stays scalar and correct.
+    if r.extent(name, vector_loop) > 1:
+        r.attempt("vectorize", name, loop=vector_loop)
     for loop in unrolled:
         if r.extent(name, loop) > 1:
-            r("unroll", name, loop=loop)
+            r.attempt("unroll", name, loop=loop)
     for block in write_back:
         r.vectorize_innermost(block, lanes)
     if not head:
@@ -215,10 +232,10 @@ def _tile_batch(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
     r("reorder", name, loops=[h, n00, k0, w0, rc, rh, rw, k1, w1, nv, nl])
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=w0)
-    r("vectorize", name, loop=nl)
+    r.attempt("vectorize", name, loop=nl)
     for loop in (nv, w1, k1, rw):
         if r.extent(name, loop) > 1:
-            r("unroll", name, loop=loop)
+            r.attempt("unroll", name, loop=loop)
     if parallel:
         r("parallel", name, loop=h)
     batch_copy(r, stage)
@@ -241,10 +258,10 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
     if width > 1:
-        r("vectorize", name, loop=wv)
+        r.attempt("vectorize", name, loop=wv)
     for loop in (rh, rw):
         if r.extent(name, loop) > 1:
-            r("unroll", name, loop=loop)
+            r.attempt("unroll", name, loop=loop)
     for block in write_back:
         r.vectorize_innermost(block, lanes)
     if not head:
@@ -274,5 +291,5 @@ def finish(r: Recorder, stage: Stage, top: str) -> None:
         r("compute_at", stage.pad_block, target_block=stage.name, target_loop=top,
           preserve_unit_loops=True)
     reduction = r.reduction_loops(stage.name)
-    if reduction:
-        r("decompose_reduction", stage.name, loop=reduction[0])
+    if reduction:  # where TVM cannot, the initialization stays a branch inside the loop
+        r.attempt("decompose_reduction", stage.name, loop=reduction[0])

@@ -134,8 +134,9 @@ def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Grou
         stage = chain_stages[i]
         backs_i = [b for b in backs[i] if r.has(b)]
         _tile(r, stage, plan.tiles[i], lanes, backs_i, outer=[], parallel=False)
-        finish(r, stage, top)
-    finish(r, anchor, top)
+    # Decompositions last: TVM 0.27 refuses loop transformations above a decomposed block.
+    for i in range(group.last, group.first - 1, -1):
+        finish(r, chain_stages[i], top)
 
 
 def plan_steps(chain: dict, plan: Plan, *, target: str = "cpu") -> Recorder:

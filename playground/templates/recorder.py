@@ -113,4 +113,4 @@ class Recorder:
             if width == 1:
                 return
             last = self.split(block, last, [None, width])[1]
-        self("vectorize", block, loop=last)
+        self.attempt("vectorize", block, loop=last)

@@ -79,8 +79,11 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
                     acc = kt * nv * wt
                     if 4 <= acc <= budget:
                         scored.append((acc / budget + 0.2, Tile("n", width, kt, nv, wt)))
-    if not scored:  # nothing divides: a guarded tile of one vector of columns
-        scored.append((0.0, Tile("w", lanes, 1, 1, lanes)))
+    if not scored:  # no vector divides the width: as wide a column vector as divides it
+        width = max((d for d in range(1, min(lanes, ow) + 1) if ow % d == 0), default=1)
+        if dense and k % lanes == 0:
+            scored.append((0.0, Tile("k", lanes, 1, 1, width)))
+        scored.append((0.0, Tile("w", width, 1, 1, width)))
     scored.sort(key=lambda st: -st[0])
     out: list[Tile] = []
     for _, tile in scored:
