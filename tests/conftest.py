@@ -25,6 +25,22 @@ def experiment_data(tmp_path_factory):
         os.environ["PLAYGROUND_DATA"] = old
 
 
+@pytest.fixture(autouse=True)
+def experiment_store(experiment_data, request, monkeypatch):
+    """Each test its own experiment store: ``$PLAYGROUND_DATA`` points to a directory of its
+    own, created only if the test records something, and closed after it."""
+    import hashlib
+
+    from playground.store import api
+
+    path = experiment_data / hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    monkeypatch.setenv("PLAYGROUND_DATA", str(path))
+    yield path
+    store = api._stores.pop(path, None)
+    if store is not None:
+        store.close()
+
+
 @pytest.fixture(scope="session")
 def pool():
     """A warm worker pool shared by the tests that build and run kernels."""

@@ -89,8 +89,10 @@ class Store:
         self.directory = Path(directory) if directory is not None else data_dir()
         self.path = self.directory / DB_NAME
         self.max_pages = max_pages
-        #: Why history is not being saved (the last failure), or None while all is well.
+        #: Why history is not being saved (the last failure), or None while all is well. A
+        #: failed write is forgotten only when a write succeeds, not when a read does.
         self.problem: str | None = None
+        self._write_failed = False
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -165,15 +167,16 @@ class Store:
                     raise
             except StoreError as e:
                 if e.where == "store":
-                    self._fail(e.message)
+                    self._fail(e.message, write)
                 raise
             except (sqlite3.Error, OSError) as e:
-                self._fail(f"history is not being saved: {self.path}: {_reason(e)}")
+                self._fail(f"history is not being saved: {self.path}: {_reason(e)}", write)
                 raise StoreError(self.problem, where="store") from None
-            self.problem = None
+            if write or not self._write_failed:  # reading says nothing about a full disk
+                self.problem, self._write_failed = None, False
 
-    def _fail(self, message: str) -> None:
-        self.problem = message
+    def _fail(self, message: str, write: bool = False) -> None:
+        self.problem, self._write_failed = message, write
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -184,7 +187,7 @@ class Store:
     def check(self) -> None:
         """Open (create, migrate) the database; raises :class:`StoreError` if unusable."""
         with self._use() as conn:
-            conn.execute("SELECT COUNT(*) FROM experiments").fetchone()
+            conn.execute("SELECT id FROM experiments LIMIT 1").fetchone()
 
     def schema_version(self) -> int:
         with self._use() as conn:
@@ -250,7 +253,8 @@ class Store:
                          target: str | None = None, since: Any = None, until: Any = None,
                          kind: str | None = None, starred: bool | None = None,
                          parent: int | None = None, everything: bool = False,
-                         limit: int | None = None, newest_first: bool = True) -> list[dict]:
+                         limit: int | None = None, newest_first: bool = True,
+                         timing: bool = False) -> list[dict]:
         """Summaries of experiments (no chain, steps or result), newest first.
 
         Parameters
@@ -270,14 +274,18 @@ class Store:
             List the children of this group instead of the top level.
         everything
             Top-level records and children alike (dump, benchmarks).
+        timing
+            Add ``p10_ms`` and ``p90_ms`` from the timing record (for charts).
         """
         where, args = [], []
-        for column, value in (("chain", chain), ("machine", machine)):
-            if value:
-                # "56x56" finds the "56×56" of chain names.
+        for column, value, digits in (("chain", chain, 16), ("machine", machine, 12)):
+            if value and re.fullmatch(f"[0-9a-f]{{{digits}}}", value):  # a key: indexed
+                where.append(f"{column}_key = ?")
+                args.append(value)
+            elif value:  # "56x56" finds the "56×56" of chain names
                 typed = re.sub(r"(?<=\d)x(?=\d)", "×", value)
-                where.append(f"({column}_key = ? OR {column}_name LIKE ? ESCAPE '\\')")
-                args += [value, "%" + re.sub(r"([%_\\])", r"\\\1", typed) + "%"]
+                where.append(f"{column}_name LIKE ? ESCAPE '\\'")
+                args.append("%" + re.sub(r"([%_\\])", r"\\\1", typed) + "%")
         for clause, value in (("target = ?", target), ("kind = ?", kind),
                               ("starred = ?", _bool(starred)),
                               ("created >= ?", _when(since)),
@@ -290,7 +298,10 @@ class Store:
             args.append(parent)
         elif not everything:
             where.append("parent_id IS NULL")
-        sql = _SUMMARY_SQL + (" WHERE " + " AND ".join(where) if where else "")
+        sql = _SUMMARY_SQL if not timing else _SUMMARY_SQL.replace(" FROM experiments e", (
+            ", json_extract(result, '$.timing.p10_ms') AS p10_ms, "
+            "json_extract(result, '$.timing.p90_ms') AS p90_ms FROM experiments e"))
+        sql += " WHERE " + " AND ".join(where) if where else ""
         sql += f" ORDER BY created {'DESC' if newest_first else 'ASC'}, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -422,15 +433,16 @@ class Store:
 
     def load_shared(self, share_id: Any) -> dict:
         """``{"session", "target", "created"}`` behind a short link's id."""
+        # The id is never echoed: messages are shown on the page, the id came from a URL.
         if not isinstance(share_id, str) or not SHARE_ID_RE.fullmatch(share_id.strip()):
-            shown = repr(share_id)[:40]
-            raise StoreError(f"the link's id {shown} is not a short-link id", where="link")
+            raise StoreError("the link's id is not a short-link id (22 to 64 letters, digits, "
+                             "- or _)", where="link")
         with self._use() as conn:
             row = conn.execute("SELECT session, target, created FROM shares WHERE id = ?",
                                (share_id.strip(),)).fetchone()
         if row is None:
-            raise StoreError(f"no shared session has the id {share_id.strip()!r} (the link is "
-                             "mistyped, or from another server)", where="link")
+            raise StoreError("no shared session has this link's id (mistyped, or made on "
+                             "another server)", where="link")
         return {"session": json.loads(row[0]), "target": row[1], "created": row[2]}
 
 

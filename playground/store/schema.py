@@ -73,6 +73,7 @@ CREATE TABLE shares (
     3: (
         "CREATE INDEX experiments_created ON experiments (created)",
         "CREATE INDEX experiments_parent ON experiments (parent_id)",
+        "CREATE INDEX experiments_chain ON experiments (chain_key, created)",
         "CREATE INDEX experiments_board ON experiments "
         "(chain_key, machine_key, target, median_ms) WHERE correct = 1 AND is_group = 0",
     ),
