@@ -22,6 +22,7 @@ LIB = ROOT / "playground"
 UNITS = {
     "playground.errors": "base",
     "playground.pyparse": "base",
+    "playground.explain": "base",
     "playground.chain": "chain",
     "playground.schedule": "schedule",
     "playground.build": "build",
@@ -47,7 +48,7 @@ ALLOWED: dict[str, set[str]] = {
     "schedule": {"base", "chain"},
     "build": {"base", "chain", "schedule"},
     "worker": {"base"},
-    "io": {"base", "chain", "schedule"},
+    "io": {"base", "chain", "schedule", "build"},
     "remote": {"base", "chain", "schedule", "build"},
     "store": {"base", "chain", "schedule"},
     "service": {"base", "chain", "schedule", "worker", "remote"},
