@@ -1,13 +1,18 @@
-"""Command line: ``python -m playground presets | run FILE | lower FILE | export FILE |
-experiments list|show ID|dump``.
+"""Command line: ``python -m playground presets | run | lower | export | auto | fusion |
+experiments``.
 
 ``run`` loads a schedule file (an exported script or a preset name), validates it against the
 numpy reference and measures it in a worker process; it exits 1 when the schedule is invalid
 or the result is wrong. ``--json`` prints one JSON object. ``--record`` also stores the run in
 the experiment store (``$PLAYGROUND_DATA``), failed runs included (a file that does not load
-never runs and is not recorded); when the store is unavailable the run goes on,
-exits as it would without ``--record``, and one line on stderr says that it was not recorded.
-``experiments`` lists, shows and dumps what the store holds.
+never runs and is not recorded); when the store is unavailable the run goes on, exits as it
+would without ``--record``, and one line on stderr says that it was not recorded.
+``experiments list|show ID|dump`` reads the store (:mod:`playground.store.cli`).
+
+``auto CHAIN`` searches the schedule templates for the chain (a JSON chain, a JSON session, an
+exported script or a preset) within ``--budget-s`` and prints the best schedule; ``fusion
+CHAIN`` answers "should I fuse?" with the best fused and unfused schedules measured side by
+side.
 """
 
 from __future__ import annotations
@@ -18,15 +23,27 @@ import sys
 from pathlib import Path
 
 from playground.errors import PlaygroundError
+from playground.store.cli import add_parser as add_experiments_parser
 
 
 def _load(source: str):
+    """(chain, steps, meta) from an exported script, a JSON session (as the page downloads
+    it), a bare JSON chain ``{"input": ..., "layers": [...]}``, or a preset's name."""
+    from playground.chain.spec import normalize_chain
     from playground.io.presets import PRESET_DIR, load_preset
     from playground.io.script_import import import_script
 
     path = Path(source)
     if path.is_file():
-        return import_script(path.read_text())
+        text = path.read_text()
+        if text.lstrip().startswith("{"):
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                raw = None
+            if isinstance(raw, dict) and "layers" in raw and "chain" not in raw:
+                return normalize_chain(raw), (), {"format": "chain"}
+        return import_script(text)
     if (PRESET_DIR / f"{source}.py").is_file():
         return load_preset(source)
     raise PlaygroundError(f"{source}: no such file or preset")
@@ -138,102 +155,75 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_ms(x: float | None) -> str:
-    return "—" if x is None else f"{x:.4g} ms"
+def _search_setup(args: argparse.Namespace):
+    from playground.build.machine import machine_facts
+
+    chain, _, meta = _load(args.file)
+    target = getattr(args, "target", None) or meta.get("target", "cpu")
+    if target != "cpu":
+        raise PlaygroundError(f"--target {target}: the templates and the search are for the "
+                              "CPU (use --target cpu)")
+    return chain, machine_facts()
 
 
-def _cmd_experiments_list(args: argparse.Namespace) -> int:
-    from playground.store import get_store
-    from playground.store.records import iso, to_csv
+def _cmd_auto(args: argparse.Namespace) -> int:
+    """Search templates for the chain; print the best schedule (and write it with -o)."""
+    from playground.templates.search import remeasure, search
+    from playground.worker.pool import WorkerPool
 
-    rows = get_store().list_experiments(
-        chain=args.chain, machine=args.machine, target=args.target, since=args.since,
-        until=args.until, kind=args.kind, starred=True if args.starred else None,
-        limit=args.limit)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif args.csv:
-        print(to_csv(rows), end="")
-    else:
-        for r in rows:
-            star = "*" if r["starred"] else " "
-            kind = r["kind"] if not r["children"] else f"{r['kind']}({r['children']})"
-            print(f"{r['id']:>6}{star} {iso(r['created'])}  {kind:<10} {r['status']:<14} "
-                  f"{_fmt_ms(r['median_ms']):>12}  {r['target']:<5} {r['chain_name']}  "
-                  f"{r['label']}")
-        if not rows:
-            print("no experiments (record some with: run FILE --record)", file=sys.stderr)
-    return 0
+    chain, facts = _search_setup(args)
+    out: dict = {"file": args.file, "machine": facts.summary(), "valid": False,
+                 "correct": False}
 
+    def progress(cand, result) -> None:
+        if not args.json:
+            print(f"  {cand.label}: {cand.status} "
+                  f"{'' if cand.median_ms is None else f'{cand.median_ms:.3f} ms'}",
+                  file=sys.stderr)
 
-def _cmd_experiments_show(args: argparse.Namespace) -> int:
-    from playground.schedule.steps import Step, normalize_step
-    from playground.store import get_store
-    from playground.store.records import iso
+    with WorkerPool(1) as pool:
+        result = search(pool, chain, facts, budget_s=args.budget_s, on_progress=progress)
+        best = result.best()
+        if best is not None:
+            best = remeasure(pool, result.chain, best)
+    out.update(candidates=result.measured, tried=len(result.candidates),
+               search_s=round(result.search_s, 2))
+    if best is None:
+        out["error"] = "no candidate validated: " + "; ".join(
+            sorted({c.message for c in result.candidates if c.message})[:3])
+        return _report(out, args, 1)
+    out.update(valid=True, correct=best.status == "ok", max_abs_error=best.max_abs_error,
+               median_ms=best.median_ms, gflops=best.gflops, template=best.plan.template,
+               label=best.label, params=best.plan.to_dict(),
+               fused_layers=best.plan.fused_layers(_stages(result.chain)),
+               steps=[s.to_dict() for s in best.steps])
+    if args.output:
+        from playground.io.export import export_script
 
-    r = get_store().get(args.id)
-    if args.json:
-        print(json.dumps(r, indent=2))
-        return 0
-    fields = [("experiment", f"#{r['id']} ({r['kind']}, {r['source'] or 'unknown source'})"),
-              ("recorded", iso(r["created"])), ("label", r["label"]),
-              ("chain", f"{r['chain_name']}  [{r['chain_key']}]"), ("target", r["target"]),
-              ("machine", f"{r['machine_name']}  [{r['machine_key']}]"),
-              ("status", r["status"]), ("correct", r["correct"]),
-              ("median", _fmt_ms(r["median_ms"])), ("error", r["error"]), ("note", r["note"]),
-              ("starred", "yes" if r["starred"] else "")]
-    for name, value in fields:
-        if value not in ("", None):
-            print(f"{name:>10}: {value}")
-    for i, raw in enumerate(r["steps"], 1):
-        try:
-            step = normalize_step(Step.from_dict(raw))  # arguments in the catalog's order
-        except PlaygroundError:
-            step = Step.from_dict(raw)
-        print(f"{'step ' + str(i):>10}: {step.label()}")
-    for c in r["children"]:
-        print(f"{'#' + str(c['id']):>10}: {c['status']:<14} {_fmt_ms(c['median_ms']):>12}  "
-              f"{c['label']}")
-    return 0
+        Path(args.output).write_text(export_script(
+            result.chain, best.steps, title=f"auto: {best.label}",
+            description=f"Found by `python -m playground auto` in {result.search_s:.0f} s on "
+                        f"{facts.summary()}: {best.median_ms:.3f} ms."))
+        out["output"] = args.output
+    return _report(out, args, 0)
 
 
-def _cmd_experiments_dump(args: argparse.Namespace) -> int:
-    from playground.store import get_store
-    from playground.store.records import DUMP_FIELDS, to_csv
+def _stages(chain: dict):
+    from playground.templates.stages import stages
 
-    rows = get_store().dump()
-    if args.csv:
-        print(to_csv(rows, DUMP_FIELDS), end="")
-    else:
-        print(json.dumps(rows, indent=2))
-    return 0
+    return stages(chain)
 
 
-def _experiments_parser(sub) -> None:
-    p = sub.add_parser("experiments", help="list, show or dump the recorded experiments")
-    cmds = p.add_subparsers(dest="experiments_command", required=True)
-    q = cmds.add_parser("list", help="recorded runs and groups, newest first")
-    for name in ("chain", "machine"):
-        q.add_argument(f"--{name}", help=f"{name} key, or part of its name")
-    q.add_argument("--target")
-    q.add_argument("--kind", help="run, sweep, search, ...")
-    q.add_argument("--since", help="YYYY-MM-DD")
-    q.add_argument("--until", help="YYYY-MM-DD (that day included)")
-    q.add_argument("--starred", action="store_true")
-    q.add_argument("--limit", type=int)
-    fmt = q.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
-    q.set_defaults(func=_cmd_experiments_list)
-    q = cmds.add_parser("show", help="one experiment: chain, steps, result, candidates")
-    q.add_argument("id", type=int)
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=_cmd_experiments_show)
-    q = cmds.add_parser("dump", help="every experiment in full (JSON, or CSV)")
-    fmt = q.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="the default")
-    fmt.add_argument("--csv", action="store_true")
-    q.set_defaults(func=_cmd_experiments_dump)
+def _cmd_fusion(args: argparse.Namespace) -> int:
+    """Fuse or not: the best fused and unfused schedules measured side by side."""
+    from playground.templates.verdict import fusion_verdict
+    from playground.worker.pool import WorkerPool
+
+    chain, facts = _search_setup(args)
+    with WorkerPool(1) as pool:
+        verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s)
+    out = {"file": args.file, "machine": facts.summary(), **verdict.to_dict()}
+    return _report(out, args, 0 if verdict.fused or verdict.unfused else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("-o", "--output")
     p.set_defaults(func=_cmd_export)
-    _experiments_parser(sub)
+    p = sub.add_parser("auto", help="search schedule templates for a chain; print the best")
+    p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")
+    p.add_argument("--target", choices=("cpu",))
+    p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--output", help="write the best schedule as a script here")
+    p.set_defaults(func=_cmd_auto)
+    p = sub.add_parser("fusion", help="fuse or not: best fused vs best unfused, measured")
+    p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")
+    p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_fusion)
+    add_experiments_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -24,7 +24,6 @@ import sys
 import numpy as np
 import tvm
 from tvm import te, tirx
-from tvm import tirx
 
 TITLE = 'MobileNet depthwise 3x3 -> pointwise 1x1, fused per row tile (1x128x224x224)'
 DESCRIPTION = 'Depthwise 3x3 (pad 1, groups 128) then pointwise 1x1 (128->128) on 1x128x224x224: the 25.7 MB intermediate fits neither the 512 KB L2 nor, next to the input and output of the same size, the 32 MB L3. The pointwise conv is register-tiled (4 channels x 2 rows x 8 columns); the depthwise conv and its padding are compute_at its row tile, so the 2 intermediate rows x 128 channels (229 KB) are produced just before they are read, from L2 instead of memory. The depthwise conv keeps 2 vectors of 8 columns in registers (two independent 9-tap FMA chains) with the taps unrolled. The intermediate is laid out [n, h, w/8, c, w%8] (transform_layout) so the pointwise reduction over channels reads contiguous vectors (in plain NCHW the channel stride maps all channels to a few L1 sets). Measured by benchmarks/bench.py on the 2-core Zen 3 (AVX2, FMA peak ~205 GFLOP/s), interleaved with PyTorch 2.13 CPU on 2 threads (load average 2.1): 15.4 ms, 114 GFLOP/s (58% of the 197 GFLOP/s FMA peak measured in the same rounds); 4.34x PyTorch (66.7 ms); 194x the unscheduled chain; 1.25x preset depthwise_pointwise_unfused (19.2 ms).'
@@ -157,13 +156,14 @@ def loop(sch, block, name):
 
 # ---- from playground/chain/compute.py (verbatim) ----
 
-def _pad_stage(x, layer):
-    """Zero padding as its own stage, so that users can inline it or compute it at a tile."""
+def _pad_stage(x, layer, value=0.0):
+    """Padding (zeros, or ``value``) as its own stage, so that users can inline it or compute
+    it at a tile."""
     pt, pl, pb, pr = layer["padding"]
     if not (pt or pl or pb or pr):
         return x
     n, c, h, w = (int(v) for v in x.shape)
-    zero = tirx.const(0, x.dtype)
+    zero = tirx.const(value, x.dtype)
 
     def pad(n_, c_, h_, w_):
         inside = tirx.all(h_ >= pt, h_ < h + pt, w_ >= pl, w_ < w + pl)
@@ -195,6 +195,30 @@ def _conv2d(x, layer, params):
                       axis=[rc, rh, rw])
 
     return te.compute((n, k, oh, ow), lambda n, k, h, w: body(n, k, h, w), name=layer["name"])
+
+
+def _pool2d(x, layer):
+    """Max or average pooling over kernel windows; the average divides by the window size
+    (zero padding counted, as PyTorch's default)."""
+    n, c, h, w = (int(v) for v in x.shape)
+    (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
+    pt, pl, pb, pr = layer["padding"]
+    is_max = layer["op"] == "max_pool2d"
+    padded = _pad_stage(x, layer, float("-inf") if is_max else 0.0)
+    oh = (h + pt + pb - kh) // sh + 1
+    ow = (w + pl + pr - kw) // sw + 1
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    if is_max:
+        def body(n, c, h, w):
+            return te.max(padded[n, c, h * sh + rh, w * sw + rw], axis=[rh, rw])
+    else:
+        scale = tirx.const(1.0 / (kh * kw), x.dtype)
+
+        def body(n, c, h, w):
+            return te.sum(padded[n, c, h * sh + rh, w * sw + rw] * scale, axis=[rh, rw])
+
+    return te.compute((n, c, oh, ow), lambda n, c, h, w: body(n, c, h, w), name=layer["name"])
 
 
 def _elementwise(x, layer, params, tensors):
@@ -244,6 +268,8 @@ def chain_tensors(chain):
     for layer in chain["layers"]:
         if layer["op"] == "conv2d":
             x = _conv2d(x, layer, params)
+        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
+            x = _pool2d(x, layer)
         else:
             x = _elementwise(x, layer, params, tensors)
         tensors[layer["name"]] = x
@@ -326,6 +352,21 @@ def conv2d_nchw(x, weight, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
     return out
 
 
+def pool2d_nchw(x, kind, kernel, stride, padding):
+    """Max or average pooling in float64 (floor mode; the average counts zero padding)."""
+    pt, pl, pb, pr = padding
+    fill = -np.inf if kind == "max_pool2d" else 0.0
+    x = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)),
+               constant_values=fill)
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw][:, :, :oh, :ow]
+    if kind == "max_pool2d":
+        return windows.max(axis=(4, 5))
+    return windows.sum(axis=(4, 5)) / (kh * kw)
+
+
 def reference_output(chain, inputs):
     """The chain's output for ``inputs`` (as from :func:`make_inputs`), in float64."""
     arrays = {name: np.asarray(a, dtype=np.float64) for name, a in inputs}
@@ -336,6 +377,8 @@ def reference_output(chain, inputs):
         if op == "conv2d":
             x = conv2d_nchw(x, arrays[name + "_weight"], layer["stride"], layer["padding"],
                             layer["dilation"], layer["groups"])
+        elif op in ("max_pool2d", "avg_pool2d"):
+            x = pool2d_nchw(x, op, layer["kernel"], layer["stride"], layer["padding"])
         elif op == "relu":
             x = np.maximum(x, 0.0)
         elif op == "relu6":
@@ -494,6 +537,12 @@ def chain_flop(chain):
             w = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
             total += 2.0 * n * layer["channels"] * h * w * (c // layer["groups"]) * kh * kw
             c = layer["channels"]
+        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
+            (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
+            pt, pl, pb, pr = layer["padding"]
+            h = (h + pt + pb - kh) // sh + 1
+            w = (w + pl + pr - kw) // sw + 1
+            total += float(n * c * h * w * kh * kw)
         else:
             total += float(n * c * h * w)
     return total

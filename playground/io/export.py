@@ -58,6 +58,12 @@ def chain_flop(chain):
             w = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
             total += 2.0 * n * layer["channels"] * h * w * (c // layer["groups"]) * kh * kw
             c = layer["channels"]
+        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
+            (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
+            pt, pl, pb, pr = layer["padding"]
+            h = (h + pt + pb - kh) // sh + 1
+            w = (w + pl + pr - kw) // sw + 1
+            total += float(n * c * h * w * kh * kw)
         else:
             total += float(n * c * h * w)
     return total
@@ -213,6 +219,23 @@ def _import_key(line: str) -> tuple[str, bool]:
     return module, line.startswith("from ")
 
 
+def _merge_imports(lines: list[str]) -> list[str]:
+    """One ``from M import a, b`` per module (embedded modules may import the same module's
+    names separately), sorted as ruff sorts them."""
+    names: dict[str, list[str]] = {}
+    plain: list[str] = []
+    for line in lines:
+        if line.startswith("from "):
+            module, _, imported = line[5:].partition(" import ")
+            for name in (n.strip() for n in imported.split(",")):
+                if name not in names.setdefault(module, []):
+                    names[module].append(name)
+        elif line not in plain:
+            plain.append(line)
+    merged = plain + [f"from {m} import {', '.join(sorted(ns))}" for m, ns in names.items()]
+    return sorted(merged, key=_import_key)
+
+
 def _docstring(title: str, description: str, target: str) -> str:
     def clean(text: str) -> str:
         text = "".join(ch for ch in text if ch in "\n\t" or (ord(ch) >= 32
@@ -303,7 +326,7 @@ def export_script(chain: dict, steps: Iterable[Step | dict], *, target: str = "c
         name = module.__name__.replace(".", "/") + ".py"
         bodies.append(f"# ---- from {name} (verbatim) ----\n\n{body}")
         imports += [line for line in found if line not in imports]
-    third_party = sorted(imports[len(_STDLIB_IMPORTS):], key=_import_key)
+    third_party = _merge_imports(imports[len(_STDLIB_IMPORTS):])
     chain_text = _py_literal(chain)
     sections = [
         _docstring(title, description, target),
