@@ -3,7 +3,8 @@
 Owns the database. :mod:`.db` is the one module that opens it and speaks SQL (WAL mode,
 created on first use in ``$PLAYGROUND_DATA``, else ``$XDG_DATA_HOME/schedule-playground``,
 else ``~/.local/share/schedule-playground``); :mod:`.schema` holds its forward-only
-migrations; :mod:`.records` the plain keys, names, dates and CSV; :mod:`.api` what runs call.
+migrations; :mod:`.records` the plain keys, names, dates and CSV; :mod:`.api` what runs call;
+:mod:`.cli` the ``python -m playground experiments list|show|dump`` commands.
 Nothing here reads the machine or runs a kernel: callers pass the machine's fingerprint
 (``playground.build.machine.fingerprint()``) and the job's result.
 
