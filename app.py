@@ -13,7 +13,17 @@ from collections.abc import Callable
 import streamlit as st
 
 from playground.worker.pool import WorkerPool
-from ui import chain_ui, fusion_ui, inspect_ui, io_ui, measure_ui, schedule_ui, state
+from ui import (
+    chain_ui,
+    experiments_ui,
+    fusion_ui,
+    history,
+    inspect_ui,
+    io_ui,
+    measure_ui,
+    schedule_ui,
+    state,
+)
 
 TITLE = "Schedule Playground"
 INTRO = ("Build a chain of convolutions, schedule its loops with TensorIR primitives "
@@ -42,13 +52,14 @@ def playground_page(pool: WorkerPool, target: str) -> None:
     pressed, timing = measure_ui.measure_ui(target)
     measure_ui.handle_measure(pressed, timing, pool, session, target)
     measure_ui.render_result(measure_ui.current_result(session, target))
-    measure_ui.render_history_chart(state.ui().measurements)
+    measure_ui.render_history_chart(session)
 
 
 #: The pages, as tabs; a page is ``page(pool, target)``.
 PAGES: list[tuple[str, Callable[[WorkerPool, str], None]]] = [
     ("Playground", playground_page),
     ("Fusion explorer", fusion_ui.page),
+    ("Experiments", experiments_ui.page),
 ]
 
 
@@ -62,7 +73,7 @@ def sidebar(session) -> str:
         st.header("Import")
         io_ui.import_ui()
         with st.expander("Shareable link"):
-            io_ui.share_ui(session)
+            io_ui.share_ui(session, target)
     return target
 
 
@@ -74,6 +85,7 @@ def main() -> None:
     st.title(TITLE)
     st.caption(INTRO)
     io_ui.render_flash()
+    history.render_problem()
     # Lazy tabs: only the open page runs, so that applying a step on the Playground does
     # not wait for the Fusion explorer's analysis jobs.
     tabs = st.tabs([n for n, _ in PAGES], key="page", on_change="rerun")

@@ -1,11 +1,18 @@
-"""Command line: ``python -m playground presets | run | lower | export | auto | fusion``.
+"""Command line: ``python -m playground presets | run | lower | export | auto | fusion |
+experiments``.
 
 ``run`` loads a schedule file (an exported script or a preset name), validates it against the
 numpy reference and measures it in a worker process; it exits 1 when the schedule is invalid
-or the result is wrong. ``--json`` prints one JSON object. ``auto CHAIN`` searches the
-schedule templates for the chain (a JSON chain, a JSON session, an exported script or a
-preset) within ``--budget-s`` and prints the best schedule; ``fusion CHAIN`` answers "should I
-fuse?" with the best fused and unfused schedules measured side by side.
+or the result is wrong. ``--json`` prints one JSON object. ``--record`` also stores the run in
+the experiment store (``$PLAYGROUND_DATA``), failed runs included (a file that does not load
+never runs and is not recorded); when the store is unavailable the run goes on, exits as it
+would without ``--record``, and one line on stderr says that it was not recorded.
+``experiments list|show ID|dump`` reads the store (:mod:`playground.store.cli`).
+
+``auto CHAIN`` searches the schedule templates for the chain (a JSON chain, a JSON session, an
+exported script or a preset) within ``--budget-s`` and prints the best schedule; ``fusion
+CHAIN`` answers "should I fuse?" with the best fused and unfused schedules measured side by
+side.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import sys
 from pathlib import Path
 
 from playground.errors import PlaygroundError
+from playground.store.cli import add_parser as add_experiments_parser
 
 
 def _load(source: str):
@@ -68,6 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         session = Session.new(chain, steps)
         out["valid"] = True
     except PlaygroundError as e:
+        # Nothing ran (the file's steps are replayed as it loads), so nothing is recorded.
         out["error"] = e.message
         return _report(out, args, 1)
     with WorkerPool(1) as pool:
@@ -82,10 +91,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out["error"] = result.message
     if value.get("timing"):
         out["timing"] = value["timing"]
+    _record(args, out, session.chain, session.active, target, status=result.status,
+            value=result.value, error=result.message, detail=result.detail)
     # Exit 0 only for a valid schedule whose result is right, or that could not run here
     # (CUDA without a GPU: correct is None, and the message says why).
     good = result.status == "ok" and value.get("correct") is not False
     return _report(out, args, 0 if good else 1)
+
+
+def _record(args: argparse.Namespace, out: dict, chain, steps, target: str, **fields) -> None:
+    """With ``--record``, store the run and put its id in ``out["experiment"]``; when the store
+    is unavailable, say so in one line on stderr and carry on."""
+    if not args.record:
+        return
+    from playground.build.machine import host_fingerprint
+    from playground.store import StoreError, get_store
+
+    try:
+        out["experiment"] = get_store().record_run(
+            chain, steps, target, host_fingerprint(), label=Path(args.file).name,
+            source="cli", **fields)
+    except StoreError as e:
+        print(f"warning: run not recorded, {e.message}", file=sys.stderr)
 
 
 def _report(out: dict, args: argparse.Namespace, code: int) -> int:
@@ -211,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-measure", action="store_true", help="validate only")
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--record", action="store_true",
+                   help="also store the run in the experiment store ($PLAYGROUND_DATA)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("lower", help="print the lowered TIR of a schedule file or preset")
     p.add_argument("file")
@@ -232,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_fusion)
+    add_experiments_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -262,6 +262,10 @@ def test_failed_measurement_shows_its_classification(monkeypatch):
     run(at)
     assert any("timeout" in m and "300 s" in m for m in errors(at)), errors(at)
     assert session(at).cursor == 0
+    from playground.store import get_store
+
+    (row,) = get_store().list_experiments()  # recorded too, with its classification
+    assert (row["status"], row["error"]) == ("timeout", "job 'run' ran past its 300 s limit")
 
 
 @pytest.mark.slow

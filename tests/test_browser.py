@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,6 +172,13 @@ class App:
             self.tab.keyboard.press("Escape")
             self.settle(n)
 
+    def write(self, box, text: str) -> None:
+        """Fill the text area ``box`` (a locator) and commit it with Ctrl+Enter."""
+        n = self.runs()
+        box.fill(text)
+        box.press("Control+Enter")
+        self.settle(n)
+
     def click(self, key: str) -> None:
         n = self.runs()
         self.tab.locator(f"{css(key)} button").first.click()  # a button with help has two
@@ -279,3 +287,48 @@ def test_build_fuse_two_convs_validate_and_screenshot(page: App, tmp_path: Path)
 
     shot = save_screenshot(app, tmp_path, "fused-two-convs.png")
     assert shot.stat().st_size > 10_000
+
+
+def test_a_run_is_kept_across_a_reload_and_a_short_link_restores_the_session(
+        page: App, server: str, tmp_path: Path):
+    app = page
+    app.apply("parallel", block="conv1", **{"loop.conv1": "k (10)"})
+    app.tab.set_default_timeout(MEASURE_WAIT_MS)
+    app.click("measure.run")
+    correct = app.tab.locator('[data-testid="stMetric"]:has-text("Correct") '
+                              '[data-testid="stMetricValue"]')
+    correct.wait_for()
+    assert correct.inner_text().strip() == "yes"
+    app.tab.set_default_timeout(WAIT_MS)
+
+    app.tab.reload()  # a new session: only the store remembers the run
+    app.loaded()
+    app.tab.locator(css("measure.chart")).wait_for()
+    n = app.runs()
+    app.tab.get_by_role("tab", name="Experiments").click()
+    app.settle(n)
+    picked = app.tab.locator(f"{css('exp.pick')} input").input_value()
+    assert "1: parallel conv1.k" in picked and " · ok · " in picked, picked
+
+    note = app.tab.locator('[class*="st-key-exp-note-"] textarea').first
+    app.write(note, "[click me](http://evil.example) <b>bold</b>")
+    app.click("exp.note.save")
+    assert app.tab.locator('a[href*="evil.example"]').count() == 0  # shown as text only
+    assert "evil.example" in note.input_value()
+    save_screenshot(app, tmp_path, "experiments.png")
+
+    app.tab.get_by_text("Shareable link").click()
+    app.click("io.share")
+    link = app.tab.locator('[data-testid="stSidebar"] [data-testid="stCode"] code').filter(
+        has_text="?s=").inner_text().strip()
+    assert re.fullmatch(re.escape(server) + r"/?\?s=[A-Za-z0-9_-]{22,}", link), link
+    app.tab.goto(link)
+    app.loaded()
+    assert "T.parallel" in app.script()  # the shared session, restored from the store
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(app.tab.url).query)
+    assert "state" in query and "s" not in query  # from here the URL follows the session
+
+    app.tab.goto(f"{server}/?s=no-such-link-0000000000000")
+    app.loaded()
+    app.tab.get_by_text("could not be restored").wait_for()
+    assert "T.parallel" not in app.script()  # the default chain instead

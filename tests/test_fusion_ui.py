@@ -67,6 +67,11 @@ def test_sweep_runs_in_the_background_and_every_point_is_validated():
     assert not at.exception
     table = _table(at, "footprint_bytes")
     assert list(table["value"]) == [4, 8]
+    from playground.store import get_store
+
+    (group,) = get_store().list_experiments()  # recorded as one group of two points
+    assert (group["kind"], group["label"], group["children"]) == ("sweep", label, 2)
+    assert group["median_ms"] == min(p.median_ms for p in task.result.points)
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ ALLOWED: dict[str, set[str]] = {
     "remote": {"base", "chain", "schedule", "build"},
     "store": {"base", "chain", "schedule"},
     "service": {"base", "chain", "schedule", "worker", "remote"},
-    "explore": {"base", "chain", "schedule", "build", "worker", "service", "io"},
+    "explore": {"base", "chain", "schedule", "build", "worker", "service", "io", "store"},
     "templates": {"base", "chain", "schedule", "build", "worker", "service", "explore"},
     "jobs": _LIBRARY,
     "cli": _LIBRARY | {"jobs"},

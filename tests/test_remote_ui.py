@@ -119,6 +119,12 @@ def test_retried_result_says_where_it_ran(monkeypatch):
     assert any("went away" in w.value and "10.0.0.6:9091" in w.value for w in at.warning)
     record = at.session_state["ui"].measurements[-1]
     assert record["target"] == "tracker.lan:9190/rk3399 (cpu)" and record["median_ms"] == 0.5
+    from playground.store import get_store
+
+    (stored,) = get_store().list_experiments()  # recorded with the remote device as machine
+    assert (stored["machine_name"], stored["median_ms"]) == ("remote tracker.lan:9190/rk3399",
+                                                             0.5)
+    assert get_store().get(stored["id"])["result"]["server"] == "10.0.0.7:9091"
 
 
 @pytest.mark.slow

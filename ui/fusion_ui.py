@@ -169,8 +169,9 @@ def start_sweep(pool: WorkerPool, session: Session, param, values: list) -> None
             shown = f"{point.median_ms:.3f} ms" if point.median_ms else point.status
             task.text = f"{i}/{n}: {param.label} = {point.value} → {shown}"
 
+        # Recorded as one "sweep" group of the experiment store, a point at a time.
         return sweep.run_sweep(pool, session, param, values, on_progress=progress,
-                               cancel=task.cancel)
+                               cancel=task.cancel, record=True)
 
     background.start("sweep", work)
 

@@ -1,5 +1,6 @@
 """Export (the standalone script, the JSON session), import (upload or paste), and the
-shareable link: the chain and steps in the URL's query string, restored on first load.
+shareable links: a short link ``?s=<id>`` to the session kept in the experiment store, and
+the chain and steps in the URL's query string (``?state=``), both restored on first load.
 
 Imports are read by :mod:`playground.io.script_import`, which parses and never executes them; a
 refused import leaves the session as it was.
@@ -14,13 +15,24 @@ from playground.io.export import export_script
 from playground.io.script_import import import_script
 from playground.io.url_state import QUERY_KEY, encode_state, import_query
 from playground.schedule.session import Session
+from playground.store import StoreError, get_store
 from ui import state
 
 MAX_UPLOAD_BYTES = 256 * 1024
+#: The short link's query parameter: ``?s=<id>`` of a session kept by the store.
+SHORT_KEY = "s"
+#: Session-state key (not a widget): ``(link id, session key)`` of the last short link made.
+SHORT_LINK = "io._short_link"
 
 
 def restore_from_url() -> Session | None:
-    """The session in the URL (raises PlaygroundError for a bad one), or None without one."""
+    """The session a short link (``?s=``) or the URL state (``?state=``) holds, or None
+    without either; raises PlaygroundError for a link that cannot be restored."""
+    if SHORT_KEY in st.query_params:
+        shared = get_store().load_shared(st.query_params.get(SHORT_KEY))
+        session = Session.from_dict(shared["session"])
+        state.ui().pending_target = shared.get("target", "")
+        return session
     if QUERY_KEY not in st.query_params:
         return None
     return import_query({QUERY_KEY: st.query_params.get(QUERY_KEY)})
@@ -35,7 +47,9 @@ def url_text(session: Session) -> str:
 
 
 def sync_url(session: Session) -> None:
-    """Keep the URL's query string equal to the session (only rewritten when it changes)."""
+    """Keep the URL's query string equal to the session (only rewritten when it changes); a
+    short link's id leaves it once restored (the state follows the session from there)."""
+    st.query_params.pop(SHORT_KEY, None)
     text = url_text(session)
     if text != st.query_params.get(QUERY_KEY, ""):
         if text:
@@ -108,16 +122,32 @@ def import_ui() -> None:
     st.button("Import", key="io.import", on_click=do_import, width="stretch")
 
 
-def share_ui(session: Session) -> None:
-    """The shareable link (the page's URL carries the state)."""
+def make_short_link(session: Session, target: str) -> None:
+    """Share callback: keep the session in the store behind a new unguessable id."""
+    try:
+        link = get_store().share(session, target)
+    except StoreError as e:
+        state.ui().flash.append(("error", f"No short link: {e.message}"))
+        return
+    st.session_state[SHORT_LINK] = (link, session.key())
+
+
+def share_ui(session: Session, target: str = "cpu") -> None:
+    """The short link (made on demand) and the long one (the page's URL carries the state)."""
+    base = (st.context.url or "").split("?")[0]
+    st.button("Make a short link", key="io.share", on_click=make_short_link,
+              args=(session, target), width="stretch",
+              help="Keeps this session on the server; the link restores it in any browser.")
+    link, key = st.session_state.get(SHORT_LINK) or ("", "")
+    if link and key == session.key():
+        st.code(f"{base}?{SHORT_KEY}={link}", language=None, wrap_lines=True)
     text = url_text(session)
     if not text:
-        st.caption("This session is too large for a link: download the script instead.")
+        st.caption("This session is too large for a long link: use the short link, or "
+                   "download the script.")
         return
-    base = (st.context.url or "").split("?")[0]
+    st.caption("Or the long link (the address bar holds it too), which needs no server:")
     st.code(f"{base}?{QUERY_KEY}={text}", language=None, wrap_lines=True)
-    st.caption("The address bar holds the same link: it restores this chain and these steps "
-               "in any browser.")
 
 
 def render_flash() -> None:

@@ -1,9 +1,11 @@
 """Target choice, validate and measure (with progress and queue position), the result panel
-and the chart of run time across the versions measured in this tab.
+and the chart of run time across the stored runs of this chain.
 
 Measuring runs in the worker pool only (:func:`playground.service.run`); results are kept as
 plain dicts keyed by the session's active steps and target, so going back to a measured
-version shows its result again without rerunning it.
+version shows its result again without rerunning it. Every measurement is recorded in the
+experiment store (:mod:`ui.history`); the chart reads the chain's stored runs back (other
+tabs' and the command line's too), or this tab's when history is not being saved.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from playground.build.targets import TARGETS, TargetInfo, info
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
-from ui import remote_ui, state
+from ui import history, remote_ui, state
+from ui.history import step_label
 
 STATUS_TEXT = {
     "schedule_error": "The schedule does not apply to this chain.",
@@ -48,13 +51,6 @@ def target_ui() -> str:
     if not target_info(name).can_run:
         st.warning(target_info(name).reason)
     return name
-
-
-def step_label(session: Session) -> str:
-    """``"k: label"`` of the last active step (``"0: unscheduled"`` with none)."""
-    if not session.cursor:
-        return "0: unscheduled"
-    return f"{session.cursor}: {session.steps[session.cursor - 1].label()}"
 
 
 def measure_ui(target: str) -> tuple[bool, bool]:
@@ -112,11 +108,20 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
     if remote is None:
         state.remember_result(_key(session, target, timing), result)
         state.ui().measurements.append(record(session, target, result))
+        _record(session, target, result, None)
         return
     if remote_ui.field_of(result.where):
         st.rerun()  # the message goes under the field it names (see remote_ui.device_ui)
     state.remember_result(remote_ui.result_key(session, target, remote, timing), result)
     state.ui().measurements.append(record(session, where, result))
+    _record(session, target, result, remote.label)
+
+
+def _record(session: Session, target: str, result: JobResult, remote: str | None) -> None:
+    """Store the measurement; say at once (under the result) when it could not be kept."""
+    if history.record_measurement(session, target, result, remote) is None and \
+            result.status != "cancelled":
+        st.warning(history.NOT_SAVED, icon="⚠️")
 
 
 def current_result(session: Session, target: str) -> JobResult | None:
@@ -200,9 +205,19 @@ def history_figure(records: list[dict]) -> go.Figure | None:
     return fig
 
 
-def render_history_chart(records: list[dict]) -> None:
+def render_history_chart(session: Session) -> None:
+    """The chain's stored runs (every tab's, the command line's), or this tab's measurements
+    while history is not being saved."""
+    stored = history.chain_history(session)
+    records = stored if stored is not None else state.ui().measurements
     fig = history_figure(records)
     if fig is None:
         st.caption("Each measurement adds a point here, labelled with its last step.")
         return
     st.plotly_chart(fig, key="measure.chart")
+    if stored is not None:
+        st.caption(f"The last {len(records)} timed runs of this chain in the experiment store "
+                   "(every tab and the command line), oldest first; the Experiments tab has "
+                   "them all.")
+    else:
+        st.caption("The runs measured in this tab (history is not being saved).")

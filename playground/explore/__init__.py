@@ -8,5 +8,6 @@ MetaSchedule baseline as steps (:mod:`.tuning`) and the comparison table (:mod:`
 
 May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
 :mod:`playground.worker`, :mod:`playground.io`, :mod:`playground.service`,
-:mod:`playground.errors`, :mod:`playground.pyparse`.
+:mod:`playground.store` (sweeps record their points), :mod:`playground.errors`,
+:mod:`playground.pyparse`.
 """

@@ -17,6 +17,11 @@ Cancelling (``cancel.set()``) kills the job in flight and stops before the next 
 result is marked ``"cancelled"`` and keeps the points already done. Its Pareto front, CSV and
 figures are in :mod:`playground.explore.sweep_report`.
 
+With ``record=True`` the sweep is a ``"sweep"`` group in the experiment store
+(:mod:`playground.store`): every point is recorded as it is done, invalid and failed ones
+included, with the worker's whole result, and the group is finished with the sweep's status,
+so a cancelled sweep keeps what it measured.
+
 Example
 -------
 >>> params = sweep_parameters(session)                      # doctest: +SKIP
@@ -39,6 +44,7 @@ from playground.errors import PlaygroundError, StepError
 from playground.schedule.replay import blocks, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
+from playground.store import Group
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -322,18 +328,26 @@ def _point_from_run(value: Any, steps: tuple[Step, ...], result: JobResult) -> S
 
 def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any, *,
               target: str = "cpu", cancel: threading.Event | None = None,
-              analyze: bool = True, repeat: int = 10,
-              min_repeat_ms: float = 50.0) -> tuple[SweepPoint, bool]:
-    """Build, validate, time (and analyze) one value; returns (point, analyze job present)."""
+              analyze: bool = True, repeat: int = 10, min_repeat_ms: float = 50.0,
+              group: Group | None = None) -> tuple[SweepPoint, bool]:
+    """Build, validate, time (and analyze) one value; returns (point, analyze job present).
+
+    With ``group``, the point is recorded in it (unless the job was cancelled)."""
     value = _check_value(param, value)
     steps = steps_with(session, param, value)
+    label = f"{param.label} = {value}"
     try:
         scheduled(session.chain, steps)
     except PlaygroundError as e:
+        if group is not None:
+            group.add(steps, status="invalid", error=e.message, label=label)
         return SweepPoint(value, "invalid", f"invalid: {e.message}", steps=steps), analyze
     point_session = Session(session.chain, steps, len(steps))
     result = service.run(pool, point_session, target, measure=True, repeat=repeat,
                          min_repeat_ms=min_repeat_ms, cancel=cancel)
+    if group is not None and result.status != "cancelled":
+        group.add(steps, status=result.status, value=result.value, error=result.message,
+                  detail=result.detail, label=label)
     point = _point_from_run(value, steps, result)
     if analyze and result.status in ("ok", "wrong_result") and not (cancel and cancel.is_set()):
         res = pool.run("analyze", service.payload(point_session, target),
@@ -348,11 +362,21 @@ def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any,
     return point, analyze
 
 
+def _start_group(session: Session, param: SweepParam, values: tuple, target: str) -> Group:
+    """The store's record of this sweep, on this machine (sweeps time on the local worker)."""
+    from playground.build.machine import host_fingerprint
+    from playground.store import record_group
+
+    return record_group("sweep", session.chain, target, host_fingerprint(), label=param.label,
+                        source="sweep", steps=session.active,
+                        info={"param": param.to_dict(), "values": list(values)})
+
+
 def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Sequence[Any], *,
               target: str = "cpu",
               on_progress: Callable[[int, int, SweepPoint], None] | None = None,
               cancel: threading.Event | None = None, analyze: bool = True, repeat: int = 10,
-              min_repeat_ms: float = 50.0) -> SweepResult:
+              min_repeat_ms: float = 50.0, record: bool = False) -> SweepResult:
     """Measure the schedule at every value of ``param``.
 
     Parameters
@@ -371,6 +395,10 @@ def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Seq
         Setting it kills the job in flight and ends the sweep (status ``"cancelled"``).
     analyze
         Also run the worker's ``"analyze"`` job per point (skipped if the worker has none).
+    record
+        Record the sweep in the experiment store: a ``"sweep"`` group with this machine's
+        fingerprint, one child per point as it is done, finished with the sweep's status.
+        A store that cannot save changes nothing (see :func:`playground.store.problem`).
 
     Raises
     ------
@@ -383,25 +411,33 @@ def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Seq
         raise StepError(f"sweep {param.label}: give at least one value", where="sweep.values")
     steps_with(session, param, values[0])  # refuse a bad parameter before any work
     t0 = time.monotonic()
+    group = _start_group(session, param, values, target) if record else None
     points: list[SweepPoint] = []
     status = "done"
     had_analysis = analyze
-    for i, value in enumerate(values):
-        if cancel is not None and cancel.is_set():
-            status = "cancelled"
-            break
-        point, had_analysis = run_point(pool, session, param, value, target=target,
-                                        cancel=cancel, analyze=had_analysis, repeat=repeat,
-                                        min_repeat_ms=min_repeat_ms)
-        if point.status == "cancelled":
-            status = "cancelled"
-            break
-        points.append(point)
-        if on_progress is not None:
-            on_progress(i + 1, len(values), point)
-        if cancel is not None and cancel.is_set():  # e.g. during this point's analysis
-            status = "cancelled" if i + 1 < len(values) else status
-            break
+    try:
+        for i, value in enumerate(values):
+            if cancel is not None and cancel.is_set():
+                status = "cancelled"
+                break
+            point, had_analysis = run_point(pool, session, param, value, target=target,
+                                            cancel=cancel, analyze=had_analysis, repeat=repeat,
+                                            min_repeat_ms=min_repeat_ms, group=group)
+            if point.status == "cancelled":
+                status = "cancelled"
+                break
+            points.append(point)
+            if on_progress is not None:
+                on_progress(i + 1, len(values), point)
+            if cancel is not None and cancel.is_set():  # e.g. during this point's analysis
+                status = "cancelled" if i + 1 < len(values) else status
+                break
+    except BaseException:
+        status = "error"
+        raise
+    finally:
+        if group is not None:
+            group.finish(status)
     notes = () if had_analysis or not analyze else (
         "the worker has no 'analyze' job: redundancy and footprint not recorded",)
     return SweepResult(param, values, tuple(points), status, time.monotonic() - t0,
