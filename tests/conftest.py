@@ -1,4 +1,5 @@
-"""Shared fixtures: one warm worker pool for the whole run; GPU tests skipped without a GPU."""
+"""Shared fixtures: one warm worker pool for the whole run, one page server and a fresh browser
+tab for the browser tests (see ``browser.py``); GPU tests skipped without a GPU."""
 
 import sys
 from pathlib import Path
@@ -26,6 +27,23 @@ def close_page_pool():
 
     get_pool().close()
     get_pool.clear()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """``./run.sh`` on a free loopback port, shared by every browser test of the run."""
+    from browser import serve
+
+    yield from serve(tmp_path_factory.mktemp("server") / "server.log")
+
+
+@pytest.fixture
+def page(server):
+    """A fresh headless Chromium tab on the page, loaded (a new Streamlit session)."""
+    from browser import browser_page
+
+    with browser_page(server.url) as app:
+        yield app
 
 
 def pytest_collection_modifyitems(config, items):
