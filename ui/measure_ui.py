@@ -46,7 +46,7 @@ def target_ui() -> str:
         st.session_state["measure.target"] = pending
     state.ui().pending_target = ""
     name = st.selectbox("Target", TARGETS, key="measure.target", label_visibility="collapsed")
-    st.caption(target_info(name).description)
+    st.caption(escape(target_info(name).description))
     if not target_info(name).can_run:
         st.warning(escape(target_info(name).reason), icon=WARNING_ICON)
     return name
