@@ -90,7 +90,7 @@ def check_validate_keeps(app: App, want: dict) -> None:
 
 def test_presets_and_history_then_validate_keep_the_session(page: App):
     """Loading presets one after another (resnet after depthwise: the issue's silently mixed
-    chain), then undo and go to a step, each followed by Validate."""
+    chain), then undo, redo and go to a step, each followed by Validate."""
     app = page
     for name in ("depthwise_pointwise_fused", "resnet_conv_relu_conv"):
         load_preset_in_page(app, name)
@@ -98,6 +98,9 @@ def test_presets_and_history_then_validate_keep_the_session(page: App):
         check_validate_keeps(app, want)
     app.replacing(lambda: app.click("hist.undo"))
     want["cursor"] -= 1
+    check_validate_keeps(app, want)
+    app.replacing(lambda: app.click("hist.redo"))
+    want["cursor"] += 1
     check_validate_keeps(app, want)
     app.replacing(lambda: app.click("hist.goto.3"))
     want["cursor"] = 3

@@ -123,15 +123,22 @@ def select(label: str, options: list, default: Any, key: str, **kwargs) -> Any:
     return st.selectbox(label, options, key=key, **kwargs)
 
 
+_TARGET_HELP = {
+    "compute_at": " Offered first: the tiled block furthest down the chain that the block "
+                  "feeds (else the last one it feeds), at its innermost outer-tile loop.",
+    "reverse_compute_at": " Offered first: the block's direct producer.",
+}
+
+
 def _block_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> str:
     names = list(infos)
     default = names[-1] if names else None  # the output block: where tiling usually starts
-    key = f"sched.{prim.name}.{a.name}"
+    key, doc = f"sched.{prim.name}.{a.name}", a.doc
     if a.name == "target_block" and values.get("block") in infos:
         # Keyed by the moved block, so that the default follows it.
         default = default_target(infos, prim.name, values["block"]) or default
-        key = f"{key}.{values['block']}"
-    return select(a.name.replace("_", " "), names, default, key, help=a.doc)
+        key, doc = f"{key}.{values['block']}", doc + _TARGET_HELP.get(prim.name, "")
+    return select(a.name.replace("_", " "), names, default, key, help=doc)
 
 
 def _loops_of(values: dict, a: Arg, infos: dict[str, BlockInfo]) -> tuple[str, dict]:
