@@ -91,21 +91,31 @@ def serve(log: Path) -> Iterator[Server]:
 
 
 @contextmanager
-def browser_page(url: str) -> Iterator[App]:
-    """A fresh Chromium tab on ``url``, loaded and settled."""
+def chromium() -> Iterator:
+    """Debian's headless Chromium, driven by Playwright (closed after)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            tab = browser.new_page(viewport={"width": 1600, "height": 1300})
-            tab.set_default_timeout(WAIT_MS)
-            tab.add_init_script(COUNT_RUNS)
-            app = App(tab)
-            app.open(url)
-            yield app
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(browser, url: str) -> Iterator[App]:
+    """A fresh tab (its own context: no cookies or storage shared) on ``url``, loaded."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1300})
+    try:
+        tab = context.new_page()
+        tab.set_default_timeout(WAIT_MS)
+        tab.add_init_script(COUNT_RUNS)
+        app = App(tab)
+        app.open(url)
+        yield app
+    finally:
+        context.close()
 
 
 def css(key: str) -> str:
@@ -118,11 +128,14 @@ def css(key: str) -> str:
     return "." + name
 
 
-#: Counts script runs: the app's ``data-test-script-state`` turning to ``running``.
+#: Counts script runs (the app's ``data-test-script-state`` turning to ``running``) and notes
+#: when the state last changed.
 COUNT_RUNS = """
 window.__runs = 0;
+window.__changed = performance.now();
 new MutationObserver((records) => {
   for (const r of records) {
+    window.__changed = performance.now();
     if (r.target.getAttribute(r.attributeName) === "running" && r.oldValue !== "running") {
       window.__runs += 1;
     }
@@ -130,9 +143,15 @@ new MutationObserver((records) => {
 }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
                       attributeFilter: ["data-test-script-state"]});
 """
-SETTLED = """n => window.__runs > n
+#: A run that ends in ``st.rerun()`` (every change of the session does) shows "notRunning" for
+#: ~50 ms before the next run starts; an action taken in that gap merges into the next run and
+#: is never seen to run. So the page counts as settled once it has not been running for
+#: QUIET_MS: a debounce of the wait, not a timed assertion.
+QUIET_MS = 400
+SETTLED = f"""n => window.__runs > n
   && document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === "notRunning"
-  && !document.querySelector('[data-stale="true"]')"""
+  && !document.querySelector('[data-stale="true"]')
+  && performance.now() - window.__changed > {QUIET_MS}"""
 
 
 class App:

@@ -37,12 +37,21 @@ def server(tmp_path_factory):
     yield from serve(tmp_path_factory.mktemp("server") / "server.log")
 
 
+@pytest.fixture(scope="session")
+def web_browser(server):
+    """One headless Chromium for every browser test of the run."""
+    from browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
 @pytest.fixture
-def page(server):
-    """A fresh headless Chromium tab on the page, loaded (a new Streamlit session)."""
+def page(server, web_browser):
+    """A fresh tab on the page, loaded (a new Streamlit session)."""
     from browser import browser_page
 
-    with browser_page(server.url) as app:
+    with browser_page(web_browser, server.url) as app:
         yield app
 
 

@@ -249,3 +249,24 @@ def test_the_served_app_watches_no_files():
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert config["server"]["fileWatcherType"] == "none"
     assert "--server.fileWatcherType none" in (root / "run.sh").read_text()
+
+
+def test_presets_are_read_once_per_version_of_the_folder(monkeypatch, tmp_path):
+    """Reading every preset takes seconds: not again on a later click, only when a file
+    changes (it was every 5 minutes, a stall for whoever clicked then)."""
+    from ui import chain_ui
+
+    reads = []
+    monkeypatch.setattr(chain_ui, "list_presets", lambda: reads.append(1) or [])
+    (tmp_path / "a.py").write_text("x")
+    monkeypatch.setattr(chain_ui, "preset_paths", lambda: sorted(tmp_path.glob("*.py")))
+    chain_ui._presets.clear()
+    try:
+        chain_ui.presets()
+        chain_ui.presets()
+        assert len(reads) == 1
+        (tmp_path / "b.py").write_text("y")
+        chain_ui.presets()
+        assert len(reads) == 2
+    finally:
+        chain_ui._presets.clear()

@@ -24,7 +24,7 @@ from playground.chain.spec import (
     tensor_shapes,
 )
 from playground.errors import ChainError, PlaygroundError
-from playground.io.presets import list_presets, load_preset
+from playground.io.presets import list_presets, load_preset, preset_paths
 from playground.schedule.session import Session
 from ui import state
 from ui.text import ERROR_ICON, WARNING_ICON, escape
@@ -51,9 +51,15 @@ class ChainInput:
     slots: dict = field(default_factory=dict)  # "input" | "layer:<i>" | "chain" -> st.empty()
 
 
-@st.cache_data(show_spinner=False, ttl=300)
 def presets() -> list[dict]:
-    """The presets that load (cached: they are parsed and replayed once per server)."""
+    """The presets that load: parsed once per version of ``schedules/`` (a file added, removed
+    or changed is read again), not every few minutes: reading them all takes seconds."""
+    return _presets(tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                          for p in preset_paths()))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _presets(files: tuple) -> list[dict]:
     return [p for p in list_presets() if not p.get("error")]
 
 
