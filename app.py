@@ -71,14 +71,14 @@ def sidebar(session) -> str:
         st.header("Export")
         io_ui.export_ui(session, target)
         st.header("Import")
-        io_ui.import_ui()
+        io_ui.handle_import(io_ui.import_ui())
         with st.expander("Shareable link"):
             io_ui.share_ui(session, target)
     return target
 
 
 def main() -> None:
-    st.set_page_config(page_title=TITLE, page_icon="🧮", layout="wide")
+    st.set_page_config(page_title=TITLE, page_icon=":material/grid_view:", layout="wide")
     state.init(io_ui.restore_from_url)
     pool = state.get_pool()
     target = sidebar(state.session())

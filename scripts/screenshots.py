@@ -12,7 +12,7 @@
    the command line, three measured versions of the seed's conv -> relu, the newest starred
    and annotated, compared with the unscheduled one.
 The server records into a fresh experiment store (a temporary ``$PLAYGROUND_DATA``).
-Uses the real-browser test's helpers (tests/test_browser.py). Run it on a quiet machine.
+Uses the real-browser tests' helpers (tests/browser.py). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import test_browser as tb  # noqa: E402
+import browser as tb  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 
@@ -112,8 +112,8 @@ def main(out: Path, only: str = "") -> None:
             app = new_app(browser, url)
             tab = app.tab
             measure(app)
-            app.apply("reverse_compute_at", block="relu1", target_block="conv1",
-                      **{"target_loop.conv1": "w (49)"})
+            app.apply("reverse_compute_at", block="relu1",
+                      **{"target_block.relu1": "conv1", "target_loop.conv1": "w (49)"})
             measure(app)
             tab.get_by_role("tab", name="Loop outline").click()
             shot(app, out / "walkthrough-1-conv-relu.png")
@@ -132,9 +132,9 @@ def main(out: Path, only: str = "") -> None:
             app.apply("split", block="conv2", **{"loop.conv2": "w (56)"})
             app.apply("reorder", block="conv2",
                       **{"loops.conv2": ["h_0 (7)", "w_0 (7)", "k (32)"]})
-            for block in ("conv2_pad", "relu1", "conv1", "conv1_pad"):
-                app.apply("compute_at", block=block, target_block="conv2",
-                          **{"target_loop.conv2": "w_0 (7)"})
+            for block in ("conv2_pad", "relu1", "conv1", "conv1_pad"):  # target: the default
+                app.apply("compute_at", block=block, **{f"target_block.{block}": "conv2",
+                                                        "target_loop.conv2": "w_0 (7)"})
             app.apply("parallel", block="conv2", **{"loop.conv2": "h_0 (7)"})
             measure(app)
             tab.get_by_role("tab", name="Step diff").click()

@@ -1,5 +1,6 @@
-"""Shared fixtures: one warm worker pool for the whole run; GPU tests skipped without a GPU;
-the experiment store in a temporary directory (no test writes to the user's data)."""
+"""Shared fixtures: one warm worker pool for the whole run, one page server and a fresh browser
+tab for the browser tests (see ``browser.py``); GPU tests skipped without a GPU; the
+experiment store in a temporary directory (no test writes to the user's data)."""
 
 import os
 import sys
@@ -58,6 +59,32 @@ def close_page_pool():
 
     get_pool().close()
     get_pool.clear()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """``./run.sh`` on a free loopback port, shared by every browser test of the run."""
+    from browser import serve
+
+    yield from serve(tmp_path_factory.mktemp("server") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def web_browser(server):
+    """One headless Chromium for every browser test of the run."""
+    from browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(server, web_browser):
+    """A fresh tab on the page, loaded (a new Streamlit session)."""
+    from browser import browser_page
+
+    with browser_page(web_browser, server.url) as app:
+        yield app
 
 
 def pytest_collection_modifyitems(config, items):

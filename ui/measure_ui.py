@@ -10,6 +10,7 @@ tabs' and the command line's too), or this tab's when history is not being saved
 
 from __future__ import annotations
 
+import html
 import math
 
 import plotly.graph_objects as go
@@ -22,6 +23,7 @@ from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 from ui import history, remote_ui, state
 from ui.history import step_label
+from ui.text import ERROR_ICON, WARNING_ICON, escape
 
 STATUS_TEXT = {
     "schedule_error": "The schedule does not apply to this chain.",
@@ -47,9 +49,9 @@ def target_ui() -> str:
         st.session_state["measure.target"] = pending
     state.ui().pending_target = ""
     name = st.selectbox("Target", TARGETS, key="measure.target", label_visibility="collapsed")
-    st.caption(target_info(name).description)
+    st.caption(escape(target_info(name).description))
     if not target_info(name).can_run:
-        st.warning(target_info(name).reason)
+        st.warning(escape(target_info(name).reason), icon=WARNING_ICON)
     return name
 
 
@@ -87,7 +89,7 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
     verb = "Validating and timing" if timing else "Validating"
     remote = remote_ui.chosen()
     where = target if remote is None else f"{remote.label} ({target})"
-    with st.status(f"{verb} on {where}…", expanded=True) as status:
+    with st.status(f"{verb} on {escape(where)}…", expanded=True) as status:
         line = st.empty()
 
         def on_event(event: dict) -> None:
@@ -104,7 +106,8 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
         else:
             result = remote_ui.run_remote(pool, session, target, remote, timing, on_event)
         done = "complete" if result.ok else "error"
-        status.update(label=f"{verb} on {where}: {result.status}", state=done, expanded=False)
+        status.update(label=f"{verb} on {escape(where)}: {result.status}", state=done,
+                      expanded=False)
     if remote is None:
         state.remember_result(_key(session, target, timing), result)
         state.ui().measurements.append(record(session, target, result))
@@ -135,8 +138,8 @@ def current_result(session: Session, target: str) -> JobResult | None:
 
 def render_failure(result: JobResult) -> None:
     """A failed job: its classification, its one-line message, the long text in an expander."""
-    st.error(f"**{result.status}** — {STATUS_TEXT.get(result.status, '')}  \n{result.message}",
-             icon="🚫")
+    st.error(f"**{escape(result.status)}** — {STATUS_TEXT.get(result.status, '')}  \n"
+             f"{escape(result.message)}", icon=ERROR_ICON)
     if result.detail:
         with st.expander("Details"):
             st.code(result.detail, language=None, wrap_lines=True)
@@ -175,7 +178,7 @@ def render_result(result: JobResult | None) -> None:
         st.caption(_compiled(value))
     remote_ui.render_remote(value)
     if value.get("message") and value.get("correct") is False:
-        st.caption(value["message"])
+        st.caption(escape(value["message"]))
     if not result.ok:
         render_failure(result)
 
@@ -190,8 +193,9 @@ def history_figure(records: list[dict]) -> go.Figure | None:
         rs = [r for r in points if r["target"] == target]
         fig.add_trace(go.Scatter(
             x=[r["n"] for r in rs], y=[r["median_ms"] for r in rs], name=target,
-            mode="lines+markers+text", text=[r["label"][:28] for r in rs],
-            textposition="top center", hovertext=[r["label"] for r in rs],
+            # Plotly reads tags (<a href>) in text: the labels are escaped.
+            mode="lines+markers+text", text=[html.escape(r["label"][:28]) for r in rs],
+            textposition="top center", hovertext=[html.escape(r["label"]) for r in rs],
             hovertemplate="#%{x}: %{hovertext}<br>%{y:.3f} ms<extra></extra>",
             error_y={"type": "data", "symmetric": False,
                      "array": [(r["p90_ms"] or r["median_ms"]) - r["median_ms"] for r in rs],

@@ -124,7 +124,10 @@ def _normalize_input(raw: Any) -> dict:
     if not isinstance(shape, list | tuple) or len(shape) != 4:
         raise ChainError(f"input: shape must be 4 integers (N, C, H, W), got {shape!r}",
                          where="input.shape")
-    dims = [_as_int(v, "input", f"shape[{i}] ({'NCHW'[i]})") for i, v in enumerate(shape)]
+    try:
+        dims = [_as_int(v, "input", f"shape[{i}] ({'NCHW'[i]})") for i, v in enumerate(shape)]
+    except ChainError as e:  # about the input row, not a layer named "input"
+        raise ChainError(e.message, where="input.shape") from None
     dtype = raw.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ChainError(f"input: unknown dtype {dtype!r} (choose one of {', '.join(DTYPES)})",
