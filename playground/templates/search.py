@@ -118,7 +118,7 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
         order = sorted((i for i, s in enumerate(st) if s.kind == "conv"),
                        key=lambda i: -st[i].flop)
         for i in order:
-            for alt in options[i][1:4]:
+            for alt in options[i][1:6]:
                 trial = list(tiles)
                 trial[i] = alt
                 yield (f"{st[i].name}: {alt.label()}", Plan(tuple(trial), groups, lanes), None)
