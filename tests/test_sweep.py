@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 from helpers import CONV_RELU_CONV, fuse_two_convs
@@ -96,6 +97,24 @@ def test_bad_values_are_refused(fused):
         run_sweep(FakePool(), fused, h, [4, "x"])
     with pytest.raises(StepError, match="at least one"):
         run_sweep(FakePool(), fused, h, [])
+
+
+def test_points_carry_the_load_they_were_timed_under(fused):
+    class LoadedPool(FakePool):
+        def run(self, job, payload, **options):
+            result = super().run(job, payload, **options)
+            if job != "run":
+                return result
+            tile = payload["steps"][0]["args"]["factors"][1]
+            load = {"under_load": tile == 2, "others_cores": 0.9 if tile == 2 else 0.0}
+            return replace(result, value={**result.value, "timing": {"spread": 0.01,
+                                                                     "load": load}})
+
+    h = _param(fused, "split conv2.h factor[1]")
+    points = run_sweep(LoadedPool(), fused, h, [2, 8]).points
+    assert [(p.under_load, p.others_cores) for p in points] == [(True, 0.9), (False, 0.0)]
+    header = to_csv(run_sweep(FakePool(), fused, h, [8])).splitlines()[0].split(",")
+    assert {"under_load", "others_cores"} <= set(header)
 
 
 def test_every_point_is_validated_and_wrong_ones_are_not_timed(fused):

@@ -102,6 +102,8 @@ class SweepPoint:
     ``"timeout"``, ``"crash"``, ...). ``correct`` is ``None`` when the kernel never ran.
     Times are milliseconds per call (median), ``footprint_bytes`` the compacted bytes of all
     intermediate buffers, ``redundancy`` FLOP done / FLOP needed (1.0: no recomputation).
+    ``under_load`` and ``others_cores`` say what else ran while the point was timed
+    (:class:`playground.build.load.Load`; ``None`` when unknown).
     """
 
     value: Any
@@ -112,6 +114,8 @@ class SweepPoint:
     median_ms: float | None = None
     gflops: float | None = None
     spread: float | None = None
+    under_load: bool | None = None
+    others_cores: float | None = None
     redundancy: float | None = None
     footprint_bytes: int | None = None
     intensity: float | None = None  # FLOP done / bytes moved past L2, for the roofline
@@ -311,13 +315,15 @@ def _analysis_fields(value: dict | None) -> tuple[float | None, int | None]:
 def _point_from_run(value: Any, steps: tuple[Step, ...], result: JobResult) -> SweepPoint:
     v = result.value or {}
     timing = v.get("timing") or {}
+    load = timing.get("load") or {}
     return SweepPoint(
         value=value, status=result.status,
         message=result.message or ("" if result.ok else result.status),
         correct=v.get("correct"), max_abs_error=v.get("max_abs_error"),
         median_ms=v.get("median_ms") if v.get("correct") else None,
         gflops=v.get("gflops") if v.get("correct") else None,
-        spread=timing.get("spread") if v.get("correct") else None, steps=steps)
+        spread=timing.get("spread") if v.get("correct") else None,
+        under_load=load.get("under_load"), others_cores=load.get("others_cores"), steps=steps)
 
 
 def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any, *,

@@ -143,6 +143,7 @@ def numpy_time_job(payload: dict) -> dict:
     ``min_repeat_ms`` (default 50). Returns ``median_ms`` (per call), ``samples_ms``,
     ``number`` (calls per sample), ``dtype`` ("float64").
     """
+    from playground.build.load import LoadProbe
     from playground.build.timing import Timing
     from playground.chain.reference import make_inputs, reference_output
 
@@ -155,10 +156,11 @@ def numpy_time_job(payload: dict) -> dict:
     first_ms = (time.perf_counter() - t0) * 1e3
     number = max(1, min(1000, int(min_ms / max(first_ms, 1e-3)) + 1))
     samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            reference_output(chain, inputs)
-        samples.append((time.perf_counter() - t0) * 1e3 / number)
-    timing = Timing.from_samples(samples, number)
+    with LoadProbe() as probe:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                reference_output(chain, inputs)
+            samples.append((time.perf_counter() - t0) * 1e3 / number)
+    timing = Timing.from_samples(samples, number, probe.load)
     return {"median_ms": timing.median_ms, "timing": timing.to_dict(), "dtype": "float64"}
