@@ -50,7 +50,7 @@ ALLOWED: dict[str, set[str]] = {
     "io": {"base", "chain", "schedule"},
     "remote": {"base", "chain", "schedule", "build"},
     "store": {"base", "chain", "schedule"},
-    "service": {"base", "chain", "schedule", "worker", "remote"},
+    "service": {"base", "chain", "schedule", "build", "worker", "remote"},
     "explore": {"base", "chain", "schedule", "build", "worker", "service", "io"},
     "templates": {"base", "chain", "schedule", "build", "worker", "service", "explore"},
     "jobs": _LIBRARY,

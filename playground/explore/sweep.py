@@ -13,8 +13,11 @@ rebuilds the step list with that argument replaced and then, in the worker:
 3. if the worker has an ``"analyze"`` job (:mod:`playground.explore.analysis`), records the
    redundant-compute factor and the footprint of the intermediates.
 
-Cancelling (``cancel.set()``) kills the job in flight and stops before the next point; the
-result is marked ``"cancelled"`` and keeps the points already done. Its Pareto front, CSV and
+Points are measured one at a time, unless the pool's timings go to a measurement farm of
+other machines (:mod:`playground.remote.farm`): then :func:`parallel_points` of them at once,
+one per long worker, each on its own RPC server. Cancelling (``cancel.set()``) kills the jobs
+in flight and stops before the next point; the result is marked ``"cancelled"`` and keeps the
+points already done. Its Pareto front, CSV and
 figures are in :mod:`playground.explore.sweep_report`.
 
 Example
@@ -27,10 +30,12 @@ Example
 
 from __future__ import annotations
 
+import contextvars
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -389,6 +394,13 @@ def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Seq
         raise StepError(f"sweep {param.label}: give at least one value", where="sweep.values")
     steps_with(session, param, values[0])  # refuse a bad parameter before any work
     t0 = time.monotonic()
+    width = parallel_points(pool, len(values))
+    if width > 1:
+        points, status, had_analysis = _run_parallel(
+            pool, session, param, values, width, target=target, on_progress=on_progress,
+            cancel=cancel, analyze=analyze, repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return _result(param, values, points, status, time.monotonic() - t0, analyze,
+                       had_analysis)
     points: list[SweepPoint] = []
     status = "done"
     had_analysis = analyze
@@ -408,7 +420,51 @@ def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Seq
         if cancel is not None and cancel.is_set():  # e.g. during this point's analysis
             status = "cancelled" if i + 1 < len(values) else status
             break
+    return _result(param, values, points, status, time.monotonic() - t0, analyze,
+                   had_analysis)
+
+
+def _result(param: SweepParam, values: tuple, points: list[SweepPoint], status: str,
+            seconds: float, analyze: bool, had_analysis: bool) -> SweepResult:
     notes = () if had_analysis or not analyze else (
         "the worker has no 'analyze' job: redundancy and footprint not recorded",)
-    return SweepResult(param, values, tuple(points), status, time.monotonic() - t0,
-                       analyze and had_analysis, notes)
+    return SweepResult(param, values, tuple(points), status, seconds, analyze and had_analysis,
+                       notes)
+
+
+def parallel_points(pool: Any, count: int) -> int:
+    """How many of ``count`` points to measure at once: 1, unless the pool's timings go to a
+    farm of other machines (``pool.farm`` not on loopback), then one per long worker."""
+    farm = getattr(pool, "farm", None)
+    long = getattr(pool, "long", None)
+    if farm is None or farm.is_local or long is None:
+        return 1
+    return max(1, min(count, len(long.workers)))
+
+
+def _run_parallel(pool: Any, session: Session, param: SweepParam, values: tuple, width: int,
+                  *, target: str, on_progress, cancel: threading.Event | None, analyze: bool,
+                  repeat: int, min_repeat_ms: float) -> tuple[list[SweepPoint], str, bool]:
+    """The points measured ``width`` at once; kept in value order, reported as they finish.
+
+    Each point runs in a copy of the caller's context, so its jobs keep the caller's owner in
+    the pool's fair queue.
+    """
+    done: dict[int, SweepPoint] = {}
+    present = [analyze]
+    with ThreadPoolExecutor(width, thread_name_prefix="sweep-point") as executor:
+        futures = {executor.submit(contextvars.copy_context().run, run_point, pool, session,
+                                   param, value, target=target, cancel=cancel, analyze=analyze,
+                                   repeat=repeat, min_repeat_ms=min_repeat_ms): i
+                   for i, value in enumerate(values)}
+        for future in as_completed(futures):
+            point, had = future.result()
+            present.append(had)
+            if point.status == "cancelled":
+                continue
+            done[futures[future]] = point
+            if on_progress is not None:
+                on_progress(len(done), len(values), point)
+    cancelled = cancel is not None and cancel.is_set() and len(done) < len(values)
+    return ([done[i] for i in sorted(done)], "cancelled" if cancelled else "done",
+            all(present))
