@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from playground.errors import PlaygroundError
 from playground.worker.pool import WorkerPool
 from ui import chain_ui, fusion_ui, inspect_ui, io_ui, measure_ui, schedule_ui, state
 
@@ -69,7 +70,11 @@ def sidebar(session) -> str:
 def main() -> None:
     st.set_page_config(page_title=TITLE, page_icon="🧮", layout="wide")
     state.init(io_ui.restore_from_url)
-    pool = state.get_pool()
+    try:
+        pool = state.get_pool()
+    except PlaygroundError as e:  # a deployment mistake (a malformed PLAYGROUND_* variable)
+        st.error(f"The server cannot start its workers: {e.message}")
+        st.stop()
     target = sidebar(state.session())
     st.title(TITLE)
     st.caption(INTRO)

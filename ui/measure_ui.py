@@ -99,8 +99,8 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
 
         def on_event(event: dict) -> None:
             if event.get("event") == "waiting":
-                line.write(f"Waiting for a free worker: {event.get('position', 0)} job(s) of "
-                           "other users go first…")
+                line.write(f"Waiting for a free worker: {event.get('position', 0)} job(s) "
+                           "go first (users take turns)…")
             elif event.get("event") == "queued":
                 ahead = event.get("position", 0)
                 line.write(f"Queued for the measurement slot: {ahead} job(s) ahead…" if ahead
