@@ -17,7 +17,7 @@ import pytest
 from playground.errors import PlaygroundError
 from playground.worker.fair import FairQueue, current_owner, owner_scope
 from playground.worker.pool import WorkerPool
-from playground.worker.pools import QUICK_JOBS, WorkerPools, pool_sizes
+from playground.worker.pools import QUICK_JOBS, WorkerPools, long_nice, pool_sizes
 
 CAP_MB = 2048
 
@@ -52,6 +52,31 @@ def test_bad_pool_size_names_the_variable(value):
         pool_sizes(2, {"PLAYGROUND_QUICK_WORKERS": value})
     assert info.value.where == "PLAYGROUND_QUICK_WORKERS"
     assert "PLAYGROUND_QUICK_WORKERS" in info.value.message
+
+
+def test_long_workers_are_niced():
+    assert long_nice({}) == 10 and long_nice({"PLAYGROUND_LONG_NICE": "0"}) == 0
+    with pytest.raises(PlaygroundError) as info:
+        long_nice({"PLAYGROUND_LONG_NICE": "20"})
+    assert info.value.where == "PLAYGROUND_LONG_NICE"
+    pools = WorkerPools.sized(2, environ={"PLAYGROUND_LONG_NICE": "7"})
+    try:
+        assert {w.nice for w in pools.long.workers} == {7}
+        assert {w.nice for w in pools.quick.workers} == {0}
+    finally:
+        pools.close()
+
+
+@pytest.mark.slow
+def test_a_niced_worker_runs_at_lower_priority(tmp_path):
+    import os
+
+    import psutil
+
+    with WorkerPool(1, nice=5, memory_limit_mb=CAP_MB, num_threads=1,
+                    lock_dir=tmp_path) as pool:
+        pid = pool.run("ping", {}, timeout_s=60).worker_pid
+        assert psutil.Process(pid).nice() == min(19, os.nice(0) + 5)
 
 
 def test_jobs_are_routed_by_name():

@@ -37,6 +37,7 @@ import time
 import traceback
 
 MEMORY_ENV = "PLAYGROUND_MEMORY_LIMIT_MB"
+NICE_ENV = "PLAYGROUND_NICE"
 
 
 def _cap_memory() -> None:
@@ -151,6 +152,9 @@ def _run_one(request: dict, jobs: dict) -> dict:
 def main() -> None:
     """Cap memory, import TVM, announce readiness, then serve requests until EOF."""
     _cap_memory()
+    nice = int(os.environ.get(NICE_ENV, "0") or 0)
+    if nice:
+        os.nice(nice)  # long jobs yield the CPU to the page and to quick jobs
     if os.getpgrp() == os.getpid():  # only a group leader may end its group
         _fork_guardian()
     proto_in, proto_out = _protocol_streams()

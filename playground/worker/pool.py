@@ -46,7 +46,7 @@ class WorkerPool:
     ----------
     size
         Number of child processes (each needs ~250 MB resident once TVM is imported).
-    num_threads, memory_limit_mb, fault_jobs, env, start_timeout_s
+    num_threads, memory_limit_mb, fault_jobs, env, start_timeout_s, nice
         Passed to every :class:`Worker`.
     lock_dir
         Directory of the machine-wide measurement lock; the default is shared by every
@@ -56,11 +56,12 @@ class WorkerPool:
     def __init__(self, size: int = 1, *, num_threads: int | None = None,
                  memory_limit_mb: int | None = 6144, fault_jobs: bool = False,
                  env: dict[str, str] | None = None, lock_dir: str | Path | None = None,
-                 start_timeout_s: float = 120.0) -> None:
+                 start_timeout_s: float = 120.0, nice: int = 0) -> None:
         if size < 1:
             raise PlaygroundError(f"WorkerPool: size must be at least 1, got {size}")
         self.workers = [Worker(num_threads=num_threads, memory_limit_mb=memory_limit_mb,
-                               fault_jobs=fault_jobs, env=env, start_timeout_s=start_timeout_s)
+                               fault_jobs=fault_jobs, env=env, start_timeout_s=start_timeout_s,
+                               nice=nice)
                         for _ in range(size)]
         self.measurement_lock = MeasurementLock(lock_dir)
         self._idle: FairQueue[Worker] = FairQueue(list(self.workers))

@@ -25,6 +25,11 @@ queue on the lock anyway; a second long worker builds and validates while one ti
 lets the fair queue choose). With a measurement farm (timings on RPC servers, not here) long
 workers mostly wait on the network: ``long = max(that, 4)``. Each worker costs ~250 MB
 resident once TVM is imported.
+
+Long workers run niced (``PLAYGROUND_LONG_NICE``, default :data:`LONG_NICE`; 0 turns it off):
+a timing on every core would otherwise hold the web server and the quick workers off the CPU
+for as long as it lasts. A timing that the page disturbs this way is flagged by the load it
+records (:mod:`playground.build.load`); with a measurement farm, timings leave the machine.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ QUICK_JOBS = frozenset({"lower", "codegen", "analyze", "tile_regions", "ping"})
 
 QUICK_ENV = "PLAYGROUND_QUICK_WORKERS"
 LONG_ENV = "PLAYGROUND_LONG_WORKERS"
+NICE_ENV = "PLAYGROUND_LONG_NICE"
+#: How much lower the long workers' CPU priority is than the server's (``nice`` increment).
+LONG_NICE = 10
 #: Upper bound of a pool's size from the environment (each worker is a process with TVM).
 MAX_WORKERS = 64
 
@@ -50,14 +58,32 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
-def _env_size(environ: Mapping[str, str], name: str) -> int | None:
+def _env_int(environ: Mapping[str, str], name: str, low: int, high: int,
+             what: str) -> int | None:
     raw = environ.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKERS:
-        raise PlaygroundError(f"{name} must be a number of workers from 1 to {MAX_WORKERS}, "
-                              f"got {raw!r}", where=name)
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise PlaygroundError(f"{name} must be {what} from {low} to {high}, got {raw!r}",
+                              where=name)
     return int(raw)
+
+
+def _env_size(environ: Mapping[str, str], name: str) -> int | None:
+    return _env_int(environ, name, 1, MAX_WORKERS, "a number of workers")
+
+
+def long_nice(environ: Mapping[str, str] | None = None) -> int:
+    """The long workers' nice increment: ``PLAYGROUND_LONG_NICE`` (0..19) or :data:`LONG_NICE`.
+
+    Raises
+    ------
+    PlaygroundError
+        For a value that is not an integer from 0 to 19.
+    """
+    environ = os.environ if environ is None else environ
+    value = _env_int(environ, NICE_ENV, 0, 19, "a nice increment")
+    return LONG_NICE if value is None else value
 
 
 def pool_sizes(cores: int, environ: Mapping[str, str] | None = None, *,
@@ -117,12 +143,13 @@ class WorkerPools:
         """Pools sized by :func:`pool_sizes` for ``cores`` cores (and the environment).
 
         Quick workers run one thread (they compile, never time); long workers run ``cores``
-        threads, as timings should. ``worker_options`` go to both pools (``memory_limit_mb``,
-        ``fault_jobs``, ``lock_dir``, ...).
+        threads, as timings should, niced by :func:`long_nice`. ``worker_options`` go to both
+        pools (``memory_limit_mb``, ``fault_jobs``, ``lock_dir``, ...).
         """
         quick_size, long_size = pool_sizes(cores, environ, farm=farm is not None)
         quick = WorkerPool(quick_size, num_threads=1, **worker_options)
-        long = WorkerPool(long_size, num_threads=max(1, int(cores)), **worker_options)
+        long = WorkerPool(long_size, num_threads=max(1, int(cores)),
+                          nice=long_nice(environ), **worker_options)
         return cls(quick, long, quick_jobs=quick_jobs, farm=farm)
 
     def pool_for(self, job: str) -> WorkerPool:
