@@ -14,7 +14,17 @@ import streamlit as st
 
 from playground.errors import PlaygroundError
 from playground.worker.pool import WorkerPool
-from ui import chain_ui, fusion_ui, inspect_ui, io_ui, measure_ui, schedule_ui, state
+from ui import (
+    chain_ui,
+    experiments_ui,
+    fusion_ui,
+    history,
+    inspect_ui,
+    io_ui,
+    measure_ui,
+    schedule_ui,
+    state,
+)
 
 TITLE = "Schedule Playground"
 INTRO = ("Build a chain of convolutions, schedule its loops with TensorIR primitives "
@@ -56,7 +66,7 @@ def steps_section(pool: WorkerPool, target: str) -> None:
     pressed, timing = measure_ui.measure_ui(target)
     measure_ui.handle_measure(pressed, timing, pool, session, target)
     measure_ui.render_result(measure_ui.current_result(session, target))
-    measure_ui.render_history_chart(state.ui().measurements)
+    measure_ui.render_history_chart(session)
     if session is not drawn:
         st.rerun()  # the form, the sidebar and the URL still show the session before
 
@@ -65,6 +75,7 @@ def steps_section(pool: WorkerPool, target: str) -> None:
 PAGES: list[tuple[str, Callable[[WorkerPool, str], None]]] = [
     ("Playground", playground_page),
     ("Fusion explorer", fusion_ui.page),
+    ("Experiments", experiments_ui.page),
 ]
 
 
@@ -76,14 +87,14 @@ def sidebar(session) -> str:
         st.header("Export")
         io_ui.export_ui(session, target)
         st.header("Import")
-        io_ui.import_ui()
+        io_ui.handle_import(io_ui.import_ui())
         with st.expander("Shareable link"):
-            io_ui.share_ui(session)
+            io_ui.share_ui(session, target)
     return target
 
 
 def main() -> None:
-    st.set_page_config(page_title=TITLE, page_icon="🧮", layout="wide")
+    st.set_page_config(page_title=TITLE, page_icon=":material/grid_view:", layout="wide")
     state.init(io_ui.restore_from_url)
     try:
         pool = state.get_pool()
@@ -94,6 +105,7 @@ def main() -> None:
     st.title(TITLE)
     st.caption(INTRO)
     io_ui.render_flash()
+    history.render_problem()
     # Lazy tabs: only the open page runs, so that applying a step on the Playground does
     # not wait for the Fusion explorer's analysis jobs.
     tabs = st.tabs([n for n, _ in PAGES], key="page", on_change="rerun")

@@ -23,6 +23,7 @@ Usage::
     .venv/bin/python benchmarks/page_latency.py                    # 3 appliers + 1 sweeper
     .venv/bin/python benchmarks/page_latency.py --appliers 1 --no-sweeper --trials 10
     .venv/bin/python benchmarks/page_latency.py --json out.json
+    .venv/bin/python benchmarks/page_latency.py --server-root ../main   # another checkout
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, css  # noqa: E402
+from browser import CHROMIUM, CHROMIUM_ARGS, css  # noqa: E402
 
 from playground.build.load import LoadProbe  # noqa: E402
 from playground.io.url_state import QUERY_KEY, encode_state  # noqa: E402
@@ -82,10 +83,10 @@ def chain(channels: int) -> dict:
             "layers": [{"op": "conv2d", "channels": channels, "kernel": 16}, {"op": "relu"}]}
 
 
-def start_server(log: Path, env: dict) -> tuple[subprocess.Popen, str]:
+def start_server(log: Path, env: dict, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     port = free_port()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["./run.sh"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(["./run.sh"], cwd=root, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **env, "PLAYGROUND_PORT": str(port)})
     url = f"http://127.0.0.1:{port}"
@@ -220,6 +221,8 @@ def main() -> None:
     parser.add_argument("--no-sweeper", dest="sweeper", action="store_false")
     parser.add_argument("--trials", type=int, default=8, help="applies per applier")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--server-root", type=Path, default=ROOT,
+                        help="serve ./run.sh of another checkout (a before/after comparison)")
     args = parser.parse_args()
     if not os.access(CHROMIUM, os.X_OK):
         raise SystemExit(f"{CHROMIUM} missing (./test.sh installs Debian's chromium)")
@@ -229,21 +232,23 @@ def main() -> None:
     log = Path(tempfile.mkdtemp(prefix="page-latency-")) / "server.log"
     # A SIGTERM (from `timeout`, say) ends the run through the finally below: no server left.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"terminated; server log: {log}"))
-    server, url = start_server(log, {})
+    server, url = start_server(log, {}, args.server_root)
     try:
         # Everything this benchmark started is "own"; the rest of the machine is "others".
-        with LoadProbe([server.pid, os.getpid()], where="benchmark") as probe:
+        with LoadProbe([server.pid, os.getpid()], descendants=True,
+                       where="benchmark") as probe:
             results = asyncio.run(bench(url, args.appliers, args.trials, args.sweeper))
     finally:
         stop_server(server)
     shown = [v for r in results for v in r.get("shown_ms", [])]
-    report = {"machine": facts, "appliers": args.appliers, "sweeper": args.sweeper,
+    report = {"machine": facts, "server_root": str(args.server_root),
+              "appliers": args.appliers, "sweeper": args.sweeper,
               "trials": args.trials, "load": probe.load.to_dict(),
               "apply_to_ir": summary(shown),
               "users": [{**r, **({"summary": summary(r["shown_ms"])} if "shown_ms" in r else {})}
                         for r in results]}
     load = probe.load
-    print(f"machine: {facts}")
+    print(f"machine: {facts}; server from {args.server_root}")
     print(f"load during the run: other processes {load.others_cores:.2f} of {load.cores} cores "
           f"on average; ours {load.own_cores:.2f}; load average {load.loadavg_1m:.2f}; "
           f"{load.seconds:.0f} s")

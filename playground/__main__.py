@@ -1,8 +1,18 @@
-"""Command line: ``python -m playground presets | run FILE | lower FILE | export FILE``.
+"""Command line: ``python -m playground presets | run | lower | export | auto | fusion |
+experiments``.
 
 ``run`` loads a schedule file (an exported script or a preset name), validates it against the
 numpy reference and measures it in a worker process; it exits 1 when the schedule is invalid
-or the result is wrong. ``--json`` prints one JSON object.
+or the result is wrong. ``--json`` prints one JSON object. ``--record`` also stores the run in
+the experiment store (``$PLAYGROUND_DATA``), failed runs included (a file that does not load
+never runs and is not recorded); when the store is unavailable the run goes on, exits as it
+would without ``--record``, and one line on stderr says that it was not recorded.
+``experiments list|show ID|dump`` reads the store (:mod:`playground.store.cli`).
+
+``auto CHAIN`` searches the schedule templates for the chain (a JSON chain, a JSON session, an
+exported script or a preset) within ``--budget-s`` and prints the best schedule; ``fusion
+CHAIN`` answers "should I fuse?" with the best fused and unfused schedules measured side by
+side.
 """
 
 from __future__ import annotations
@@ -13,15 +23,27 @@ import sys
 from pathlib import Path
 
 from playground.errors import PlaygroundError
+from playground.store.cli import add_parser as add_experiments_parser
 
 
 def _load(source: str):
+    """(chain, steps, meta) from an exported script, a JSON session (as the page downloads
+    it), a bare JSON chain ``{"input": ..., "layers": [...]}``, or a preset's name."""
+    from playground.chain.spec import normalize_chain
     from playground.io.presets import PRESET_DIR, load_preset
     from playground.io.script_import import import_script
 
     path = Path(source)
     if path.is_file():
-        return import_script(path.read_text())
+        text = path.read_text()
+        if text.lstrip().startswith("{"):
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                raw = None
+            if isinstance(raw, dict) and "layers" in raw and "chain" not in raw:
+                return normalize_chain(raw), (), {"format": "chain"}
+        return import_script(text)
     if (PRESET_DIR / f"{source}.py").is_file():
         return load_preset(source)
     raise PlaygroundError(f"{source}: no such file or preset")
@@ -54,6 +76,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         session = Session.new(chain, steps)
         out["valid"] = True
     except PlaygroundError as e:
+        # Nothing ran (the file's steps are replayed as it loads), so nothing is recorded.
         out["error"] = e.message
         return _report(out, args, 1)
     with WorkerPool(1) as pool:
@@ -68,10 +91,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out["error"] = result.message
     if value.get("timing"):
         out["timing"] = value["timing"]
+    _record(args, out, session.chain, session.active, target, status=result.status,
+            value=result.value, error=result.message, detail=result.detail)
     # Exit 0 only for a valid schedule whose result is right, or that could not run here
     # (CUDA without a GPU: correct is None, and the message says why).
     good = result.status == "ok" and value.get("correct") is not False
     return _report(out, args, 0 if good else 1)
+
+
+def _record(args: argparse.Namespace, out: dict, chain, steps, target: str, **fields) -> None:
+    """With ``--record``, store the run and put its id in ``out["experiment"]``; when the store
+    is unavailable, say so in one line on stderr and carry on."""
+    if not args.record:
+        return
+    from playground.build.machine import host_fingerprint
+    from playground.store import StoreError, get_store
+
+    try:
+        out["experiment"] = get_store().record_run(
+            chain, steps, target, host_fingerprint(), label=Path(args.file).name,
+            source="cli", **fields)
+    except StoreError as e:
+        print(f"warning: run not recorded, {e.message}", file=sys.stderr)
 
 
 def _report(out: dict, args: argparse.Namespace, code: int) -> int:
@@ -114,6 +155,77 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_setup(args: argparse.Namespace):
+    from playground.build.machine import machine_facts
+
+    chain, _, meta = _load(args.file)
+    target = getattr(args, "target", None) or meta.get("target", "cpu")
+    if target != "cpu":
+        raise PlaygroundError(f"--target {target}: the templates and the search are for the "
+                              "CPU (use --target cpu)")
+    return chain, machine_facts()
+
+
+def _cmd_auto(args: argparse.Namespace) -> int:
+    """Search templates for the chain; print the best schedule (and write it with -o)."""
+    from playground.templates.search import remeasure, search
+    from playground.worker.pool import WorkerPool
+
+    chain, facts = _search_setup(args)
+    out: dict = {"file": args.file, "machine": facts.summary(), "valid": False,
+                 "correct": False}
+
+    def progress(cand, result) -> None:
+        if not args.json:
+            print(f"  {cand.label}: {cand.status} "
+                  f"{'' if cand.median_ms is None else f'{cand.median_ms:.3f} ms'}",
+                  file=sys.stderr)
+
+    with WorkerPool(1) as pool:
+        result = search(pool, chain, facts, budget_s=args.budget_s, on_progress=progress)
+        best = result.best()
+        if best is not None:
+            best = remeasure(pool, result.chain, best)
+    out.update(candidates=result.measured, tried=len(result.candidates),
+               search_s=round(result.search_s, 2))
+    if best is None:
+        out["error"] = "no candidate validated: " + "; ".join(
+            sorted({c.message for c in result.candidates if c.message})[:3])
+        return _report(out, args, 1)
+    out.update(valid=True, correct=best.status == "ok", max_abs_error=best.max_abs_error,
+               median_ms=best.median_ms, gflops=best.gflops, template=best.plan.template,
+               label=best.label, params=best.plan.to_dict(),
+               fused_layers=best.plan.fused_layers(_stages(result.chain)),
+               steps=[s.to_dict() for s in best.steps])
+    if args.output:
+        from playground.io.export import export_script
+
+        Path(args.output).write_text(export_script(
+            result.chain, best.steps, title=f"auto: {best.label}",
+            description=f"Found by `python -m playground auto` in {result.search_s:.0f} s on "
+                        f"{facts.summary()}: {best.median_ms:.3f} ms."))
+        out["output"] = args.output
+    return _report(out, args, 0)
+
+
+def _stages(chain: dict):
+    from playground.templates.stages import stages
+
+    return stages(chain)
+
+
+def _cmd_fusion(args: argparse.Namespace) -> int:
+    """Fuse or not: the best fused and unfused schedules measured side by side."""
+    from playground.templates.verdict import fusion_verdict
+    from playground.worker.pool import WorkerPool
+
+    chain, facts = _search_setup(args)
+    with WorkerPool(1) as pool:
+        verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s)
+    out = {"file": args.file, "machine": facts.summary(), **verdict.to_dict()}
+    return _report(out, args, 0 if verdict.fused or verdict.unfused else 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-measure", action="store_true", help="validate only")
     p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--record", action="store_true",
+                   help="also store the run in the experiment store ($PLAYGROUND_DATA)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("lower", help="print the lowered TIR of a schedule file or preset")
     p.add_argument("file")
@@ -135,6 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("-o", "--output")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("auto", help="search schedule templates for a chain; print the best")
+    p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")
+    p.add_argument("--target", choices=("cpu",))
+    p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--output", help="write the best schedule as a script here")
+    p.set_defaults(func=_cmd_auto)
+    p = sub.add_parser("fusion", help="fuse or not: best fused vs best unfused, measured")
+    p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")
+    p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_fusion)
+    add_experiments_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -125,13 +125,14 @@ def loop(sch, block, name):
 
 # ---- from playground/chain/compute.py (verbatim) ----
 
-def _pad_stage(x, layer):
-    """Zero padding as its own stage, so that users can inline it or compute it at a tile."""
+def _pad_stage(x, layer, value=0.0):
+    """Padding (zeros, or ``value``) as its own stage, so that users can inline it or compute
+    it at a tile."""
     pt, pl, pb, pr = layer["padding"]
     if not (pt or pl or pb or pr):
         return x
     n, c, h, w = (int(v) for v in x.shape)
-    zero = tirx.const(0, x.dtype)
+    zero = tirx.const(value, x.dtype)
 
     def pad(n_, c_, h_, w_):
         inside = tirx.all(h_ >= pt, h_ < h + pt, w_ >= pl, w_ < w + pl)
@@ -163,6 +164,30 @@ def _conv2d(x, layer, params):
                       axis=[rc, rh, rw])
 
     return te.compute((n, k, oh, ow), lambda n, k, h, w: body(n, k, h, w), name=layer["name"])
+
+
+def _pool2d(x, layer):
+    """Max or average pooling over kernel windows; the average divides by the window size
+    (zero padding counted, as PyTorch's default)."""
+    n, c, h, w = (int(v) for v in x.shape)
+    (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
+    pt, pl, pb, pr = layer["padding"]
+    is_max = layer["op"] == "max_pool2d"
+    padded = _pad_stage(x, layer, float("-inf") if is_max else 0.0)
+    oh = (h + pt + pb - kh) // sh + 1
+    ow = (w + pl + pr - kw) // sw + 1
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    if is_max:
+        def body(n, c, h, w):
+            return te.max(padded[n, c, h * sh + rh, w * sw + rw], axis=[rh, rw])
+    else:
+        scale = tirx.const(1.0 / (kh * kw), x.dtype)
+
+        def body(n, c, h, w):
+            return te.sum(padded[n, c, h * sh + rh, w * sw + rw] * scale, axis=[rh, rw])
+
+    return te.compute((n, c, oh, ow), lambda n, c, h, w: body(n, c, h, w), name=layer["name"])
 
 
 def _elementwise(x, layer, params, tensors):
@@ -212,6 +237,8 @@ def chain_tensors(chain):
     for layer in chain["layers"]:
         if layer["op"] == "conv2d":
             x = _conv2d(x, layer, params)
+        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
+            x = _pool2d(x, layer)
         else:
             x = _elementwise(x, layer, params, tensors)
         tensors[layer["name"]] = x
@@ -294,6 +321,21 @@ def conv2d_nchw(x, weight, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
     return out
 
 
+def pool2d_nchw(x, kind, kernel, stride, padding):
+    """Max or average pooling in float64 (floor mode; the average counts zero padding)."""
+    pt, pl, pb, pr = padding
+    fill = -np.inf if kind == "max_pool2d" else 0.0
+    x = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)),
+               constant_values=fill)
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw][:, :, :oh, :ow]
+    if kind == "max_pool2d":
+        return windows.max(axis=(4, 5))
+    return windows.sum(axis=(4, 5)) / (kh * kw)
+
+
 def reference_output(chain, inputs):
     """The chain's output for ``inputs`` (as from :func:`make_inputs`), in float64."""
     arrays = {name: np.asarray(a, dtype=np.float64) for name, a in inputs}
@@ -304,6 +346,8 @@ def reference_output(chain, inputs):
         if op == "conv2d":
             x = conv2d_nchw(x, arrays[name + "_weight"], layer["stride"], layer["padding"],
                             layer["dilation"], layer["groups"])
+        elif op in ("max_pool2d", "avg_pool2d"):
+            x = pool2d_nchw(x, op, layer["kernel"], layer["stride"], layer["padding"])
         elif op == "relu":
             x = np.maximum(x, 0.0)
         elif op == "relu6":
@@ -361,6 +405,94 @@ def compare(actual, expected, dtype):
             "mismatches": mismatches, "nonfinite": nonfinite, "message": message}
 
 
+# ---- from playground/build/poison.py (verbatim) ----
+
+_FLOAT_BITS = {"float16": 16, "float32": 32, "float64": 64, "bfloat16": 16}
+
+
+def _fill(buffer):
+    """``buffer[i, j, ...] = NaN`` over the whole buffer, as nested serial loops (one loop
+    once ``FlattenBuffer`` has made every buffer 1-D)."""
+    nan = tirx.const(float("nan"), buffer.dtype)
+    index = [tirx.Var(f"nan_{d}", str(extent.ty) if hasattr(extent, "ty") else "int32")
+             for d, extent in enumerate(buffer.shape)]
+    stmt = tirx.BufferStore(buffer, nan, index)
+    for var, extent in reversed(list(zip(index, buffer.shape, strict=True))):
+        stmt = tirx.For(var, tirx.const(0, str(var.ty) if hasattr(var, "ty") else "int32"),
+                        extent, tirx.ForKind.SERIAL, stmt)
+    return stmt
+
+
+def _poisonable(buffer) -> bool:
+    return str(buffer.dtype) in _FLOAT_BITS and buffer.scope() in ("global", "local", "")
+
+
+def _rewrite(stmt):
+    """The statement with a NaN fill after every float AllocBuffer (returns ``stmt`` itself
+    when nothing below it changes). TVM 0.27's lowered IR is flat: an ``AllocBuffer`` is one
+    statement of a ``SeqStmt`` whose later statements are its scope; only loops, ifs and
+    attributes have bodies."""
+    if isinstance(stmt, tirx.SeqStmt):
+        out, changed = [], False
+        for s in stmt.seq:
+            new = _rewrite(s)
+            changed = changed or not new.same_as(s)
+            out.append(new)
+            if isinstance(s, tirx.AllocBuffer) and _poisonable(s.buffer):
+                out.append(_fill(s.buffer))
+                changed = True
+        return tirx.SeqStmt(out) if changed else stmt
+    if isinstance(stmt, tirx.For):
+        body = _rewrite(stmt.body)
+        if body.same_as(stmt.body):
+            return stmt
+        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body,
+                        stmt.thread_binding, stmt.annotations)
+    if isinstance(stmt, tirx.While):
+        body = _rewrite(stmt.body)
+        return stmt if body.same_as(stmt.body) else tirx.While(stmt.condition, body)
+    if isinstance(stmt, tirx.IfThenElse):
+        then = _rewrite(stmt.then_case)
+        other = _rewrite(stmt.else_case) if stmt.else_case is not None else None
+        if then.same_as(stmt.then_case) and (other is None or other.same_as(stmt.else_case)):
+            return stmt
+        return tirx.IfThenElse(stmt.condition, then, other)
+    if isinstance(stmt, tirx.AttrStmt):
+        body = _rewrite(stmt.body)
+        if body.same_as(stmt.body):
+            return stmt
+        return tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
+    return stmt
+
+
+@tirx.transform.prim_func_pass(opt_level=0, name="playground.PoisonAllocations")
+def poison_allocations(func, mod, ctx):
+    """Fill every floating-point global/local allocation with NaN where it is allocated."""
+    body = _rewrite(func.body)
+    return func if body.same_as(func.body) else func.with_body(body)
+
+
+def compile_validation(mod, target):
+    """``tvm.compile`` with every intermediate allocation NaN-filled (validation only).
+
+    TVM 0.27 offers no hook to add a pass to its default pipeline (the pass list is built
+    inside the pipeline function), so ``tvm.tirx.transform.FlattenBuffer`` is wrapped to run
+    :func:`poison_allocations` right after it while this build runs. Not thread-safe: worker
+    processes and exported scripts build one module at a time.
+    """
+    passes = tvm.tirx.transform
+    original = passes.FlattenBuffer
+
+    def flatten_then_poison():
+        return tvm.transform.Sequential([original(), poison_allocations])
+
+    passes.FlattenBuffer = flatten_then_poison
+    try:
+        return tvm.compile(mod, target=target)
+    finally:
+        passes.FlattenBuffer = original
+
+
 # ---- entry point ----
 def chain_flop(chain):
     """FLOP the chain needs (a multiply-add counts 2), as the playground counts them."""
@@ -374,6 +506,12 @@ def chain_flop(chain):
             w = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
             total += 2.0 * n * layer["channels"] * h * w * (c // layer["groups"]) * kh * kw
             c = layer["channels"]
+        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
+            (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
+            pt, pl, pb, pr = layer["padding"]
+            h = (h + pt + pb - kh) // sh + 1
+            w = (w + pl + pr - kw) // sw + 1
+            total += float(n * c * h * w * kh * kw)
         else:
             total += float(n * c * h * w)
     return total
@@ -397,6 +535,34 @@ def report(result, as_json):
             print(f"{key}: {result[key]}")
 
 
+def fail(result, as_json, message):
+    """Report a failure as one line (one JSON object with --json), never a traceback."""
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    result.update(status="error", message=lines[-1] if lines else "failed")
+    report(result, as_json)
+    return 1
+
+
+def validate(ex, dev, dtype):
+    """Run the NaN-poisoned build on inputs of seeds 0 and 1; the worst comparison."""
+    worst = None
+    for seed in (0, 1):
+        inputs = make_inputs(CHAIN, seed)
+        expected = reference_output(CHAIN, inputs)
+        tensors = [tvm.runtime.tensor(a, dev) for _, a in inputs]
+        # Poisoned output: elements the kernel never writes stay NaN and fail the comparison.
+        out = tvm.runtime.tensor(np.full(expected.shape, np.nan, dtype=dtype), dev)
+        ex["main"](*tensors, out)
+        dev.sync()
+        check = compare(out.numpy(), expected, dtype)
+        if worst is None or not check["correct"] or (
+                worst["correct"] and check["max_abs_error"] > worst["max_abs_error"]):
+            worst = check
+        if not check["correct"]:
+            break
+    return worst
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description="Build, check and time the scheduled chain.")
     parser.add_argument("--target", choices=["cpu", "cuda"], default=TARGET)
@@ -410,15 +576,10 @@ def main(argv):
         target, dev = make_target(args.target)
         ex = tvm.compile(sch.mod, target=target)
     except Exception as e:  # a schedule that does not apply or build: report, exit 1
-        lines = str(e).strip().splitlines() or [repr(e)]
-        result.update(status="error", message=lines[-1])
-        report(result, args.json)
-        return 1
+        return fail(result, args.json, e)
     if args.target == "cuda" and not ex.mod.imports:
-        result.update(status="error", message="no loop is bound to a GPU thread (bind "
-                      "blockIdx.x and threadIdx.x): nothing would run on the GPU")
-        report(result, args.json)
-        return 1
+        return fail(result, args.json, "no loop is bound to a GPU thread (bind blockIdx.x and "
+                    "threadIdx.x): nothing would run on the GPU")
     if not dev.exist:
         source = ex.mod.imports[0].inspect_source()
         result.update(status="no-gpu", message="no CUDA GPU present: the kernel was compiled "
@@ -427,26 +588,33 @@ def main(argv):
             print(source)
         report(result, args.json)
         return 0
-    inputs = make_inputs(CHAIN, 0)
     dtype = CHAIN["input"]["dtype"]
-    expected = reference_output(CHAIN, inputs)
-    tensors = [tvm.runtime.tensor(a, dev) for _, a in inputs]
-    # Poisoned output: elements the kernel never writes stay NaN and fail the comparison.
-    out = tvm.runtime.tensor(np.full(expected.shape, np.nan, dtype=dtype), dev)
-    ex["main"](*tensors, out)
-    dev.sync()
-    check = compare(out.numpy(), expected, dtype)
+    try:
+        checked = compile_validation(sch.mod, target) if args.target == "cpu" else ex
+        check = validate(checked, dev, dtype)
+    except Exception as e:  # the kernel refuses its arguments, or crashes in TVM's runtime
+        return fail(result, args.json, e)
     result.update(status="correct" if check["correct"] else "wrong", message=check["message"],
                   correct=check["correct"], max_abs_error=check["max_abs_error"],
                   max_rel_error=check["max_rel_error"])
-    timer = ex.mod.time_evaluator("main", dev, number=1, repeat=max(1, args.repeat),
-                                  min_repeat_ms=20)
-    seconds = float(np.median(timer(*tensors, out).results))
+    if not check["correct"]:
+        report(result, args.json)
+        return 1
+    try:
+        inputs = make_inputs(CHAIN, 0)
+        tensors = [tvm.runtime.tensor(a, dev) for _, a in inputs]
+        shape = [int(d) for d in chain_tensors(CHAIN)[1].shape]
+        out = tvm.runtime.empty(shape, dtype, dev)
+        timer = ex.mod.time_evaluator("main", dev, number=1, repeat=max(1, args.repeat),
+                                      min_repeat_ms=20)
+        seconds = float(np.median(timer(*tensors, out).results))
+    except Exception as e:
+        return fail(result, args.json, e)
     result.update(median_ms=round(seconds * 1e3, 6),
                   gflops=round(result["flop"] / seconds / 1e9, 3), repeats=args.repeat,
                   threads=tvm.runtime.num_threads())
     report(result, args.json)
-    return 0 if check["correct"] else 1
+    return 0
 
 
 sys.exit(main(sys.argv[1:]))

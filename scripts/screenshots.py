@@ -7,22 +7,28 @@
 2. conv -> relu -> conv (1x16x56x56, 3x3, 32 channels), measured, then conv1 fused into 8x8
    tiles of conv2 with compute_at and measured again;
 3. the Fusion explorer on that schedule: the analysis, the halo of one tile, a sweep of the
-   tile size.
-Uses the real-browser test's helpers (tests/test_browser.py). Run it on a quiet machine.
+   tile size;
+4. the Experiments tab (``--only experiments`` takes this one alone): a preset recorded from
+   the command line, three measured versions of the seed's conv -> relu, the newest starred
+   and annotated, compared with the unscheduled one.
+The server records into a fresh experiment store (a temporary ``$PLAYGROUND_DATA``).
+Uses the real-browser tests' helpers (tests/browser.py). Run it on a quiet machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import test_browser as tb  # noqa: E402
+import browser as tb  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 
@@ -44,38 +50,76 @@ def measure(app: tb.App) -> None:
     assert n >= 0
 
 
-def main(out: Path) -> None:
+def new_app(browser, url: str) -> tb.App:
+    tab = browser.new_page(viewport={"width": 1500, "height": 1400})
+    tab.set_default_timeout(tb.WAIT_MS)
+    tab.add_init_script(tb.COUNT_RUNS)
+    tab.goto(url)
+    app = tb.App(tab)
+    app.loaded()
+    return app
+
+
+def experiments_view(browser, url: str, out: Path) -> None:
+    """4: the Experiments tab after a few recorded runs."""
+    subprocess.run([sys.executable, "-m", "playground", "run", "resnet_conv_relu_conv",
+                    "--record", "--repeat", "5"], cwd=ROOT, check=True, capture_output=True)
+    app = new_app(browser, url)
+    measure(app)
+    app.apply("reverse_compute_at", block="relu1", target_block="conv1",
+              **{"target_loop.conv1": "w (49)"})
+    measure(app)
+    app.apply("parallel", block="conv1", **{"loop.conv1": "k (10)"})
+    measure(app)
+    n = app.runs()
+    app.tab.get_by_role("tab", name="Experiments").click()
+    app.settle(n)
+    app.click("exp.star")
+    app.write(app.tab.locator('[class*="st-key-exp-note-"] textarea').first,
+              "relu fused into conv1's w loop, then conv1's output channels in parallel")
+    app.click("exp.note.save")
+    newest = app.tab.locator(f"{tb.css('exp.pick')} input").input_value()
+    newest = newest.replace("★ ", "").split(" · ")[0]  # "#4": the parallel one
+    first = f"#{int(newest[1:]) - 2}"  # the unscheduled one
+    box = app.tab.locator(f"{tb.css('exp.compare.a')} input")
+    n = app.runs()
+    box.click()
+    box.fill(first)
+    app.tab.get_by_role("option").filter(has_text=f"{first} · ").first.click()
+    app.settle(n)
+    shot(app, out / "experiments.png")
+
+
+def main(out: Path, only: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
     port = tb.free_port()
     log = Path("/tmp/screenshots-server.log")
+    env = {**os.environ, "PLAYGROUND_PORT": str(port)}
+    # A fresh experiment store: the pictures show this run's experiments only.
+    env["PLAYGROUND_DATA"] = os.environ["PLAYGROUND_DATA"] = tempfile.mkdtemp(
+        prefix="screenshots-data-")
     server = subprocess.Popen(["./run.sh"], cwd=ROOT, start_new_session=True,
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                              env={**os.environ, "PLAYGROUND_PORT": str(port)})
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         tb.wait_healthy(url, server, log)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=tb.CHROMIUM, args=tb.CHROMIUM_ARGS)
+            if only == "experiments":
+                experiments_view(browser, url, out)
+                return
             # 1: conv + relu
-            tab = browser.new_page(viewport={"width": 1500, "height": 1400})
-            tab.set_default_timeout(tb.WAIT_MS)
-            tab.add_init_script(tb.COUNT_RUNS)
-            tab.goto(url)
-            app = tb.App(tab)
-            app.loaded()
+            app = new_app(browser, url)
+            tab = app.tab
             measure(app)
-            app.apply("reverse_compute_at", block="relu1", target_block="conv1",
-                      **{"target_loop.conv1": "w (49)"})
+            app.apply("reverse_compute_at", block="relu1",
+                      **{"target_block.relu1": "conv1", "target_loop.conv1": "w (49)"})
             measure(app)
             tab.get_by_role("tab", name="Loop outline").click()
             shot(app, out / "walkthrough-1-conv-relu.png")
             # 2: two convolutions, in a fresh tab (a new session)
-            tab = browser.new_page(viewport={"width": 1500, "height": 1400})
-            tab.set_default_timeout(tb.WAIT_MS)
-            tab.add_init_script(tb.COUNT_RUNS)
-            tab.goto(url)
-            app = tb.App(tab)
-            app.loaded()
+            app = new_app(browser, url)
+            tab = app.tab
             for key, value in (("chain.input.c", 16), ("chain.input.h", 56),
                                ("chain.input.w", 56), ("chain.0.channels", 32),
                                ("chain.0.kernel_h", 3), ("chain.0.kernel_w", 3),
@@ -88,9 +132,9 @@ def main(out: Path) -> None:
             app.apply("split", block="conv2", **{"loop.conv2": "w (56)"})
             app.apply("reorder", block="conv2",
                       **{"loops.conv2": ["h_0 (7)", "w_0 (7)", "k (32)"]})
-            for block in ("conv2_pad", "relu1", "conv1", "conv1_pad"):
-                app.apply("compute_at", block=block, target_block="conv2",
-                          **{"target_loop.conv2": "w_0 (7)"})
+            for block in ("conv2_pad", "relu1", "conv1", "conv1_pad"):  # target: the default
+                app.apply("compute_at", block=block, **{f"target_block.{block}": "conv2",
+                                                        "target_loop.conv2": "w_0 (7)"})
             app.apply("parallel", block="conv2", **{"loop.conv2": "h_0 (7)"})
             measure(app)
             tab.get_by_role("tab", name="Step diff").click()
@@ -106,6 +150,7 @@ def main(out: Path) -> None:
             tab.locator('[data-testid="stProgress"]').first.wait_for(state="detached")
             app.settle(app.runs() - 1)
             shot(app, out / "walkthrough-3-fusion-explorer.png")
+            experiments_view(browser, url, out)
             browser.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -113,4 +158,8 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "docs")
+    parser.add_argument("--only", choices=("experiments",), default="")
+    args = parser.parse_args()
+    main(args.out, args.only)

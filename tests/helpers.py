@@ -1,6 +1,9 @@
-"""Shared test helpers: small chains, the fused-conv steps, and numeric checks in-process."""
+"""Shared test helpers: small chains, the fused-conv steps, numeric checks in-process, and
+reading the page (the chain editor's keys, escaped Markdown)."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import tvm
@@ -48,3 +51,14 @@ def assert_trace_round_trip(chain: dict, sch: s_tir.Schedule) -> None:
     fresh = s_tir.Schedule(chain_module(chain))
     sch.trace.apply_to_schedule(fresh, remove_postproc=False)
     assert tvm_ffi.structural_equal(fresh.mod, sch.mod)
+
+
+def editor_key(at, field: str) -> str:
+    """The chain editor's widget key for ``field`` (``"input.h"``, ``"0.channels"``) in the
+    AppTest's current generation (see ``ui.state.editor_key``)."""
+    return f"chain.{field}.v{at.session_state['ui'].editor_generation}"
+
+
+def shown(markdown: str) -> str:
+    """What escaped Markdown (``ui.text.escape``) reads as: the backslashes dropped."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)

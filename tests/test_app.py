@@ -8,74 +8,24 @@ end. One slow test validates and times in the real worker.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from helpers import editor_key
+from page import TINY, apply, errors, run, session, start, with_session
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
 from playground import service
-from playground.io.url_state import QUERY_KEY, encode_state
+from playground.io.url_state import QUERY_KEY
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
 from playground.worker.result import JobResult
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-TINY = {"input": {"shape": [1, 3, 16, 16]},
-        "layers": [{"op": "conv2d", "channels": 4, "kernel": 3}, {"op": "relu"}]}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def shared_pool(close_page_pool):
     """Every AppTest of this module shares the page's worker pool (closed after)."""
-
-
-def start(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def session(at: AppTest) -> Session:
-    return at.session_state["session"]
-
-
-def with_session(s: Session) -> AppTest:
-    """An app opened on a link that holds ``s``."""
-    return start({QUERY_KEY: encode_state(s.chain, s.steps, s.cursor)})
-
-
-def run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def apply(at: AppTest, primitive: str, **values) -> AppTest:
-    """Pick ``primitive``, set its pickers in order (each a rerun: later pickers depend on
-    earlier ones), press Apply. Values: key suffix -> value."""
-    at.selectbox(key="sched.primitive").set_value(primitive)
-    run(at)
-    for suffix, value in values.items():
-        key = f"sched.{primitive}.{suffix}"
-        for kind in ("selectbox", "multiselect", "number_input", "checkbox", "text_input"):
-            found = [w for w in getattr(at, kind) if w.key == key]
-            if found:
-                found[0].set_value(value)
-                break
-        else:
-            raise KeyError(key)
-        run(at)
-    at.button(key="sched.apply").click()
-    return run(at)
-
-
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
 
 
 def codes(at: AppTest) -> list[str]:
@@ -98,30 +48,30 @@ def test_first_screen_shows_the_default_chain_and_its_ir():
 def test_edit_a_layer_keeps_the_steps():
     at = apply(start(), "split", block="relu1", **{"loop.relu1": "h"})
     assert len(session(at).steps) == 1
-    at.number_input(key="chain.0.channels").set_value(8)
+    at.number_input(key=editor_key(at, "0.channels")).set_value(8)
     run(at)
     s = session(at)
     assert s.chain["layers"][0]["channels"] == 8
     assert s.cursor == 1 and s.steps[0].primitive == "split"
-    assert at.number_input(key="chain.0.channels").value == 8
+    assert at.number_input(key=editor_key(at, "0.channels")).value == 8
 
 
 def test_invalid_layer_shows_the_message_and_keeps_the_session():
     at = start()
     before = session(at)
-    at.number_input(key="chain.0.groups").set_value(2)  # 3 input channels
+    at.number_input(key=editor_key(at, "0.groups")).set_value(2)  # 3 input channels
     run(at)
     assert session(at) == before
     assert any("groups=2 does not divide" in m for m in errors(at)), errors(at)
-    assert at.number_input(key="chain.0.groups").value == 2  # the user's value stays
-    at.number_input(key="chain.0.groups").set_value(1)
+    assert at.number_input(key=editor_key(at, "0.groups")).value == 2  # the user's value stays
+    at.number_input(key=editor_key(at, "0.groups")).set_value(1)
     run(at)
     assert not errors(at)
 
 
 def test_kernel_larger_than_input_is_refused():
     at = start()
-    at.number_input(key="chain.input.h").set_value(8)
+    at.number_input(key=editor_key(at, "input.h")).set_value(8)
     run(at)
     assert any("larger than its padded input" in m for m in errors(at)), errors(at)
     assert session(at).chain["input"]["shape"] == [1, 3, 64, 64]
@@ -133,7 +83,7 @@ def test_add_move_and_remove_layers():
     at.button(key="layer.add").click()
     run(at)
     assert [layer["name"] for layer in session(at).chain["layers"]] == ["conv1", "relu1", "conv2"]
-    assert at.number_input(key="chain.2.channels").value == 10  # the editor re-read the chain
+    assert at.number_input(key=editor_key(at, "2.channels")).value == 10  # from the chain
     at.button(key="layer.up.2").click()
     run(at)
     assert [layer["name"] for layer in session(at).chain["layers"]] == ["conv1", "conv2", "relu1"]
@@ -164,8 +114,8 @@ def fused(at: AppTest) -> AppTest:
     """split relu1's rows, reorder, compute conv1 at the row tile."""
     apply(at, "split", block="relu1", **{"loop.relu1": "h", "f1.relu1.h": 7})
     apply(at, "reorder", block="relu1", **{"loops.relu1": ["h_0", "c"]})
-    return apply(at, "compute_at", block="conv1", target_block="relu1",
-                 **{"target_loop.relu1": "h_0"})
+    return apply(at, "compute_at", block="conv1", **{"target_block.conv1": "relu1",
+                                                     "target_loop.relu1": "h_0"})
 
 
 def test_split_reorder_compute_at():
@@ -184,7 +134,8 @@ def test_split_reorder_compute_at():
 def test_invalid_compute_at_shows_the_reason_and_keeps_the_session():
     at = start()
     before = session(at)
-    apply(at, "compute_at", block="relu1", target_block="conv1", **{"target_loop.conv1": "h"})
+    apply(at, "compute_at", block="relu1", **{"target_block.relu1": "conv1",
+                                              "target_loop.conv1": "h"})
     assert session(at) == before
     assert any("output block" in m for m in errors(at)), errors(at)
     assert any(e.label == "Full explanation from TVM" for e in at.expander)
@@ -290,6 +241,10 @@ def test_failed_measurement_shows_its_classification(monkeypatch):
     run(at)
     assert any("timeout" in m and "300 s" in m for m in errors(at)), errors(at)
     assert session(at).cursor == 0
+    from playground.store import get_store
+
+    (row,) = get_store().list_experiments()  # recorded too, with its classification
+    assert (row["status"], row["error"]) == ("timeout", "job 'run' ran past its 300 s limit")
 
 
 @pytest.mark.slow
@@ -363,7 +318,7 @@ def test_link_restores_the_state():
     at = with_session(s)
     restored = session(at)
     assert restored.chain == s.chain and restored.steps == s.steps and restored.cursor == 0
-    assert at.number_input(key="chain.input.h").value == 16
+    assert at.number_input(key=editor_key(at, "input.h")).value == 16
     apply(at, "parallel", block="relu1", **{"loop.relu1": "c"})
     link = at.query_params[QUERY_KEY]
     again = start({QUERY_KEY: link[0] if isinstance(link, list) else link})

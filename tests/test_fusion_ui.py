@@ -1,6 +1,7 @@
 """The Fusion explorer tab, driven with AppTest: analysis numbers, the halo picture, a sweep
 run in the background (validated points, CSV), and a cancelled sweep."""
 
+import re
 import time
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def test_analysis_and_halo_of_a_fused_schedule():
     conv1 = blocks[blocks["block"] == "conv1"].iloc[0]
     assert conv1["redundancy"] == pytest.approx((18 / 16) ** 2, abs=1e-4)  # shown rounded
     assert _metric(at, "redundant work").endswith("x")
-    assert any("Red: region the next iteration computes again" in c.value for c in at.caption)
+    halo = next(c.value for c in at.caption if "Red: region the next iteration" in c.value)
+    assert "{'" not in halo and re.search(r"at `h_0` = \d+, `w_0` = \d+\)", halo), halo
 
 
 @pytest.mark.slow
@@ -67,6 +69,16 @@ def test_sweep_runs_in_the_background_and_every_point_is_validated():
     assert not at.exception
     table = _table(at, "footprint_bytes")
     assert list(table["value"]) == [4, 8]
+    from playground.store import get_store
+
+    (group,) = get_store().list_experiments()  # recorded as one group of two points
+    assert (group["kind"], group["label"], group["children"]) == ("sweep", label, 2)
+    assert group["median_ms"] == min(p.median_ms for p in task.result.points)
+    # Shown in units, not as raw floats (the data keep full precision).
+    shown = next(d.proto.columns for d in at.dataframe if "footprint_bytes" in d.value.columns)
+    for label, fmt in (("median (ms)", "%.3f"), ("max abs error", "%.1e"),
+                       ("footprint", "bytes"), ("GFLOP/s", "%.2f")):
+        assert label in shown and f'"{fmt}"' in shown, (label, shown)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from helpers import editor_key
 from streamlit.runtime import Runtime
 from streamlit.runtime.caching.storage.dummy_cache_storage import MemoryCacheStorageManager
 from streamlit.runtime.dataframe_source_manager import DataframeSourceManager
@@ -155,7 +156,7 @@ def test_eight_clients_build_and_measure_at_once(monkeypatch, one_runtime):
         assert session.chain["layers"][0]["channels"] == channels  # its own chain
         assert session.chain["input"]["shape"] == [1, 3, 16, 16]
         assert [layer["op"] for layer in session.chain["layers"]] == ["conv2d", "relu", "relu6"]
-        assert at.number_input(key="chain.0.channels").value == channels
+        assert at.number_input(key=editor_key(at, "0.channels")).value == channels
         ui = at.session_state["ui"]
         others = [f'"channels":{c},' for c in CHANNELS if c != channels]
         assert not [k for k in ui.results if any(o in k for o in others)]  # no one else's

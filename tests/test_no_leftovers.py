@@ -52,10 +52,12 @@ def _running(proc: psutil.Process) -> bool:
         return False
 
 
-def _kill_server_during(job: str, payload: dict, tmp_path: Path, wanted) -> list[psutil.Process]:
+def _kill_server_during(job: str, payload: dict, tmp_path: Path,
+                        wanted) -> tuple[list[psutil.Process], list[str]]:
     """Start a server running ``job``; once ``wanted(descendants)`` holds, SIGKILL it.
 
-    Returns the descendants seen just before the kill (to check they are gone).
+    Returns the descendants seen just before the kill (to check they are gone) and their
+    command lines, read before the kill (after it they may be gone already).
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
@@ -70,13 +72,14 @@ def _kill_server_during(job: str, payload: dict, tmp_path: Path, wanted) -> list
             assert time.monotonic() < deadline, f"never saw the job's processes: {seen}"
             time.sleep(0.2)
             seen = _descendants(server.pid)
+        lines = _cmdlines(seen)
         server.kill()
         server.wait(30)
     finally:
         if server.poll() is None:
             server.kill()
             server.wait(30)
-    return seen
+    return seen, lines
 
 
 def _assert_all_gone(procs: list[psutil.Process]) -> None:
@@ -118,8 +121,8 @@ def test_kill_9_during_tuning_leaves_no_popen_worker(tmp_path):
                 continue
         return False
 
-    seen = _kill_server_during("tune", payload, tmp_path, popen_workers_running)
-    assert any("playground.worker.main" in line for line in _cmdlines(seen))
+    seen, lines = _kill_server_during("tune", payload, tmp_path, popen_workers_running)
+    assert any("playground.worker.main" in line for line in lines)
     _assert_all_gone(seen)
 
 
@@ -129,5 +132,7 @@ def test_kill_9_during_a_job_with_grandchildren_leaves_nothing(tmp_path):
     def grandchildren(seen: list[psutil.Process]) -> bool:
         return sum("tvm.exec.popen_worker" in line for line in _cmdlines(seen)) >= 2
 
-    seen = _kill_server_during("spawn", {"children": 2, "seconds": 60}, tmp_path, grandchildren)
+    seen, lines = _kill_server_during("spawn", {"children": 2, "seconds": 60}, tmp_path,
+                                      grandchildren)
+    assert sum("tvm.exec.popen_worker" in line for line in lines) >= 2
     _assert_all_gone(seen)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import shown
 from streamlit.testing.v1 import AppTest
 
 from playground import service
@@ -115,10 +116,16 @@ def test_retried_result_says_where_it_ran(monkeypatch):
     at = measure(remote_page(host="tracker.lan", key="rk3399"))
     assert calls == [("tracker.lan", "9190", "rk3399", "cpu", True)]
     assert metrics(at)["Correct"] == "yes"
-    assert any("ran on 10.0.0.7:9091" in c.value for c in at.caption)
-    assert any("went away" in w.value and "10.0.0.6:9091" in w.value for w in at.warning)
+    assert any("ran on 10.0.0.7:9091" in shown(c.value) for c in at.caption)
+    assert any("went away" in w.value and "10.0.0.6:9091" in shown(w.value) for w in at.warning)
     record = at.session_state["ui"].measurements[-1]
     assert record["target"] == "tracker.lan:9190/rk3399 (cpu)" and record["median_ms"] == 0.5
+    from playground.store import get_store
+
+    (stored,) = get_store().list_experiments()  # recorded with the remote device as machine
+    assert (stored["machine_name"], stored["median_ms"]) == ("remote tracker.lan:9190/rk3399",
+                                                             0.5)
+    assert get_store().get(stored["id"])["result"]["server"] == "10.0.0.7:9091"
 
 
 @pytest.mark.slow
@@ -146,7 +153,7 @@ def test_list_keys_then_measure_on_the_tracker_server(cluster):
     assert metrics(at)["Correct"] == "yes", [e.value for e in at.error]
     assert metrics(at)["Median time"].endswith(" ms")
     server = cluster.servers[0].port
-    assert any(f"ran on 127.0.0.1:{server}" in c.value for c in at.caption)
+    assert any(f"ran on 127.0.0.1:{server}" in shown(c.value) for c in at.caption)
     # One attempt: no retry notice (a busy machine may add an "under load" warning).
     assert not [w.value for w in at.warning if "went away" in w.value]
 

@@ -17,11 +17,11 @@ from playground.explore.sweep import (
     SweepPoint,
     SweepResult,
     factor_candidates,
-    parallel_points,
     run_sweep,
     steps_with,
     sweep_parameters,
 )
+from playground.explore.sweep_parallel import parallel_points
 from playground.explore.sweep_report import pareto_front, sweep_figure, to_csv, tradeoff_figure
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
@@ -198,6 +198,42 @@ def test_cancel_between_points_with_a_fake_pool(fused):
     result = run_sweep(FakePool(), fused, _param(fused, "split conv2.h factor[1]"), [2, 4, 8],
                        on_progress=lambda i, n, p: cancel.set(), cancel=cancel)
     assert result.cancelled and len(result.points) == 1
+
+
+def test_a_recorded_sweep_is_one_group_with_every_point(fused, tmp_path, monkeypatch):
+    from playground.store import get_store
+
+    monkeypatch.setenv("PLAYGROUND_DATA", str(tmp_path))
+    conv1_at = _param(fused, "compute_at conv1 at conv2")
+    run_sweep(FakePool(), fused, conv1_at, ["w_0", "k"], record=True)
+    h = _param(fused, "split conv2.h factor[1]")
+    run_sweep(FakePool(wrong={4}), fused, h, [2, 4, 8], record=True)
+    store = get_store()
+    (tile, loop) = store.list_experiments()
+    assert (tile["kind"], tile["source"], tile["label"]) == ("sweep", "sweep", h.label)
+    assert tile["status"] == "done" and tile["children"] == 3
+    assert tile["median_ms"] == pytest.approx(10 / 8)  # its fastest validated point
+    points = {c["label"]: c for c in store.list_experiments(parent=tile["id"])}
+    assert points[f"{h.label} = 4"]["status"] == "wrong_result"
+    assert points[f"{h.label} = 4"]["error"] == "12 of 2048 elements differ"
+    full = store.get(points[f"{h.label} = 8"]["id"])
+    assert full["result"]["timing"] == {"spread": 0.01}  # the worker's whole result
+    assert full["steps"][0]["args"]["factors"] == [None, 8]
+    assert full["machine"]["tvm_version"].startswith("0.27")
+    invalid = store.list_experiments(parent=loop["id"])[0]
+    assert invalid["status"] == "invalid" and invalid["error"].startswith("step")
+    assert store.get(tile["id"])["result"]["values"] == [2, 4, 8]
+
+
+def test_a_cancelled_recorded_sweep_keeps_its_points(fused, tmp_path, monkeypatch):
+    from playground.store import get_store
+
+    monkeypatch.setenv("PLAYGROUND_DATA", str(tmp_path))
+    cancel = threading.Event()
+    run_sweep(FakePool(), fused, _param(fused, "split conv2.h factor[1]"), [2, 4, 8],
+              on_progress=lambda i, n, p: cancel.set(), cancel=cancel, record=True)
+    (group,) = get_store().list_experiments()
+    assert group["status"] == "cancelled" and group["children"] == 1
 
 
 def _points() -> list[SweepPoint]:

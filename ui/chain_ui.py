@@ -3,7 +3,9 @@
 :func:`chain_ui` draws the editor from the session's chain and returns what the user asked
 for as plain data (:class:`ChainInput`); :func:`handle_chain_input` applies it to the session.
 An invalid edit never reaches the session: the library's message is shown under the layer (or
-the input) it names, and the editor keeps the user's values so they can be fixed.
+the input row) its ``where`` names, and the editor keeps the user's values so they can be fixed.
+The editor's widget keys come from :func:`ui.state.editor_key`: a new generation after every
+change made elsewhere (preset, import, history), so it always shows the session's chain.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ from playground.chain.spec import (
     tensor_shapes,
 )
 from playground.errors import ChainError, PlaygroundError
-from playground.io.presets import list_presets, load_preset
+from playground.io.presets import list_presets, load_preset, preset_paths
 from playground.schedule.session import Session
 from ui import state
+from ui.text import ERROR_ICON, WARNING_ICON, escape
 
 _PREFIX = {"conv2d": "conv", "bias_add": "bias", "batch_norm": "bn", "relu": "relu",
            "relu6": "relu6_", "clip": "clip", "add": "add"}
-_CONV_FIELDS = (("channels", "channels"), ("groups", "groups"), ("kernel h", "kernel", 0),
-                ("kernel w", "kernel", 1), ("stride h", "stride", 0), ("stride w", "stride", 1),
-                ("pad h", "padding", 0), ("pad w", "padding", 1), ("dilate h", "dilation", 0),
-                ("dilate w", "dilation", 1))
+_CONV_FIELDS = (("channels", "channels"), ("in ch.", "in_channels"), ("groups", "groups"),
+                ("kernel h", "kernel", 0), ("kernel w", "kernel", 1), ("stride h", "stride", 0),
+                ("stride w", "stride", 1), ("pad h", "padding", 0), ("pad w", "padding", 1),
+                ("dilate h", "dilation", 0), ("dilate w", "dilation", 1))
+_IN_CHANNELS_HELP = ("Optional: the input channels this conv's weight was made for. Empty: "
+                     "whatever the layer before gives. Set, it is checked against the tensor "
+                     "the layer receives (a 3-channel weight after a 10-channel layer is "
+                     "refused, as the forum's program should have been).")
 
 
 @dataclass
@@ -44,9 +51,15 @@ class ChainInput:
     slots: dict = field(default_factory=dict)  # "input" | "layer:<i>" | "chain" -> st.empty()
 
 
-@st.cache_data(show_spinner=False, ttl=300)
 def presets() -> list[dict]:
-    """The presets that load (cached: they are parsed and replayed once per server)."""
+    """The presets that load: parsed once per version of ``schedules/`` (a file added, removed
+    or changed is read again), not every few minutes: reading them all takes seconds."""
+    return _presets(tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                          for p in preset_paths()))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _presets(files: tuple) -> list[dict]:
     return [p for p in list_presets() if not p.get("error")]
 
 
@@ -59,7 +72,9 @@ def _preset_ui() -> tuple[str, Any] | None:
     if not items:
         return None
     names = [p["name"] for p in items]
-    titles = {p["name"]: f"{p['title']}  ({p['target']}, {p['steps']} steps)" for p in items}
+    # The name first: it is the file in schedules/ and what the README calls the preset.
+    titles = {p["name"]: f"{p['name']} — {p['title']}  ({p['target']}, {p['steps']} steps)"
+              for p in items}
     left, right = st.columns([5, 1], vertical_alignment="bottom")
     name = left.selectbox("Preset", names, index=None, format_func=titles.get,
                           key="preset.name", placeholder="Choose a worked schedule…",
@@ -73,10 +88,10 @@ def _preset_ui() -> tuple[str, Any] | None:
 def _input_ui(spec: dict) -> dict:
     cols = st.columns([1, 1, 1, 1, 1.4])
     dims = [cols[i].number_input(f"input {'NCHW'[i]}", value=int(v), step=1,
-                                 key=f"chain.input.{'nchw'[i]}")
+                                 key=state.editor_key(f"input.{'nchw'[i]}"))
             for i, v in enumerate(spec["shape"])]
     dtype = cols[4].selectbox("dtype", DTYPES, index=DTYPES.index(spec["dtype"]),
-                              key="chain.input.dtype")
+                              key=state.editor_key("input.dtype"))
     return {"shape": dims, "dtype": dtype}
 
 
@@ -84,9 +99,18 @@ def _conv_fields(i: int, layer: dict, cols) -> dict:
     out = dict(layer)
     pairs: dict[str, list[int]] = {"kernel": [], "stride": [], "padding": [], "dilation": []}
     for col, (label, name, *pos) in zip(cols, _CONV_FIELDS, strict=True):
-        start = layer[name][pos[0]] if pos else layer[name]
         suffix = f"{name}_{'hw'[pos[0]]}" if pos else name  # chain.0.kernel_h, chain.0.groups
-        value = col.number_input(label, value=int(start), step=1, key=f"chain.{i}.{suffix}")
+        key = state.editor_key(f"{i}.{suffix}")
+        if name == "in_channels":  # optional: empty follows the incoming tensor
+            value = col.number_input(label, value=layer.get(name), min_value=1, step=1,
+                                     placeholder="auto", key=key, help=_IN_CHANNELS_HELP)
+            if value is None:
+                out.pop(name, None)
+            else:
+                out[name] = int(value)
+            continue
+        start = layer[name][pos[0]] if pos else layer[name]
+        value = col.number_input(label, value=int(start), step=1, key=key)
         if pos:
             pairs[name].append(value)
         else:
@@ -105,17 +129,17 @@ def _layer_fields(i: int, layer: dict, earlier: list[str], cols) -> dict:
     out = dict(layer)
     if op == "clip":
         out["min"] = cols[0].number_input("min", value=float(layer["min"]), step=0.5,
-                                          key=f"chain.{i}.min")
+                                          key=state.editor_key(f"{i}.min"))
         out["max"] = cols[1].number_input("max", value=float(layer["max"]), step=0.5,
-                                          key=f"chain.{i}.max")
+                                          key=state.editor_key(f"{i}.max"))
     elif op == "batch_norm":
         out["eps"] = cols[0].number_input("eps", value=float(layer["eps"]), step=1e-5,
-                                          format="%.1e", key=f"chain.{i}.eps")
+                                          format="%.1e", key=state.editor_key(f"{i}.eps"))
     elif op == "add":
         options = earlier if layer["other"] in earlier else [layer["other"], *earlier]
         out["other"] = cols[0].selectbox("other (added tensor)", options,
                                          index=options.index(layer["other"]),
-                                         key=f"chain.{i}.other")
+                                         key=state.editor_key(f"{i}.other"))
     else:
         cols[0].caption("no parameters")
     return out
@@ -126,7 +150,7 @@ def _layer_ui(i: int, layer: dict, n: int, shape: list[int] | None,
     action = None
     with st.container(border=True):
         head, body, tail = st.columns([1.7, 10, 1.9], vertical_alignment="bottom")
-        head.markdown(f"**{layer['name']}** ({layer['op']})  \n"
+        head.markdown(f"**{escape(layer['name'])}** ({layer['op']})  \n"
                       + (f":gray[→ {_shape_text(shape)}]" if shape else ""))
         fields = body.columns(len(_CONV_FIELDS) if layer["op"] == "conv2d" else 4)
         edited = _layer_fields(i, layer, earlier, fields)
@@ -218,7 +242,8 @@ def _slot_for(where: str, draft: dict) -> str:
 
 def render_chain_error(inp: ChainInput, error: PlaygroundError) -> None:
     slot = inp.slots.get(_slot_for(error.where, inp.draft)) or inp.slots["chain"]
-    slot.error(f"{error.message} — not applied; the last valid chain is kept.", icon="⚠️")
+    slot.error(f"{escape(error.message)} — not applied; the last valid chain is kept.",
+               icon=WARNING_ICON)
 
 
 def _load_preset(name: str) -> tuple[Session, str]:
@@ -250,6 +275,6 @@ def handle_chain_input(inp: ChainInput) -> None:
         render_chain_error(inp, e if inp.action is None else ChainError(e.message, where="chain"))
         return
     except PlaygroundError as e:
-        inp.slots["chain"].error(e.message, icon="⚠️")
+        inp.slots["chain"].error(escape(e.message), icon=ERROR_ICON)
         return
     st.rerun()

@@ -24,6 +24,7 @@ from playground.schedule.replay import blocks
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from ui import background, state
+from ui.text import ERROR_ICON, code, escape
 
 INTRO = (
     "Fusing with `compute_at` keeps a producer's tile in cache (producer–consumer locality) "
@@ -44,7 +45,7 @@ def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
     st.markdown("#### Work, footprint and traffic of this schedule")
     result = _job(pool, session, "analyze", {}, "Lowering and analysing the schedule…")
     if not result.ok:
-        st.error(f"analysis failed ({result.status}): {result.message}")
+        st.error(f"analysis failed ({result.status}): {escape(result.message)}", icon=ERROR_ICON)
         return None
     a = result.value
     cols = st.columns(5)
@@ -114,7 +115,7 @@ def halo_ui(session: Session) -> tuple[str, str, dict] | None:
                               key=f"fusion.halo.block.{'.'.join(names)}")
     info = infos[block]
     if not info.loops:
-        st.info(f"{block} has no loops.")
+        st.info(f"{code(block)} has no loops.")
         return None
     loop_names = [lp.name for lp in info.loops]
     loop = cols[1].selectbox("tile loop", loop_names, index=_default_loop(info, infos),
@@ -137,12 +138,13 @@ def render_halo(pool: WorkerPool, session: Session, choice: tuple[str, str, dict
                   {"block": block, "loop": loop, "iteration": iteration},
                   "Computing the regions of this tile…")
     if not result.ok:
-        st.error(f"{result.message}")
+        st.error(escape(result.message), icon=ERROR_ICON)
         return
     regions = TileRegions.from_dict(result.value)
     st.plotly_chart(halo_figure(regions), key="fusion.halo.figure")
-    runs = ", ".join(f"{b} ×{n:,}" for b, n in regions.iterations.items())
-    st.caption(f"One iteration of {loop} (at {iteration or 'its first value'}) runs: {runs}. "
+    runs = ", ".join(f"{code(b)} ×{n:,}" for b, n in regions.iterations.items())
+    at = ", ".join(f"{code(k)} = {v}" for k, v in iteration.items()) or "its first value"
+    st.caption(f"One iteration of {code(loop)} (at {at}) runs: {runs}. "
                "Red: region the next iteration computes again (the halo).")
 
 
@@ -169,10 +171,23 @@ def start_sweep(pool: WorkerPool, session: Session, param, values: list) -> None
             shown = f"{point.median_ms:.3f} ms" if point.median_ms else point.status
             task.text = f"{i}/{n}: {param.label} = {point.value} → {shown}"
 
+        # Recorded as one "sweep" group of the experiment store, a point at a time.
         return sweep.run_sweep(pool, session, param, values, on_progress=progress,
-                               cancel=task.cancel)
+                               cancel=task.cancel, record=True)
 
     background.start("sweep", work)
+
+
+#: How the sweep table shows each field; the data keep full precision (sorting, the CSV).
+SWEEP_COLUMNS = {
+    "median_ms": st.column_config.NumberColumn("median (ms)", format="%.3f"),
+    "gflops": st.column_config.NumberColumn("GFLOP/s", format="%.2f"),
+    "spread": st.column_config.NumberColumn("p10–p90 spread", format="percent"),
+    "max_abs_error": st.column_config.NumberColumn("max abs error", format="%.1e"),
+    "redundancy": st.column_config.NumberColumn("redundant work", format="%.3fx"),
+    "footprint_bytes": st.column_config.NumberColumn("footprint", format="bytes"),
+    "intensity": st.column_config.NumberColumn("FLOP/byte", format="%.1f"),
+}
 
 
 def render_sweep(result: sweep.SweepResult) -> None:
@@ -182,15 +197,16 @@ def render_sweep(result: sweep.SweepResult) -> None:
     if result.analysis:
         st.plotly_chart(sweep_report.tradeoff_figure(result), key="fusion.sweep.tradeoff")
     st.dataframe([{k: v for k, v in p.to_dict().items() if k != "steps"}
-                  for p in result.points], hide_index=True, key="fusion.sweep.table")
+                  for p in result.points], hide_index=True, key="fusion.sweep.table",
+                 column_config=SWEEP_COLUMNS)
     best = result.best()
     if best is not None:
-        st.success(f"Fastest correct point: {result.param.label} = {best.value} "
-                   f"({best.median_ms:.3f} ms).")
+        st.success(f"Fastest correct point: {escape(result.param.label)} = "
+                   f"{escape(best.value)} ({best.median_ms:.3f} ms).")
     st.download_button("Download CSV", sweep_report.to_csv(result), file_name="sweep.csv",
                        mime="text/csv", key="fusion.sweep.csv")
     for note in result.notes:
-        st.caption(note)
+        st.caption(escape(note))
 
 
 # ----------------------------------------------------------------------------- tuning
@@ -214,14 +230,14 @@ def start_tuning(pool: WorkerPool, session: Session, trials: int) -> None:
 
 def render_tuning(result, session: Session) -> None:
     if result.status != "ok":
-        st.error(f"tuning {result.status}: {result.message}")
+        st.error(f"tuning {result.status}: {escape(result.message)}", icon=ERROR_ICON)
         return
     tuned = tuning.TuneResult.from_value(result.value)
     best = f"{tuned.best_ms:.3f} ms" if tuned.best_ms else "n/a"
     runner = "MetaSchedule's runner" + ("" if tuned.runner == "local" else f" on {tuned.runner}")
     st.write(f"Best of {tuned.trials} trials: **{best}** ({runner}), found in "
              f"{tuned.tune_s:.0f} s; {len(tuned.steps)} steps"
-             + ("" if tuned.complete else f" (stopped at: {tuned.unsupported})") + ".")
+             + ("" if tuned.complete else f" (stopped at {code(tuned.unsupported)})") + ".")
     if tuned.dropped:
         with st.expander(f"{len(tuned.dropped)} instruction(s) not carried over"):
             st.code("\n".join(tuned.dropped), language="text")
@@ -230,7 +246,7 @@ def render_tuning(result, session: Session) -> None:
             state.commit(Session.new(session.chain, [s.to_dict() for s in tuned.steps]))
             st.rerun()
         except PlaygroundError as e:
-            st.error(e.message)
+            st.error(escape(e.message), icon=ERROR_ICON)
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -263,7 +279,7 @@ def render_roofline(pool: WorkerPool, session: Session, analysis: dict | None) -
             try:
                 peak = peak_mod.measure_peak(pool, refresh=True)
             except PlaygroundError as e:
-                st.error(e.message)
+                st.error(escape(e.message), icon=ERROR_ICON)
     if peak is None:
         st.caption("The roofline needs the machine's peak GFLOP/s and bandwidth: measure once "
                    "(about 10 s, cached on disk).")
@@ -317,7 +333,7 @@ def _render_task_result(name: str, render) -> None:
     if task is None or task.running:
         return
     if task.error:
-        st.error(f"{name}: {task.error}")
+        st.error(f"{name}: {escape(task.error)}", icon=ERROR_ICON)
     elif task.result is not None:
         render(task.result)
 

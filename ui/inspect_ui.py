@@ -20,13 +20,20 @@ _LANGUAGE = {"asm": None, "llvm": "llvm", "cuda": "cpp"}
 _HEIGHT = 620
 
 
+def render_code(text: str, language: str | None, height: int | str = _HEIGHT) -> None:
+    """A code panel with line numbers. Long lines wrap: the Inspect column is narrower than a
+    TVMScript line, and a horizontal scrollbar at the foot of a tall panel goes unseen (the
+    lines look cut off)."""
+    st.code(text, language=language, line_numbers=True, height=height, wrap_lines=True)
+
+
 def render_script(session: Session) -> None:
-    st.code(scheduled_script(session), language="python", line_numbers=True, height=_HEIGHT)
+    render_code(scheduled_script(session), "python")
 
 
 def render_worker_text(key: str, result) -> None:
     if result.ok:
-        st.code(result.value["text"], language="python", line_numbers=True, height=_HEIGHT)
+        render_code(result.value["text"], "python")
         return
     render_failure(result)
     if st.button("Retry", key=f"inspect.retry.{key.split('|')[0]}"):
@@ -62,7 +69,7 @@ def render_diff(session: Session, index: int | None) -> None:
         return
     text = step_diff(session, index)
     if text:
-        st.code(text, language="diff", line_numbers=True, height=_HEIGHT)
+        render_code(text, "diff")
     else:
         st.info("This step did not change the TVMScript.")
 
@@ -70,7 +77,7 @@ def render_diff(session: Session, index: int | None) -> None:
 def render_outline(session: Session) -> None:
     st.caption("Which block sits under which loop (extents; parallel / vectorized / thread "
                "bindings marked).")
-    st.code(outline_text(session), language=None, line_numbers=True)
+    render_code(outline_text(session), None, height="content")
 
 
 def codegen_ui(target: str) -> str:
@@ -89,8 +96,7 @@ def render_codegen(pool: WorkerPool, session: Session, target: str, kind: str) -
         result = state.run_cached(key, lambda: service.codegen(pool, session, target, kind),
                                   f"Compiling for {target} in the worker…")
     if result.ok:
-        st.code(result.value["text"], language=_LANGUAGE[kind], line_numbers=True,
-                height=_HEIGHT)
+        render_code(result.value["text"], _LANGUAGE[kind])
     else:
         render_worker_text(key, result)
 

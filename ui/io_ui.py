@@ -1,11 +1,15 @@
 """Export (the standalone script, the JSON session), import (upload or paste), and the
-shareable link: the chain and steps in the URL's query string, restored on first load.
+shareable links: a short link ``?s=<id>`` to the session kept in the experiment store, and
+the chain and steps in the URL's query string (``?state=``), both restored on first load.
 
 Imports are read by :mod:`playground.io.script_import`, which parses and never executes them; a
-refused import leaves the session as it was.
+refused import leaves the session as it was. With both a file in the uploader and text in the
+paste box, the one touched last is imported, and the page says which.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
 
 import streamlit as st
 
@@ -14,13 +18,27 @@ from playground.io.export import export_script
 from playground.io.script_import import import_script
 from playground.io.url_state import QUERY_KEY, encode_state, import_query
 from playground.schedule.session import Session
+from playground.store import StoreError, get_store
 from ui import state
+from ui.text import ERROR_ICON, code, escape
 
 MAX_UPLOAD_BYTES = 256 * 1024
+#: The short link's query parameter: ``?s=<id>`` of a session kept by the store.
+SHORT_KEY = "s"
+#: Session-state key (not a widget): ``(link id, session key)`` of the last short link made.
+SHORT_LINK = "io._short_link"
+#: Session-state key (not a widget): "upload" or "paste", whichever the user touched last.
+SOURCE_KEY = "io._source"
 
 
 def restore_from_url() -> Session | None:
-    """The session in the URL (raises PlaygroundError for a bad one), or None without one."""
+    """The session a short link (``?s=``) or the URL state (``?state=``) holds, or None
+    without either; raises PlaygroundError for a link that cannot be restored."""
+    if SHORT_KEY in st.query_params:
+        shared = get_store().load_shared(st.query_params.get(SHORT_KEY))
+        session = Session.from_dict(shared["session"])
+        state.ui().pending_target = shared.get("target", "")
+        return session
     if QUERY_KEY not in st.query_params:
         return None
     return import_query({QUERY_KEY: st.query_params.get(QUERY_KEY)})
@@ -35,7 +53,9 @@ def url_text(session: Session) -> str:
 
 
 def sync_url(session: Session) -> None:
-    """Keep the URL's query string equal to the session (only rewritten when it changes)."""
+    """Keep the URL's query string equal to the session (only rewritten when it changes); a
+    short link's id leaves it once restored (the state follows the session from there)."""
+    st.query_params.pop(SHORT_KEY, None)
     text = url_text(session)
     if text != st.query_params.get(QUERY_KEY, ""):
         if text:
@@ -52,7 +72,7 @@ def export_ui(session: Session, target: str) -> None:
             script = export_script(session.chain, session.active, target=target,
                                    title="Schedule Playground session")
         except PlaygroundError as e:
-            st.error(f"Export failed: {e.message}")
+            st.error(f"Export failed: {escape(e.message)}", icon=ERROR_ICON)
         else:
             st.download_button("Download script (.py)", script, file_name="schedule.py",
                                mime="text/x-python", key="io.download_script",
@@ -64,10 +84,28 @@ def export_ui(session: Session, target: str) -> None:
                        key="io.download_json", on_click="ignore", width="stretch")
 
 
-def _read_import() -> tuple[str, str] | None:
-    """(text, source) from the upload, else the pasted text; None with neither."""
-    upload = st.session_state.get("io.upload")
-    if upload is not None:
+def _touched(source: str) -> None:
+    st.session_state[SOURCE_KEY] = source
+
+
+def _held() -> dict:
+    """The import sources that hold something: "upload" (the file), "paste" (the text)."""
+    held = {"upload": st.session_state.get("io.upload"),
+            "paste": (st.session_state.get("io.paste") or "").strip()}
+    return {name: value for name, value in held.items() if value}
+
+
+def import_source() -> str | None:
+    """What Import reads: of the sources that hold something, the one touched last."""
+    held = _held()
+    last = st.session_state.get(SOURCE_KEY)
+    return last if last in held else next(iter(held), None)
+
+
+def _read_import(source: str | None) -> tuple[str, str]:
+    """(text, what it is) of the chosen source."""
+    if source == "upload":
+        upload = st.session_state["io.upload"]
         if upload.size > MAX_UPLOAD_BYTES:
             raise PlaygroundError(f"{upload.name} is {upload.size:,} bytes, above the "
                                   f"{MAX_UPLOAD_BYTES // 1024} KiB limit")
@@ -75,17 +113,35 @@ def _read_import() -> tuple[str, str] | None:
             return upload.getvalue().decode("utf-8"), upload.name
         except UnicodeDecodeError:
             raise PlaygroundError(f"{upload.name} is not UTF-8 text") from None
-    text = st.session_state.get("io.paste", "")
-    return (text, "pasted text") if text.strip() else None
+    if source == "paste":
+        return st.session_state["io.paste"], "the pasted text"
+    raise PlaygroundError("nothing to import: upload a file or paste a script")
 
 
-def do_import() -> None:
-    """Import callback: replace the session, or keep it and report why not."""
+def import_ui() -> bool:
+    """Upload or paste a script / JSON session; returns whether Import was pressed."""
+    st.file_uploader("Upload a script or session", type=["py", "json", "txt"],
+                     key="io.upload", max_upload_size=1, on_change=_touched, args=("upload",))
+    st.text_area("…or paste one", key="io.paste", height=120, on_change=_touched,
+                 args=("paste",), placeholder="an exported schedule.py or a JSON session")
+    held, source = _held(), import_source()
+    if source is not None:
+        said = {name: (f"the uploaded file {code(value.name)}" if name == "upload"
+                       else "the pasted text") for name, value in held.items()}
+        other = [text for name, text in said.items() if name != source]
+        st.caption(f"Import reads {said[source]}"
+                   + (f" (touched last); {other[0]} is ignored." if other else "."))
+    # Never disabled: text typed into the paste box counts only once the box loses focus,
+    # which is when this button is clicked.
+    return st.button("Import", key="io.import", width="stretch")
+
+
+def handle_import(pressed: bool) -> None:
+    """Replace the session with the imported one (rerun), or keep it and say why not."""
+    if not pressed:
+        return
     try:
-        found = _read_import()
-        if found is None:
-            raise PlaygroundError("nothing to import: upload a file or paste a script")
-        text, source = found
+        text, source = _read_import(import_source())
         chain, steps, meta = import_script(text)
         new = Session.new(chain, steps)
         cursor = meta.get("cursor")
@@ -97,31 +153,44 @@ def do_import() -> None:
     state.commit(new)
     state.ui().pending_target = meta.get("target", "")
     state.ui().flash.append(("success", f"Imported {source}: {len(new.steps)} step(s)."))
+    st.rerun()
 
 
-def import_ui() -> None:
-    """Upload or paste a script / JSON session; Import replaces the session."""
-    st.file_uploader("Upload a script or session", type=["py", "json", "txt"],
-                     key="io.upload", max_upload_size=1)
-    st.text_area("…or paste one", key="io.paste", height=120,
-                 placeholder="an exported schedule.py or a JSON session")
-    st.button("Import", key="io.import", on_click=do_import, width="stretch")
+def share_link(page_url: str, key: str, text: str) -> str:
+    """The page's address with ``?key=text`` (and the ``/`` of an empty path)."""
+    parts = urlsplit(page_url or "")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", f"{key}={text}", ""))
 
 
-def share_ui(session: Session) -> None:
-    """The shareable link (the page's URL carries the state)."""
+def make_short_link(session: Session, target: str) -> None:
+    """Share callback: keep the session in the store behind a new unguessable id."""
+    try:
+        link = get_store().share(session, target)
+    except StoreError as e:
+        state.ui().flash.append(("error", f"No short link: {e.message}"))
+        return
+    st.session_state[SHORT_LINK] = (link, session.key())
+
+
+def share_ui(session: Session, target: str = "cpu") -> None:
+    """The short link (made on demand) and the long one (the page's URL carries the state)."""
+    st.button("Make a short link", key="io.share", on_click=make_short_link,
+              args=(session, target), width="stretch",
+              help="Keeps this session on the server; the link restores it in any browser.")
+    link, key = st.session_state.get(SHORT_LINK) or ("", "")
+    if link and key == session.key():
+        st.code(share_link(st.context.url, SHORT_KEY, link), language=None, wrap_lines=True)
     text = url_text(session)
     if not text:
-        st.caption("This session is too large for a link: download the script instead.")
+        st.caption("This session is too large for a long link: use the short link, or "
+                   "download the script.")
         return
-    base = (st.context.url or "").split("?")[0]
-    st.code(f"{base}?{QUERY_KEY}={text}", language=None, wrap_lines=True)
-    st.caption("The address bar holds the same link: it restores this chain and these steps "
-               "in any browser.")
+    st.caption("Or the long link (the address bar holds it too), which needs no server:")
+    st.code(share_link(st.context.url, QUERY_KEY, text), language=None, wrap_lines=True)
 
 
 def render_flash() -> None:
     """Messages from the last action (import, preset, link), shown once."""
-    for level, text in state.ui().flash:
-        getattr(st, level)(text)
+    for level, text in state.ui().flash:  # plain text that may quote a file or a link
+        getattr(st, level)(escape(text), icon=ERROR_ICON if level == "error" else None)
     state.ui().flash.clear()

@@ -1,13 +1,16 @@
 """Target choice, validate and measure (with progress and queue position), the result panel
-and the chart of run time across the versions measured in this tab.
+and the chart of run time across the stored runs of this chain.
 
 Measuring runs in the worker pool only (:func:`playground.service.run`); results are kept as
 plain dicts keyed by the session's active steps and target, so going back to a measured
-version shows its result again without rerunning it.
+version shows its result again without rerunning it. Every measurement is recorded in the
+experiment store (:mod:`ui.history`); the chart reads the chain's stored runs back (other
+tabs' and the command line's too), or this tab's when history is not being saved.
 """
 
 from __future__ import annotations
 
+import html
 import math
 
 import plotly.graph_objects as go
@@ -19,7 +22,9 @@ from playground.build.targets import TARGETS, TargetInfo, info
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
-from ui import remote_ui, state
+from ui import history, remote_ui, state
+from ui.history import step_label
+from ui.text import ERROR_ICON, WARNING_ICON, escape
 
 STATUS_TEXT = {
     "schedule_error": "The schedule does not apply to this chain.",
@@ -45,17 +50,10 @@ def target_ui() -> str:
         st.session_state["measure.target"] = pending
     state.ui().pending_target = ""
     name = st.selectbox("Target", TARGETS, key="measure.target", label_visibility="collapsed")
-    st.caption(target_info(name).description)
+    st.caption(escape(target_info(name).description))
     if not target_info(name).can_run:
-        st.warning(target_info(name).reason)
+        st.warning(escape(target_info(name).reason), icon=WARNING_ICON)
     return name
-
-
-def step_label(session: Session) -> str:
-    """``"k: label"`` of the last active step (``"0: unscheduled"`` with none)."""
-    if not session.cursor:
-        return "0: unscheduled"
-    return f"{session.cursor}: {session.steps[session.cursor - 1].label()}"
 
 
 def measure_ui(target: str) -> tuple[bool, bool]:
@@ -94,7 +92,7 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
     verb = "Validating and timing" if timing else "Validating"
     remote = remote_ui.chosen()
     where = target if remote is None else f"{remote.label} ({target})"
-    with st.status(f"{verb} on {where}…", expanded=True) as status:
+    with st.status(f"{verb} on {escape(where)}…", expanded=True) as status:
         line = st.empty()
 
         def on_event(event: dict) -> None:
@@ -114,15 +112,26 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
         else:
             result = remote_ui.run_remote(pool, session, target, remote, timing, on_event)
         done = "complete" if result.ok else "error"
-        status.update(label=f"{verb} on {where}: {result.status}", state=done, expanded=False)
+        status.update(label=f"{verb} on {escape(where)}: {result.status}", state=done,
+                      expanded=False)
     if remote is None:
         state.remember_result(_key(session, target, timing), result)
         state.ui().measurements.append(record(session, target, result))
+        # On a measurement farm (PLAYGROUND_TRACKER) the value names the farm that timed it.
+        _record(session, target, result, (result.value or {}).get("remote"))
         return
     if remote_ui.field_of(result.where):
         st.rerun()  # the message goes under the field it names (see remote_ui.device_ui)
     state.remember_result(remote_ui.result_key(session, target, remote, timing), result)
     state.ui().measurements.append(record(session, where, result))
+    _record(session, target, result, remote.label)
+
+
+def _record(session: Session, target: str, result: JobResult, remote: str | None) -> None:
+    """Store the measurement; say at once (under the result) when it could not be kept."""
+    if history.record_measurement(session, target, result, remote) is None and \
+            result.status != "cancelled":
+        st.warning(history.NOT_SAVED, icon="⚠️")
 
 
 def current_result(session: Session, target: str) -> JobResult | None:
@@ -136,8 +145,8 @@ def current_result(session: Session, target: str) -> JobResult | None:
 
 def render_failure(result: JobResult) -> None:
     """A failed job: its classification, its one-line message, the long text in an expander."""
-    st.error(f"**{result.status}** — {STATUS_TEXT.get(result.status, '')}  \n{result.message}",
-             icon="🚫")
+    st.error(f"**{escape(result.status)}** — {STATUS_TEXT.get(result.status, '')}  \n"
+             f"{escape(result.message)}", icon=ERROR_ICON)
     if result.detail:
         with st.expander("Details"):
             st.code(result.detail, language=None, wrap_lines=True)
@@ -177,7 +186,7 @@ def render_result(result: JobResult | None) -> None:
     render_load(timing)
     remote_ui.render_remote(value)
     if value.get("message") and value.get("correct") is False:
-        st.caption(value["message"])
+        st.caption(escape(value["message"]))
     if not result.ok:
         render_failure(result)
 
@@ -208,9 +217,10 @@ def history_figure(records: list[dict]) -> go.Figure | None:
         rs = [r for r in points if r["target"] == target]
         fig.add_trace(go.Scatter(
             x=[r["n"] for r in rs], y=[r["median_ms"] for r in rs], name=target,
-            mode="lines+markers+text", text=[r["label"][:28] for r in rs],
+            # Plotly reads tags (<a href>) in text: the labels are escaped.
+            mode="lines+markers+text", text=[html.escape(r["label"][:28]) for r in rs],
             textposition="top center",
-            hovertext=[r["label"] + (" (under load)" if r.get("under_load") else "")
+            hovertext=[html.escape(r["label"]) + (" (under load)" if r.get("under_load") else "")
                        for r in rs],
             marker={"symbol": ["x" if r.get("under_load") else "circle" for r in rs],
                     "size": 9},
@@ -227,11 +237,21 @@ def history_figure(records: list[dict]) -> go.Figure | None:
     return fig
 
 
-def render_history_chart(records: list[dict]) -> None:
+def render_history_chart(session: Session) -> None:
+    """The chain's stored runs (every tab's, the command line's), or this tab's measurements
+    while history is not being saved."""
+    stored = history.chain_history(session)
+    records = stored if stored is not None else state.ui().measurements
     fig = history_figure(records)
     if fig is None:
         st.caption("Each measurement adds a point here, labelled with its last step.")
         return
     st.plotly_chart(fig, key="measure.chart")
+    if stored is not None:
+        st.caption(f"The last {len(records)} timed runs of this chain in the experiment store "
+                   "(every tab and the command line), oldest first; the Experiments tab has "
+                   "them all.")
+    else:
+        st.caption("The runs measured in this tab (history is not being saved).")
     if any(r.get("under_load") for r in records):
         st.caption("× marks a time measured under load (see the result's load line).")

@@ -22,6 +22,7 @@ from playground.worker.lock import EventCallback
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 from ui import state
+from ui.text import RETRY_ICON, WARNING_ICON, code, escape
 
 LOCAL = "this machine"
 REMOTE = "remote (RPC)"
@@ -81,12 +82,12 @@ def _render_keys(choice: RemoteChoice) -> None:
         return
     keys = listing["keys"]
     if not keys:
-        st.caption(f"Tracker {listing['tracker']}: no server has registered yet.")
+        st.caption(f"Tracker {escape(listing['tracker'])}: no server has registered yet.")
         return
-    st.caption(f"Device keys on tracker {listing['tracker']}:")
+    st.caption(f"Device keys on tracker {escape(listing['tracker'])}:")
     for name, counts in sorted(keys.items()):
         with st.container(horizontal=True, vertical_alignment="center", gap="small"):
-            st.markdown(f"`{name}` · {counts['servers']} server(s), {counts['free']} free, "
+            st.markdown(f"{code(name)} · {counts['servers']} server(s), {counts['free']} free, "
                         f"{counts['pending']} waiting")
             st.button("use", key=f"remote.use.{name}", on_click=_use_key, args=(name,),
                       disabled=name == choice.key, type="tertiary")
@@ -112,7 +113,7 @@ def device_ui() -> RemoteChoice | None:
                           key=f"remote.{field}", help=helps[field])
             message = _field_error(field, choice)
             if message:
-                st.error(message, icon="⚠️")
+                st.error(escape(message), icon=WARNING_ICON)
     with cols[3]:
         st.markdown("&nbsp;")  # lines the button up with the fields
         if st.button("List keys", key="remote.list", width="stretch",
@@ -155,9 +156,9 @@ def render_remote(value: dict) -> None:
     """Where a remote result ran, and a notice when the first server went away."""
     if not value.get("server"):
         return
-    st.caption(f"ran on {value['server']} (tracker {value.get('remote', '?')}, "
+    st.caption(f"ran on {escape(value['server'])} (tracker {escape(value.get('remote', '?'))}, "
                f"uploaded in {value.get('upload_s', 0.0):.2f} s)")
     if value.get("attempts") == 2:
         lost = "; ".join(value.get("lost") or []) or "the connection was lost"
-        st.warning(f"The first server went away during the run ({lost}); it was retried on "
-                   f"{value['server']}.", icon="🔁")
+        st.warning(escape(f"The first server went away during the run ({lost}); it was "
+                          f"retried on {value['server']}."), icon=RETRY_ICON)

@@ -5,10 +5,16 @@ Pickers are filled from :func:`playground.schedule.replay.blocks` of the session
 names, that block's loops with their extents ("h_0 (7)"), divisors of a loop's extent for split
 factors, a block's read and write buffers. :func:`schedule_ui` returns the step to apply (or
 None); :func:`handle_apply` applies it, or keeps TVM's reason for :func:`render_step_error`.
+
+Defaults follow the fusion the page is for: ``compute_at`` offers, as the target, the tiled
+block furthest down the chain that the moved block feeds, at its innermost outer-tile loop
+(``w_0`` after ``split`` + ``reorder`` to ``h_0, w_0, ...``), so the walk-through's four
+``compute_at`` steps need only the block picked (see :func:`default_target`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import streamlit as st
@@ -26,8 +32,11 @@ from playground.schedule.steps import (
     step_code,
 )
 from ui import state
+from ui.text import ERROR_ICON, WARNING_ICON, code, escape
 
 _DEFAULT_INDEX_MAP = "lambda n, c, h, w: (n, c, h, w)"
+#: Loop names that ``split`` (``h_0``, ``h_1``) or ``fuse`` (``n_h_0_fused``) made.
+_TILE_LOOP = re.compile(r"_\d+$|_fused$")
 
 
 def divisors(n: int) -> list[int]:
@@ -54,15 +63,82 @@ def _related(infos: dict[str, BlockInfo], block: str, consumers: bool) -> list[s
     return [n for n, b in infos.items() if n != block and set(me.reads) & set(b.writes)]
 
 
+def _fed(infos: dict[str, BlockInfo], block: str) -> list[str]:
+    """Every block that ``block`` feeds, directly or through others, in block order."""
+    seen: set[str] = set()
+    todo = [block]
+    while todo:
+        for n in _related(infos, todo.pop(), consumers=True):
+            if n not in seen and n != block:
+                seen.add(n)
+                todo.append(n)
+    return [n for n in infos if n in seen]
+
+
+def _tiled(info: BlockInfo) -> bool:
+    return any(_TILE_LOOP.search(lp.name) for lp in info.loops)
+
+
+def default_target(infos: dict[str, BlockInfo], primitive: str, block: str) -> str | None:
+    """The target block a user most likely wants for moving ``block``.
+
+    ``compute_at``: the block whose tile loops the producer should join. Of the blocks that
+    ``block`` feeds, the last (output-side) one that is tiled (split or fused loops; a block
+    already moved under a tile counts), else the last one it feeds: in conv -> relu -> conv,
+    conv2 for each of conv2_pad, relu1, conv1 and conv1_pad, not each one's direct consumer.
+    ``reverse_compute_at``: its first direct producer (a block that does not read the
+    target's output cannot go under its loops).
+    """
+    if block not in infos:
+        return None
+    if primitive == "compute_at":
+        fed = _fed(infos, block)
+        tiled = [n for n in fed if _tiled(infos[n])]
+        return (tiled or fed or [None])[-1]
+    producers = _related(infos, block, consumers=False)
+    return producers[0] if producers else None
+
+
+def default_loop(loops: list[LoopInfo], primitive: str) -> int:
+    """Index of the loop to offer first: for compute_at / reverse_compute_at in a tiled nest
+    the innermost outer-tile loop (``w_0`` of ``h_0, w_0, k, h_1, w_1``: one tile), else the
+    first loop longer than 1."""
+    if primitive in ("compute_at", "reverse_compute_at"):
+        names = [lp.name for lp in loops]
+        inner = next((i for i, n in enumerate(names) if re.search(r"_[1-9]\d*$", n)),
+                     len(names))
+        outer = [i for i, n in enumerate(names[:inner]) if n.endswith("_0")]
+        if outer:
+            return outer[-1]
+    return next((i for i, lp in enumerate(loops) if (lp.extent or 2) > 1), 0)
+
+
+def select(label: str, options: list, default: Any, key: str, **kwargs) -> Any:
+    """A selectbox whose options change with the schedule. Its value lives in session state
+    and is set to ``default`` here when it is missing or no longer an option, so that the
+    widget never gets both a default and a state value (Streamlit warns about that, and
+    resets a stale value by itself on a later run)."""
+    if options and st.session_state.get(key) not in options:
+        st.session_state[key] = default if default in options else options[0]
+    return st.selectbox(label, options, key=key, **kwargs)
+
+
+_TARGET_HELP = {
+    "compute_at": " Offered first: the tiled block furthest down the chain that the block "
+                  "feeds (else the last one it feeds), at its innermost outer-tile loop.",
+    "reverse_compute_at": " Offered first: the block's direct producer.",
+}
+
+
 def _block_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> str:
     names = list(infos)
-    index = len(names) - 1  # the output block: where tiling usually starts
+    default = names[-1] if names else None  # the output block: where tiling usually starts
+    key, doc = f"sched.{prim.name}.{a.name}", a.doc
     if a.name == "target_block" and values.get("block") in infos:
-        related = _related(infos, values["block"], consumers=prim.name == "compute_at")
-        if related:
-            index = names.index(related[0])
-    return st.selectbox(a.name.replace("_", " "), names, index=index,
-                        key=f"sched.{prim.name}.{a.name}", help=a.doc)
+        # Keyed by the moved block, so that the default follows it.
+        default = default_target(infos, prim.name, values["block"]) or default
+        key, doc = f"{key}.{values['block']}", doc + _TARGET_HELP.get(prim.name, "")
+    return select(a.name.replace("_", " "), names, default, key, help=doc)
 
 
 def _loops_of(values: dict, a: Arg, infos: dict[str, BlockInfo]) -> tuple[str, dict]:
@@ -112,9 +188,9 @@ def _arg_ui(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) 
         owner, loops = _loops_of(values, a, infos)
         fmt = lambda name: loop_label(loops[name]) if name in loops else name  # noqa: E731
         if a.kind == "loop":
-            first = next((i for i, lp in enumerate(loops.values()) if (lp.extent or 2) > 1), 0)
-            return st.selectbox(label, list(loops), index=first if loops else None,
-                                format_func=fmt, key=f"{key}.{owner}", help=a.doc)
+            names = list(loops)
+            first = names[default_loop(list(loops.values()), prim.name)] if names else None
+            return select(label, names, first, f"{key}.{owner}", format_func=fmt, help=a.doc)
         return st.multiselect(label, list(loops), format_func=fmt, key=f"{key}.{owner}",
                               help=a.doc + " (in the order you pick them)")
     if a.kind == "factors":
@@ -153,7 +229,7 @@ def schedule_ui(session: Session, target: str) -> Step | None:
         values[a.name] = _arg_ui(prim, a, values, infos)
     step = Step(prim.name, values)
     try:
-        st.code(step_code(normalize_step(step)), language="python")
+        st.code(step_code(normalize_step(step)), language="python", wrap_lines=True)
     except (StepError, KeyError):
         pass  # incomplete arguments: Apply reports the library's message
     return step if st.button("Apply", key="sched.apply", type="primary") else None
@@ -175,7 +251,7 @@ def handle_apply(step: Step | None) -> None:
 def render_step_error(error: dict | None) -> None:
     if not error:
         return
-    st.error(error["message"], icon="🚫")
+    st.error(escape(error["message"]), icon=ERROR_ICON)
     if error["detail"]:
         with st.expander("Full explanation from TVM"):
             st.code(error["detail"], language=None, wrap_lines=True)
@@ -192,12 +268,12 @@ def history_ui(session: Session) -> tuple[str, int] | None:
         if st.button("↷ Redo", key="hist.redo", disabled=not session.can_redo):
             action = ("redo", 0)
     if session.notice:
-        st.warning(session.notice)
+        st.warning(escape(session.notice), icon=WARNING_ICON)
     labels = ["unscheduled chain", *(s.label() for s in session.steps)]
     for k, label in enumerate(labels):
         with st.container(horizontal=True, vertical_alignment="center", gap="xsmall",
                           wrap=False):
-            text = f"{k} · `{label}`" if k else f"{k} · {label}"
+            text = f"{k} · {code(label)}" if k else f"{k} · {label}"
             if k == session.cursor:
                 st.markdown(f"▶ **{text}**", width="stretch")
             elif k > session.cursor:
@@ -223,6 +299,6 @@ def handle_history(action: tuple[str, int] | None) -> None:
         new = {"undo": lambda: current.undo(), "redo": lambda: current.redo(),
                "goto": lambda: current.goto(arg), "delete": lambda: current.delete(arg)}[kind]()
     except PlaygroundError as e:
-        st.error(e.message, icon="⚠️")
+        st.error(escape(e.message), icon=ERROR_ICON)
         return
     state.commit(new)

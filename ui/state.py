@@ -8,6 +8,12 @@ show once). Widget values live under their own ``key=`` (prefixes ``chain.``, ``
 every browser tab has its own ``st.session_state``; only the worker pools are shared. Each
 tab's long jobs take turns with other tabs' in the pools' fair queue: :func:`init` names the
 tab (its Streamlit session id) as the owner of every job this run starts.
+
+The chain editor's keys carry a generation (:func:`editor_key`), bumped by every change that
+did not come from the editor itself (:func:`commit`): a preset, an import, undo, a layer
+button. Deleting the old keys would not do: the browser keeps every widget's last value and
+sends it back with the next click, which would then save the old editor over the new chain.
+Under a new key the browser has no value, so the editor shows the session's chain.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ log = logging.getLogger(__name__)
 
 SESSION_KEY = "session"
 UI_KEY = "ui"
-#: Widget-key prefix of the chain editor; its keys are dropped to re-read a changed chain.
+#: Widget-key prefix of the chain editor (see :func:`editor_key`).
 EDITOR_PREFIX = "chain."
 #: The light version of the seed's chain: a 16x16 convolution then relu, small enough to
 #: build and time in a fraction of a second.
@@ -59,6 +65,8 @@ class UIState:
     url_state: str = ""
     #: A target a loaded preset or import asked for, applied before the target select draws.
     pending_target: str = ""
+    #: The chain editor's key generation (see :func:`editor_key`).
+    editor_generation: int = 0
 
 
 @st.cache_resource(show_spinner=False)
@@ -114,19 +122,19 @@ def ui() -> UIState:
     return st.session_state[UI_KEY]
 
 
-def reset_editor() -> None:
-    """Drop the chain editor's widget values so that it re-reads the session's chain."""
-    for key in [k for k in st.session_state if str(k).startswith(EDITOR_PREFIX)]:
-        del st.session_state[key]
+def editor_key(field: str) -> str:
+    """The chain editor's widget key for ``field`` (e.g. ``"input.h"``, ``"0.channels"``) in
+    the current generation: ``chain.input.h.v3``."""
+    return f"{EDITOR_PREFIX}{field}.v{ui().editor_generation}"
 
 
 def commit(new: Session, *, from_editor: bool = False) -> None:
-    """Make ``new`` the session; the editor re-reads the chain unless the edit came from it."""
-    old = session()
+    """Make ``new`` the session. Unless the change came from the editor's fields, the editor
+    gets new keys, so that it shows ``new.chain`` and not what the browser remembers."""
     st.session_state[SESSION_KEY] = new
     ui().step_error = None
-    if not from_editor and new.chain != old.chain:
-        reset_editor()
+    if not from_editor:
+        ui().editor_generation += 1
 
 
 def result_key(job: str, current: Session, target: str, extra: str = "") -> str:

@@ -107,15 +107,15 @@ def _busy_seconds() -> float:
     return sum(getattr(times, name, 0.0) for name in _BUSY)
 
 
-def _cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
-    """CPU seconds (user + system, all threads) of each process and its descendants."""
+def _cpu_seconds(pids: Iterable[int], descendants: bool) -> dict[int, float]:
+    """CPU seconds (user + system, all threads) of each process (and its descendants)."""
     import psutil
 
     seconds: dict[int, float] = {}
     for pid in pids:
         try:
             root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
+            procs = [root, *(root.children(recursive=True) if descendants else ())]
         except psutil.Error:
             continue
         for proc in procs:
@@ -156,7 +156,11 @@ class LoadProbe:
     Parameters
     ----------
     pids
-        The measuring processes (their descendants included); default this process.
+        The measuring processes; default this process (its threads: TVM's thread pool, BLAS).
+    descendants
+        Count the descendants of ``pids`` as measuring too (an RPC server runs each session
+        in a child process). Off by default: this process's children (a test's, a worker's
+        guardian) are other processes.
     threads
         Threads the kernel runs on; default :func:`playground.build.machine.cores` (the
         worker's ``TVM_NUM_THREADS``).
@@ -164,20 +168,21 @@ class LoadProbe:
         What :attr:`Load.where` says.
     """
 
-    def __init__(self, pids: Iterable[int] | None = None, *, threads: int | None = None,
-                 where: str = "local") -> None:
+    def __init__(self, pids: Iterable[int] | None = None, *, descendants: bool = False,
+                 threads: int | None = None, where: str = "local") -> None:
         import psutil
 
         from playground.build.machine import cores
 
         self.pids = list(pids) if pids is not None else [os.getpid()]
+        self.descendants = descendants
         self.cores = psutil.cpu_count() or 1
         self.threads = int(threads) if threads else cores()
         self.where = where
         self.load: Load | None = None
 
     def __enter__(self) -> LoadProbe:
-        self._own = _cpu_seconds(self.pids)
+        self._own = _cpu_seconds(self.pids, self.descendants)
         self._busy = _busy_seconds()
         self._t0 = time.monotonic()
         return self
@@ -187,7 +192,7 @@ class LoadProbe:
 
         seconds = time.monotonic() - self._t0
         busy = _busy_seconds() - self._busy
-        after = _cpu_seconds(self.pids)
+        after = _cpu_seconds(self.pids, self.descendants)
         # A process started during the interval counts from zero; one that ended is lost.
         own = sum(t - self._own.get(pid, 0.0) for pid, t in after.items())
         span = max(seconds, 1e-9)

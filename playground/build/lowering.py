@@ -14,8 +14,10 @@ from __future__ import annotations
 import tvm
 
 from playground.build.gpu import require_cuda_lowered, require_cuda_ready
+from playground.build.poison import compile_validation
 from playground.build.targets import resolve
 from playground.errors import BuildError
+from playground.explain import explain_build, plain
 
 CODE_KINDS = {"cpu": ("asm", "llvm"), "cuda": ("cuda",)}
 
@@ -41,6 +43,40 @@ def _first_line(e: Exception) -> str:
     return lines[-1].strip() if lines else type(e).__name__
 
 
+def _failed(what: str, e: Exception, hint: str = "") -> BuildError:
+    """A build failure in plain words (the catalogue in :mod:`playground.explain`), TVM's
+    full text in ``detail``."""
+    text = str(e)
+    said = explain_build(text)
+    message = f"{what}: {said}" if said else f"{what}: {plain(_first_line(e))}{hint}"
+    return BuildError(message, detail=text)
+
+
+def require_cpu_ready(mod: tvm.IRModule) -> None:
+    """Refuse, before building for the CPU, loops bound to GPU threads (TVM 0.27 fails late
+    with "not implemented" or "Unknown device id in current IR")."""
+    bound: list[str] = []
+
+    def visit(stmt) -> None:
+        kind = type(stmt).__name__
+        if kind == "For" and stmt.thread_binding is not None:
+            bound.append(f"{stmt.loop_var.name} ({stmt.thread_binding.thread_tag})")
+        for child in ("body", "then_case", "else_case", "block"):
+            sub = getattr(stmt, child, None)
+            if sub is not None and not isinstance(sub, int | float | str):
+                visit(sub)
+        for sub in getattr(stmt, "seq", None) or []:
+            visit(sub)
+
+    for func in mod.functions.values():
+        if hasattr(func, "body"):
+            visit(func.body)
+    if bound:
+        raise BuildError(f"loop {bound[0]} is bound to a GPU thread, but the target is the "
+                         "CPU — undo the bind step (use parallel for CPU threads), or switch "
+                         "the target to cuda", where="target")
+
+
 def run_tir_pipeline(mod: tvm.IRModule, target_name: str, instrument) -> None:
     """Run TVM's default TIR pipeline for a target name, watched by a pass ``instrument``
     (which keeps the snapshots it wants); a pass that refuses raises :class:`BuildError`."""
@@ -51,8 +87,7 @@ def run_tir_pipeline(mod: tvm.IRModule, target_name: str, instrument) -> None:
         with tvm.transform.PassContext(opt_level=3, instruments=[instrument]):
             pipeline(bound)
     except (RuntimeError, ValueError, TypeError) as e:
-        raise BuildError(f"lowering for {target_name} failed: {_first_line(e)}",
-                         detail=str(e)) from None
+        raise _failed(f"lowering for {target_name} failed", e) from None
 
 
 def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
@@ -67,6 +102,8 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
     """
     if target_name == "cuda":
         require_cuda_ready(mod)
+    else:
+        require_cpu_ready(mod)
     keep = _KeepBefore("tirx.MakePackedAPI")
     run_tir_pipeline(mod, target_name, keep)
     if keep.kept is None:
@@ -81,15 +118,22 @@ def lowered_text(mod: tvm.IRModule, target_name: str = "cpu") -> str:
     return lower(mod, target_name).script()
 
 
-def compile_module(mod: tvm.IRModule, target_name: str = "cpu"):
+def compile_module(mod: tvm.IRModule, target_name: str = "cpu", *, validation: bool = False):
     """``tvm.compile`` for a target name, with failures as :class:`BuildError`.
 
     For ``cuda`` the module is lowered first (:func:`lower`) for the GPU checks: TVM itself
     compiles unbound loops as host code and oversized shared buffers without a word.
+    ``validation=True`` builds the CPU kernel with every intermediate allocation NaN-filled
+    (:mod:`playground.build.poison`), so that reading unwritten memory is caught every time;
+    such a build is for checking results, never for timing.
     """
     if target_name == "cuda":
         lower(mod, target_name)
+    else:
+        require_cpu_ready(mod)
     try:
+        if validation and target_name == "cpu":
+            return compile_validation(mod, resolve(target_name))
         return tvm.compile(mod, target=resolve(target_name))
     except (RuntimeError, ValueError, TypeError) as e:
         hint = ""
@@ -98,8 +142,7 @@ def compile_module(mod: tvm.IRModule, target_name: str = "cpu"):
             hint = " (intermediates computed inside a kernel need set_scope 'shared' or 'local')"
         elif "unbound" in text.lower() or ("thread" in text.lower() and target_name == "cuda"):
             hint = " (bind the kernel's outer loops to blockIdx.x and threadIdx.x)"
-        raise BuildError(f"compiling for {target_name} failed: {_first_line(e)}{hint}",
-                         detail=text) from None
+        raise _failed(f"compiling for {target_name} failed", e, hint) from None
 
 
 def generated_code(ex, target_name: str, kind: str) -> str:

@@ -11,6 +11,7 @@ process may run on.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -189,3 +190,22 @@ def fingerprint(facts: MachineFacts | None = None, gpu: str = "") -> dict:
     facts = facts or machine_facts()
     return {"cpu_model": facts.cpu_model, "cores": facts.cores, "vector_bits": facts.vector_bits,
             "mcpu": facts.mcpu, "tvm_version": facts.tvm_version, "gpu": gpu}
+
+
+def gpu_name() -> str:
+    """The first CUDA device's name, or ``""`` without one."""
+    import tvm
+
+    dev = tvm.cuda(0)
+    return str(dev.device_name) if dev.exist else ""
+
+
+@functools.lru_cache(maxsize=1)
+def _host_fingerprint() -> tuple:
+    return tuple(fingerprint(gpu=gpu_name()).items())
+
+
+def host_fingerprint() -> dict:
+    """This machine's :func:`fingerprint` (host CPU and first GPU), read once per process:
+    what the page and the command line record their local runs with."""
+    return dict(_host_fingerprint())

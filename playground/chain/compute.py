@@ -5,7 +5,9 @@ script rebuilds exactly the function the playground scheduled. It reads a *norma
 (see :func:`playground.chain.spec.normalize_chain`).
 
 Stages and therefore schedule blocks are named after the layers: a conv2d ``conv1`` gives a
-block ``conv1_pad`` (only when it pads) and ``conv1``; a batch norm ``bn1`` gives ``bn1_scale``,
+block ``conv1_pad`` (only when it pads) and ``conv1``; a pooling layer ``maxpool1`` gives
+``maxpool1_pad`` (when it pads: -inf for max, zeros for average) and ``maxpool1`` (loops ``n,
+c, h, w, rh, rw``); a batch norm ``bn1`` gives ``bn1_scale``,
 ``bn1_shift`` (per-channel, computed once) and ``bn1``; every other layer gives one block of its
 own name. Loop names are ``n, k, h, w`` (k: output channel) and ``rc, rh, rw`` for reductions,
 so that ``split(h)`` yields ``h_0, h_1`` and exported schedules read well.
@@ -15,13 +17,14 @@ import tvm
 from tvm import te, tirx
 
 
-def _pad_stage(x, layer):
-    """Zero padding as its own stage, so that users can inline it or compute it at a tile."""
+def _pad_stage(x, layer, value=0.0):
+    """Padding (zeros, or ``value``) as its own stage, so that users can inline it or compute
+    it at a tile."""
     pt, pl, pb, pr = layer["padding"]
     if not (pt or pl or pb or pr):
         return x
     n, c, h, w = (int(v) for v in x.shape)
-    zero = tirx.const(0, x.dtype)
+    zero = tirx.const(value, x.dtype)
 
     def pad(n_, c_, h_, w_):
         inside = tirx.all(h_ >= pt, h_ < h + pt, w_ >= pl, w_ < w + pl)
@@ -53,6 +56,30 @@ def _conv2d(x, layer, params):
                       axis=[rc, rh, rw])
 
     return te.compute((n, k, oh, ow), lambda n, k, h, w: body(n, k, h, w), name=layer["name"])
+
+
+def _pool2d(x, layer):
+    """Max or average pooling over kernel windows; the average divides by the window size
+    (zero padding counted, as PyTorch's default)."""
+    n, c, h, w = (int(v) for v in x.shape)
+    (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
+    pt, pl, pb, pr = layer["padding"]
+    is_max = layer["op"] == "max_pool2d"
+    padded = _pad_stage(x, layer, float("-inf") if is_max else 0.0)
+    oh = (h + pt + pb - kh) // sh + 1
+    ow = (w + pl + pr - kw) // sw + 1
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    if is_max:
+        def body(n, c, h, w):
+            return te.max(padded[n, c, h * sh + rh, w * sw + rw], axis=[rh, rw])
+    else:
+        scale = tirx.const(1.0 / (kh * kw), x.dtype)
+
+        def body(n, c, h, w):
+            return te.sum(padded[n, c, h * sh + rh, w * sw + rw] * scale, axis=[rh, rw])
+
+    return te.compute((n, c, oh, ow), lambda n, c, h, w: body(n, c, h, w), name=layer["name"])
 
 
 def _elementwise(x, layer, params, tensors):
@@ -102,6 +129,8 @@ def chain_tensors(chain):
     for layer in chain["layers"]:
         if layer["op"] == "conv2d":
             x = _conv2d(x, layer, params)
+        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
+            x = _pool2d(x, layer)
         else:
             x = _elementwise(x, layer, params, tensors)
         tensors[layer["name"]] = x

@@ -78,6 +78,21 @@ def conv2d_nchw(x, weight, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1),
     return out
 
 
+def pool2d_nchw(x, kind, kernel, stride, padding):
+    """Max or average pooling in float64 (floor mode; the average counts zero padding)."""
+    pt, pl, pb, pr = padding
+    fill = -np.inf if kind == "max_pool2d" else 0.0
+    x = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)),
+               constant_values=fill)
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw][:, :, :oh, :ow]
+    if kind == "max_pool2d":
+        return windows.max(axis=(4, 5))
+    return windows.sum(axis=(4, 5)) / (kh * kw)
+
+
 def reference_output(chain, inputs):
     """The chain's output for ``inputs`` (as from :func:`make_inputs`), in float64."""
     arrays = {name: np.asarray(a, dtype=np.float64) for name, a in inputs}
@@ -88,6 +103,8 @@ def reference_output(chain, inputs):
         if op == "conv2d":
             x = conv2d_nchw(x, arrays[name + "_weight"], layer["stride"], layer["padding"],
                             layer["dilation"], layer["groups"])
+        elif op in ("max_pool2d", "avg_pool2d"):
+            x = pool2d_nchw(x, op, layer["kernel"], layer["stride"], layer["padding"])
         elif op == "relu":
             x = np.maximum(x, 0.0)
         elif op == "relu6":

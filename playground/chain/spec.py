@@ -29,10 +29,15 @@ from playground.errors import ChainError
 
 DTYPES = ("float32", "float16")
 LAYOUTS = ("NCHW",)
-OPS = ("conv2d", "bias_add", "batch_norm", "relu", "relu6", "clip", "add")
+OPS = ("conv2d", "max_pool2d", "avg_pool2d", "bias_add", "batch_norm", "relu", "relu6", "clip",
+       "add")
+#: Layers that slide a window over their input (and may pad it): they change H and W.
+WINDOW_OPS = ("conv2d", "max_pool2d", "avg_pool2d")
 # Name prefix for automatically named layers, per op.
 _PREFIX = {
     "conv2d": "conv",
+    "max_pool2d": "maxpool",
+    "avg_pool2d": "avgpool",
     "bias_add": "bias",
     "batch_norm": "bn",
     "relu": "relu",
@@ -119,7 +124,10 @@ def _normalize_input(raw: Any) -> dict:
     if not isinstance(shape, list | tuple) or len(shape) != 4:
         raise ChainError(f"input: shape must be 4 integers (N, C, H, W), got {shape!r}",
                          where="input.shape")
-    dims = [_as_int(v, "input", f"shape[{i}] ({'NCHW'[i]})") for i, v in enumerate(shape)]
+    try:
+        dims = [_as_int(v, "input", f"shape[{i}] ({'NCHW'[i]})") for i, v in enumerate(shape)]
+    except ChainError as e:  # about the input row, not a layer named "input"
+        raise ChainError(e.message, where="input.shape") from None
     dtype = raw.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ChainError(f"input: unknown dtype {dtype!r} (choose one of {', '.join(DTYPES)})",
@@ -160,6 +168,22 @@ def _normalize_layer(raw: Any, index: int, counts: dict[str, int]) -> dict:
         # tensor when absent; refused when it disagrees (see _infer).
         if raw.get("in_channels") is not None:
             layer["in_channels"] = _as_int(raw["in_channels"], name, "in_channels")
+    elif op in ("max_pool2d", "avg_pool2d"):
+        # Like torch.nn.functional.max_pool2d / avg_pool2d (floor mode; an average counts the
+        # zero padding, count_include_pad=True, PyTorch's default). Stride defaults to the
+        # kernel. Max pooling pads with -inf, so padding never wins a maximum.
+        _check_keys(raw, {"op", "name", "kernel", "stride", "padding", "dilation"}, name)
+        layer["kernel"] = _as_ints(raw.get("kernel", 2), 2, name, "kernel")
+        layer["stride"] = _as_ints(raw.get("stride", layer["kernel"]), 2, name, "stride")
+        layer["padding"] = _as_ints(raw.get("padding", 0), 4, name, "padding", minimum=0)
+        layer["dilation"] = _as_ints(raw.get("dilation", 1), 2, name, "dilation")
+        if layer["dilation"] != [1, 1]:
+            raise _err(name, "dilation", f"{name}: pooling supports dilation 1 only, got "
+                                         f"{layer['dilation']}")
+        (kh, kw), (pt, pl, pb, pr) = layer["kernel"], layer["padding"]
+        if max(pt, pb) * 2 > kh or max(pl, pr) * 2 > kw:
+            raise _err(name, "padding", f"{name}: padding {layer['padding']} must be at most "
+                                        f"half the kernel {kh}x{kw} (as in PyTorch)")
     elif op == "batch_norm":
         _check_keys(raw, {"op", "name", "eps"}, name)
         layer["eps"] = _as_float(raw.get("eps", 1e-5), name, "eps")
@@ -215,6 +239,13 @@ def _infer(chain: dict) -> dict[str, list[int]]:
                                            f"{eh}x{ew}) is larger than its padded input "
                                            f"{h + pt + pb}x{w + pl + pr}")
             current = [n, k, oh, ow]
+        elif op in ("max_pool2d", "avg_pool2d"):
+            oh, ow = conv_output_hw(h, w, layer)
+            if oh < 1 or ow < 1:
+                kh, kw = layer["kernel"]
+                raise _err(name, "kernel", f"{name}: window {kh}x{kw} is larger than its input "
+                                           f"{h}x{w}")
+            current = [n, c, oh, ow]
         elif op == "add":
             other = layer["other"]
             if other not in shapes:
@@ -313,6 +344,9 @@ def chain_flop(chain: dict) -> float:
             cin = shapes[previous][1] // layer["groups"]
             kh, kw = layer["kernel"]
             total += 2.0 * math.prod(out) * cin * kh * kw
+        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
+            kh, kw = layer["kernel"]
+            total += float(math.prod(out)) * kh * kw  # one max or add per window element
         else:
             total += float(math.prod(out))
         previous = layer["name"]

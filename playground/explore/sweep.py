@@ -17,8 +17,13 @@ Points are measured one at a time, unless the pool's timings go to a measurement
 other machines (:mod:`playground.remote.farm`): then :func:`parallel_points` of them at once,
 one per long worker, each on its own RPC server. Cancelling (``cancel.set()``) kills the jobs
 in flight and stops before the next point; the result is marked ``"cancelled"`` and keeps the
-points already done. Its Pareto front, CSV and
-figures are in :mod:`playground.explore.sweep_report`.
+points already done. Its Pareto front, CSV and figures are in
+:mod:`playground.explore.sweep_report`.
+
+With ``record=True`` the sweep is a ``"sweep"`` group in the experiment store
+(:mod:`playground.store`): every point is recorded as it is done, invalid and failed ones
+included, with the worker's whole result, and the group is finished with the sweep's status,
+so a cancelled sweep keeps what it measured.
 
 Example
 -------
@@ -30,20 +35,21 @@ Example
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from playground import service
 from playground.errors import PlaygroundError, StepError
+from playground.explore.sweep_parallel import parallel_points, run_parallel
 from playground.schedule.replay import blocks, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
+from playground.store import Group
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -333,18 +339,26 @@ def _point_from_run(value: Any, steps: tuple[Step, ...], result: JobResult) -> S
 
 def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any, *,
               target: str = "cpu", cancel: threading.Event | None = None,
-              analyze: bool = True, repeat: int = 10,
-              min_repeat_ms: float = 50.0) -> tuple[SweepPoint, bool]:
-    """Build, validate, time (and analyze) one value; returns (point, analyze job present)."""
+              analyze: bool = True, repeat: int = 10, min_repeat_ms: float = 50.0,
+              group: Group | None = None) -> tuple[SweepPoint, bool]:
+    """Build, validate, time (and analyze) one value; returns (point, analyze job present).
+
+    With ``group``, the point is recorded in it (unless the job was cancelled)."""
     value = _check_value(param, value)
     steps = steps_with(session, param, value)
+    label = f"{param.label} = {value}"
     try:
         scheduled(session.chain, steps)
     except PlaygroundError as e:
+        if group is not None:
+            group.add(steps, status="invalid", error=e.message, label=label)
         return SweepPoint(value, "invalid", f"invalid: {e.message}", steps=steps), analyze
     point_session = Session(session.chain, steps, len(steps))
     result = service.run(pool, point_session, target, measure=True, repeat=repeat,
                          min_repeat_ms=min_repeat_ms, cancel=cancel)
+    if group is not None and result.status != "cancelled":
+        group.add(steps, status=result.status, value=result.value, error=result.message,
+                  detail=result.detail, label=label)
     point = _point_from_run(value, steps, result)
     if analyze and result.status in ("ok", "wrong_result") and not (cancel and cancel.is_set()):
         res = pool.run("analyze", service.payload(point_session, target),
@@ -359,11 +373,26 @@ def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any,
     return point, analyze
 
 
+def _start_group(pool: Any, session: Session, param: SweepParam, values: tuple,
+                 target: str) -> Group:
+    """The store's record of this sweep: on this machine, or on the pools' measurement farm
+    when its timings go there (see :func:`playground.service.run`)."""
+    from playground.build.machine import host_fingerprint
+    from playground.store import record_group
+
+    farm = getattr(pool, "farm", None)
+    machine = {"remote": farm.label} if farm is not None and farm.target == target \
+        else host_fingerprint()
+    return record_group("sweep", session.chain, target, machine, label=param.label,
+                        source="sweep", steps=session.active,
+                        info={"param": param.to_dict(), "values": list(values)})
+
+
 def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Sequence[Any], *,
               target: str = "cpu",
               on_progress: Callable[[int, int, SweepPoint], None] | None = None,
               cancel: threading.Event | None = None, analyze: bool = True, repeat: int = 10,
-              min_repeat_ms: float = 50.0) -> SweepResult:
+              min_repeat_ms: float = 50.0, record: bool = False) -> SweepResult:
     """Measure the schedule at every value of ``param``.
 
     Parameters
@@ -382,6 +411,10 @@ def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Seq
         Setting it kills the job in flight and ends the sweep (status ``"cancelled"``).
     analyze
         Also run the worker's ``"analyze"`` job per point (skipped if the worker has none).
+    record
+        Record the sweep in the experiment store: a ``"sweep"`` group with this machine's
+        fingerprint, one child per point as it is done, finished with the sweep's status.
+        A store that cannot save changes nothing (see :func:`playground.store.problem`).
 
     Raises
     ------
@@ -394,77 +427,41 @@ def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Seq
         raise StepError(f"sweep {param.label}: give at least one value", where="sweep.values")
     steps_with(session, param, values[0])  # refuse a bad parameter before any work
     t0 = time.monotonic()
-    width = parallel_points(pool, len(values))
-    if width > 1:
-        points, status, had_analysis = _run_parallel(
-            pool, session, param, values, width, target=target, on_progress=on_progress,
-            cancel=cancel, analyze=analyze, repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return _result(param, values, points, status, time.monotonic() - t0, analyze,
-                       had_analysis)
+    group = _start_group(pool, session, param, values, target) if record else None
     points: list[SweepPoint] = []
     status = "done"
     had_analysis = analyze
-    for i, value in enumerate(values):
-        if cancel is not None and cancel.is_set():
-            status = "cancelled"
-            break
-        point, had_analysis = run_point(pool, session, param, value, target=target,
-                                        cancel=cancel, analyze=had_analysis, repeat=repeat,
-                                        min_repeat_ms=min_repeat_ms)
-        if point.status == "cancelled":
-            status = "cancelled"
-            break
-        points.append(point)
-        if on_progress is not None:
-            on_progress(i + 1, len(values), point)
-        if cancel is not None and cancel.is_set():  # e.g. during this point's analysis
-            status = "cancelled" if i + 1 < len(values) else status
-            break
-    return _result(param, values, points, status, time.monotonic() - t0, analyze,
-                   had_analysis)
-
-
-def _result(param: SweepParam, values: tuple, points: list[SweepPoint], status: str,
-            seconds: float, analyze: bool, had_analysis: bool) -> SweepResult:
+    width = parallel_points(pool, len(values))
+    try:
+        if width > 1:  # timings on a farm of other machines: one point per long worker
+            point = functools.partial(run_point, pool, session, param, target=target,
+                                      cancel=cancel, analyze=analyze, repeat=repeat,
+                                      min_repeat_ms=min_repeat_ms, group=group)
+            points, status, had_analysis = run_parallel(point, values, width, analyze=analyze,
+                                                        on_progress=on_progress, cancel=cancel)
+        for i, value in enumerate(values if width == 1 else ()):
+            if cancel is not None and cancel.is_set():
+                status = "cancelled"
+                break
+            point, had_analysis = run_point(pool, session, param, value, target=target,
+                                            cancel=cancel, analyze=had_analysis, repeat=repeat,
+                                            min_repeat_ms=min_repeat_ms, group=group)
+            if point.status == "cancelled":
+                status = "cancelled"
+                break
+            points.append(point)
+            if on_progress is not None:
+                on_progress(i + 1, len(values), point)
+            if cancel is not None and cancel.is_set():  # e.g. during this point's analysis
+                status = "cancelled" if i + 1 < len(values) else status
+                break
+    except BaseException:
+        status = "error"
+        raise
+    finally:
+        if group is not None:
+            group.finish(status)
     notes = () if had_analysis or not analyze else (
         "the worker has no 'analyze' job: redundancy and footprint not recorded",)
-    return SweepResult(param, values, tuple(points), status, seconds, analyze and had_analysis,
-                       notes)
-
-
-def parallel_points(pool: Any, count: int) -> int:
-    """How many of ``count`` points to measure at once: 1, unless the pool's timings go to a
-    farm of other machines (``pool.farm`` not on loopback), then one per long worker."""
-    farm = getattr(pool, "farm", None)
-    long = getattr(pool, "long", None)
-    if farm is None or farm.is_local or long is None:
-        return 1
-    return max(1, min(count, len(long.workers)))
-
-
-def _run_parallel(pool: Any, session: Session, param: SweepParam, values: tuple, width: int,
-                  *, target: str, on_progress, cancel: threading.Event | None, analyze: bool,
-                  repeat: int, min_repeat_ms: float) -> tuple[list[SweepPoint], str, bool]:
-    """The points measured ``width`` at once; kept in value order, reported as they finish.
-
-    Each point runs in a copy of the caller's context, so its jobs keep the caller's owner in
-    the pool's fair queue.
-    """
-    done: dict[int, SweepPoint] = {}
-    present = [analyze]
-    with ThreadPoolExecutor(width, thread_name_prefix="sweep-point") as executor:
-        futures = {executor.submit(contextvars.copy_context().run, run_point, pool, session,
-                                   param, value, target=target, cancel=cancel, analyze=analyze,
-                                   repeat=repeat, min_repeat_ms=min_repeat_ms): i
-                   for i, value in enumerate(values)}
-        for future in as_completed(futures):
-            point, had = future.result()
-            present.append(had)
-            if point.status == "cancelled":
-                continue
-            done[futures[future]] = point
-            if on_progress is not None:
-                on_progress(len(done), len(values), point)
-    cancelled = cancel is not None and cancel.is_set() and len(done) < len(values)
-    return ([done[i] for i in sorted(done)], "cancelled" if cancelled else "done",
-            all(present))
+    return SweepResult(param, values, tuple(points), status, time.monotonic() - t0,
+                       analyze and had_analysis, notes)

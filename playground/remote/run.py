@@ -58,7 +58,7 @@ def _load_probe(server: str) -> Any:
     pids = server_pids(int(port))
     if not pids:
         return None
-    return LoadProbe(pids, threads=threads_of(pids[0]), where=server)
+    return LoadProbe(pids, descendants=True, threads=threads_of(pids[0]), where=server)
 
 
 def _run_on(sess: Any, library: str, remote: RemoteDevice, server: str, inputs: list,

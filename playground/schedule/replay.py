@@ -21,7 +21,9 @@ from tvm import s_tir
 from playground.chain.compute import chain_module
 from playground.chain.spec import chain_to_json
 from playground.errors import PlaygroundError, StepError
+from playground.explain import explain_step, plain
 from playground.schedule.loops import loop, loop_names
+from playground.schedule.prechecks import check_result, check_step
 from playground.schedule.steps import CATALOG, Step, normalize_step, steps_to_json
 
 _CACHE: OrderedDict[tuple[str, str], s_tir.Schedule] = OrderedDict()
@@ -180,19 +182,27 @@ def _resolve(sch: s_tir.Schedule, prim_name: str, args: dict, ctx: str) -> dict:
     return out
 
 
-def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None) -> Step:
+def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None,
+               target: str | None = None) -> Step:
     """Apply one step to ``sch`` in place; return the step with defaults filled in.
+
+    The step is first checked against what TVM 0.27 would accept and miscompile
+    (:mod:`playground.schedule.prechecks`); ``target`` (``"cpu"``/``"cuda"``, when known)
+    lets GPU-only steps be refused for the CPU at once.
 
     Raises
     ------
     StepError
-        Naming the step, the argument and the value, or TVM's one-line reason (the full
-        explanation in ``detail``). TVM leaves the schedule unchanged when it refuses.
+        Naming the step, the argument and the value, or TVM's reason in plain words (the full
+        explanation in ``detail``). When TVM refuses it leaves the schedule unchanged; a step
+        refused after TVM applied it leaves ``sch`` changed, so callers apply steps to a copy
+        (as :func:`scheduled` and :class:`~playground.schedule.session.Session` do).
     """
     step = normalize_step(step, index)
     prim = CATALOG[step.primitive]
     ctx = f"step {index + 1} ({prim.name})" if index is not None else prim.name
     handles = _resolve(sch, prim.name, dict(step.args), ctx)
+    check_step(sch, step, ctx, target)
     positional, keywords = [], {}
     for keyword, name in prim.call:
         value = handles[name]
@@ -208,8 +218,10 @@ def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None) -> Ste
             AssertionError) as e:
         text = str(e)
         reason = _name_objects(_one_line(text), text).removeprefix("ScheduleError: ")
-        raise StepError(f"{ctx}: TVM refused it: {reason}", detail=text,
-                        where="tvm") from None
+        said = explain_step(_name_objects(text, text), prim.name, step.args)
+        message = f"{ctx}: {said}" if said else f"{ctx}: TVM refused it: {plain(reason)}"
+        raise StepError(message, detail=text, where="tvm") from None
+    check_result(sch, step, ctx)
     return step
 
 

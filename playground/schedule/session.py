@@ -48,11 +48,15 @@ class Session:
         """The scheduled ``s_tir.Schedule`` after the active steps (cached; read-only)."""
         return scheduled(self.chain, self.active)
 
-    def apply(self, step: Step | dict) -> Session:
-        """Apply a step after the active ones (dropping undone steps)."""
+    def apply(self, step: Step | dict, target: str | None = None) -> Session:
+        """Apply a step after the active ones (dropping undone steps).
+
+        ``target`` (``"cpu"``/``"cuda"``), when the caller knows it, lets steps that cannot
+        work there (a GPU thread binding on the CPU) be refused at once.
+        """
         step = step if isinstance(step, Step) else Step.from_dict(step)
         sch = scheduled(self.chain, self.active).copy()
-        step = apply_step(sch, step, self.cursor)
+        step = apply_step(sch, step, self.cursor, target)
         new_steps = (*self.active, step)
         scheduled(self.chain, new_steps)  # cache the result for the views
         return Session(self.chain, new_steps, len(new_steps))

@@ -20,6 +20,8 @@ from playground.build.lowering import compile_module, generated_code, lowered_te
 from playground.build.targets import device, info
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import chain_flop, chain_to_json
+from playground.errors import BuildError
+from playground.explain import explain_build, plain
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import steps_from_json, steps_to_json
 from playground.worker.registry import job
@@ -38,15 +40,19 @@ def _module(payload: dict) -> tvm.IRModule:
     return scheduled(chain, steps).mod
 
 
-def _executable(payload: dict):
-    """Compile (or reuse) the scheduled module; returns (executable, compile seconds)."""
+def _executable(payload: dict, *, validation: bool = False):
+    """Compile (or reuse) the scheduled module; returns (executable, compile seconds).
+
+    ``validation`` builds poison every intermediate with NaN (for checking results); the
+    others are the kernels that get timed.
+    """
     chain, steps, target = _unpack(payload)
-    key = "|".join((chain_to_json(chain), steps_to_json(steps), target))
+    key = "|".join((chain_to_json(chain), steps_to_json(steps), target, str(validation)))
     if key in _EXECUTABLES:
         _EXECUTABLES.move_to_end(key)
         return _EXECUTABLES[key], 0.0
     t0 = time.perf_counter()
-    ex = compile_module(scheduled(chain, steps).mod, target)
+    ex = compile_module(scheduled(chain, steps).mod, target, validation=validation)
     elapsed = time.perf_counter() - t0
     _EXECUTABLES[key] = ex
     while len(_EXECUTABLES) > 8:
@@ -54,7 +60,7 @@ def _executable(payload: dict):
     return ex, elapsed
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=6)
 def _reference(chain_json: str, seed: int):
     chain = json.loads(chain_json)
     inputs = make_inputs(chain, seed)
@@ -85,9 +91,42 @@ def _run_once(ex, inputs, expected, chain: dict, dev):
     args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
     poisoned = np.full(expected.shape, np.nan, dtype=dtype)
     out = tvm.runtime.tensor(poisoned, dev)
-    ex["main"](*args, out)
-    dev.sync()
+    try:
+        ex["main"](*args, out)
+        dev.sync()
+    except (RuntimeError, ValueError, TypeError) as e:  # the kernel refuses its arguments
+        text = str(e)
+        said = explain_build(text) or plain(text.strip().splitlines()[0] if text.strip()
+                                            else type(e).__name__)
+        raise BuildError(f"calling the kernel failed: {said}", detail=text) from None
     return args, out, compare(out.numpy(), expected, dtype)
+
+
+#: Validation runs the kernel on inputs of these seeds (each against its own reference): a
+#: kernel right by accident on one input is unlikely to be right on two.
+VALIDATION_SEEDS = (0, 1)
+
+
+def validate(payload: dict, result: dict, dev) -> None:
+    """Run the NaN-poisoned build on every seed of :data:`VALIDATION_SEEDS` (offset by the
+    payload's ``seed``) and merge the worst comparison into ``result``."""
+    chain, _, _ = _unpack(payload)
+    ex, compile_s = _executable(payload, validation=True)
+    result["validation_compile_s"] = compile_s
+    base = int(payload.get("seed", 0))
+    t0, worst = time.perf_counter(), None
+    for seed in VALIDATION_SEEDS:
+        inputs, expected = _reference(chain_to_json(chain), base + seed)
+        _, _, check = _run_once(ex, inputs, expected, chain, dev)
+        check["seed"] = base + seed
+        if worst is None or not check["correct"] or (
+                worst["correct"] and check["max_abs_error"] > worst["max_abs_error"]):
+            worst = check
+        if not check["correct"]:
+            break
+    result["reference_s"] = time.perf_counter() - t0
+    result["validation_seeds"] = [base + s for s in VALIDATION_SEEDS]
+    result.update(worst)
 
 
 @job("run")
@@ -95,8 +134,10 @@ def run_job(payload: dict) -> dict:
     """Build, validate against the numpy reference, and (if ``measure``) time the kernel.
 
     Payload: ``chain``, ``steps``, ``target``, ``measure`` (bool), ``repeat``,
-    ``min_repeat_ms``, ``seed``. The result's ``correct`` is False for a wrong output; timing
-    is skipped then (a wrong kernel's speed means nothing).
+    ``min_repeat_ms``, ``seed``. Validation uses a build whose intermediates start as NaN and
+    two input seeds (:func:`validate`); timing uses the normal build. The result's ``correct``
+    is False for a wrong output; timing is skipped then (a wrong kernel's speed means
+    nothing).
     """
     chain, _, target = _unpack(payload)
     target_info = info(target)
@@ -109,15 +150,18 @@ def run_job(payload: dict) -> dict:
         return result
     result["ran"] = True
     dev = device(target)
-    t0 = time.perf_counter()
-    inputs, expected = _reference(chain_to_json(chain), int(payload.get("seed", 0)))
-    result["reference_s"] = time.perf_counter() - t0
-    args, out, check = _run_once(ex, inputs, expected, chain, dev)
-    result.update(check)
-    if not check["correct"] or not payload.get("measure", True):
+    validate(payload, result, dev)
+    if not result["correct"] or not payload.get("measure", True):
         return result
     from playground.build.timing import measure
 
+    inputs, expected = _reference(chain_to_json(chain), int(payload.get("seed", 0)))
+    args, out, check = _run_once(ex, inputs, expected, chain, dev)
+    if not check["correct"]:  # the timing build disagrees with the validation build
+        result.update(check)
+        result["message"] = "the timing build computes a different result than the " \
+                            "validation build"
+        return result
     # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
     result["timed_from"] = time.time()
     timing = measure(ex.mod, [*args, out], dev, func_name="main",

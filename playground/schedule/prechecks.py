@@ -1,0 +1,362 @@
+"""Steps TVM 0.27 accepts and then miscompiles (or cannot build): refused before TVM is asked.
+
+TVM's schedule primitives check a lot, but not everything. Random schedules (see
+``benchmarks/fuzz.py``) found steps that TVM applies without a word and that later compute
+wrong numbers, read memory nobody wrote, or fail deep in the build with a message that names
+no block. Each such case is a rule here, read from the blocks' reads and writes and the loop
+tree of the schedule the step would change, and refused with one plain line that says what
+is wrong and what to do instead. :func:`check_step` runs before the primitive;
+:func:`check_result` runs on the schedule after it (for what is easier to see in the result,
+such as two blocks that now share a name). ``docs/tvm-bugs.md`` has a plain-TVM reproduction
+for every rule that stands in for a TVM bug.
+
+A rule errs on the side of refusing: a schedule the playground refuses can always be written
+another way (each hint says how); one it accepts and miscompiles teaches the wrong lesson.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from playground.errors import StepError
+from playground.schedule.steps import Step
+
+#: TVM's ``IterVar`` type code of a reduction axis.
+_REDUCE = 2
+
+
+@dataclass
+class LoopFacts:
+    """A loop of the scheduled function: its variable name, kind and what is under it."""
+
+    name: str
+    kind: str  # serial, parallel, vectorized, unrolled, thread_binding
+    var: Any
+    extent: int | None
+    blocks: list[str] = field(default_factory=list)  # every block anywhere below
+    inner: list[LoopFacts] = field(default_factory=list)  # loops directly below
+
+
+@dataclass
+class BlockFacts:
+    """A block: its buffers, iteration variables and the loops around it (outer first)."""
+
+    name: str
+    reads: list[str]
+    writes: list[str]
+    allocs: list[str]
+    loops: list[LoopFacts]
+    reduce_vars: set[int]  # ids of loop vars that feed a reduction axis of the block
+    bound_vars: set[int]  # ids of loop vars that feed any axis of the block
+    pads: bool  # writes through if_then_else(cond, x, constant): a padding block
+
+
+class Facts:
+    """Blocks and loops of a scheduled function, read in one walk over its body."""
+
+    def __init__(self, sch: Any) -> None:
+        func = sch.mod["main"]
+        self.params = {str(p.name) for p in func.params}
+        self.blocks: dict[str, BlockFacts] = {}
+        self.order: list[str] = []
+        self._walk(func.body, [])
+
+    def _walk(self, stmt: Any, loops: list[LoopFacts]) -> None:
+        kind = type(stmt).__name__
+        if kind == "SeqStmt":
+            for s in stmt.seq:
+                self._walk(s, loops)
+        elif kind == "For":
+            import tvm
+
+            extent = int(stmt.extent) if isinstance(stmt.extent, tvm.tirx.IntImm) else None
+            lp = LoopFacts(str(stmt.loop_var.name),
+                           tvm.tirx.ForKind(int(stmt.kind)).name.lower(), stmt.loop_var,
+                           extent)
+            if loops:
+                loops[-1].inner.append(lp)
+            self._walk(stmt.body, [*loops, lp])
+        elif kind == "SBlockRealize":
+            block = stmt.block
+            name = str(block.name_hint)
+            if name != "root":
+                for lp in loops:
+                    lp.blocks.append(name)
+                reduce_vars, bound_vars = set(), set()
+                for iv, value in zip(block.iter_vars, stmt.iter_values, strict=True):
+                    bound_vars |= _var_ids(value)
+                    if int(iv.iter_type) == _REDUCE:
+                        reduce_vars |= _var_ids(value)
+                facts = BlockFacts(name, [str(r.source.name) for r in block.reads],
+                                   [str(w.source.name) for w in block.writes],
+                                   [str(b.name) for b in block.alloc_buffers], list(loops),
+                                   reduce_vars, bound_vars, _is_pad(block.body))
+                self.blocks.setdefault(name, facts)
+                self.order.append(name)
+            else:
+                self.root_allocs = [str(b.name) for b in block.alloc_buffers]
+            self._walk(block.body, loops)
+        elif kind == "IfThenElse":
+            self._walk(stmt.then_case, loops)
+            if stmt.else_case is not None:
+                self._walk(stmt.else_case, loops)
+        elif kind == "SBlock":
+            self._walk(stmt.body, loops)
+        elif hasattr(stmt, "body") and stmt.body is not None:
+            self._walk(stmt.body, loops)
+
+    def loop(self, block: str, name: str) -> LoopFacts | None:
+        """The loop called ``name`` (with ``#k`` for repeats) around ``block``."""
+        seen: dict[str, int] = {}
+        for lp in self.blocks[block].loops:
+            seen[lp.name] = seen.get(lp.name, 0) + 1
+            label = lp.name if seen[lp.name] == 1 else f"{lp.name}#{seen[lp.name]}"
+            if label == name:
+                return lp
+        return None
+
+    def readers(self, buffer: str) -> list[str]:
+        return [b.name for b in self.blocks.values() if buffer in b.reads]
+
+    def writers(self, buffer: str) -> list[str]:
+        return [b.name for b in self.blocks.values() if buffer in b.writes]
+
+
+def _var_ids(expr: Any) -> set[int]:
+    """Ids of the variables an index expression uses (walked by hand: no visitor in 0.27)."""
+    out: set[int] = set()
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if type(e).__name__ == "Var":
+            out.add(_key(e))
+            continue
+        for attr in ("a", "b", "value", "condition", "true_value", "false_value"):
+            child = getattr(e, attr, None)
+            if child is not None and not isinstance(child, int | float | str):
+                stack.append(child)
+        for attr in ("args", "indices"):
+            stack.extend(getattr(e, attr, None) or [])
+    return out
+
+
+def _key(var: Any) -> int:
+    """A stable identity for a TIR variable (Python wrappers differ between lookups)."""
+    return int(var.__hash__())
+
+
+def _is_pad(body: Any) -> bool:
+    """Is the block body ``buf[...] = if_then_else(cond, x, <constant>)``, i.e. padding?"""
+    value = getattr(body, "value", None)
+    if value is None or type(value).__name__ != "Call":
+        return False
+    if not str(getattr(value.op, "name", "")).endswith("if_then_else"):
+        return False
+    return type(value.args[2]).__name__ in ("FloatImm", "IntImm")
+
+
+def _refuse(ctx: str, message: str, where: str = "") -> StepError:
+    return StepError(f"{ctx}: {message}", where=where or "precheck")
+
+
+def _loops_below(lp: LoopFacts) -> list[LoopFacts]:
+    out, stack = [], list(lp.inner)
+    while stack:
+        x = stack.pop()
+        out.append(x)
+        stack.extend(x.inner)
+    return out
+
+
+# ----------------------------------------------------------------------------- the rules
+
+def check_step(sch: Any, step: Step, ctx: str, target: str | None = None) -> None:
+    """Refuse ``step`` on ``sch`` when TVM would accept it and miscompile it.
+
+    Parameters
+    ----------
+    sch
+        The schedule the step is about to change (read only).
+    step
+        A normalized step whose blocks and loops exist (see :func:`replay.apply_step`).
+    ctx
+        How messages name the step, e.g. ``"step 3 (compute_at)"``.
+    target
+        ``"cpu"`` or ``"cuda"`` when known: GPU-only steps are refused for the CPU here.
+
+    Raises
+    ------
+    StepError
+        One line: what is wrong, with the block and loop names, and what to do instead.
+    """
+    rule = _RULES.get(step.primitive)
+    if rule is None and not (step.primitive == "bind" and target == "cpu"):
+        return
+    facts = Facts(sch)
+    if step.primitive == "bind" and target == "cpu":
+        a = step.args
+        raise _refuse(ctx, f"binding {a['block']}.{a['loop']} to {a['thread']} makes it a GPU "
+                           "loop, but the target is the CPU — use parallel for CPU threads, or "
+                           "switch the target to cuda", "thread")
+    if rule is not None:
+        rule(facts, dict(step.args), ctx)
+
+
+def _parallel(f: Facts, a: dict, ctx: str) -> None:
+    block, name = a["block"], a["loop"]
+    lp = f.loop(block, name)
+    outer = [x for x in f.blocks[block].loops if x.kind == "parallel" and x is not lp]
+    below = [x for x in _loops_below(lp) if x.kind == "parallel"]
+    if outer or below:
+        other = (outer or below)[0].name
+        raise _refuse(ctx, f"{block}.{name} is {'inside' if outer else 'around'} the parallel "
+                           f"loop {other}: nested parallel loops are not supported on the "
+                           "CPU — parallelize one of them (usually the outermost)", "loop")
+
+
+def _vectorize(f: Facts, a: dict, ctx: str) -> None:
+    block, name = a["block"], a["loop"]
+    lp = f.loop(block, name)
+    if lp.extent == 1:
+        raise _refuse(ctx, f"{block}.{name} runs once (extent 1): there is nothing to "
+                           "vectorize — vectorize a longer innermost loop", "loop")
+    if lp.inner:
+        inner = ", ".join(x.name for x in lp.inner)
+        raise _refuse(ctx, f"{block}.{name} is not an innermost loop ({inner} inside it) — "
+                           "vectorize the innermost loop of a nest (reorder or split first to "
+                           "make the loop you want innermost)", "loop")
+    if f.blocks[block].reduce_vars and _key(lp.var) in f.blocks[block].reduce_vars:
+        raise _refuse(ctx, f"{block}.{name} is a reduction loop of {block} — vectorize a "
+                           "spatial loop (its output elements are independent)", "loop")
+
+
+def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> LoopFacts:
+    """Checks shared by compute_at and reverse_compute_at on their target loop."""
+    target, name = a["target_block"], a["target_loop"]
+    lp = f.loop(target, name)
+    around = f.blocks[target].loops
+    vec = [x for x in around[: around.index(lp) + 1] if x.kind == "vectorized"]
+    if vec:
+        raise _refuse(ctx, f"{target}.{name} is {'' if vec[0] is lp else 'inside '}a vectorized "
+                           f"loop ({vec[0].name}): a block moved there would be vectorized "
+                           f"wrongly — {prim} first, then vectorize", "target_loop")
+    return lp
+
+
+def _compute_at(f: Facts, a: dict, ctx: str) -> None:
+    _into_loop(f, a, ctx, "compute_at")
+
+
+def _reverse_compute_at(f: Facts, a: dict, ctx: str) -> None:
+    block, target, name = a["block"], a["target_block"], a["target_loop"]
+    lp = _into_loop(f, a, ctx, "reverse_compute_at")
+    mine, theirs = f.blocks[block], f.blocks[target]
+    under = [b for b in dict.fromkeys(lp.blocks) if b != block]
+    if not any(set(mine.reads) & set(f.blocks[b].writes) for b in under):
+        producers = sorted({w for r in mine.reads for w in f.writers(r)})
+        reads = ", ".join(producers) if producers else "only the function's inputs"
+        hint = (f"move it under {producers[-1]}'s loops, or move {target} first"
+                if producers else "compute it where it is")
+        what = (f"does not read {target}" if under == [target] else
+                f"reads nothing computed under {target}.{name}")
+        raise _refuse(ctx, f"{block} {what} (it reads {reads}) — {hint}", "target_block")
+    if mine.reduce_vars:
+        raise _refuse(ctx, f"{block} is a reduction over a window of its input: TVM 0.27 "
+                           f"cannot compute it under its producer's loops correctly (terms "
+                           f"get dropped) — fuse the other way: compute_at {target} under "
+                           f"{block}'s loops", "block")
+    if mine.pads:
+        raise _refuse(ctx, f"{block} pads its input: its zero border does not come from "
+                           f"{target}, so under {target}'s loops the border is never written "
+                           f"— compute_at {block} under its consumer instead, or "
+                           f"compute_inline it", "block")
+    if _key(lp.var) in theirs.reduce_vars:
+        raise _refuse(ctx, f"{target}.{name} is a reduction loop of {target}: under it "
+                           f"{target}'s values are not finished — pick a spatial loop "
+                           f"of {target}", "target_loop")
+
+
+def _reverse_compute_inline(f: Facts, a: dict, ctx: str) -> None:
+    block = a["block"]
+    mine = f.blocks[block]
+    for buffer in mine.reads:
+        writers = f.writers(buffer)
+        others = [r for r in f.readers(buffer) if r != block]
+        if writers and others and buffer not in f.params:
+            raise _refuse(ctx, f"{buffer} is also read by {', '.join(others)}: inlining "
+                               f"{block} into {writers[0]} would remove {buffer} that "
+                               f"{others[0]} still needs — compute_inline or move {others[0]} "
+                               f"first, or keep {block} as it is", "block")
+
+
+def _decompose_reduction(f: Facts, a: dict, ctx: str) -> None:
+    block, name = a["block"], a["loop"]
+    mine = f.blocks[block]
+    lp = f.loop(block, name)
+    if lp is None or not mine.reduce_vars:
+        return  # TVM says it plainly (not a reduction block)
+    nest = mine.loops[mine.loops.index(lp):]
+    unused = [x.name for x in nest if _key(x.var) not in mine.bound_vars]
+    if unused:
+        own = [x.name for x in mine.loops if _key(x.var) in mine.bound_vars]
+        raise _refuse(ctx, f"{unused[0]} is a loop of the block {block} was computed at, not "
+                           f"one of {block}'s own: its initialization would run once while "
+                           f"its update repeats — pick one of {block}'s own loops "
+                           f"({', '.join(own)})", "loop")
+
+
+def _transform_layout(f: Facts, a: dict, ctx: str) -> None:
+    block = a["block"]
+    side, index = a["buffer"]
+    buffers = f.blocks[block].reads if side == "read" else f.blocks[block].writes
+    if index >= len(buffers):
+        raise _refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
+                           f"there is no {side} buffer {index}", "buffer")
+    buffer = buffers[index]
+    if buffer in f.params:
+        copy = "cache_read" if side == "read" else "cache_write"
+        raise _refuse(ctx, f"{buffer} is an argument of the kernel: its layout is fixed by "
+                           f"the caller — {copy} it into a copy first and transform the "
+                           "copy's layout", "buffer")
+
+
+def _cache(f: Facts, a: dict, ctx: str) -> None:
+    block = a["block"]
+    if "read_buffer_index" in a:
+        buffers, index = f.blocks[block].reads, a["read_buffer_index"]
+    else:
+        buffers, index = f.blocks[block].writes, a["write_buffer_index"]
+    if index >= len(buffers):
+        side = "read" if "read_buffer_index" in a else "write"
+        raise _refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
+                           f"there is no {side} buffer {index}", "buffer")
+    name = f"{buffers[index]}_{a['storage_scope']}"
+    if name in f.blocks:
+        raise _refuse(ctx, f"a block {name} exists already (a {a['storage_scope']} copy of "
+                           f"{buffers[index]}): the new copy would get the same name — use "
+                           f"that copy, or another storage scope", "storage_scope")
+
+
+_RULES = {
+    "parallel": _parallel,
+    "vectorize": _vectorize,
+    "compute_at": _compute_at,
+    "reverse_compute_at": _reverse_compute_at,
+    "reverse_compute_inline": _reverse_compute_inline,
+    "transform_layout": _transform_layout,
+    "decompose_reduction": _decompose_reduction,
+    "cache_read": _cache,
+    "cache_write": _cache,
+}
+
+
+def check_result(sch: Any, step: Step, ctx: str) -> None:
+    """Refuse a step by what it made: block names that are no longer unique."""
+    from playground.schedule.replay import block_names
+
+    names = block_names(sch)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise _refuse(ctx, f"it would make two blocks named {dup[0]}, and blocks are named "
+                           "by name in every later step — undo it or pick other arguments")

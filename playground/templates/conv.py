@@ -1,0 +1,295 @@
+"""Register-tiled window layers: convolutions (dense, grouped, depthwise) and pooling.
+
+Two ways to fill the vector registers of a convolution's accumulator tile:
+
+* **along output channels** (``vector="k"``), NCHWc style: the weights are copied once per call
+  into a blocked layout ``[K/L, C, KH, KW, L]`` (``cache_read`` + ``transform_layout``: the
+  kernel's own argument keeps its layout), the accumulators into ``[.., K/L, H, W, L]``; every
+  multiply-add is one weight vector of ``L`` output channels times one input value broadcast.
+  Any stride, dilation and padding are scalar loads. Needs a dense convolution whose output
+  channels divide into ``kb * L``.
+* **along output columns** (``vector="w"``): ``L`` neighbouring output pixels of a row per
+  vector, one weight broadcast per multiply-add. Fits grouped and depthwise convolutions and
+  channel counts that are not a multiple of the vector width.
+* **along the batch** (``vector="n"``): ``L`` images per vector, for a batch of ``L`` or more
+  images whose output width no vector divides (the forum's seed program: 16 images, 229
+  columns, 10 channels). The input is copied once per call to ``[C, H, W, N]`` and the
+  accumulators laid out ``[K, H, W, N]``, so every multiply-add is a contiguous vector of
+  images times a broadcast weight.
+
+Both compute a tile of accumulators in registers (``cache_write`` to ``local``), write it back
+(with the stage's epilogue folded in: bias, batch norm, activations and residual adds, see
+:func:`fold_epilogue`) once the reduction over ``rc, rh, rw`` is done, and pad per parallel
+iteration. ``L`` and the register budget come from the machine
+(:class:`~playground.build.machine.MachineFacts`), never from a constant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from playground.templates.recorder import Recorder
+from playground.templates.stages import Stage
+
+
+@dataclass(frozen=True)
+class Tile:
+    """How one window layer is tiled.
+
+    Attributes
+    ----------
+    vector
+        ``"k"`` (output channels, blocked layout), ``"w"`` (output columns) or ``"n"``
+        (images of the batch).
+    lanes
+        Elements per vector (the machine's: 16 float32 on AVX-512, 8 on AVX2, 4 on NEON).
+    kt
+        ``vector="k"``: vectors of output channels per tile; ``"w"``/``"n"``: output channels.
+    ht
+        Output rows per tile (``"n"``: vectors of images per tile).
+    wt
+        Output columns per tile (``"w"``: a multiple of ``lanes``).
+    """
+
+    vector: str
+    lanes: int
+    kt: int
+    ht: int
+    wt: int
+
+    @property
+    def accumulators(self) -> int:
+        """Vector registers the tile's accumulators take."""
+        if self.vector in ("k", "n"):
+            return self.kt * self.ht * self.wt
+        return self.kt * self.ht * max(1, self.wt // self.lanes)
+
+    def label(self) -> str:
+        if self.vector == "k":
+            return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels"
+        if self.vector == "n":
+            return (f"{self.kt} channels x {self.wt} pixels x {self.ht}x{self.lanes} images")
+        return f"{self.kt} channels x {self.ht}x{self.wt} pixels ({self.lanes}-wide)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fold_epilogue(r: Recorder, stage: Stage, into: str) -> list[str]:
+    """Fold the stage's elementwise layers into the write-back block ``into``.
+
+    Per-channel batch-norm factors are inlined into the batch norm (computed per element: a
+    multiply and an add each), then each layer is inlined into the write-back in order, so
+    the write-back applies bias, batch norm, activations and residual adds while it stores.
+    Returns the epilogue blocks that could not be inlined (a residual add of an intermediate
+    the write-back cannot read in place): callers move those under the tile loop instead.
+    """
+    for helper in stage.helpers:
+        if r.has(helper):
+            r.attempt("compute_inline", helper)
+    left = []
+    for block in stage.epilogue_blocks:
+        if left or not r.attempt("reverse_compute_inline", block):
+            left.append(block)
+    return left
+
+
+def prepare_conv(r: Recorder, stage: Stage, tile: Tile) -> str:
+    """Layout steps of a conv stage (before any loop is touched); returns the write-back
+    block. ``vector="k"`` copies the weights into the blocked layout and lays the accumulators
+    out with the channel vector innermost."""
+    name, lanes = stage.name, tile.lanes
+    if tile.vector == "k":
+        weight = f"{name}_weight"
+        r("cache_read", name, read_buffer_index=r.reads(name).index(weight),
+          storage_scope="global")
+        r("transform_layout", f"{weight}_global", buffer=["write", 0],
+          index_map=f"lambda k, c, h, w: (k // {lanes}, c, h, w, k % {lanes})")
+    if tile.vector == "n":
+        r("cache_read", name, read_buffer_index=0, storage_scope="global")
+        r("transform_layout", name, buffer=["read", 0],
+          index_map="lambda n, c, h, w: (c, h, w, n)")
+    r("cache_write", name, write_buffer_index=0, storage_scope="local")
+    if tile.vector == "k":
+        r("transform_layout", name, buffer=["write", 0],
+          index_map=f"lambda n, k, h, w: (n, k // {lanes}, h, w, k % {lanes})")
+    elif tile.vector == "n":
+        r("transform_layout", name, buffer=["write", 0],
+          index_map="lambda n, k, h, w: (k, h, w, n)")
+    return f"{name}_local"
+
+
+def batch_copy(r: Recorder, stage: Stage) -> None:
+    """The ``[C, H, W, N]`` copy of a batch-vectorized conv's input: images innermost
+    (vectorized), rows in parallel."""
+    block = f"{r.reads(stage.name)[0]}"
+    writer = next((b for b in r.blocks() if r.writes(b) == [block]), None)
+    if writer is None:
+        return
+    n, c, h, w = r.loops(writer)[-4:]
+    r("reorder", writer, loops=[c, h, w, n])
+    r("parallel", writer, loop=r.fuse(writer, [c, h]))
+    r.vectorize_innermost(writer, stage.out_shape[0])
+
+
+def prepare_pool(r: Recorder, stage: Stage) -> str:
+    """A pool accumulates its window in registers too (``cache_write`` to ``local``)."""
+    r("cache_write", stage.name, write_buffer_index=0, storage_scope="local")
+    return f"{stage.name}_local"
+
+
+def _fit(extent: int, want: int, multiple: int = 1) -> int:
+    """The largest divisor of ``extent`` up to ``want`` that is a multiple of ``multiple``
+    (0 when there is none): a tile extent that needs no guard."""
+    return max((d for d in range(multiple, min(want, extent) + 1, multiple)
+                if extent % d == 0), default=0)
+
+
+def _split(r: Recorder, block: str, loop: str, inner: int) -> tuple[str, str]:
+    if inner <= 1:
+        outer = r.split(block, loop, [None, 1])
+        return outer[0], outer[1]
+    a, b = r.split(block, loop, [None, inner])
+    return a, b
+
+
+def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
+              outer: list[str] | None = None, parallel: bool = True,
+              loops: list[str] | None = None) -> str:
+    """Tile a prepared conv block whose ``loops`` are ``n, k, h, w, rc, rh, rw`` (by default
+    its last 7).
+
+    ``outer``: loops kept outermost (a fused group's tile loop and what encloses it); by
+    default the image and row-tile loops, fused and made parallel. ``write_back``: the blocks
+    that store the tile (the write-back with the folded epilogue, and epilogue blocks that were
+    not folded), moved under the tile's column loop. Returns the outermost loop of the
+    tiling (the parallel loop when ``parallel``).
+    """
+    name, lanes = stage.name, tile.lanes
+    n, k, h, w, rc, rh, rw = loops or r.loops(name)[-7:]
+    if tile.vector == "n":
+        return _tile_batch(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw),
+                           parallel=parallel)
+    # Inside a fused group a stage computes the rows and columns its consumer's tile needs,
+    # which the stage's own tile may not divide: a guarded tile cannot be vectorized, so the
+    # tile shrinks to what divides (its shape was ranked for the whole tensor).
+    ht = tile.ht if r.extent(name, h) % tile.ht == 0 else 1
+    ew = r.extent(name, w)
+    if tile.vector == "k":
+        ko, kb, kv = r.split(name, k, [None, tile.kt, lanes])
+        k_inner = [kb, kv]
+    else:
+        ko, kb = _split(r, name, k, tile.kt)
+        k_inner = [kb]
+    ho, hi = _split(r, name, h, ht)
+    if tile.vector == "k":
+        wo, wi = _split(r, name, w, _fit(ew, tile.wt))
+        w_inner = [wi]
+    else:
+        wt = _fit(ew, tile.wt, lanes) or _fit(ew, lanes)
+        lanes = min(lanes, wt)
+        wo, wi = _split(r, name, w, wt)
+        wu, wv = r.split(name, wi, [None, lanes]) if wt > lanes else (None, wi)
+        w_inner = [x for x in (wu, wv) if x]
+    head = outer if outer is not None else [n, ho]
+    rest = [x for x in (n, ho, ko) if x not in head]
+    if tile.vector == "k":
+        order = [*head, *rest, wo, rc, rh, rw, hi, *w_inner, *k_inner]
+        vector_loop, unrolled = kv, [kb, wi, hi, rw]
+    else:
+        order = [*head, *rest, wo, rc, rh, rw, kb, hi, *w_inner]
+        vector_loop, unrolled = w_inner[-1], [*w_inner[:-1], hi, kb, rw]
+    r("reorder", name, loops=order)
+    for block in write_back:
+        r("reverse_compute_at", block, target_block=name, target_loop=wo)
+    # Vectorizing and unrolling only make it faster: where TVM cannot (a block whose bindings
+    # a fused group made non-affine, say) the tile stays scalar and correct.
+    if r.extent(name, vector_loop) > 1:
+        r.attempt("vectorize", name, loop=vector_loop)
+    for loop in unrolled:
+        if r.extent(name, loop) > 1:
+            r.attempt("unroll", name, loop=loop)
+    for block in write_back:
+        r.vectorize_innermost(block, lanes)
+    if not head:
+        return order[0]
+    top = r.fuse(name, head) if len(head) > 1 else head[0]
+    if parallel:
+        r("parallel", name, loop=top)
+    return top
+
+
+def _tile_batch(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
+                loops: tuple[str, ...], *, parallel: bool) -> str:
+    """``vector="n"``: ``[h | n_0, k_0, w_0 | rc, rh, rw, k_1, w_1, n_vectors, n_lanes]``, rows
+    in parallel (the whole batch is one tile's images)."""
+    name, lanes = stage.name, tile.lanes
+    n, k, h, w, rc, rh, rw = loops
+    n0, nl = r.split(name, n, [None, lanes])
+    n00, nv = _split(r, name, n0, tile.ht)
+    k0, k1 = _split(r, name, k, tile.kt)
+    w0, w1 = _split(r, name, w, tile.wt)
+    r("reorder", name, loops=[h, n00, k0, w0, rc, rh, rw, k1, w1, nv, nl])
+    for block in write_back:
+        r("reverse_compute_at", block, target_block=name, target_loop=w0)
+    r.attempt("vectorize", name, loop=nl)
+    for loop in (nv, w1, k1, rw):
+        if r.extent(name, loop) > 1:
+            r.attempt("unroll", name, loop=loop)
+    if parallel:
+        r("parallel", name, loop=h)
+    batch_copy(r, stage)
+    return h
+
+
+def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
+              outer: list[str] | None = None, parallel: bool = True,
+              loops: list[str] | None = None) -> str:
+    """Tile a prepared pool block whose ``loops`` are ``n, c, h, w, rh, rw`` (by default its
+    last 6): one row of columns per vector, the window unrolled around it."""
+    name = stage.name
+    n, c, h, w, rh, rw = loops or r.loops(name)[-6:]
+    ow = stage.out_shape[3]
+    width = max((f for f in range(1, lanes + 1) if ow % f == 0), default=1)
+    wo, wv = _split(r, name, w, width)
+    head = outer if outer is not None else [n, c, h]
+    rest = [x for x in (n, c, h) if x not in head]
+    r("reorder", name, loops=[*head, *rest, wo, rh, rw, wv])
+    for block in write_back:
+        r("reverse_compute_at", block, target_block=name, target_loop=wo)
+    if width > 1:
+        r.attempt("vectorize", name, loop=wv)
+    for loop in (rh, rw):
+        if r.extent(name, loop) > 1:
+            r.attempt("unroll", name, loop=loop)
+    for block in write_back:
+        r.vectorize_innermost(block, lanes)
+    if not head:
+        return rest[0]
+    top = r.fuse(name, head) if len(head) > 1 else head[0]
+    if parallel:
+        r("parallel", name, loop=top)
+    return top
+
+
+def elementwise_pass(r: Recorder, block: str, lanes: int) -> None:
+    """A stand-alone elementwise block (NCHW): parallel over images x channels, the row
+    vectorized."""
+    loops = r.loops(block)
+    if len(loops) != 4:
+        return
+    n, c, _, _ = loops
+    r("parallel", block, loop=r.fuse(block, [n, c]))
+    r.vectorize_innermost(block, lanes)
+
+
+def finish(r: Recorder, stage: Stage, top: str) -> None:
+    """Pad per parallel iteration (the rows this iteration's tiles read) and split the
+    reduction's initialization off (after every loop transformation, as TVM 0.27 requires)."""
+    if stage.pad_block and r.has(stage.pad_block) and top in r.loops(stage.name) \
+            and top not in r.loops(stage.pad_block):
+        r("compute_at", stage.pad_block, target_block=stage.name, target_loop=top,
+          preserve_unit_loops=True)
+    reduction = r.reduction_loops(stage.name)
+    if reduction:  # where TVM cannot, the initialization stays a branch inside the loop
+        r.attempt("decompose_reduction", stage.name, loop=reduction[0])

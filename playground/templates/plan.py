@@ -1,0 +1,156 @@
+"""A whole-chain schedule as a plan: how each stage is tiled and which stages are fused.
+
+A :class:`Plan` says, for every stage of the chain (:mod:`playground.templates.stages`), how
+its window layer is tiled (:class:`~playground.templates.conv.Tile`), and how stages are
+*grouped*: a group of consecutive stages is computed tile by tile of its last stage's output
+rows (``rows``), each earlier stage computing just the rows (plus halo) that tile needs, so
+its output lives in a tile-sized buffer instead of a whole tensor. A group of one stage is an
+unfused stage. :func:`plan_steps` turns a plan into ordinary playground steps; every template
+choice the search makes is a plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from playground.templates.conv import (
+    Tile,
+    elementwise_pass,
+    finish,
+    fold_epilogue,
+    prepare_conv,
+    prepare_pool,
+    tile_conv,
+    tile_pool,
+)
+from playground.templates.recorder import Recorder
+from playground.templates.stages import Stage, stages
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive stages ``first..last`` computed per tile of ``rows`` output rows of the
+    last one (``rows`` None: a single stage, tiled on its own)."""
+
+    first: int
+    last: int
+    rows: int | None = None
+
+    @property
+    def fused(self) -> bool:
+        return self.last > self.first
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Tiles per stage (None for pools and elementwise stages) and the fusion groups."""
+
+    tiles: tuple[Tile | None, ...]
+    groups: tuple[Group, ...]
+    lanes: int = 8  # the machine's vector width in float32 lanes (pools, elementwise passes)
+    fold_epilogue: bool = True  # False: bias, batch norm, activations as separate passes
+    template: str = "tiled"
+    notes: tuple[str, ...] = field(default=())
+
+    def fused_layers(self, chain_stages: list[Stage]) -> list[list[str]]:
+        """The window layers each fused group computes together, e.g. [["conv1", "conv2"]]."""
+        return [[chain_stages[i].name for i in range(g.first, g.last + 1)]
+                for g in self.groups if g.fused]
+
+    def to_dict(self) -> dict:
+        return {"template": self.template, "lanes": self.lanes,
+                "fold_epilogue": self.fold_epilogue,
+                "tiles": [t.to_dict() if t else None for t in self.tiles],
+                "groups": [{"first": g.first, "last": g.last, "rows": g.rows}
+                           for g in self.groups]}
+
+
+def _prepare(r: Recorder, stage: Stage, tile: Tile | None, fold: bool) -> list[str]:
+    """Layout steps and epilogue folding of one stage; the blocks that write its tile back."""
+    if stage.kind == "elementwise":
+        return []
+    into = prepare_conv(r, stage, tile) if stage.kind == "conv" else prepare_pool(r, stage)
+    if not fold:
+        return [into]
+    return [into, *fold_epilogue(r, stage, into)]
+
+
+def _tile(r: Recorder, stage: Stage, tile: Tile | None, lanes: int, write_back: list[str],
+          *, outer: list[str] | None, parallel: bool, loops: list[str] | None = None) -> str:
+    if stage.kind == "conv":
+        return tile_conv(r, stage, tile, write_back, outer=outer, parallel=parallel,
+                         loops=loops)
+    return tile_pool(r, stage, lanes, write_back, outer=outer, parallel=parallel, loops=loops)
+
+
+def _producer_blocks(r: Recorder, chain_stages: list[Stage], group: Group) -> list[str]:
+    """Blocks of the group's earlier stages, nearest to the anchor first (the order in which
+    compute_at can move them: each one's consumers are already under the tile loop)."""
+    out: list[str] = []
+    anchor = chain_stages[group.last]
+    if anchor.pad_block:
+        out.append(anchor.pad_block)
+    for i in range(group.last - 1, group.first - 1, -1):
+        stage = chain_stages[i]
+        tail = [b for b in reversed(stage.epilogue_blocks) if r.has(b)]
+        write_back = f"{stage.name}_local"
+        out += tail + ([write_back] if r.has(write_back) else []) + [stage.name]
+        if stage.pad_block:
+            out.append(stage.pad_block)
+    return out
+
+
+def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Group,
+                 lanes: int) -> None:
+    anchor = chain_stages[group.last]
+    backs = {i: _prepare(r, chain_stages[i], plan.tiles[i], plan.fold_epilogue)
+             for i in range(group.first, group.last + 1)}
+    if not group.fused:
+        if anchor.kind == "elementwise":
+            for block in [anchor.name, *anchor.epilogue_blocks]:
+                if r.has(block):
+                    elementwise_pass(r, block, lanes)
+            return
+        top = _tile(r, anchor, plan.tiles[group.last], lanes, backs[group.last], outer=None,
+                    parallel=True)
+        finish(r, anchor, top)
+        if not plan.fold_epilogue:
+            for block in anchor.epilogue_blocks:
+                if r.has(block):
+                    elementwise_pass(r, block, lanes)
+        return
+    # The anchor's output rows in tiles of `rows`: the parallel loop of the whole group.
+    loops = r.loops(anchor.name)
+    n, h = loops[0], loops[2]
+    h_tile, h_rest = r.split(anchor.name, h, [None, group.rows])
+    r("reorder", anchor.name, loops=[n, h_tile])
+    inner = [n, loops[1], h_rest, *loops[3:]]
+    top = _tile(r, anchor, plan.tiles[group.last], lanes, backs[group.last],
+                outer=[n, h_tile], parallel=True, loops=inner)
+    for block in _producer_blocks(r, chain_stages, group):
+        r("compute_at", block, target_block=anchor.name, target_loop=top,
+          preserve_unit_loops=True)
+    for i in range(group.last - 1, group.first - 1, -1):
+        stage = chain_stages[i]
+        backs_i = [b for b in backs[i] if r.has(b)]
+        _tile(r, stage, plan.tiles[i], lanes, backs_i, outer=[], parallel=False)
+    # Decompositions last: TVM 0.27 refuses loop transformations above a decomposed block.
+    for i in range(group.last, group.first - 1, -1):
+        finish(r, chain_stages[i], top)
+
+
+def plan_steps(chain: dict, plan: Plan, *, target: str = "cpu") -> Recorder:
+    """Apply ``plan`` to ``chain``; the :class:`Recorder` holds the steps and the schedule.
+
+    Raises
+    ------
+    playground.errors.StepError
+        When a step of the plan does not apply (a plan that does not fit the chain): the
+        search skips such plans.
+    """
+    r = Recorder(chain, target=target)
+    chain_stages = stages(r.chain)
+    lanes = plan.lanes
+    for group in plan.groups:
+        _group_steps(r, chain_stages, plan, group, lanes)
+    return r

@@ -1,0 +1,214 @@
+"""A small measured search over template choices: tiles per stage, and which stages to fuse.
+
+The search writes each candidate as ordinary steps (:func:`~playground.templates.plan.
+plan_steps`), then builds, validates and times it in the worker (job ``"run"``: NaN-poisoned
+intermediates, two input seeds, timed only when correct), best-first within a time budget:
+
+1. every stage at its best-ranked tile, nothing fused;
+2. for each convolution, heaviest first, its next-ranked tiles (the others at their best so
+   far): a coordinate descent over the stages;
+3. the fusion options (:func:`~playground.templates.space.fusion_options`, pruned by the
+   tile's intermediate bytes against L2 and the halo's redundant work), with the best tiles.
+
+It runs from the caller's thread (the page runs it in the background, the command line in
+the foreground); every build and run happens in the worker pool, one measurement at a time
+under the machine-wide lock. ``cancel`` stops it between candidates (the job in flight is
+killed); what was measured so far is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from playground import service
+from playground.build.machine import MachineFacts
+from playground.chain.spec import chain_flop, normalize_chain
+from playground.errors import PlaygroundError
+from playground.schedule.session import Session
+from playground.schedule.steps import Step
+from playground.templates.conv import Tile
+from playground.templates.plan import Group, Plan, plan_steps
+from playground.templates.space import FusionOption, fusion_options, tile_candidates
+from playground.templates.stages import Stage, stages
+
+#: Timing of each candidate: enough samples to rank, few enough to try many.
+REPEAT, MIN_REPEAT_MS = 5, 40.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One measured schedule of the search."""
+
+    label: str
+    plan: Plan
+    steps: tuple[Step, ...] = ()
+    status: str = ""  # ok | wrong_result | invalid | <a JobResult status>
+    median_ms: float | None = None
+    gflops: float | None = None
+    message: str = ""
+    timing: dict | None = None
+    fusion: FusionOption | None = None
+    max_abs_error: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.median_ms is not None
+
+    @property
+    def fused(self) -> bool:
+        return any(g.fused for g in self.plan.groups)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "plan": self.plan.to_dict(), "status": self.status,
+                "median_ms": self.median_ms, "gflops": self.gflops, "message": self.message,
+                "max_abs_error": self.max_abs_error,
+                "fused": self.fused, "steps": [s.to_dict() for s in self.steps]}
+
+
+@dataclass
+class SearchResult:
+    """Every candidate measured, the best, and how long it took."""
+
+    chain: dict
+    candidates: list[Candidate] = field(default_factory=list)
+    search_s: float = 0.0
+    cancelled: bool = False
+    facts: dict | None = None
+
+    def best(self, fused: bool | None = None) -> Candidate | None:
+        """The fastest validated candidate (only fused / only unfused ones when asked)."""
+        ok = [c for c in self.candidates if c.ok and (fused is None or c.fused == fused)]
+        return min(ok, key=lambda c: c.median_ms) if ok else None
+
+    @property
+    def measured(self) -> int:
+        return sum(c.ok for c in self.candidates)
+
+
+def _unfused(stages_: list[Stage]) -> tuple[Group, ...]:
+    return tuple(Group(i, i) for i in range(len(stages_)))
+
+
+def _with_group(stages_: list[Stage], group: Group) -> tuple[Group, ...]:
+    return (*(Group(i, i) for i in range(group.first)), group,
+            *(Group(i, i) for i in range(group.last + 1, len(stages_))))
+
+
+def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = None,
+                    best_tiles: list[Tile | None] | None = None) -> Iterator[tuple[str, Plan,
+                                                                                     FusionOption |
+                                                                                     None]]:
+    """Plans in the order the search measures them (see the module docstring); ``fused``
+    restricts to unfused (False) or fused (True) plans. ``best_tiles`` is read at each step,
+    so a caller that updates it steers the descent."""
+    st = stages(chain)
+    lanes = facts.lanes("float32")
+    options = {i: tile_candidates(s, facts) for i, s in enumerate(st)}
+    tiles = best_tiles if best_tiles is not None else [None] * len(st)
+    for i, cands in options.items():
+        if tiles[i] is None and cands:
+            tiles[i] = cands[0]
+    groups = _unfused(st)
+    if fused is not True:
+        yield "tiles " + _describe_tiles(st, tuple(tiles)), Plan(tuple(tiles), groups, lanes), None
+        order = sorted((i for i, s in enumerate(st) if s.kind == "conv"),
+                       key=lambda i: -st[i].flop)
+        for i in order:
+            for alt in options[i][1:4]:
+                trial = list(tiles)
+                trial[i] = alt
+                yield (f"{st[i].name}: {alt.label()}", Plan(tuple(trial), groups, lanes), None)
+    if fused is not False:
+        for option in fusion_options(st, facts)[:6]:
+            names = "+".join(s.name for s in st[option.group.first:option.group.last + 1])
+            yield (f"fuse {names} at {option.group.rows}-row tiles",
+                   Plan(tuple(tiles), _with_group(st, option.group), lanes), option)
+
+
+def _describe_tiles(st: list[Stage], tiles: tuple[Tile | None, ...]) -> str:
+    parts = [f"{s.name} {t.vector}:{t.kt}x{t.ht}x{t.wt}" for s, t in zip(st, tiles, strict=True)
+             if t is not None]
+    return ", ".join(parts) or "default"
+
+
+def measure_candidate(pool: Any, chain: dict, label: str, plan: Plan, *, target: str = "cpu",
+                      cancel: threading.Event | None = None,
+                      fusion: FusionOption | None = None, repeat: int = REPEAT,
+                      min_repeat_ms: float = MIN_REPEAT_MS) -> Candidate:
+    """Write the plan as steps, then validate and time it in the worker."""
+    try:
+        recorder = plan_steps(chain, plan, target=target)
+    except PlaygroundError as e:
+        return Candidate(label, plan, status="invalid", message=e.message, fusion=fusion)
+    steps = tuple(recorder.steps)
+    session = Session(recorder.chain, steps, len(steps))
+    result = service.run(pool, session, target, measure=True, repeat=repeat,
+                         min_repeat_ms=min_repeat_ms, cancel=cancel)
+    value = result.value or {}
+    status = result.status if result.status != "ok" or value.get("correct") else "wrong_result"
+    return Candidate(label, plan, steps, status, value.get("median_ms"), value.get("gflops"),
+                     result.message or value.get("message", ""), value.get("timing"), fusion,
+                     value.get("max_abs_error"))
+
+
+def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
+           target: str = "cpu", fused: bool | None = None,
+           cancel: threading.Event | None = None,
+           on_progress: Callable[[Candidate, SearchResult], None] | None = None
+           ) -> SearchResult:
+    """Measure template choices for ``chain`` until the budget is spent (or all are tried).
+
+    Parameters
+    ----------
+    pool
+        A worker pool (:class:`~playground.worker.pool.WorkerPool` or the page's pools).
+    facts
+        The machine the kernels run on (from :func:`playground.build.machine.machine_facts`).
+    budget_s
+        Wall-clock budget; a candidate started before it ends is finished.
+    fused
+        Only unfused (False) or only fused (True) schedules; None: both.
+    on_progress
+        Called after every candidate with it and the result so far (best-so-far included).
+    """
+    chain = normalize_chain(chain)
+    result = SearchResult(chain, facts=facts.to_dict())
+    st = stages(chain)
+    tiles: list[Tile | None] = [None] * len(st)
+    t0 = time.monotonic()
+    best_ms: float | None = None
+    for label, plan, option in candidate_plans(chain, facts, fused=fused, best_tiles=tiles):
+        if cancel is not None and cancel.is_set():
+            result.cancelled = True
+            break
+        if time.monotonic() - t0 > budget_s and result.measured:
+            break
+        cand = measure_candidate(pool, chain, label, plan, target=target, cancel=cancel,
+                                 fusion=option)
+        result.candidates.append(cand)
+        if cand.ok and not cand.fused and (best_ms is None or cand.median_ms < best_ms):
+            best_ms = cand.median_ms
+            tiles[:] = list(plan.tiles)  # the descent continues from the best tiles
+        if on_progress is not None:
+            on_progress(cand, result)
+        if cancel is not None and cancel.is_set():
+            result.cancelled = True
+            break
+    result.search_s = time.monotonic() - t0
+    return result
+
+
+def flop(chain: dict) -> float:
+    return chain_flop(normalize_chain(chain))
+
+
+def remeasure(pool: Any, chain: dict, cand: Candidate, *, target: str = "cpu",
+              repeat: int = 10) -> Candidate:
+    """The candidate timed again with more samples (for the final answer)."""
+    again = measure_candidate(pool, chain, cand.label, cand.plan, target=target,
+                              fusion=cand.fusion, repeat=repeat, min_repeat_ms=80.0)
+    return again if again.ok else replace(cand, message=again.message or cand.message)

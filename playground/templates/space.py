@@ -1,0 +1,151 @@
+"""The template choices for a chain on a machine: tiles per stage, and which stages to fuse.
+
+Everything here is derived from the chain's shapes and the machine's facts
+(:class:`~playground.build.machine.MachineFacts`): the vector width gives the lanes, the
+register file bounds the accumulator tile, L2 bounds a fused group's tile of intermediate rows.
+Choices are ranked best-first by a simple model (register use, reuse, no guarded loops), so a
+search that can only afford a few measurements measures the likely winners first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from playground.build.machine import MachineFacts
+from playground.templates.conv import Tile
+from playground.templates.plan import Group
+from playground.templates.stages import Stage
+
+
+def registers(facts: MachineFacts) -> int:
+    """Vector registers: 32 with AVX-512 and on AArch64, 16 with AVX2/SSE."""
+    if facts.vector_bits >= 512 or "aarch64" in facts.mtriple:
+        return 32
+    return 16
+
+
+def _divisors(n: int, lo: int = 1, hi: int | None = None) -> list[int]:
+    hi = n if hi is None else min(hi, n)
+    return [d for d in range(lo, hi + 1) if n % d == 0]
+
+
+def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[Tile]:
+    """Register tiles for a conv stage, best first (empty for pools and elementwise stages)."""
+    if stage.kind != "conv":
+        return []
+    lanes = facts.lanes("float32")
+    regs = registers(facts)
+    budget = regs - 3  # room for the weight / input vectors next to the accumulators
+    _, k, oh, ow = stage.out_shape
+    dense = stage.layer["groups"] == 1
+    scored: list[tuple[float, Tile]] = []
+    if dense and k % lanes == 0:
+        for kb in (1, 2, 3, 4):
+            if k % (kb * lanes):
+                continue
+            for ht in _divisors(oh, 1, 2):
+                for wt in _divisors(ow, 2, 16):
+                    acc = kb * ht * wt
+                    if not 6 <= acc <= budget:
+                        continue
+                    # fill the registers; reuse each broadcast input over kb vectors, each
+                    # weight vector over ht*wt pixels
+                    score = acc / budget + 0.15 * min(kb, 2) + 0.05 * (ht == 1)
+                    scored.append((score, Tile("k", lanes, kb, ht, wt)))
+    for width in (lanes, lanes // 2):
+        if width < 4 or ow % width:
+            continue
+        for v in (1, 2, 3, 4):
+            wt = width * v
+            if ow % wt:
+                continue
+            for kt in _divisors(k, 1, 8):
+                for ht in _divisors(oh, 1, 2):
+                    acc = kt * ht * v
+                    if not 4 <= acc <= budget:
+                        continue
+                    score = acc / budget - (0.3 if width < lanes else 0) - (0.2 if dense else 0)
+                    scored.append((score, Tile("w", width, kt, ht, wt)))
+        if scored:
+            break
+    n = stage.out_shape[0]
+    if n >= lanes // 2 and n % (lanes // 2) == 0 and ow % (lanes // 2):
+        # a batch of vectors where no column vector divides the width (the forum's seed)
+        width = lanes if n % lanes == 0 else lanes // 2
+        for kt in _divisors(k, 1, 8):
+            for nv in _divisors(n // width, 1, 2):
+                for wt in (1, 2):
+                    acc = kt * nv * wt
+                    if 4 <= acc <= budget:
+                        scored.append((acc / budget + 0.2, Tile("n", width, kt, nv, wt)))
+    if not scored:  # no vector divides the width: as wide a column vector as divides it
+        width = max((d for d in range(1, min(lanes, ow) + 1) if ow % d == 0), default=1)
+        if dense and k % lanes == 0:
+            scored.append((0.0, Tile("k", lanes, 1, 1, width)))
+        scored.append((0.0, Tile("w", width, 1, 1, width)))
+    scored.sort(key=lambda st: -st[0])
+    out: list[Tile] = []
+    for _, tile in scored:
+        if tile not in out:
+            out.append(tile)
+    return out[:limit]
+
+
+@dataclass(frozen=True)
+class FusionOption:
+    """Fusing stages ``first..last`` at tiles of ``rows`` output rows of the last one, with
+    the model's numbers behind the choice."""
+
+    group: Group
+    redundancy: float  # work done / needed by the earlier stages (halo recomputation)
+    tile_bytes: int  # intermediate bytes one tile keeps (what must stay in cache)
+    tiles: int  # parallel iterations
+
+
+def _rows_needed(stages_: list[Stage], first: int, last: int, rows: int) -> list[int]:
+    """Rows of each earlier stage's output that ``rows`` output rows of ``last`` read."""
+    need, out = rows, []
+    for i in range(last, first, -1):
+        layer = stages_[i].layer
+        kh, sh = layer["kernel"][0], layer["stride"][0]
+        dh = layer.get("dilation", [1, 1])[0]
+        need = (need - 1) * sh + (kh - 1) * dh + 1
+        out.append(min(need, stages_[i - 1].out_shape[2]))
+    return out
+
+
+def fusion_options(stages_: list[Stage], facts: MachineFacts) -> list[FusionOption]:
+    """Ways to fuse pairs (and triples) of consecutive window stages, best first: tiles whose
+    intermediate rows fit in L2, recompute at most ~50% more of the earlier stage, and still
+    leave a few tiles per core."""
+    out: list[FusionOption] = []
+    l2 = facts.caches.get("L2", 512 * 1024)
+    for first in range(len(stages_) - 1):
+        for last in (first + 1, first + 2):
+            if last >= len(stages_):
+                continue
+            group = stages_[first:last + 1]
+            if any(s.kind == "elementwise" for s in group):
+                continue
+            anchor = stages_[last]
+            n, _, oh, _ = anchor.out_shape
+            for rows in _divisors(oh, 1):
+                if rows == oh and n == 1:
+                    continue  # one tile per image and one image: no parallelism left
+                need = _rows_needed(stages_, first, last, rows)
+                done = sum(r * stages_[i].flop / stages_[i].out_shape[2]
+                           for r, i in zip(need, range(last - 1, first - 1, -1), strict=True))
+                needed = sum(stages_[i].flop * rows / oh for i in range(first, last))
+                redundancy = done / needed if needed else 1.0
+                tile_bytes = sum(r * stages_[i].out_shape[1] * stages_[i].out_shape[3] * 4
+                                 for r, i in zip(need, range(last - 1, first - 1, -1),
+                                                 strict=True))
+                tiles = n * math.ceil(oh / rows)
+                if redundancy > 1.5 or tile_bytes > l2 or tiles < facts.cores:
+                    continue
+                out.append(FusionOption(Group(first, last, rows), redundancy, tile_bytes,
+                                        tiles))
+    # few redundant rows first, then bigger tiles (fewer loop overheads)
+    out.sort(key=lambda o: (round(o.redundancy, 1), -o.tile_bytes))
+    return out

@@ -1,0 +1,147 @@
+"""Steps TVM 0.27 accepts and miscompiles are refused at the step, in plain words.
+
+One test per rule of :mod:`playground.schedule.prechecks`, each with the case that found it
+(the issue's list and the fuzzer's finds), plus checks that the rules do not refuse the
+schedules they resemble but which are fine (the presets, and the fusion the README teaches).
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import CONV_RELU, CONV_RELU_CONV, fuse_two_convs
+
+from playground.build.lowering import lower
+from playground.errors import BuildError, StepError
+from playground.schedule.session import Session
+from playground.schedule.steps import Step as S
+
+CONV_BN = {"input": {"shape": [1, 4, 8, 8]},
+           "layers": [{"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
+                      {"op": "batch_norm"}]}
+CONV_RELU_BIAS_CLIP = {"input": {"shape": [1, 4, 8, 8]},
+                       "layers": [{"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
+                                  {"op": "relu"}, {"op": "bias_add"}, {"op": "clip"}]}
+BIAS_CONV = {"input": {"shape": [1, 4, 8, 8]},
+             "layers": [{"op": "conv2d", "channels": 4, "kernel": 1}, {"op": "bias_add"},
+                        {"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}]}
+CONV_RELU_ADD = {"input": {"shape": [1, 4, 8, 8]},
+                 "layers": [{"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
+                            {"op": "relu"}, {"op": "add", "other": "conv1"}]}
+STRIDE_IS_KERNEL = {"input": {"shape": [1, 2, 8, 8]},
+                    "layers": [{"op": "conv2d", "channels": 2, "kernel": 2, "stride": 2,
+                                "padding": 1}]}
+DEPTHWISE_POINTWISE = {"input": {"shape": [1, 3, 8, 8]},
+                       "layers": [{"op": "conv2d", "channels": 3, "kernel": 3, "stride": 2,
+                                   "groups": 3},
+                                  {"op": "conv2d", "channels": 6, "kernel": 1}]}
+
+CASES = {
+    "reverse_compute_at: the block does not read the target (bn1_scale under bn1)": (
+        CONV_BN, [], S("reverse_compute_at", {"block": "bn1_scale", "target_block": "bn1",
+                                              "target_loop": "c"}),
+        "bn1_scale does not read bn1 (it reads only the function's inputs)"),
+    "reverse_compute_at: relu1 under clip1 in relu -> bias_add -> clip": (
+        CONV_RELU_BIAS_CLIP, [], S("reverse_compute_at", {"block": "relu1",
+                                                          "target_block": "clip1",
+                                                          "target_loop": "h"}),
+        "relu1 does not read clip1 (it reads conv1) — move it under conv1's loops, or move "
+        "clip1 first"),
+    "reverse_compute_at: a pad block under its producer's loop": (
+        BIAS_CONV, [], S("reverse_compute_at", {"block": "conv2_pad", "target_block": "bias1",
+                                                "target_loop": "h"}),
+        "conv2_pad pads its input: its zero border does not come from bias1"),
+    "reverse_compute_at: under the producer's reduction loop": (
+        CONV_RELU_CONV, [S("compute_inline", {"block": "relu1"})],
+        S("reverse_compute_at", {"block": "conv2_pad", "target_block": "conv1",
+                                 "target_loop": "rc"}),
+        "conv2_pad pads its input"),
+    "reverse_compute_at: a conv under its own pad's w loop (stride = kernel)": (
+        STRIDE_IS_KERNEL, [], S("reverse_compute_at", {"block": "conv1",
+                                                       "target_block": "conv1_pad",
+                                                       "target_loop": "w"}),
+        "conv1 is a reduction over a window of its input"),
+    "compute_at into a vectorized loop": (
+        CONV_RELU, [S("split", {"block": "relu1", "loop": "w", "factors": [None, 8]}),
+                    S("vectorize", {"block": "relu1", "loop": "w_1"})],
+        S("compute_at", {"block": "conv1", "target_block": "relu1", "target_loop": "w_1"}),
+        "relu1.w_1 is a vectorized loop (w_1): a block moved there would be vectorized wrongly"),
+    "vectorize of an outer loop": (
+        CONV_RELU, [], S("vectorize", {"block": "relu1", "loop": "h"}),
+        "relu1.h is not an innermost loop (w inside it)"),
+    "vectorize of a loop of extent 1 (fuzzer seed 2981: 'lanes > 1' at build)": (
+        CONV_BN, [], S("vectorize", {"block": "bn1", "loop": "n"}),
+        "bn1.n runs once (extent 1): there is nothing to vectorize"),
+    "bind on the CPU target": (
+        CONV_RELU, [], S("bind", {"block": "relu1", "loop": "c", "thread": "threadIdx.x"}),
+        "binding relu1.c to threadIdx.x makes it a GPU loop, but the target is the CPU"),
+    "reverse_compute_inline of bn1_shift while bn1 reads bn1_scale": (
+        CONV_BN, [], S("reverse_compute_inline", {"block": "bn1_shift"}),
+        "bn1_scale is also read by bn1: inlining bn1_shift into bn1_scale would remove "
+        "bn1_scale that bn1 still needs"),
+    "nested parallel loops": (
+        CONV_RELU, [S("parallel", {"block": "relu1", "loop": "c"})],
+        S("parallel", {"block": "relu1", "loop": "h"}),
+        "relu1.h is inside the parallel loop c: nested parallel loops are not supported"),
+    "transform_layout of the kernel's input": (
+        CONV_RELU, [], S("transform_layout", {"block": "conv1_pad", "buffer": ["read", 0],
+                                              "index_map": "lambda n, c, h, w: (n, h, w, c)"}),
+        "data is an argument of the kernel: its layout is fixed by the caller — cache_read it "
+        "into a copy first"),
+    "transform_layout of the kernel's output": (
+        CONV_RELU, [], S("transform_layout", {"block": "relu1", "buffer": ["write", 0],
+                                              "index_map": "lambda n, c, h, w: (n, h, w, c)"}),
+        "relu1 is an argument of the kernel"),
+    "a second cache_read of one buffer (two blocks named conv1_local)": (
+        CONV_RELU, [S("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                      "storage_scope": "local"})],
+        S("cache_read", {"block": "relu1", "read_buffer_index": 0, "storage_scope": "local"}),
+        "a block conv1_local exists already"),
+    "decompose_reduction above the loops of the block's own (fuzzer seed 1053)": (
+        DEPTHWISE_POINTWISE, [S("compute_at", {"block": "conv1", "target_block": "conv2",
+                                               "target_loop": "rc"})],
+        S("decompose_reduction", {"block": "conv1", "loop": "k"}),
+        "k is a loop of the block conv1 was computed at, not one of conv1's own"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_refused_at_the_step_in_plain_words(name):
+    chain, before, step, expected = CASES[name]
+    session = Session.new(chain, before)
+    with pytest.raises(StepError) as e:
+        session.apply(step, target="cpu")
+    message = str(e.value)
+    assert expected in message, message
+    assert "\n" not in message and not message.endswith(":")
+    assert "—" in message or "use" in message  # a hint of what to do instead
+
+
+def test_a_transform_of_a_copy_is_fine():
+    session = Session.new(CONV_RELU, [S("cache_read", {"block": "conv1_pad",
+                                                       "read_buffer_index": 0,
+                                                       "storage_scope": "global"})])
+    session = session.apply(S("transform_layout", {
+        "block": "data_global", "buffer": ["write", 0],
+        "index_map": "lambda n, c, h, w: (n, h, w, c)"}), target="cpu")
+    assert session.cursor == 2
+
+
+def test_the_readme_fusion_and_reverse_compute_at_of_relu_are_accepted():
+    Session.new(CONV_RELU_CONV, fuse_two_convs(8))
+    Session.new(CONV_RELU, [S("reverse_compute_at", {"block": "relu1", "target_block": "conv1",
+                                                     "target_loop": "w"})])
+
+
+def test_bind_without_a_known_target_is_refused_at_build_in_plain_words():
+    session = Session.new(CONV_RELU, [S("bind", {"block": "relu1", "loop": "c",
+                                                 "thread": "threadIdx.x"})])
+    with pytest.raises(BuildError) as e:
+        lower(session.schedule().mod, "cpu")
+    assert "bound to a GPU thread, but the target is the CPU" in str(e.value)
+
+
+def test_every_preset_still_applies():
+    from playground.io.presets import list_presets
+
+    broken = [(p["name"], p["error"]) for p in list_presets() if p.get("error")]
+    assert broken == []

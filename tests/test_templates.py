@@ -1,0 +1,254 @@
+"""Schedule templates, the search and the fuse-or-not verdict.
+
+Templates must produce ordinary steps that validate for *any* chain the builder accepts: the
+hypothesis test draws random chains (dense, grouped and depthwise convolutions, strides,
+dilations, odd sizes, batch > 1, pools, every elementwise op) and random template choices
+(tiles, fusion groups) and validates each in the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from fuzzing import HypothesisDraw
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from playground.build.machine import MachineFacts, machine_facts
+from playground.chain.spec import normalize_chain
+from playground.io.export import export_script
+from playground.io.script_import import import_script
+from playground.schedule.session import Session
+from playground.templates.conv import Tile
+from playground.templates.plan import Group, Plan, plan_steps
+from playground.templates.search import search
+from playground.templates.space import fusion_options, registers, tile_candidates
+from playground.templates.stages import stages
+from playground.templates.verdict import fusion_verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def facts_with(bits: int, cores: int = 2) -> MachineFacts:
+    return MachineFacts("test cpu", cores, "test", "x86_64", bits, True,
+                        {"L1": 48 << 10, "L2": 2 << 20, "L3": 32 << 20}, "0.27")
+
+
+RESNET = {"input": {"shape": [1, 64, 56, 56]},
+          "layers": [{"op": "conv2d", "channels": 64, "kernel": 3, "padding": 1},
+                     {"op": "batch_norm"}, {"op": "relu"},
+                     {"op": "conv2d", "channels": 64, "kernel": 3, "padding": 1},
+                     {"op": "add", "other": "data"}, {"op": "relu"},
+                     {"op": "max_pool2d", "kernel": 2}]}
+SMALL = {"input": {"shape": [1, 16, 12, 12]},
+         "layers": [{"op": "conv2d", "channels": 16, "kernel": 3, "padding": 1},
+                    {"op": "relu"}, {"op": "conv2d", "channels": 16, "kernel": 3, "padding": 1}]}
+
+
+def test_stages_group_each_window_layer_with_its_epilogue():
+    st = stages(normalize_chain(RESNET))
+    assert [s.describe() for s in st] == ["conv1 + bn1, relu1", "conv2 + add1, relu2",
+                                          "maxpool1"]
+    assert st[0].helpers == ("bn1_scale", "bn1_shift")
+    assert st[0].pad_block == "conv1_pad" and st[2].pad_block is None
+    lead = stages(normalize_chain({"input": {"shape": [1, 4, 8, 8]},
+                                   "layers": [{"op": "relu"}, {"op": "conv2d",
+                                                                "channels": 4}]}))
+    assert [s.kind for s in lead] == ["elementwise", "conv"]
+
+
+@pytest.mark.parametrize("bits, lanes, regs", [(512, 16, 32), (256, 8, 16)])
+def test_tiles_follow_the_vector_width_and_the_register_file(bits, lanes, regs):
+    facts = facts_with(bits)
+    assert registers(facts) == regs
+    conv = stages(normalize_chain(RESNET))[0]
+    tiles = tile_candidates(conv, facts)
+    assert tiles and all(t.lanes <= lanes for t in tiles)
+    assert all(t.accumulators <= regs - 3 for t in tiles)
+    assert tiles[0].vector == "k" and tiles[0].lanes == lanes  # dense, 64 channels
+    depthwise = stages(normalize_chain({"input": {"shape": [1, 32, 28, 28]}, "layers": [
+        {"op": "conv2d", "channels": 32, "kernel": 3, "padding": 1, "groups": 32}]}))[0]
+    assert all(t.vector == "w" for t in tile_candidates(depthwise, facts))
+
+
+def test_fusion_options_respect_l2_redundancy_and_cores():
+    st = stages(normalize_chain(RESNET))
+    facts = facts_with(512)
+    options = fusion_options(st, facts)
+    assert options
+    for o in options:
+        assert o.redundancy <= 1.5 and o.tile_bytes <= facts.caches["L2"]
+        assert o.tiles >= facts.cores
+
+
+def test_a_plan_is_plain_steps_that_export_and_import():
+    chain = normalize_chain(SMALL)
+    tile = Tile("k", 16, 1, 1, 6)
+    r = plan_steps(chain, Plan((tile, tile), (Group(0, 1, 4),), lanes=16))
+    text = export_script(chain, r.steps)
+    chain2, steps2, _ = import_script(text)
+    assert chain2 == chain and tuple(steps2) == tuple(r.steps)
+    Session.new(chain, r.steps)  # every step replays on a fresh schedule
+
+
+# ----------------------------------------------------------------------------- randomized
+
+def _random_template_chain(d: HypothesisDraw) -> dict:
+    n = 2 if d.chance(20) else 1
+    c = d.choice((3, 8, 16, 32))
+    hw = d.choice((7, 9, 12, 16, 17))
+    layers: list[dict] = []
+    channels = c
+    for _ in range(d.int(1, 3)):
+        kind = d.choice(("dense", "dense", "depthwise", "grouped", "pointwise"))
+        k = d.choice((1, 3, 5)) if kind != "pointwise" else 1
+        layer = {"op": "conv2d", "channels": d.choice((8, 16, 32)), "kernel": k,
+                 "padding": k // 2 if d.chance(80) else 0,
+                 "stride": 2 if d.chance(20) else 1,
+                 "dilation": 2 if d.chance(10) and k > 1 else 1}
+        if kind == "depthwise":
+            layer.update(groups=channels, channels=channels)
+        elif kind == "grouped" and channels % 4 == 0:
+            layer.update(groups=4, channels=4 * d.choice((2, 4)))
+        layers.append(layer)
+        channels = layer["channels"]
+        for op in ("bias_add", "batch_norm", "relu", "relu6", "clip"):
+            if d.chance(25):
+                layers.append({"op": op})
+        if d.chance(15):
+            layers.append({"op": d.choice(("max_pool2d", "avg_pool2d")),
+                           "kernel": d.choice((2, 3)), "stride": 2})
+    try:
+        return normalize_chain({"input": {"shape": [n, c, hw, hw]}, "layers": layers})
+    except Exception:
+        return normalize_chain({"input": {"shape": [n, c, hw, hw]},
+                                "layers": [{"op": "conv2d", "channels": 8, "kernel": 3}]})
+
+
+@settings(max_examples=25, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+@pytest.mark.slow
+def test_templates_validate_on_random_chains(pool, data):
+    d = HypothesisDraw(data)
+    chain = _random_template_chain(d)
+    facts = facts_with(d.choice((256, 512)))
+    st_ = stages(chain)
+    tiles = []
+    for s in st_:
+        cands = tile_candidates(s, facts)
+        tiles.append(d.choice(cands) if cands else None)
+    groups = tuple(Group(i, i) for i in range(len(st_)))
+    options = fusion_options(st_, facts)
+    if options and d.chance(60):
+        g = d.choice(options).group
+        groups = (*(Group(i, i) for i in range(g.first)), g,
+                  *(Group(i, i) for i in range(g.last + 1, len(st_))))
+    plan = Plan(tuple(tiles), groups, lanes=facts.lanes(), fold_epilogue=d.chance(80))
+    r = plan_steps(chain, plan)
+    result = pool.run("run", {"chain": r.chain, "steps": [s.to_dict() for s in r.steps],
+                              "target": "cpu", "measure": False}, timeout_s=300)
+    assert result.status == "ok" and result.value["correct"], (chain, plan, result.message)
+
+
+# ----------------------------------------------------------------------------- search
+
+@pytest.mark.slow
+def test_search_finds_a_validated_schedule_that_replays_and_exports(pool, tmp_path):
+    facts = machine_facts()
+    seen = []
+    result = search(pool, SMALL, facts, budget_s=15, on_progress=lambda c, r: seen.append(c))
+    best = result.best()
+    assert best is not None and best.ok and seen
+    assert len(seen) == len(result.candidates) and result.measured >= 1
+    assert all(c.status in ("ok", "invalid", "wrong_result") for c in result.candidates)
+    session = Session.new(result.chain, best.steps)  # replays from its steps
+    script = tmp_path / "best.py"
+    script.write_text(export_script(result.chain, session.steps))
+    run = subprocess.run([sys.executable, str(script), "--json"], capture_output=True,
+                         text=True, timeout=300)
+    assert json.loads(run.stdout.strip().splitlines()[-1])["correct"] is True
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_search(pool):
+    cancel = threading.Event()
+
+    def stop_after_first(cand, result):
+        cancel.set()
+
+    result = search(pool, SMALL, machine_facts(), budget_s=300, cancel=cancel,
+                    on_progress=stop_after_first)
+    assert result.cancelled and len(result.candidates) == 1
+
+
+@pytest.mark.slow
+def test_verdict_answers_with_both_schedules_and_a_reason(pool):
+    v = fusion_verdict(pool, SMALL, machine_facts(), budget_s=25)
+    assert v.verdict in ("fuse", "don't fuse", "no difference")
+    assert v.fused is not None and v.unfused is not None
+    assert v.ratio == pytest.approx(v.unfused_ms / v.fused_ms)
+    assert v.fused_layers == [["conv1", "conv2"]]
+    assert "repeats" in v.reason and v.verdict.split()[-1] in v.reason
+    expected = "fuse" if v.ratio > 1.05 else "don't fuse" if v.ratio < 1 / 1.05 else \
+        "no difference"
+    assert v.verdict == expected
+
+
+@pytest.mark.slow
+def test_verdict_on_one_conv_is_about_its_epilogue(pool):
+    chain = {"input": {"shape": [1, 16, 16, 16]},
+             "layers": [{"op": "conv2d", "channels": 16, "kernel": 1},
+                        {"op": "bias_add"}, {"op": "relu"}]}
+    v = fusion_verdict(pool, chain, machine_facts(), budget_s=10)
+    assert "folding bias1, relu1 into conv1's write-back" in v.reason
+    assert v.unfused is not None and not v.unfused.plan.fold_epilogue
+
+
+def test_avx512_templates_are_generated_for_an_avx512_target():
+    """On an AVX2-only machine the AVX-512 path is still generated and checked: the kernel is
+    compiled for an AVX-512 mcpu and its assembly uses zmm registers (it cannot run there)."""
+    import tvm
+
+    from playground.build.lowering import compile_module  # noqa: F401 - same build path
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+    facts = machine_facts(target)
+    assert facts.lanes() == 16
+    chain = normalize_chain({"input": {"shape": [1, 32, 14, 14]}, "layers": [
+        {"op": "conv2d", "channels": 32, "kernel": 3, "padding": 1}]})
+    tile = tile_candidates(stages(chain)[0], facts)[0]
+    r = plan_steps(chain, Plan((tile,), (Group(0, 0),), lanes=16))
+    asm = tvm.compile(r.sch.mod, target=target).mod.inspect_source("s")
+    assert "zmm" in asm and "vfmadd" in asm
+
+
+@pytest.mark.slow
+def test_command_line_auto_and_fusion(tmp_path):
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps(SMALL))
+    out = tmp_path / "auto.py"
+    run = subprocess.run([sys.executable, "-m", "playground", "auto", str(chain), "--budget-s",
+                          "10", "--json", "-o", str(out)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(run.stdout)
+    for key in ("valid", "correct", "max_abs_error", "median_ms", "gflops", "template",
+                "params", "steps", "candidates", "search_s"):
+        assert key in data, key
+    assert data["valid"] and data["correct"] and data["candidates"] >= 1 and out.is_file()
+    run = subprocess.run([sys.executable, "-m", "playground", "fusion", "resnet_conv_relu_conv",
+                          "--budget-s", "20", "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(run.stdout)
+    assert data["verdict"] in ("fuse", "don't fuse", "no difference")
+    for key in ("fused_ms", "unfused_ms", "ratio", "reason", "fused_layers"):
+        assert key in data, key
+    assert data["fused"]["steps"] and data["unfused"]["steps"]
+
