@@ -182,12 +182,18 @@ def _cmd_auto(args: argparse.Namespace) -> int:
                   file=sys.stderr)
 
     with WorkerPool(1) as pool:
-        result = search(pool, chain, facts, budget_s=args.budget_s, on_progress=progress)
+        result = search(pool, chain, facts, budget_s=args.budget_s, on_progress=progress,
+                        record="cli" if args.record else "")
         best = result.best()
         if best is not None:
             best = remeasure(pool, result.chain, best)
     out.update(candidates=result.measured, tried=len(result.candidates),
                search_s=round(result.search_s, 2))
+    if args.record:
+        from playground.store import problem
+
+        if problem():
+            print(f"warning: search not recorded, {problem()}", file=sys.stderr)
     if best is None:
         out["error"] = "no candidate validated: " + "; ".join(
             sorted({c.message for c in result.candidates if c.message})[:3])
@@ -255,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--output", help="write the best schedule as a script here")
+    p.add_argument("--record", action="store_true",
+                   help="keep the search and every candidate in the experiment store")
     p.set_defaults(func=_cmd_auto)
     p = sub.add_parser("fusion", help="fuse or not: best fused vs best unfused, measured")
     p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")

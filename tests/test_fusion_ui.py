@@ -118,3 +118,60 @@ def test_a_tabs_background_jobs_take_its_turns(monkeypatch):
     at.button(key="fusion.sweep.run").click().run()
     assert not _wait(at, "sweep").error
     assert len(owners) == 2 and owners[0] == owners[1] != ""
+
+
+@pytest.mark.slow
+def test_search_and_verdict_on_the_page_load_their_schedules():
+    """The template search and the verdict run in the background with progress, land as
+    tables and buttons, and load their schedules into the session as ordinary steps."""
+    from helpers import CONV_RELU_CONV as chain
+
+    at = _app(Session.new(chain))
+    at.number_input(key="fusion.search.budget").set_value(10).run()
+    at.button(key="fusion.search.run").click().run()
+    task = _wait(at, "search")
+    assert not task.error, task.error
+    best = task.result.best()
+    assert best is not None and best.ok and task.text.startswith(
+        f"{task.result.measured} measured")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = _table(at, "candidate")
+    assert len(table) == len(task.result.candidates) and "ok" in set(table["status"])
+    at.button(key="fusion.search.load").click().run()
+    session = at.session_state["session"]
+    assert session.active == best.steps and session.chain == task.result.chain
+
+    from playground.store import get_store  # the search is kept as one group
+
+    (group,) = [e for e in get_store().list_experiments() if e["kind"] == "search"]
+    assert group["children"] == len(task.result.candidates)
+
+    at.button(key="fusion.verdict.run").click().run()
+    verdict = _wait(at, "verdict", timeout_s=400).result
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Verdict: {verdict.verdict}" in m.value for m in at.markdown)
+    assert verdict.fused is not None and verdict.unfused is not None
+    at.button(key="fusion.verdict.load.unfused").click().run()
+    assert at.session_state["session"].active == verdict.unfused.steps
+    at.button(key="fusion.verdict.load.fused").click().run()
+    assert at.session_state["session"].active == verdict.fused.steps
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_search_on_the_page():
+    from helpers import CONV_RELU_CONV as chain
+
+    at = _app(Session.new(chain))
+    at.number_input(key="fusion.search.budget").set_value(300).run()
+    at.button(key="fusion.search.run").click().run()
+    deadline = time.monotonic() + 120
+    while not at.session_state["tasks"]["search"].result and time.monotonic() < deadline:
+        if at.session_state["tasks"]["search"].text.startswith("1 measured"):
+            break
+        time.sleep(0.2)
+    at.run()  # the progress bar and its Cancel button
+    at.button(key="fusion.cancel.search").click().run()
+    task = _wait(at, "search")
+    assert task.result.cancelled and task.elapsed_s < 120

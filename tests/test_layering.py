@@ -53,7 +53,8 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"base", "chain", "schedule"},
     "service": {"base", "chain", "schedule", "build", "worker", "remote"},
     "explore": {"base", "chain", "schedule", "build", "worker", "service", "io", "store"},
-    "templates": {"base", "chain", "schedule", "build", "worker", "service", "explore"},
+    "templates": {"base", "chain", "schedule", "build", "worker", "service", "explore",
+                  "store"},
     "jobs": _LIBRARY,
     "cli": _LIBRARY | {"jobs"},
     "api": set(),  # lazy re-exports by name only: `import playground` imports nothing else

@@ -1,6 +1,7 @@
 """Fusion explorer: what fusing convolutions trades away, read from the schedule and measured.
 
-Sections: the analysis of the current schedule (work done against work needed, compacted
+Sections: the template search and the fuse-or-not verdict (:mod:`ui.search_ui`), the
+analysis of the current schedule (work done against work needed, compacted
 footprints, traffic, intensity), the tile-and-halo picture of one iteration, sweeps of a
 schedule parameter (time against the parameter, against redundant work and footprint, with
 the Pareto front), the machine's roofline, a MetaSchedule baseline to import, and a comparison
@@ -23,9 +24,11 @@ from playground.explore.halo import TileRegions, halo_figure
 from playground.schedule.replay import blocks
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
-from ui import background, state
+from ui import background, search_ui, state
 from ui.text import ERROR_ICON, code, escape
 
+#: This tab's background jobs, as their progress bars list them.
+TASK_NAMES = ("sweep", "tune", "compare", *search_ui.TASKS)
 INTRO = (
     "Fusing with `compute_at` keeps a producer's tile in cache (producer–consumer locality) "
     "but recomputes the halo that neighbouring tiles share (redundant work). Whether it pays "
@@ -257,14 +260,19 @@ def start_comparison(pool: WorkerPool, session: Session) -> None:
     if tuned_task is not None and tuned_task.done and tuned_task.result is not None \
             and tuned_task.result.status == "ok":
         tuned_steps = tuning.TuneResult.from_value(tuned_task.result.value).steps
+    auto_task = background.get("search")
+    auto_steps = None
+    if auto_task is not None and auto_task.done and auto_task.result is not None \
+            and auto_task.result.chain == session.chain and auto_task.result.best():
+        auto_steps = auto_task.result.best().steps
 
     def work(task: background.Task):
         def progress(i: int, n: int, row) -> None:
             task.progress = i / n
             task.text = f"{i}/{n}: {row.name} → {row.status}"
 
-        return compare.comparison_table(pool, session, tuned=tuned_steps, on_progress=progress,
-                                        cancel=task.cancel)
+        return compare.comparison_table(pool, session, tuned=tuned_steps, auto=auto_steps,
+                                        on_progress=progress, cancel=task.cancel)
 
     background.start("compare", work)
 
@@ -310,7 +318,7 @@ def render_roofline(pool: WorkerPool, session: Session, analysis: dict | None) -
 def render_tasks() -> None:
     """Progress of this tab's background jobs, refreshed every second while any runs."""
     running = False
-    for name in ("sweep", "tune", "compare"):
+    for name in TASK_NAMES:
         task = background.get(name)
         if task is None or task.done:
             continue
@@ -320,7 +328,7 @@ def render_tasks() -> None:
         if cols[1].button("Cancel", key=f"fusion.cancel.{name}"):
             task.cancel.set()
     seen = st.session_state.setdefault("fusion.tasks_seen", {})
-    for name in ("sweep", "tune", "compare"):
+    for name in TASK_NAMES:
         task = background.get(name)
         if task is not None and task.done and seen.get(name) is not task:
             seen[name] = task
@@ -343,6 +351,8 @@ def page(pool: WorkerPool, target: str) -> None:
     session = state.session()
     st.markdown(INTRO)
     render_tasks()
+    st.markdown("#### Search schedules, and fuse or not")
+    search_ui.search_section(pool, session, target)
     analysis = render_analysis(pool, session)
 
     st.markdown("#### One tile and its halo")

@@ -37,7 +37,7 @@ class CompareRow:
     """One row: what was measured and how it went (``status`` as the worker's)."""
 
     name: str
-    kind: str  # unscheduled, yours, preset, tuned, numpy
+    kind: str  # unscheduled, yours, preset, tuned, auto, numpy
     status: str
     median_ms: float | None = None
     gflops: float | None = None
@@ -93,7 +93,8 @@ def _measure(pool: WorkerPool, chain: dict, steps: Sequence[Step], cancel, repea
 
 
 def comparison_table(pool: WorkerPool, session: Session, *,
-                     tuned: Sequence[Step] | None = None, presets: bool = True,
+                     tuned: Sequence[Step] | None = None,
+                     auto: Sequence[Step] | None = None, presets: bool = True,
                      numpy: bool = True, repeat: int = 10, min_repeat_ms: float = 50.0,
                      on_progress: Callable[[int, int, CompareRow], None] | None = None,
                      cancel: threading.Event | None = None) -> list[CompareRow]:
@@ -101,8 +102,9 @@ def comparison_table(pool: WorkerPool, session: Session, *,
 
     Rows: ``unscheduled`` (no steps), ``yours`` (the session's active steps), ``preset:
     <name>`` (the fastest correct preset written for this exact chain, if any), ``tuned``
-    (``tuned`` steps, e.g. :attr:`playground.explore.tuning.TuneResult.steps`, if given), ``numpy
-    (float64 reference)``. ``ratio`` is filled once the user's row is timed.
+    (``tuned`` steps, e.g. :attr:`playground.explore.tuning.TuneResult.steps`, if given),
+    ``auto`` (the template search's best steps, if given), ``numpy (float64 reference)``.
+    ``ratio`` is filled once the user's row is timed.
 
     A row that fails (wrong result, build error, timeout) stays in the table with its status
     and message. ``cancel`` stops at the next row (the rows measured so far are returned).
@@ -113,6 +115,8 @@ def comparison_table(pool: WorkerPool, session: Session, *,
     candidates = matching_presets(chain) if presets else []
     if tuned is not None:
         plan.append(("tuned", "tuned", tuple(tuned)))
+    if auto is not None:
+        plan.append(("auto (templates)", "auto", tuple(auto)))
     if numpy:
         plan.append(("numpy (float64 reference)", "numpy", None))
     total = len(plan) + len(candidates)

@@ -119,16 +119,22 @@ def prepare_conv(r: Recorder, stage: Stage, tile: Tile) -> str:
     return f"{name}_local"
 
 
-def batch_copy(r: Recorder, stage: Stage) -> None:
+def input_copy(r: Recorder, stage: Stage) -> str | None:
+    """The block that copies a batch-vectorized conv's input into ``[C, H, W, N]``."""
+    buffer = r.reads(stage.name)[0]
+    return next((b for b in r.blocks() if r.writes(b) == [buffer] and b != stage.name), None)
+
+
+def batch_copy(r: Recorder, stage: Stage, *, parallel: bool = True) -> None:
     """The ``[C, H, W, N]`` copy of a batch-vectorized conv's input: images innermost
-    (vectorized), rows in parallel."""
-    block = f"{r.reads(stage.name)[0]}"
-    writer = next((b for b in r.blocks() if r.writes(b) == [block]), None)
+    (vectorized), rows in parallel (unless it sits inside a parallel tile already)."""
+    writer = input_copy(r, stage)
     if writer is None:
         return
     n, c, h, w = r.loops(writer)[-4:]
     r("reorder", writer, loops=[c, h, w, n])
-    r("parallel", writer, loop=r.fuse(writer, [c, h]))
+    if parallel and not any(k == "parallel" for k in r.loop_kinds(writer)):
+        r("parallel", writer, loop=r.fuse(writer, [c, h]))
     r.vectorize_innermost(writer, stage.out_shape[0])
 
 
@@ -168,7 +174,8 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops or r.loops(name)[-7:]
     if tile.vector == "n":
-        return _tile_batch(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw),
+        head = [h] if outer is None else [x for x in outer if x != n]
+        return _tile_batch(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw), head,
                            parallel=parallel)
     # Inside a fused group a stage computes the rows and columns its consumer's tile needs,
     # which the stage's own tile may not divide: a guarded tile cannot be vectorized, so the
@@ -220,26 +227,29 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
 
 
 def _tile_batch(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
-                loops: tuple[str, ...], *, parallel: bool) -> str:
-    """``vector="n"``: ``[h | n_0, k_0, w_0 | rc, rh, rw, k_1, w_1, n_vectors, n_lanes]``, rows
-    in parallel (the whole batch is one tile's images)."""
+                loops: tuple[str, ...], head: list[str], *, parallel: bool) -> str:
+    """``vector="n"``: ``[head | h, n_0, k_0, w_0 | rc, rh, rw, k_1, w_1, n_vectors, n_lanes]``:
+    the whole batch is in every tile; rows (``head``: the rows, or a fused group's row tile)
+    in parallel. Inside a fused group (``head`` empty) the input copy is its tile's."""
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops
     n0, nl = r.split(name, n, [None, lanes])
     n00, nv = _split(r, name, n0, tile.ht)
     k0, k1 = _split(r, name, k, tile.kt)
     w0, w1 = _split(r, name, w, tile.wt)
-    r("reorder", name, loops=[h, n00, k0, w0, rc, rh, rw, k1, w1, nv, nl])
+    rows = [x for x in (h,) if x not in head]
+    r("reorder", name, loops=[*head, *rows, n00, k0, w0, rc, rh, rw, k1, w1, nv, nl])
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=w0)
     r.attempt("vectorize", name, loop=nl)
     for loop in (nv, w1, k1, rw):
         if r.extent(name, loop) > 1:
             r.attempt("unroll", name, loop=loop)
+    top = (head or rows)[0]
     if parallel:
-        r("parallel", name, loop=h)
-    batch_copy(r, stage)
-    return h
+        r("parallel", name, loop=top)
+    batch_copy(r, stage, parallel=bool(head))
+    return top
 
 
 def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,

@@ -18,6 +18,7 @@ from playground.templates.conv import (
     elementwise_pass,
     finish,
     fold_epilogue,
+    input_copy,
     prepare_conv,
     prepare_pool,
     tile_conv,
@@ -83,19 +84,27 @@ def _tile(r: Recorder, stage: Stage, tile: Tile | None, lanes: int, write_back: 
     return tile_pool(r, stage, lanes, write_back, outer=outer, parallel=parallel, loops=loops)
 
 
-def _producer_blocks(r: Recorder, chain_stages: list[Stage], group: Group) -> list[str]:
-    """Blocks of the group's earlier stages, nearest to the anchor first (the order in which
-    compute_at can move them: each one's consumers are already under the tile loop)."""
+def _producer_blocks(r: Recorder, chain_stages: list[Stage], plan: Plan,
+                     group: Group) -> list[str]:
+    """Blocks of the group that compute what its anchor's tile reads, nearest to the anchor
+    first (the order in which compute_at can move them: each one's consumers are already
+    under the tile loop): per stage, its write-back and epilogue and its window layer (all
+    but the anchor's), the copy of its input a batch-vector tile makes (all but the first
+    stage's, which copies the chain's input once), and its padding."""
     out: list[str] = []
-    anchor = chain_stages[group.last]
-    if anchor.pad_block:
-        out.append(anchor.pad_block)
-    for i in range(group.last - 1, group.first - 1, -1):
+    for i in range(group.last, group.first - 1, -1):
         stage = chain_stages[i]
-        tail = [b for b in reversed(stage.epilogue_blocks) if r.has(b)]
-        write_back = f"{stage.name}_local"
-        out += tail + ([write_back] if r.has(write_back) else []) + [stage.name]
-        if stage.pad_block:
+        if i < group.last:
+            out += [b for b in reversed(stage.epilogue_blocks) if r.has(b)]
+            if r.has(f"{stage.name}_local"):
+                out.append(f"{stage.name}_local")
+            out.append(stage.name)
+        tile = plan.tiles[i]
+        if tile is not None and tile.vector == "n" and i > group.first:
+            copy = input_copy(r, stage)
+            if copy:
+                out.append(copy)
+        if stage.pad_block and r.has(stage.pad_block):
             out.append(stage.pad_block)
     return out
 
@@ -127,7 +136,7 @@ def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Grou
     inner = [n, loops[1], h_rest, *loops[3:]]
     top = _tile(r, anchor, plan.tiles[group.last], lanes, backs[group.last],
                 outer=[n, h_tile], parallel=True, loops=inner)
-    for block in _producer_blocks(r, chain_stages, group):
+    for block in _producer_blocks(r, chain_stages, plan, group):
         r("compute_at", block, target_block=anchor.name, target_loop=top,
           preserve_unit_loops=True)
     for i in range(group.last - 1, group.first - 1, -1):

@@ -70,6 +70,13 @@ class Recorder:
         i = self.loops(block).index(name)
         return int(self.sch.get(self.sch.get_loops(self.sch.get_sblock(block))[i]).extent)
 
+    def loop_kinds(self, block: str) -> list[str]:
+        """``serial``, ``parallel``, ``vectorized`` ... of the loops around ``block``."""
+        import tvm
+
+        return [tvm.tirx.ForKind(int(self.sch.get(rv).kind)).name.lower()
+                for rv in self.sch.get_loops(self.sch.get_sblock(block))]
+
     def reduction_loops(self, block: str) -> list[str]:
         """The loops of ``block`` (outer first) whose variables feed its reduction axes."""
         from playground.schedule.prechecks import Facts, _key

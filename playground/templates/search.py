@@ -158,8 +158,8 @@ def measure_candidate(pool: Any, chain: dict, label: str, plan: Plan, *, target:
 def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
            target: str = "cpu", fused: bool | None = None,
            cancel: threading.Event | None = None,
-           on_progress: Callable[[Candidate, SearchResult], None] | None = None
-           ) -> SearchResult:
+           on_progress: Callable[[Candidate, SearchResult], None] | None = None,
+           record: str = "") -> SearchResult:
     """Measure template choices for ``chain`` until the budget is spent (or all are tried).
 
     Parameters
@@ -174,6 +174,9 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
         Only unfused (False) or only fused (True) schedules; None: both.
     on_progress
         Called after every candidate with it and the result so far (best-so-far included).
+    record
+        When given (the source: ``"page"``, ``"cli"``), the search goes into the experiment
+        store as one group, every candidate under it (failures included).
     """
     chain = normalize_chain(chain)
     result = SearchResult(chain, facts=facts.to_dict())
@@ -181,6 +184,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     tiles: list[Tile | None] = [None] * len(st)
     t0 = time.monotonic()
     best_ms: float | None = None
+    group = _record_group(chain, target, budget_s, fused, record) if record else None
     for label, plan, option in candidate_plans(chain, facts, fused=fused, best_tiles=tiles):
         if cancel is not None and cancel.is_set():
             result.cancelled = True
@@ -190,6 +194,11 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
         cand = measure_candidate(pool, chain, label, plan, target=target, cancel=cancel,
                                  fusion=option)
         result.candidates.append(cand)
+        if group is not None:
+            group.add(cand.steps, status=cand.status, error=cand.message, label=label,
+                      value={"median_ms": cand.median_ms, "gflops": cand.gflops,
+                             "correct": cand.status == "ok", "timing": cand.timing,
+                             "max_abs_error": cand.max_abs_error, "plan": plan.to_dict()})
         if cand.ok and not cand.fused and (best_ms is None or cand.median_ms < best_ms):
             best_ms = cand.median_ms
             tiles[:] = list(plan.tiles)  # the descent continues from the best tiles
@@ -199,7 +208,20 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
             result.cancelled = True
             break
     result.search_s = time.monotonic() - t0
+    if group is not None:
+        group.finish("cancelled" if result.cancelled else "done")
     return result
+
+
+def _record_group(chain: dict, target: str, budget_s: float, fused: bool | None, source: str):
+    """The store's record of this search (on this machine: candidates time in its worker)."""
+    from playground.build.machine import host_fingerprint
+    from playground.store import record_group
+
+    kind = {None: "", True: " (fused only)", False: " (unfused only)"}[fused]
+    return record_group("search", chain, target, host_fingerprint(),
+                        label=f"template search{kind}, {budget_s:.0f} s", source=source,
+                        info={"budget_s": budget_s, "fused": fused})
 
 
 def flop(chain: dict) -> float:

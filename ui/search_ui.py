@@ -1,0 +1,139 @@
+"""The Fusion explorer's answers: the template search and the fuse-or-not verdict.
+
+Both run in a background thread of this tab (:mod:`ui.background`): the page shows progress,
+the best schedule found so far and a Cancel button (:func:`ui.fusion_ui.render_tasks`), and
+stays usable meanwhile. Every build and run happens in the worker pools (a search is a long
+job: it never holds up another user's IR view). The results are plain steps: one click loads
+the best, fused or unfused schedule into the session, where it can be edited, undone and
+exported like any other.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from playground.build.machine import machine_facts
+from playground.errors import PlaygroundError
+from playground.schedule.session import Session
+from playground.templates.search import Candidate, SearchResult, search
+from playground.templates.verdict import Verdict, fusion_verdict
+from playground.worker.pool import WorkerPool
+from ui import background, state
+from ui.text import ERROR_ICON, code, escape
+
+#: Background task names of this section (the explorer's progress bar lists them).
+TASKS = ("search", "verdict")
+
+
+def _progress(task: background.Task, budget_s: float):
+    def on_progress(cand: Candidate, result: SearchResult) -> None:
+        best = result.best()
+        task.progress = min(0.99, task.elapsed_s / max(budget_s, 1.0))
+        task.text = (f"{result.measured} measured, {len(result.candidates)} tried; best so far: "
+                     + (f"{best.label} {best.median_ms:.3f} ms" if best else "none yet"))
+    return on_progress
+
+
+def start_search(pool: WorkerPool, session: Session, budget_s: float) -> None:
+    facts = machine_facts()
+
+    def work(task: background.Task) -> SearchResult:
+        return search(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
+                      on_progress=_progress(task, budget_s), record="page")
+
+    background.start("search", work)
+
+
+def start_verdict(pool: WorkerPool, session: Session, budget_s: float) -> None:
+    facts = machine_facts()
+
+    def work(task: background.Task) -> Verdict:
+        return fusion_verdict(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
+                              on_progress=_progress(task, budget_s))
+
+    background.start("verdict", work)
+
+
+def load(session: Session, cand: Candidate, what: str) -> None:
+    """Replace the session's steps with the candidate's (the chain stays)."""
+    try:
+        state.commit(Session.new(session.chain, [s.to_dict() for s in cand.steps]))
+        state.ui().flash.append(("success", f"Loaded the {what} schedule: {len(cand.steps)} "
+                                            "steps."))
+    except PlaygroundError as e:
+        state.ui().flash.append(("error", f"Could not load the {what} schedule: {e.message}"))
+
+
+def _same_chain(result_chain: dict, session: Session) -> bool:
+    return result_chain == session.chain
+
+
+def render_search(result: SearchResult, session: Session) -> None:
+    best = result.best()
+    status = "cancelled, " if result.cancelled else ""
+    st.write(f"{status}{result.measured} schedule(s) built, validated and timed in "
+             f"{result.search_s:.0f} s.")
+    if best is None:
+        st.error("No candidate validated: " + escape("; ".join(
+            sorted({c.message for c in result.candidates if c.message})[:3])), icon=ERROR_ICON)
+        return
+    st.markdown(f"Best: {code(best.label)}, **{best.median_ms:.3f} ms** "
+                f"({best.gflops:.1f} GFLOP/s), {len(best.steps)} steps.")
+    st.dataframe([{"candidate": c.label, "status": c.status,
+                   "median (ms)": c.median_ms, "GFLOP/s": c.gflops, "fused": c.fused,
+                   "note": "" if c.ok else c.message[:120]} for c in result.candidates],
+                 hide_index=True, key="fusion.search.table",
+                 column_config={"median (ms)": st.column_config.NumberColumn(format="%.3f"),
+                                "GFLOP/s": st.column_config.NumberColumn(format="%.1f")})
+    if not _same_chain(result.chain, session):
+        st.caption("The chain changed since this search: search again to load a schedule.")
+        return
+    st.button("Load the best schedule into the session", key="fusion.search.load",
+              on_click=load, args=(session, best, "best"))
+
+
+def render_verdict(verdict: Verdict, session: Session) -> None:
+    ratio = f" — {verdict.ratio:.2f}x" if verdict.ratio else ""
+    st.markdown(f"**Verdict: {verdict.verdict}**{ratio}")
+    st.write(escape(verdict.reason))
+    cols = st.columns(2)
+    for col, what, cand, ms in ((cols[0], "fused", verdict.fused, verdict.fused_ms),
+                                (cols[1], "unfused", verdict.unfused, verdict.unfused_ms)):
+        with col:
+            if cand is None:
+                st.caption(f"No {what} schedule.")
+                continue
+            st.metric(f"best {what}", f"{ms:.3f} ms" if ms else "n/a")
+            st.caption(escape(cand.label))
+            if _same_chain(verdict.search.chain if verdict.search else session.chain, session):
+                st.button(f"Load the {what} schedule", key=f"fusion.verdict.load.{what}",
+                          on_click=load, args=(session, cand, what))
+    if verdict.fused_layers:
+        st.caption("Fused together: " + "; ".join(" + ".join(code(x) for x in group)
+                                                  for group in verdict.fused_layers))
+
+
+def search_section(pool: WorkerPool, session: Session, target: str) -> None:
+    """Budget, the two buttons, and the last results."""
+    st.caption("Templates write ordinary steps for this chain from the machine's facts "
+               f"({escape(machine_facts().summary())}); the search builds, validates and times "
+               "their variants (tiles, vector axis, fusion, tile rows) within the budget.")
+    cols = st.columns([1, 1, 1])
+    budget = cols[0].number_input("budget (s)", min_value=5, max_value=600, value=60, step=5,
+                                  key="fusion.search.budget")
+    if cols[1].button("Search schedules", key="fusion.search.run", width="stretch",
+                      disabled=target != "cpu"):
+        start_search(pool, session, float(budget))
+        st.rerun()
+    if cols[2].button("Fuse or not?", key="fusion.verdict.run", width="stretch",
+                      disabled=target != "cpu"):
+        start_verdict(pool, session, float(budget))
+        st.rerun()
+    for name, render in (("search", render_search), ("verdict", render_verdict)):
+        task = background.get(name)
+        if task is None or task.running:
+            continue
+        if task.error:
+            st.error(f"{name}: {escape(task.error)}", icon=ERROR_ICON)
+        elif task.result is not None:
+            render(task.result, session)
