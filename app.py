@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from playground.errors import PlaygroundError
 from playground.worker.pool import WorkerPool
 from ui import (
     chain_ui,
@@ -36,15 +37,28 @@ def playground_page(pool: WorkerPool, target: str) -> None:
     with st.expander("**1 · Chain** — input and layers", expanded=True):
         edit = chain_ui.chain_ui(state.session().chain)
         chain_ui.handle_chain_input(edit)
-    session = state.session()
+    steps_section(pool, target)
+
+
+@st.fragment
+def steps_section(pool: WorkerPool, target: str) -> None:
+    """Schedule, history, inspect and measure: a fragment, so that applying a step reruns
+    this part of the page only, not the chain editor and the sidebar.
+
+    A step applied (or undone) here is drawn at once with the new session: history, IR and
+    result below the form. Then the whole page reruns, so that the form's pickers, the
+    sidebar's export and link and the URL follow; the new IR is on the page before that.
+    """
+    drawn = state.session()
     left, right = st.columns([4, 7], gap="large")
     with left:
         st.subheader("2 · Schedule")
-        step = schedule_ui.schedule_ui(session, target)
+        step = schedule_ui.schedule_ui(drawn, target)
         schedule_ui.handle_apply(step)
         schedule_ui.render_step_error(state.ui().step_error)
         st.subheader("History")
-        schedule_ui.handle_history(schedule_ui.history_ui(session))
+        schedule_ui.handle_history(schedule_ui.history_ui(state.session()))
+    session = state.session()
     with right:
         st.subheader("3 · Inspect")
         inspect_ui.inspect_panel(pool, session, target)
@@ -53,6 +67,8 @@ def playground_page(pool: WorkerPool, target: str) -> None:
     measure_ui.handle_measure(pressed, timing, pool, session, target)
     measure_ui.render_result(measure_ui.current_result(session, target))
     measure_ui.render_history_chart(session)
+    if session is not drawn:
+        st.rerun()  # the form, the sidebar and the URL still show the session before
 
 
 #: The pages, as tabs; a page is ``page(pool, target)``.
@@ -80,7 +96,11 @@ def sidebar(session) -> str:
 def main() -> None:
     st.set_page_config(page_title=TITLE, page_icon=":material/grid_view:", layout="wide")
     state.init(io_ui.restore_from_url)
-    pool = state.get_pool()
+    try:
+        pool = state.get_pool()
+    except PlaygroundError as e:  # a deployment mistake (a malformed PLAYGROUND_* variable)
+        st.error(f"The server cannot start its workers: {e.message}")
+        st.stop()
     target = sidebar(state.session())
     st.title(TITLE)
     st.caption(INTRO)

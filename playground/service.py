@@ -1,22 +1,48 @@
 """What the UI and the command line ask of the worker: lower, generate code, validate, measure.
 
 Each function takes a :class:`~playground.schedule.session.Session` (or chain + steps) and a
-:class:`~playground.worker.pool.WorkerPool` and returns the pool's
-:class:`~playground.worker.result.JobResult`. Payloads are plain JSON; compiling and running happen
-in
-the worker, never in the caller's process.
+:class:`~playground.worker.pool.WorkerPool` (or the server's
+:class:`~playground.worker.pools.WorkerPools`, made by :func:`server_pools`) and returns the
+pool's :class:`~playground.worker.result.JobResult`. Payloads are plain JSON; compiling and
+running happen in the worker, never in the caller's process. When the pools carry a
+measurement farm (``PLAYGROUND_TRACKER``, see :mod:`playground.remote.farm`), :func:`run`
+times on the farm's RPC servers instead of this machine.
+
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
+:mod:`playground.worker`, :mod:`playground.remote`, :mod:`playground.errors`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
+from playground.worker.pools import WorkerPools
 from playground.worker.result import JobResult
 
 #: Per-job limits: lowering is quick, a build + validation of a large chain is not.
 TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0}
+
+
+def server_pools(environ: Mapping[str, str] | None = None, **worker_options) -> WorkerPools:
+    """The worker pools of a server: sized from this machine's cores and the environment.
+
+    ``PLAYGROUND_QUICK_WORKERS`` / ``PLAYGROUND_LONG_WORKERS`` set the sizes (see
+    :func:`playground.worker.pools.pool_sizes`), ``PLAYGROUND_TRACKER`` the measurement farm.
+    ``worker_options`` go to every worker (``memory_limit_mb``, ``lock_dir``, ...).
+
+    Raises
+    ------
+    PlaygroundError
+        For a malformed variable (``where`` names it).
+    """
+    from playground.build.machine import cores
+    from playground.remote.farm import farm_from_env
+
+    return WorkerPools.sized(cores(), environ=environ, farm=farm_from_env(environ),
+                             **worker_options)
 
 
 def payload(session: Session, target: str = "cpu", **extra: object) -> dict:
@@ -43,8 +69,16 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
     """Validate against the numpy reference and, if ``measure``, time the kernel.
 
     Timing jobs hold the machine-wide measurement lock (``exclusive``), so two timings never
-    share the CPU; ``on_event`` receives the queue position while waiting.
+    share the CPU; ``on_event`` receives the queue position while waiting. When ``pool``
+    carries a measurement farm (``pool.farm``, a :class:`~playground.remote.device.RemoteDevice`)
+    for ``target``, a timing runs there (job ``remote_run``: its value also names the
+    ``server``); validation alone stays here.
     """
+    farm = getattr(pool, "farm", None)
+    if measure and farm is not None and farm.target == target:
+        return _remote_job(pool, session, farm, measure=True, repeat=repeat,
+                           min_repeat_ms=min_repeat_ms, on_event=on_event, cancel=cancel,
+                           job_timeout_s=timeout_s)
     return pool.run("run", payload(session, target, measure=measure, repeat=repeat,
                                    min_repeat_ms=min_repeat_ms),
                     timeout_s=timeout_s or TIMEOUTS_S["run"], exclusive=measure,
@@ -75,7 +109,16 @@ def remote_run(pool: WorkerPool, session: Session, tracker_host: str, tracker_po
 
     remote = RemoteDevice(tracker_host, tracker_port, key, via_tracker=via_tracker,
                           timeout_s=timeout_s, target=target)
-    job_payload = payload(session, target, remote=remote.to_dict(), measure=measure,
+    return _remote_job(pool, session, remote, measure=measure, repeat=repeat,
+                       min_repeat_ms=min_repeat_ms, on_event=on_event, cancel=cancel,
+                       job_timeout_s=job_timeout_s)
+
+
+def _remote_job(pool: WorkerPool, session: Session, remote, *, measure: bool, repeat: int,
+                min_repeat_ms: float, on_event, cancel: threading.Event | None,
+                job_timeout_s: float | None) -> JobResult:
+    """The ``remote_run`` job on ``remote``; timings on loopback take the measurement lock."""
+    job_payload = payload(session, remote.target, remote=remote.to_dict(), measure=measure,
                           repeat=repeat, min_repeat_ms=min_repeat_ms)
     # Waiting for a server (twice, with the retry) comes on top of the run itself.
     limit = job_timeout_s or TIMEOUTS_S["run"] + 2 * remote.timeout_s

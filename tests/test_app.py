@@ -205,6 +205,34 @@ def test_measure_fills_the_result_panel_and_the_chart(monkeypatch):
     assert chart["data"][0]["y"] == [2.0, 2.0]
 
 
+def test_a_time_measured_under_load_is_flagged(monkeypatch):
+    def loaded_run(*args, **kwargs):
+        result = fake_run(*args, **kwargs)
+        others = 0.7 if len(state_records) == 0 else 0.0
+        load = {"cores": 2, "threads": 2, "seconds": 0.5, "busy_cores": 2.0,
+                "own_cores": 2.0 - others, "others_cores": others, "loadavg_1m": 2.5,
+                "where": "local", "under_load": others > 0.25}
+        state_records.append(load)
+        return JobResult("ok", {**result.value, "timing": {**result.value["timing"],
+                                                           "load": load}})
+
+    state_records: list[dict] = []
+    monkeypatch.setattr(service, "run", loaded_run)
+    at = start()
+    at.button(key="measure.run").click()
+    run(at)
+    assert any("Measured under load" in w.value and "0.70 of 2 cores" in w.value
+               for w in at.warning)
+    apply(at, "split", block="relu1", **{"loop.relu1": "h"})
+    at.button(key="measure.run").click()
+    run(at)
+    assert any("Load while timing: other processes 0.00 of 2 cores" in c.value
+               for c in at.caption)
+    assert [r["under_load"] for r in at.session_state["ui"].measurements] == [True, False]
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["data"][0]["marker"]["symbol"] == ["x", "circle"]
+
+
 def test_failed_measurement_shows_its_classification(monkeypatch):
     monkeypatch.setattr(service, "run", lambda *a, **k: JobResult(
         "timeout", message="job 'run' ran past its 300 s limit", detail="stderr tail"))

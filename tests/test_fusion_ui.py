@@ -95,6 +95,32 @@ def test_cancelled_sweep_stops():
 
 
 @pytest.mark.slow
+def test_a_tabs_background_jobs_take_its_turns(monkeypatch):
+    """A sweep's jobs run in a background thread yet count as its tab's in the fair queue:
+    they carry the tab's session id as owner (AppTest gives every tab the same id, so only
+    that the owner reaches the thread can be checked here)."""
+    from playground import service
+    from playground.worker.fair import current_owner
+    from playground.worker.result import JobResult
+
+    owners: list[str] = []
+
+    def fake_run(pool, session, target="cpu", **kwargs):
+        owners.append(current_owner())
+        return JobResult("ok", {"correct": True, "median_ms": 1.0, "gflops": 1.0,
+                                "timing": {"spread": 0.0}})
+
+    monkeypatch.setattr(service, "run", fake_run)
+    label = "split conv2.h factor[1]"
+    at = _app(Session.new(CONV_RELU_CONV, fuse_two_convs(8)))
+    at.selectbox(key="fusion.sweep.param").set_value(label).run()
+    at.multiselect(key=f"fusion.sweep.values.{label}").set_value([4, 8]).run()
+    at.button(key="fusion.sweep.run").click().run()
+    assert not _wait(at, "sweep").error
+    assert len(owners) == 2 and owners[0] == owners[1] != ""
+
+
+@pytest.mark.slow
 def test_search_and_verdict_on_the_page_load_their_schedules():
     """The template search and the verdict run in the background with progress, land as
     tables and buttons, and load their schedules into the session as ordinary steps."""

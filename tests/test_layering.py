@@ -51,7 +51,7 @@ ALLOWED: dict[str, set[str]] = {
     "io": {"base", "chain", "schedule", "build"},
     "remote": {"base", "chain", "schedule", "build"},
     "store": {"base", "chain", "schedule"},
-    "service": {"base", "chain", "schedule", "worker", "remote"},
+    "service": {"base", "chain", "schedule", "build", "worker", "remote"},
     "explore": {"base", "chain", "schedule", "build", "worker", "service", "io", "store"},
     "templates": {"base", "chain", "schedule", "build", "worker", "service", "explore",
                   "store"},

@@ -154,7 +154,8 @@ def test_list_keys_then_measure_on_the_tracker_server(cluster):
     assert metrics(at)["Median time"].endswith(" ms")
     server = cluster.servers[0].port
     assert any(f"ran on 127.0.0.1:{server}" in shown(c.value) for c in at.caption)
-    assert not at.warning  # one attempt: no retry notice
+    # One attempt: no retry notice (a busy machine may add an "under load" warning).
+    assert not [w.value for w in at.warning if "went away" in w.value]
 
 
 @pytest.mark.slow

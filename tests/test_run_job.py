@@ -25,6 +25,9 @@ def test_float16_chain_validates_and_times(pool):
     assert result.status == "ok", result.message
     assert result.value["correct"] is True and "rtol 0.02" in result.value["message"]
     assert result.value["median_ms"] > 0 and result.value["gflops"] > 0
+    load = result.value["timing"]["load"]  # the worker's timing carries the machine's load
+    assert load["where"] == "local" and load["cores"] >= 1 and load["threads"] >= 1
+    assert isinstance(load["under_load"], bool) and load["others_cores"] >= 0
 
 
 def test_cuda_without_a_gpu_builds_but_claims_nothing(pool):

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 from helpers import CONV_RELU_CONV, fuse_two_convs
@@ -20,6 +21,7 @@ from playground.explore.sweep import (
     steps_with,
     sweep_parameters,
 )
+from playground.explore.sweep_parallel import parallel_points
 from playground.explore.sweep_report import pareto_front, sweep_figure, to_csv, tradeoff_figure
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
@@ -96,6 +98,64 @@ def test_bad_values_are_refused(fused):
         run_sweep(FakePool(), fused, h, [4, "x"])
     with pytest.raises(StepError, match="at least one"):
         run_sweep(FakePool(), fused, h, [])
+
+
+def test_points_carry_the_load_they_were_timed_under(fused):
+    class LoadedPool(FakePool):
+        def run(self, job, payload, **options):
+            result = super().run(job, payload, **options)
+            if job != "run":
+                return result
+            tile = payload["steps"][0]["args"]["factors"][1]
+            load = {"under_load": tile == 2, "others_cores": 0.9 if tile == 2 else 0.0}
+            return replace(result, value={**result.value, "timing": {"spread": 0.01,
+                                                                     "load": load}})
+
+    h = _param(fused, "split conv2.h factor[1]")
+    points = run_sweep(LoadedPool(), fused, h, [2, 8]).points
+    assert [(p.under_load, p.others_cores) for p in points] == [(True, 0.9), (False, 0.0)]
+    header = to_csv(run_sweep(FakePool(), fused, h, [8])).splitlines()[0].split(",")
+    assert {"under_load", "others_cores"} <= set(header)
+
+
+def test_points_run_in_parallel_on_a_farm_of_other_machines(fused):
+    """With timings on other machines, points overlap (two meet at a barrier), keep their
+    order, and keep the caller's owner for the fair queue."""
+    from types import SimpleNamespace
+    from typing import ClassVar
+
+    from playground.remote.device import RemoteDevice
+    from playground.worker.fair import current_owner, owner_scope
+
+    class FarmPool(FakePool):
+        farm = RemoteDevice("farm.example", 9190, "x86")
+        long = SimpleNamespace(workers=[1, 2, 3])
+        meet = threading.Barrier(2, timeout=30)
+        owners: ClassVar[set] = set()
+
+        def run(self, job, payload, **options):
+            if job == "remote_run" and payload["steps"][0]["args"]["factors"][1] in (2, 4):
+                self.meet.wait()  # both must be in flight at once, or this times out
+            self.owners.add(current_owner())
+            return super().run(job, payload, **options)
+
+    h = _param(fused, "split conv2.h factor[1]")
+    seen = []
+    with owner_scope("tab-7"):
+        result = run_sweep(FarmPool(), fused, h, [2, 4, 8],
+                           on_progress=lambda i, n, p: seen.append((i, n)))
+    assert [p.value for p in result.points] == [2, 4, 8]
+    assert result.status == "done" and result.analysis
+    assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
+    assert FarmPool.owners == {"tab-7"}
+    pool = FarmPool()
+    run_sweep(pool, fused, h, [8])
+    assert [job for job, _ in pool.jobs] == ["remote_run", "analyze"]  # timed on the farm
+    assert pool.jobs[0][1]["remote"]["host"] == "farm.example"
+    assert parallel_points(FakePool(), 5) == 1  # no farm: one at a time
+    loopback = SimpleNamespace(farm=SimpleNamespace(is_local=True), long=FarmPool.long)
+    assert parallel_points(loopback, 5) == 1  # servers on this machine share its cores
+    assert parallel_points(FarmPool(), 2) == 2 and parallel_points(FarmPool(), 9) == 3
 
 
 def test_every_point_is_validated_and_wrong_ones_are_not_timed(fused):

@@ -9,6 +9,7 @@ passes to the worker pool (the job in flight is killed).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -74,7 +75,9 @@ def start(name: str, work: Callable[[Task], Any]) -> Task:
             task.done = True
 
     _tasks()[name] = task
-    threading.Thread(target=run, name=f"task-{name}", daemon=True).start()
+    # In this run's context: the task's jobs keep this tab as their owner (fair queue).
+    threading.Thread(target=contextvars.copy_context().run, args=(run,), name=f"task-{name}",
+                     daemon=True).start()
     return task
 
 

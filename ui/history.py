@@ -91,6 +91,7 @@ def chain_history(session: Session, limit: int = CHART_POINTS) -> list[dict] | N
     several = len({r["machine_key"] for r in rows}) > 1
     return [{"n": i + 1, "label": r["label"], "median_ms": r["median_ms"],
              "p10_ms": r["p10_ms"], "p90_ms": r["p90_ms"], "when": iso(r["created"]),
+             "under_load": None if r["under_load"] is None else bool(r["under_load"]),
              "target": f"{r['target']} · {r['machine_name']}" if several else r["target"]}
             for i, r in enumerate(rows)]
 

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from playground import service
+from playground.build.load import Load
 from playground.build.targets import TARGETS, TargetInfo, info
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
@@ -78,7 +79,9 @@ def record(session: Session, target: str, result: JobResult) -> dict:
     return {"n": len(state.ui().measurements) + 1, "label": step_label(session),
             "cursor": session.cursor, "target": target, "status": result.status,
             "median_ms": value.get("median_ms"), "p10_ms": timing.get("p10_ms"),
-            "p90_ms": timing.get("p90_ms"), "gflops": value.get("gflops")}
+            "p90_ms": timing.get("p90_ms"), "gflops": value.get("gflops"),
+            "load": (timing.get("load") or {}).get("others_cores"),
+            "under_load": (timing.get("load") or {}).get("under_load")}
 
 
 def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Session,
@@ -93,7 +96,10 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
         line = st.empty()
 
         def on_event(event: dict) -> None:
-            if event.get("event") == "queued":
+            if event.get("event") == "waiting":
+                line.write(f"Waiting for a free worker: {event.get('position', 0)} job(s) "
+                           "go first (users take turns)…")
+            elif event.get("event") == "queued":
                 ahead = event.get("position", 0)
                 line.write(f"Queued for the measurement slot: {ahead} job(s) ahead…" if ahead
                            else "Next in line for the measurement slot…")
@@ -111,7 +117,8 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
     if remote is None:
         state.remember_result(_key(session, target, timing), result)
         state.ui().measurements.append(record(session, target, result))
-        _record(session, target, result, None)
+        # On a measurement farm (PLAYGROUND_TRACKER) the value names the farm that timed it.
+        _record(session, target, result, (result.value or {}).get("remote"))
         return
     if remote_ui.field_of(result.where):
         st.rerun()  # the message goes under the field it names (see remote_ui.device_ui)
@@ -176,11 +183,28 @@ def render_result(result: JobResult | None) -> None:
                    f"{timing['number']} call(s) · {_compiled(value)}")
     elif value.get("compile_s") is not None:
         st.caption(_compiled(value))
+    render_load(timing)
     remote_ui.render_remote(value)
     if value.get("message") and value.get("correct") is False:
         st.caption(escape(value["message"]))
     if not result.ok:
         render_failure(result)
+
+
+def render_load(timing: dict) -> None:
+    """The machine's load while the kernel was timed; a warning when it was under load."""
+    if not timing:
+        return
+    if not timing.get("load"):
+        st.caption("Load while timing: not known (measured on another machine, or an older "
+                   "record).")
+        return
+    load = Load.from_dict(timing["load"])
+    if load.under_load:
+        st.warning(f"Measured under load: {load.summary()}. Other processes took CPU from "
+                   "the kernel; measure again when the machine is quieter.", icon="⚠️")
+    else:
+        st.caption(f"Load while timing: {load.summary()}.")
 
 
 def history_figure(records: list[dict]) -> go.Figure | None:
@@ -195,7 +219,11 @@ def history_figure(records: list[dict]) -> go.Figure | None:
             x=[r["n"] for r in rs], y=[r["median_ms"] for r in rs], name=target,
             # Plotly reads tags (<a href>) in text: the labels are escaped.
             mode="lines+markers+text", text=[html.escape(r["label"][:28]) for r in rs],
-            textposition="top center", hovertext=[html.escape(r["label"]) for r in rs],
+            textposition="top center",
+            hovertext=[html.escape(r["label"]) + (" (under load)" if r.get("under_load") else "")
+                       for r in rs],
+            marker={"symbol": ["x" if r.get("under_load") else "circle" for r in rs],
+                    "size": 9},
             hovertemplate="#%{x}: %{hovertext}<br>%{y:.3f} ms<extra></extra>",
             error_y={"type": "data", "symmetric": False,
                      "array": [(r["p90_ms"] or r["median_ms"]) - r["median_ms"] for r in rs],
@@ -225,3 +253,5 @@ def render_history_chart(session: Session) -> None:
                    "them all.")
     else:
         st.caption("The runs measured in this tab (history is not being saved).")
+    if any(r.get("under_load") for r in records):
+        st.caption("× marks a time measured under load (see the result's load line).")

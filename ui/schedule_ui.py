@@ -236,7 +236,8 @@ def schedule_ui(session: Session, target: str) -> Step | None:
 
 
 def handle_apply(step: Step | None) -> None:
-    """Apply ``step``; on success rerun, on refusal keep the reason for the form."""
+    """Apply ``step`` (the caller draws the new session, then reruns the page for the form);
+    on refusal keep the reason for the form."""
     if step is None:
         return
     try:
@@ -245,7 +246,6 @@ def handle_apply(step: Step | None) -> None:
         state.ui().step_error = {"message": e.message, "detail": e.detail}
         return
     state.commit(new)
-    st.rerun()
 
 
 def render_step_error(error: dict | None) -> None:
@@ -290,6 +290,7 @@ def history_ui(session: Session) -> tuple[str, int] | None:
 
 
 def handle_history(action: tuple[str, int] | None) -> None:
+    """Undo, redo, go to or delete; the caller draws the new session, then reruns the page."""
     if action is None:
         return
     current = state.session()
@@ -301,4 +302,3 @@ def handle_history(action: tuple[str, int] | None) -> None:
         st.error(escape(e.message), icon=ERROR_ICON)
         return
     state.commit(new)
-    st.rerun()

@@ -5,7 +5,9 @@
 plain data derived from sessions (cached worker results, measurement records, messages to
 show once). Widget values live under their own ``key=`` (prefixes ``chain.``, ``sched.``,
 ``hist.``, ``inspect.``, ``measure.``, ``io.``). Nothing here is module-level mutable state:
-every browser tab has its own ``st.session_state``; only the worker pool is shared.
+every browser tab has its own ``st.session_state``; only the worker pools are shared. Each
+tab's long jobs take turns with other tabs' in the pools' fair queue: :func:`init` names the
+tab (its Streamlit session id) as the owner of every job this run starts.
 
 The chain editor's keys carry a generation (:func:`editor_key`), bumped by every change that
 did not come from the editor itself (:func:`commit`): a preset, an import, undo, a layer
@@ -23,10 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from playground import service
 from playground.errors import PlaygroundError
 from playground.schedule.session import Session
-from playground.worker.pool import WorkerPool
+from playground.worker.fair import CURRENT_OWNER
+from playground.worker.pools import WorkerPools
 from playground.worker.result import JobResult
 
 log = logging.getLogger(__name__)
@@ -65,9 +70,20 @@ class UIState:
 
 
 @st.cache_resource(show_spinner=False)
-def get_pool() -> WorkerPool:
-    """The worker pool shared by every session of this server (started in the background)."""
-    pool = WorkerPool(size=1)
+def get_pool() -> WorkerPools:
+    """The worker pools shared by every session of this server (started in the background).
+
+    Quick jobs (lowering, code, analysis) and long ones (validate, measure, sweeps, tuning)
+    have pools of their own, sized from the machine and ``PLAYGROUND_QUICK_WORKERS`` /
+    ``PLAYGROUND_LONG_WORKERS``; ``PLAYGROUND_TRACKER`` sends timings to an RPC farm (see
+    :func:`playground.service.server_pools`).
+
+    Raises
+    ------
+    PlaygroundError
+        For a malformed variable (``where`` names it).
+    """
+    pool = service.server_pools()
 
     def warm() -> None:
         try:
@@ -80,7 +96,12 @@ def get_pool() -> WorkerPool:
 
 
 def init(restore: Callable[[], Session | None]) -> None:
-    """Create the session once per tab: from ``restore()`` (the URL) or the default chain."""
+    """Create the session once per tab: from ``restore()`` (the URL) or the default chain.
+
+    Also names this tab as the owner of the jobs this run starts (the pools' fair queue).
+    """
+    ctx = get_script_run_ctx()
+    CURRENT_OWNER.set(ctx.session_id if ctx is not None else "")
     if UI_KEY not in st.session_state:
         st.session_state[UI_KEY] = UIState()
     if SESSION_KEY not in st.session_state:

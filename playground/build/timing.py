@@ -10,7 +10,9 @@ the device itself, so it works the same for a local module and for one loaded ov
    float.
 
 Run it inside a job holding the measurement lock (``WorkerPool.run(..., exclusive=True)``) so
-that no other timing shares the CPU.
+that no other timing shares the CPU. Other processes still may: every timing made on this
+machine carries the load it ran under (:class:`~playground.build.load.Load`, taken while the
+samples ran), so that a time measured under load is flagged wherever it is shown or stored.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from playground.build.load import Load, LoadProbe
 from playground.errors import PlaygroundError
 
 #: Upper bound on calls per sample, so that a kernel timed at ~0 cannot make calibration explode.
@@ -45,6 +48,9 @@ class Timing:
         Calls averaged in each sample.
     samples_ms
         The samples (ms per call), in the order taken.
+    load
+        The machine's load while the samples ran; ``None`` where it is not known (records
+        made before it was recorded, a kernel timed on another machine).
     """
 
     median_ms: float
@@ -56,10 +62,12 @@ class Timing:
     repeats: int
     number: int
     samples_ms: tuple[float, ...]
+    load: Load | None = None
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float], number: int) -> Timing:
-        """Summarize samples given in milliseconds per call."""
+    def from_samples(cls, samples_ms: Sequence[float], number: int,
+                     load: Load | None = None) -> Timing:
+        """Summarize samples given in milliseconds per call (taken under ``load``)."""
         if not samples_ms:
             raise PlaygroundError("Timing.from_samples: no samples")
         data = np.asarray(samples_ms, dtype="float64")
@@ -68,12 +76,22 @@ class Timing:
         spread = (p90 - p10) / median if median > 0 else 0.0
         return cls(median_ms=median, min_ms=float(data.min()), max_ms=float(data.max()),
                    p10_ms=p10, p90_ms=p90, spread=spread, repeats=len(data), number=int(number),
-                   samples_ms=tuple(float(v) for v in data))
+                   samples_ms=tuple(float(v) for v in data), load=load)
 
     @classmethod
     def from_dict(cls, data: dict) -> Timing:
-        """Inverse of :meth:`to_dict` (for results that crossed the worker's JSON pipe)."""
-        return cls(**{**data, "samples_ms": tuple(data["samples_ms"])})
+        """Inverse of :meth:`to_dict` (for results that crossed the worker's JSON pipe).
+
+        Records written before the load was recorded (no ``load`` key) read with ``load=None``.
+        """
+        load = data.get("load")
+        return cls(**{**data, "samples_ms": tuple(data["samples_ms"]),
+                      "load": Load.from_dict(load) if load else None})
+
+    @property
+    def under_load(self) -> bool | None:
+        """Measured under load (:attr:`Load.under_load`); ``None`` when the load is unknown."""
+        return None if self.load is None else self.load.under_load
 
     def gflops(self, flop: float) -> float:
         """Throughput in GFLOP/s of a kernel doing ``flop`` floating-point operations per call,
@@ -85,7 +103,8 @@ class Timing:
         return {"median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
                 "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "spread": self.spread,
                 "repeats": self.repeats, "number": self.number,
-                "samples_ms": list(self.samples_ms)}
+                "samples_ms": list(self.samples_ms),
+                "load": self.load.to_dict() if self.load is not None else None}
 
 
 def _check(name: str, value: float | None, low: float) -> None:
@@ -95,7 +114,8 @@ def _check(name: str, value: float | None, low: float) -> None:
 
 def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name: str = "main",
             number: int | None = None, repeat: int = 10, min_repeat_ms: float = 50.0,
-            warmup: int = 1, cache_flush_bytes: int = 0) -> Timing:
+            warmup: int = 1, cache_flush_bytes: int = 0,
+            load_probe: LoadProbe | None = None) -> Timing:
     """Time one function of a compiled module; the only timing code of the project.
 
     Parameters
@@ -123,11 +143,15 @@ def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name
         Bytes of CPU cache to flush before each sample (0: none). It flushes *before each
         sample*, not each call: with ``number > 1`` later calls run warm; pass ``number=1`` for
         cold-cache timings.
+    load_probe
+        Measures the load while the samples run. Default: this process on this machine for a
+        local ``dev``; none for a device reached over RPC (its machine is not this one, unless
+        the caller says so with a probe of the server's processes).
 
     Returns
     -------
     Timing
-        Milliseconds per call: median, min, max, percentiles, spread and raw samples.
+        Milliseconds per call: median, min, max, percentiles, spread, raw samples and load.
 
     Raises
     ------
@@ -160,5 +184,19 @@ def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name
             per_call_ms = evaluate(calls, 1, 0)[0]
         wanted = math.ceil(min_repeat_ms / per_call_ms) if per_call_ms > 0 else MAX_NUMBER
         number = min(max(wanted, 1), MAX_NUMBER)
-    samples = evaluate(int(number), int(repeat), int(cache_flush_bytes))
-    return Timing.from_samples(samples, int(number))
+    if load_probe is None and not _is_remote(dev):
+        load_probe = LoadProbe()
+    if load_probe is None:
+        return Timing.from_samples(evaluate(int(number), int(repeat), int(cache_flush_bytes)),
+                                   int(number))
+    with load_probe:
+        samples = evaluate(int(number), int(repeat), int(cache_flush_bytes))
+    return Timing.from_samples(samples, int(number), load_probe.load)
+
+
+def _is_remote(dev: Any) -> bool:
+    """A device of an RPC session (TVM encodes the session in device types >= 128)."""
+    try:
+        return int(dev.dlpack_device_type()) >= 128
+    except (AttributeError, TypeError, ValueError):
+        return False

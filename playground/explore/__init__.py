@@ -2,7 +2,8 @@
 
 Owns the schedule analysis read from scheduled and lowered TIR (:mod:`.analysis`, with the
 loop-nest model in :mod:`.space` and the traffic model in :mod:`.traffic`), tile and halo
-regions (:mod:`.halo`), parameter sweeps (:mod:`.sweep`; Pareto front, CSV and figures in
+regions (:mod:`.halo`), parameter sweeps (:mod:`.sweep`; points measured in parallel on a
+measurement farm in :mod:`.sweep_parallel`; Pareto front, CSV and figures in
 :mod:`.sweep_report`), the
 MetaSchedule baseline as steps (:mod:`.tuning`) and the comparison table (:mod:`.compare`).
 

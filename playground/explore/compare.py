@@ -45,9 +45,14 @@ class CompareRow:
     correct: bool | None = None
     message: str = ""
     steps: int = 0
+    under_load: bool | None = None  # timed under load (see playground.build.load); None: unknown
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _under_load(value: dict) -> bool | None:
+    return ((value.get("timing") or {}).get("load") or {}).get("under_load")
 
 
 def _row(name: str, kind: str, result: JobResult, steps: int) -> CompareRow:
@@ -56,7 +61,7 @@ def _row(name: str, kind: str, result: JobResult, steps: int) -> CompareRow:
     return CompareRow(name, kind, result.status,
                       v.get("median_ms") if correct else None,
                       v.get("gflops") if correct else None, None, correct,
-                      result.message, steps)
+                      result.message, steps, _under_load(v))
 
 
 def matching_presets(chain: dict) -> list[tuple[str, tuple[Step, ...]]]:
@@ -157,7 +162,7 @@ def comparison_table(pool: WorkerPool, session: Session, *,
             ms = v.get("median_ms") if result.ok else None
             rows.append(CompareRow(name, kind, result.status, ms,
                                    chain_flop(chain) / (ms * 1e6) if ms else None, None,
-                                   None, result.message))
+                                   None, result.message, under_load=_under_load(v)))
         else:
             rows.append(_row(name, kind, _measure(pool, chain, steps, cancel, repeat,
                                                   min_repeat_ms), len(steps)))
@@ -177,4 +182,5 @@ def rows_to_records(rows: Sequence[CompareRow]) -> list[dict]:
     return [{"name": r.name, "median ms": None if r.median_ms is None else round(r.median_ms, 4),
              "GFLOP/s": None if r.gflops is None else round(r.gflops, 2),
              "ratio vs yours": None if r.ratio is None else round(r.ratio, 3),
+             "under load": {True: "yes", False: "no"}.get(r.under_load, "?"),
              "status": r.status, "message": r.message} for r in rows]

@@ -13,9 +13,12 @@ rebuilds the step list with that argument replaced and then, in the worker:
 3. if the worker has an ``"analyze"`` job (:mod:`playground.explore.analysis`), records the
    redundant-compute factor and the footprint of the intermediates.
 
-Cancelling (``cancel.set()``) kills the job in flight and stops before the next point; the
-result is marked ``"cancelled"`` and keeps the points already done. Its Pareto front, CSV and
-figures are in :mod:`playground.explore.sweep_report`.
+Points are measured one at a time, unless the pool's timings go to a measurement farm of
+other machines (:mod:`playground.remote.farm`): then :func:`parallel_points` of them at once,
+one per long worker, each on its own RPC server. Cancelling (``cancel.set()``) kills the jobs
+in flight and stops before the next point; the result is marked ``"cancelled"`` and keeps the
+points already done. Its Pareto front, CSV and figures are in
+:mod:`playground.explore.sweep_report`.
 
 With ``record=True`` the sweep is a ``"sweep"`` group in the experiment store
 (:mod:`playground.store`): every point is recorded as it is done, invalid and failed ones
@@ -32,6 +35,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -41,6 +45,7 @@ from typing import Any
 
 from playground import service
 from playground.errors import PlaygroundError, StepError
+from playground.explore.sweep_parallel import parallel_points, run_parallel
 from playground.schedule.replay import blocks, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
@@ -108,6 +113,8 @@ class SweepPoint:
     ``"timeout"``, ``"crash"``, ...). ``correct`` is ``None`` when the kernel never ran.
     Times are milliseconds per call (median), ``footprint_bytes`` the compacted bytes of all
     intermediate buffers, ``redundancy`` FLOP done / FLOP needed (1.0: no recomputation).
+    ``under_load`` and ``others_cores`` say what else ran while the point was timed
+    (:class:`playground.build.load.Load`; ``None`` when unknown).
     """
 
     value: Any
@@ -118,6 +125,8 @@ class SweepPoint:
     median_ms: float | None = None
     gflops: float | None = None
     spread: float | None = None
+    under_load: bool | None = None
+    others_cores: float | None = None
     redundancy: float | None = None
     footprint_bytes: int | None = None
     intensity: float | None = None  # FLOP done / bytes moved past L2, for the roofline
@@ -317,13 +326,15 @@ def _analysis_fields(value: dict | None) -> tuple[float | None, int | None]:
 def _point_from_run(value: Any, steps: tuple[Step, ...], result: JobResult) -> SweepPoint:
     v = result.value or {}
     timing = v.get("timing") or {}
+    load = timing.get("load") or {}
     return SweepPoint(
         value=value, status=result.status,
         message=result.message or ("" if result.ok else result.status),
         correct=v.get("correct"), max_abs_error=v.get("max_abs_error"),
         median_ms=v.get("median_ms") if v.get("correct") else None,
         gflops=v.get("gflops") if v.get("correct") else None,
-        spread=timing.get("spread") if v.get("correct") else None, steps=steps)
+        spread=timing.get("spread") if v.get("correct") else None,
+        under_load=load.get("under_load"), others_cores=load.get("others_cores"), steps=steps)
 
 
 def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any, *,
@@ -362,12 +373,17 @@ def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any,
     return point, analyze
 
 
-def _start_group(session: Session, param: SweepParam, values: tuple, target: str) -> Group:
-    """The store's record of this sweep, on this machine (sweeps time on the local worker)."""
+def _start_group(pool: Any, session: Session, param: SweepParam, values: tuple,
+                 target: str) -> Group:
+    """The store's record of this sweep: on this machine, or on the pools' measurement farm
+    when its timings go there (see :func:`playground.service.run`)."""
     from playground.build.machine import host_fingerprint
     from playground.store import record_group
 
-    return record_group("sweep", session.chain, target, host_fingerprint(), label=param.label,
+    farm = getattr(pool, "farm", None)
+    machine = {"remote": farm.label} if farm is not None and farm.target == target \
+        else host_fingerprint()
+    return record_group("sweep", session.chain, target, machine, label=param.label,
                         source="sweep", steps=session.active,
                         info={"param": param.to_dict(), "values": list(values)})
 
@@ -411,12 +427,19 @@ def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Seq
         raise StepError(f"sweep {param.label}: give at least one value", where="sweep.values")
     steps_with(session, param, values[0])  # refuse a bad parameter before any work
     t0 = time.monotonic()
-    group = _start_group(session, param, values, target) if record else None
+    group = _start_group(pool, session, param, values, target) if record else None
     points: list[SweepPoint] = []
     status = "done"
     had_analysis = analyze
+    width = parallel_points(pool, len(values))
     try:
-        for i, value in enumerate(values):
+        if width > 1:  # timings on a farm of other machines: one point per long worker
+            point = functools.partial(run_point, pool, session, param, target=target,
+                                      cancel=cancel, analyze=analyze, repeat=repeat,
+                                      min_repeat_ms=min_repeat_ms, group=group)
+            points, status, had_analysis = run_parallel(point, values, width, analyze=analyze,
+                                                        on_progress=on_progress, cancel=cancel)
+        for i, value in enumerate(values if width == 1 else ()):
             if cancel is not None and cancel.is_set():
                 status = "cancelled"
                 break

@@ -38,7 +38,8 @@ def pareto_front(points: Sequence[Any], x: str = "redundancy",
 
 
 CSV_FIELDS = ("value", "status", "correct", "max_abs_error", "median_ms", "gflops", "spread",
-              "redundancy", "footprint_bytes", "intensity", "message")
+              "redundancy", "footprint_bytes", "intensity", "under_load", "others_cores",
+              "message")
 
 
 def to_csv(result: SweepResult) -> str:

@@ -114,6 +114,7 @@ class TuneResult:
     unsupported: str = ""
     trace: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    runner: str = "local"  # where candidates ran: "local" or a farm's host:port/key
 
     def session(self, chain: dict) -> Session:
         """A session on ``chain`` with the tuned steps applied (validated)."""
@@ -127,7 +128,8 @@ class TuneResult:
             tune_s=float(value.get("tune_s", 0.0)), complete=bool(value.get("complete")),
             structurally_equal=value.get("structurally_equal"),
             dropped=tuple(value.get("dropped", ())), unsupported=value.get("unsupported", ""),
-            trace=value.get("trace", ""), notes=tuple(value.get("notes", ())))
+            trace=value.get("trace", ""), notes=tuple(value.get("notes", ())),
+            runner=value.get("runner", "local"))
 
 
 # ----------------------------------------------------------------------------- estimates
@@ -157,9 +159,10 @@ def tune(pool: WorkerPool, session: Session, trials: int = 32, *, target: str = 
          timeout_s: float | None = None) -> JobResult:
     """Tune ``session``'s chain with MetaSchedule in the worker (job ``"tune"``).
 
-    The job holds the machine-wide measurement lock (its runner times kernels). Its
-    ``value`` reads with :meth:`TuneResult.from_value`; the session's own steps are ignored
-    (MetaSchedule starts from the unscheduled chain).
+    The job holds the machine-wide measurement lock (its runner times kernels), unless
+    ``pool`` carries a measurement farm off this machine (``pool.farm``): then the candidates
+    run on the farm's servers. Its ``value`` reads with :meth:`TuneResult.from_value`; the
+    session's own steps are ignored (MetaSchedule starts from the unscheduled chain).
 
     Raises
     ------
@@ -171,8 +174,11 @@ def tune(pool: WorkerPool, session: Session, trials: int = 32, *, target: str = 
         raise TuningError(f"tune: only the cpu target is tuned here, got {target!r}",
                           where="tune.target")
     payload = {"chain": session.chain, "target": target, "trials": trials, "seed": seed}
+    farm = getattr(pool, "farm", None)
+    if farm is not None:
+        payload["remote"] = farm.to_dict()
     return pool.run("tune", payload, timeout_s=timeout_s or job_timeout_s(trials),
-                    exclusive=True, on_event=on_event, cancel=cancel)
+                    exclusive=farm is None or farm.is_local, on_event=on_event, cancel=cancel)
 
 
 # ----------------------------------------------------------------------------- conversion

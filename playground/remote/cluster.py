@@ -59,13 +59,22 @@ class RpcProcess:
         except OSError:
             return ""
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group (the server's ``popen_worker`` children too); reap."""
+    def kill(self, wait_s: float = 5.0) -> None:
+        """SIGKILL the whole process group (the server's ``popen_worker`` children too), reap
+        the leader, and wait up to ``wait_s`` until no member is left (killed processes take
+        a moment to exit; the others are reaped by whoever adopted them)."""
         try:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.popen.wait()
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.popen.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.02)
 
 
 class LocalRpcCluster:

@@ -27,6 +27,11 @@ _LOST = ("kShutdown", "Socket", "Broken pipe", "Connection reset", "connection r
 _LOCAL_HOSTS = ("localhost", "127.0.0.1")
 
 
+def is_local_host(host: str) -> bool:
+    """True for a loopback address: a server there is this machine and shares its CPU."""
+    return host in _LOCAL_HOSTS or host.startswith("127.")
+
+
 class RemoteError(PlaygroundError):
     """A remote device that cannot be reached, has no free server, or went away mid-run."""
 
@@ -150,7 +155,7 @@ class RemoteDevice:
     @property
     def is_local(self) -> bool:
         """True when the device is this machine (its timings then share our CPU)."""
-        return self.host in _LOCAL_HOSTS or self.host.startswith("127.")
+        return is_local_host(self.host)
 
     def to_dict(self) -> dict:
         """Plain JSON-able fields (the worker job's payload)."""

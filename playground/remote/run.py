@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from playground.remote.device import _LOST, RemoteDevice, RemoteError, _first_line, open_session
+from playground.remote.device import (
+    _LOST,
+    RemoteDevice,
+    RemoteError,
+    _first_line,
+    is_local_host,
+    open_session,
+)
 
 
 def _lost(exc: BaseException) -> bool:
@@ -36,8 +43,27 @@ def _lost(exc: BaseException) -> bool:
     return "RPCSessionTimeoutError" not in text and any(m in text for m in _LOST)
 
 
-def _run_on(sess: Any, library: str, remote: RemoteDevice, inputs: list, expected: np.ndarray,
-            dtype: str, measure: bool, repeat: int, min_repeat_ms: float) -> dict:
+def _load_probe(server: str) -> Any:
+    """A probe of the server's processes when the server runs on this machine, else ``None``.
+
+    On loopback the server's kernel shares this machine, so its load is measured here, with
+    the server process (found by its listening port) and its session children as "own". A
+    server elsewhere runs on a machine this process cannot see: its load stays unknown.
+    """
+    from playground.build.load import LoadProbe, server_pids, threads_of
+
+    host, _, port = server.rpartition(":")
+    if not is_local_host(host):
+        return None
+    pids = server_pids(int(port))
+    if not pids:
+        return None
+    return LoadProbe(pids, descendants=True, threads=threads_of(pids[0]), where=server)
+
+
+def _run_on(sess: Any, library: str, remote: RemoteDevice, server: str, inputs: list,
+            expected: np.ndarray, dtype: str, measure: bool, repeat: int,
+            min_repeat_ms: float) -> dict:
     """Upload, load, run once on a poisoned output, compare, and time on the server."""
     import tvm
 
@@ -58,7 +84,8 @@ def _run_on(sess: Any, library: str, remote: RemoteDevice, inputs: list, expecte
     result.update(compare(out.numpy(), expected, dtype))
     if result["correct"] and measure:
         result["timing"] = measure_module(module, [*args, out], dev, func_name="main",
-                                          repeat=repeat, min_repeat_ms=min_repeat_ms).to_dict()
+                                          repeat=repeat, min_repeat_ms=min_repeat_ms,
+                                          load_probe=_load_probe(server)).to_dict()
     return result
 
 
@@ -70,7 +97,7 @@ def _attempt(remote: RemoteDevice, library: str, run_args: tuple) -> tuple[dict 
     """
     sess, server = open_session(remote)
     try:
-        return _run_on(sess, library, remote, *run_args), server, ""
+        return _run_on(sess, library, remote, server, *run_args), server, ""
     except RemoteError:
         raise
     except (RuntimeError, OSError) as e:

@@ -275,7 +275,8 @@ class Store:
         everything
             Top-level records and children alike (dump, benchmarks).
         timing
-            Add ``p10_ms`` and ``p90_ms`` from the timing record (for charts).
+            Add ``p10_ms``, ``p90_ms`` and ``under_load`` (1, 0 or None: measured under load,
+            see :mod:`playground.build.load`) from the timing record (for charts).
         """
         where, args = [], []
         for column, value, digits in (("chain", chain, 16), ("machine", machine, 12)):
@@ -300,7 +301,9 @@ class Store:
             where.append("parent_id IS NULL")
         sql = _SUMMARY_SQL if not timing else _SUMMARY_SQL.replace(" FROM experiments e", (
             ", json_extract(result, '$.timing.p10_ms') AS p10_ms, "
-            "json_extract(result, '$.timing.p90_ms') AS p90_ms FROM experiments e"))
+            "json_extract(result, '$.timing.p90_ms') AS p90_ms, "
+            "json_extract(result, '$.timing.load.under_load') AS under_load "
+            "FROM experiments e"))
         sql += " WHERE " + " AND ".join(where) if where else ""
         sql += f" ORDER BY created {'DESC' if newest_first else 'ASC'}, id"
         if limit is not None:

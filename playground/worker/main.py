@@ -11,7 +11,16 @@ JSON object per line::
 The protocol runs over duplicates of the original stdin/stdout. File descriptors 0 and 1 are
 then pointed at ``/dev/null`` and stderr, so that prints from jobs, TVM or LLVM (Python or C
 level) land in the stderr log and cannot corrupt the protocol. End of input means the parent is
-gone: the worker exits. A watchdog thread exits too when the parent process dies mid-job.
+gone: the worker exits.
+
+No process outlives the server, even one killed with SIGKILL mid-job: the worker leads its own
+process group, and so do its children (MetaSchedule's ``tvm.exec.popen_worker`` builders and
+runners) unless they leave it. A *guardian* forked at start (before any thread or TVM) waits
+for the hang-up of the protocol pipe, whose only writer is the server, and then kills the whole
+group: the worker, its children and itself. It is a separate process, so a job busy in C code
+holding the GIL cannot delay it. A watchdog thread that notices a new parent pid does the same,
+as a second line. (``PR_SET_PDEATHSIG`` is not used: it fires when the *thread* that started a
+process ends, and the server starts workers from short-lived threads.)
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ import faulthandler
 import json
 import os
 import resource
+import select
+import signal
 import sys
 import threading
 import time
 import traceback
 
 MEMORY_ENV = "PLAYGROUND_MEMORY_LIMIT_MB"
+NICE_ENV = "PLAYGROUND_NICE"
 
 
 def _cap_memory() -> None:
@@ -46,12 +58,42 @@ def _set_job_memory(limit_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+def _kill_my_group() -> None:
+    """SIGKILL this process group: the worker, every child still in it, and the caller."""
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(70)  # not reached unless the worker is not a group leader (started by hand)
+
+
 def _watch_parent(parent: int) -> None:
-    """Exit when the parent process dies (a job may be too busy to notice EOF on stdin)."""
+    """Kill the group when the parent process dies (a job may be too busy to notice EOF)."""
     while True:
         time.sleep(1.0)
         if os.getppid() != parent:
-            os._exit(70)
+            _kill_my_group()
+
+
+def _fork_guardian() -> int:
+    """Fork the guardian (see the module docstring); returns its pid.
+
+    It keeps only a duplicate of the protocol's read end and polls it for the hang-up alone
+    (no read: the worker's requests stay in the pipe), so it holds no pipe the server reads
+    from and never delays the server seeing a crashed worker's end of output.
+    """
+    watched = os.dup(0)
+    pid = os.fork()
+    if pid:
+        os.close(watched)
+        return pid
+    try:  # the guardian: close everything else, wait for the server to go, end the group
+        os.closerange(0, watched)
+        os.closerange(watched + 1, 1 << 16)
+        poller = select.poll()
+        poller.register(watched, 0)  # POLLHUP and POLLERR are always reported
+        while not poller.poll():
+            pass
+        _kill_my_group()
+    finally:
+        os._exit(0)
 
 
 def _protocol_streams():
@@ -110,6 +152,11 @@ def _run_one(request: dict, jobs: dict) -> dict:
 def main() -> None:
     """Cap memory, import TVM, announce readiness, then serve requests until EOF."""
     _cap_memory()
+    nice = int(os.environ.get(NICE_ENV, "0") or 0)
+    if nice:
+        os.nice(nice)  # long jobs yield the CPU to the page and to quick jobs
+    if os.getpgrp() == os.getpid():  # only a group leader may end its group
+        _fork_guardian()
     proto_in, proto_out = _protocol_streams()
     faulthandler.enable(sys.stderr)  # a segfault leaves a Python traceback in the stderr log
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()

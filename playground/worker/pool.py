@@ -12,19 +12,22 @@ returns a :class:`~playground.worker.result.JobResult` for every outcome instead
         show(result.message, result.detail)
 
 Timings that must not share the CPU run with ``exclusive=True`` behind
-:class:`~playground.worker.lock.MeasurementLock`, a machine-wide FIFO lock.
+:class:`~playground.worker.lock.MeasurementLock`, a machine-wide FIFO lock. Callers waiting for
+a free worker take turns by *owner* (:class:`~playground.worker.fair.FairQueue`): a job first
+waits for a worker in its owner's turn, then, if exclusive, for the measurement lock, so one
+user's many queued jobs cannot hold everybody else's back.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import weakref
 from pathlib import Path
 
 from playground.errors import PlaygroundError
-from playground.worker.lock import POLL_S, EventCallback, MeasurementLock, emit
+from playground.worker.fair import FairQueue, current_owner
+from playground.worker.lock import EventCallback, MeasurementLock, emit
 from playground.worker.process import Worker
 from playground.worker.result import JobResult
 
@@ -43,7 +46,7 @@ class WorkerPool:
     ----------
     size
         Number of child processes (each needs ~250 MB resident once TVM is imported).
-    num_threads, memory_limit_mb, fault_jobs, env, start_timeout_s
+    num_threads, memory_limit_mb, fault_jobs, env, start_timeout_s, nice
         Passed to every :class:`Worker`.
     lock_dir
         Directory of the machine-wide measurement lock; the default is shared by every
@@ -53,16 +56,15 @@ class WorkerPool:
     def __init__(self, size: int = 1, *, num_threads: int | None = None,
                  memory_limit_mb: int | None = 6144, fault_jobs: bool = False,
                  env: dict[str, str] | None = None, lock_dir: str | Path | None = None,
-                 start_timeout_s: float = 120.0) -> None:
+                 start_timeout_s: float = 120.0, nice: int = 0) -> None:
         if size < 1:
             raise PlaygroundError(f"WorkerPool: size must be at least 1, got {size}")
         self.workers = [Worker(num_threads=num_threads, memory_limit_mb=memory_limit_mb,
-                               fault_jobs=fault_jobs, env=env, start_timeout_s=start_timeout_s)
+                               fault_jobs=fault_jobs, env=env, start_timeout_s=start_timeout_s,
+                               nice=nice)
                         for _ in range(size)]
         self.measurement_lock = MeasurementLock(lock_dir)
-        self._idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
-        for worker in self.workers:
-            self._idle.put(worker)
+        self._idle: FairQueue[Worker] = FairQueue(list(self.workers))
         self._closed = False
         # Kills the children when the pool is garbage-collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, _close_all, list(self.workers))
@@ -102,6 +104,10 @@ class WorkerPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def waiting(self) -> dict[str, int]:
+        """Callers waiting for a worker, per owner, in the order their turns come."""
+        return self._idle.waiting()
+
     @property
     def pids(self) -> list[int]:
         """Pids of the live children."""
@@ -110,7 +116,7 @@ class WorkerPool:
     def run(self, job: str, payload: dict | None = None, *, timeout_s: float = 60.0,
             exclusive: bool = False, on_event: EventCallback | None = None,
             cancel: threading.Event | None = None,
-            memory_limit_mb: int | None = None) -> JobResult:
+            memory_limit_mb: int | None = None, owner: str | None = None) -> JobResult:
         """Run the registered job ``job`` on a free worker and classify what happened.
 
         Parameters
@@ -125,13 +131,18 @@ class WorkerPool:
         exclusive
             Hold the machine-wide measurement lock while the job runs (for timings).
         on_event
-            Called with ``{"event": "queued", "position": n}`` (exclusive jobs, whenever the
-            number of jobs ahead changes), ``{"event": "started", "worker_pid": pid}`` and
-            ``{"event": "done", "status": s}``. Exceptions it raises are logged and ignored.
+            Called with ``{"event": "waiting", "position": n}`` (no worker free: ``n`` callers
+            are served first), ``{"event": "queued", "position": n}`` (exclusive jobs, whenever
+            the number of jobs ahead for the measurement lock changes), ``{"event":
+            "started", "worker_pid": pid}`` and ``{"event": "done", "status": s}``.
+            Exceptions it raises are logged and ignored.
         cancel
             Setting it kills the running job (status ``"cancelled"``) or stops the wait.
         memory_limit_mb
             A lower address-space cap for this job only (cannot exceed the pool's).
+        owner
+            Who asks (a browser session id): waiting callers get workers round robin by owner.
+            ``None``: :func:`~playground.worker.fair.current_owner`.
 
         Returns
         -------
@@ -140,36 +151,36 @@ class WorkerPool:
         """
         if self._closed:
             raise PlaygroundError("WorkerPool.run: the pool is closed")
-        result = None
-        ticket = None
-        if exclusive:
-            ticket = self.measurement_lock.acquire(on_event=on_event, cancel=cancel)
-        try:
-            if exclusive and ticket is None:
-                result = JobResult("cancelled", message="cancelled while queued for measurement")
-            else:
-                worker = self._checkout(cancel)
-                if worker is None:
-                    result = JobResult("cancelled", message="cancelled while waiting for a worker")
-                else:
-                    try:
-                        result = worker.run(job, payload, timeout_s=timeout_s, on_event=on_event,
-                                            cancel=cancel, memory_limit_mb=memory_limit_mb)
-                    finally:
-                        self._idle.put(worker)
-        finally:
-            if ticket is not None:
-                ticket.release()
+        owner = current_owner() if owner is None else owner
+        worker = self._idle.get(owner, cancel=cancel, closed=self._raise_if_closed,
+                                on_event=on_event)
+        if worker is None:
+            result = JobResult("cancelled", message="cancelled while waiting for a worker")
+        else:
+            try:
+                result = self._run_on(worker, job, payload, timeout_s, exclusive, on_event,
+                                      cancel, memory_limit_mb)
+            finally:
+                self._idle.put(worker)
         emit(on_event, {"event": "done", "status": result.status})
         return result
 
-    def _checkout(self, cancel: threading.Event | None) -> Worker | None:
-        while True:
-            if cancel is not None and cancel.is_set():
-                return None
-            if self._closed:
-                raise PlaygroundError("WorkerPool.run: the pool was closed while waiting")
-            try:
-                return self._idle.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
+    def _run_on(self, worker: Worker, job: str, payload: dict | None, timeout_s: float,
+                exclusive: bool, on_event: EventCallback | None,
+                cancel: threading.Event | None, memory_limit_mb: int | None) -> JobResult:
+        """Run on a checked-out worker, behind the measurement lock when ``exclusive``."""
+        ticket = None
+        if exclusive:
+            ticket = self.measurement_lock.acquire(on_event=on_event, cancel=cancel)
+            if ticket is None:
+                return JobResult("cancelled", message="cancelled while queued for measurement")
+        try:
+            return worker.run(job, payload, timeout_s=timeout_s, on_event=on_event,
+                              cancel=cancel, memory_limit_mb=memory_limit_mb)
+        finally:
+            if ticket is not None:
+                ticket.release()
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise PlaygroundError("WorkerPool.run: the pool was closed while waiting")

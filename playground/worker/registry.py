@@ -26,9 +26,10 @@ registers no job is an error too (it was meant to add one). Raise
 :class:`~playground.errors.BuildError` for user mistakes, return ``{"correct": False, ...}`` for a
 kernel that runs but computes the wrong numbers; the pool classifies both.
 
-Debug and fault jobs (``sleep``, ``segfault``, ``allocate``, ``raise``, ``exit``, ``echo``) exist
-for tests and are registered only when the worker's environment has ``PLAYGROUND_FAULT_JOBS=1``
-(``WorkerPool(fault_jobs=True)``), so that no user request can crash a worker on purpose.
+Debug and fault jobs (``sleep``, ``segfault``, ``allocate``, ``raise``, ``exit``, ``spawn``,
+``echo``) exist for tests and are registered only when the worker's environment has
+``PLAYGROUND_FAULT_JOBS=1`` (``WorkerPool(fault_jobs=True)``), so that no user request can crash
+a worker on purpose.
 """
 
 from __future__ import annotations
@@ -149,6 +150,21 @@ def _register_fault_jobs() -> None:
     @job("exit")
     def exit_now(payload: dict) -> dict:
         os._exit(int(payload.get("code", 3)))
+
+    @job("spawn")
+    def spawn(payload: dict) -> dict:
+        # Real grandchildren, as MetaSchedule starts them: TVM popen_worker processes.
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        children = int(payload.get("children", 2))
+        seconds = float(payload.get("seconds", 1.0))
+        executor = PopenPoolExecutor(max_workers=children)
+        try:
+            for future in [executor.submit(time.sleep, seconds) for _ in range(children)]:
+                future.result()
+        finally:
+            executor.shutdown()
+        return {"children": children}
 
     @job("echo")
     def echo(payload: dict) -> dict:

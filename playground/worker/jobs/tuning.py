@@ -12,6 +12,10 @@ MetaSchedule usable on a 2-core machine here:
   trial failed.
 * The builder and runner are TVM ``PopenPoolExecutor`` children of the worker, in its process
   group, so a timeout or a cancel of the job kills them too.
+
+With a measurement farm (payload ``remote``, see :mod:`playground.remote.farm`), candidates
+are still built here but run on the tracker's servers (MetaSchedule's ``RPCRunner``, one
+session per server at once).
 """
 
 from __future__ import annotations
@@ -69,6 +73,25 @@ def _build_function():
     return build
 
 
+def _runner(remote: dict | None) -> tuple[object, str]:
+    """MetaSchedule's runner and what it is: local, or an ``RPCRunner`` on the farm's tracker."""
+    if not remote:
+        return "local", "local"
+    from tvm.s_tir import meta_schedule as ms
+
+    from playground.remote.device import RemoteDevice, RemoteError, tracker_keys
+
+    device = RemoteDevice.from_dict(remote)
+    try:
+        servers = tracker_keys(device.host, device.port).get(device.key, {}).get("servers", 0)
+    except RemoteError:
+        servers = 0  # the runner reports the unreachable tracker on every candidate
+    config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port,
+                                 tracker_key=device.key,
+                                 session_timeout_sec=device.session_timeout_s)
+    return ms.runner.RPCRunner(rpc_config=config, max_workers=max(1, servers)), device.label
+
+
 def _best_ms(db) -> float | None:
     secs = [sum(float(s) for s in r.run_secs) / len(r.run_secs)
             for r in db.get_all_tuning_records() if r.run_secs]
@@ -81,7 +104,9 @@ def tune_job(payload: dict) -> dict:
     """Tune the chain with MetaSchedule; return the best schedule as playground steps.
 
     Payload: ``chain``, ``trials``, ``seed``, ``target`` ("cpu"), ``population``
-    (evolutionary search, default :data:`POPULATION`). Result: ``steps``
+    (evolutionary search, default :data:`POPULATION`), ``remote`` (a farm's
+    :meth:`~playground.remote.device.RemoteDevice.to_dict`: run candidates there). Result:
+    ``runner`` ("local" or the farm's label), ``steps``
     (list of step dicts), ``complete``, ``dropped``, ``unsupported``, ``structurally_equal``,
     ``verify_message``, ``best_ms`` (MetaSchedule's measurement), ``trials`` (records in the
     database), ``tune_s``, ``trace`` (the tuned trace as Python).
@@ -100,6 +125,7 @@ def tune_job(payload: dict) -> dict:
     cores = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
     mod = chain_module(chain)
     target = cpu_target()
+    runner, runner_label = _runner(payload.get("remote"))
     work_dir = tempfile.mkdtemp(prefix="playground-tune-")
     t0 = time.perf_counter()
     try:
@@ -112,7 +138,8 @@ def tune_job(payload: dict) -> dict:
             strategy = ms.search_strategy.EvolutionarySearch(
                 population_size=population, init_min_unmeasured=min(50, population // 2))
             db = ms.tune_tir(mod, target, work_dir=work_dir, max_trials_global=trials,
-                             num_trials_per_iter=16, builder=builder, cost_model="random",
+                             num_trials_per_iter=16, builder=builder,
+                             runner=runner, cost_model="random",
                              strategy=strategy, seed=seed, num_tuning_cores=cores)
             tune_s = time.perf_counter() - t0
             sch = ms.tir_integration.compile_tir(db, mod, target)
@@ -130,6 +157,7 @@ def tune_job(payload: dict) -> dict:
             "dropped": list(conversion.dropped), "unsupported": conversion.unsupported,
             "structurally_equal": equal, "verify_message": why, "best_ms": best_ms,
             "trials": records, "tune_s": tune_s, "trace": "\n".join(trace),
+            "runner": runner_label,
             "notes": [why] if why else []}
 
 
@@ -143,6 +171,7 @@ def numpy_time_job(payload: dict) -> dict:
     ``min_repeat_ms`` (default 50). Returns ``median_ms`` (per call), ``samples_ms``,
     ``number`` (calls per sample), ``dtype`` ("float64").
     """
+    from playground.build.load import LoadProbe
     from playground.build.timing import Timing
     from playground.chain.reference import make_inputs, reference_output
 
@@ -155,10 +184,11 @@ def numpy_time_job(payload: dict) -> dict:
     first_ms = (time.perf_counter() - t0) * 1e3
     number = max(1, min(1000, int(min_ms / max(first_ms, 1e-3)) + 1))
     samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            reference_output(chain, inputs)
-        samples.append((time.perf_counter() - t0) * 1e3 / number)
-    timing = Timing.from_samples(samples, number)
+    with LoadProbe() as probe:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                reference_output(chain, inputs)
+            samples.append((time.perf_counter() - t0) * 1e3 / number)
+    timing = Timing.from_samples(samples, number, probe.load)
     return {"median_ms": timing.median_ms, "timing": timing.to_dict(), "dtype": "float64"}
