@@ -184,7 +184,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     tiles: list[Tile | None] = [None] * len(st)
     t0 = time.monotonic()
     best_ms: float | None = None
-    group = _record_group(chain, target, budget_s, fused, record) if record else None
+    group = _record_group(pool, chain, target, budget_s, fused, record) if record else None
     for label, plan, option in candidate_plans(chain, facts, fused=fused, best_tiles=tiles):
         if cancel is not None and cancel.is_set():
             result.cancelled = True
@@ -213,13 +213,18 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     return result
 
 
-def _record_group(chain: dict, target: str, budget_s: float, fused: bool | None, source: str):
-    """The store's record of this search (on this machine: candidates time in its worker)."""
+def _record_group(pool: Any, chain: dict, target: str, budget_s: float, fused: bool | None,
+                  source: str):
+    """The store's record of this search: on this machine, or on the pools' measurement farm
+    when candidates are timed there (see :func:`playground.service.run`)."""
     from playground.build.machine import host_fingerprint
     from playground.store import record_group
 
+    farm = getattr(pool, "farm", None)
+    machine = {"remote": farm.label} if farm is not None and farm.target == target \
+        else host_fingerprint()
     kind = {None: "", True: " (fused only)", False: " (unfused only)"}[fused]
-    return record_group("search", chain, target, host_fingerprint(),
+    return record_group("search", chain, target, machine,
                         label=f"template search{kind}, {budget_s:.0f} s", source=source,
                         info={"budget_s": budget_s, "fused": fused})
 
