@@ -56,7 +56,7 @@ from playground.build.peak import measure_peak  # noqa: E402
 from playground.chain.spec import chain_flop, normalize_chain, tensor_shapes  # noqa: E402
 from playground.explore.tuning import TuneResult, tune  # noqa: E402
 from playground.schedule.session import Session  # noqa: E402
-from playground.templates.search import search  # noqa: E402
+from playground.templates.search import finalize, search  # noqa: E402
 from playground.templates.verdict import NO_DIFFERENCE, fusion_verdict  # noqa: E402
 from playground.worker.pool import WorkerPool  # noqa: E402
 
@@ -165,8 +165,8 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess
     budget = min(args.budget_s, ms_s)
     t0 = time.monotonic()
     result = search(pool, chain, facts, budget_s=budget)
+    best = finalize(pool, result)  # the top 3 timed again side by side (what auto prints)
     row["auto_s"] = round(time.monotonic() - t0, 1)
-    best = result.best()
     verdict = fusion_verdict(pool, chain, facts, budget_s=budget, result=result)
     row.update(candidates=result.measured, auto_label=best.label if best else None,
                verdict=verdict.verdict, verdict_ratio=verdict.ratio, reason=verdict.reason)

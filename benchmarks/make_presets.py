@@ -24,7 +24,12 @@ from playground.build.machine import machine_facts  # noqa: E402
 from playground.chain.spec import chain_flop, normalize_chain  # noqa: E402
 from playground.io.export import export_script  # noqa: E402
 from playground.schedule.session import Session  # noqa: E402
-from playground.templates.search import measure_candidate, remeasure, search  # noqa: E402
+from playground.templates.search import (  # noqa: E402
+    finalize,
+    measure_candidate,
+    remeasure,
+    search,
+)
 from playground.templates.stages import stages  # noqa: E402
 from playground.worker.pool import WorkerPool  # noqa: E402
 
@@ -115,12 +120,12 @@ PRESETS: dict[str, Preset] = {
 def generate(name: str, preset: Preset, pool, facts, budget_s: float) -> str:
     chain = normalize_chain(preset.chain)
     result = search(pool, chain, facts, budget_s=budget_s, fused=preset.fused)
-    best = result.best()
+    best = finalize(pool, result)
     if best is None:
         raise SystemExit(f"{name}: no candidate validated")
     if not preset.fold:
         best = measure_candidate(pool, chain, best.label, replace(best.plan, fold_epilogue=False))
-    best = remeasure(pool, chain, best)
+        best = remeasure(pool, chain, best)
     Session.new(chain, best.steps)  # every step replays by name on a fresh schedule
     st = stages(chain)
     tiles = "; ".join(f"{s.name}: {t.label()}" for s, t in zip(st, best.plan.tiles,

@@ -168,7 +168,7 @@ def _search_setup(args: argparse.Namespace):
 
 def _cmd_auto(args: argparse.Namespace) -> int:
     """Search templates for the chain; print the best schedule (and write it with -o)."""
-    from playground.templates.search import remeasure, search
+    from playground.templates.search import finalize, search
     from playground.worker.pool import WorkerPool
 
     chain, facts = _search_setup(args)
@@ -184,9 +184,7 @@ def _cmd_auto(args: argparse.Namespace) -> int:
     with WorkerPool(1) as pool:
         result = search(pool, chain, facts, budget_s=args.budget_s, on_progress=progress,
                         record="cli" if args.record else "")
-        best = result.best()
-        if best is not None:
-            best = remeasure(pool, result.chain, best)
+        best = finalize(pool, result)
     out.update(candidates=result.measured, tried=len(result.candidates),
                search_s=round(result.search_s, 2))
     if args.record:

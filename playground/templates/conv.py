@@ -103,8 +103,16 @@ def prepare_conv(r: Recorder, stage: Stage, tile: Tile) -> str:
         weight = f"{name}_weight"
         r("cache_read", name, read_buffer_index=r.reads(name).index(weight),
           storage_scope="global")
-        r("transform_layout", f"{weight}_global", buffer=["write", 0],
+        copy = f"{weight}_global"
+        r("transform_layout", copy, buffer=["write", 0],
           index_map=f"lambda k, c, h, w: (k // {lanes}, c, h, w, k % {lanes})")
+        # The copy runs every call (a 512x512x3x3 weight is 9 MB): vector stores of lanes
+        # output channels, parallel over the blocks of channels.
+        k, c, h, w = r.loops(copy)
+        k_out, k_in = r.split(copy, k, [None, lanes])
+        r("reorder", copy, loops=[k_out, c, h, w, k_in])
+        r("parallel", copy, loop=k_out)
+        r.attempt("vectorize", copy, loop=k_in)
     if tile.vector == "n":
         r("cache_read", name, read_buffer_index=0, storage_scope="global")
         r("transform_layout", name, buffer=["read", 0],
