@@ -76,6 +76,12 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
                     scored.append((score, Tile("w", width, kt, ht, wt)))
         if scored:
             break
+    if 4 <= ow < lanes and not any(t.vector == "w" for _, t in scored):
+        # a narrow image (ResNet's 7x7 stage): one row per vector, many channels per tile
+        for kt in _divisors(k, 4, 16):
+            acc = kt
+            if acc <= budget:
+                scored.append((fit(acc, 1, 8) - 0.15, Tile("w", ow, kt, 1, ow)))
     n = stage.out_shape[0]
     if n >= lanes // 2 and n % (lanes // 2) == 0 and ow % (lanes // 2):
         # a batch of vectors where no column vector divides the width (the forum's seed)

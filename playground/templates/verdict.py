@@ -34,7 +34,7 @@ from playground.templates.stages import Stage, stages
 
 #: Within this ratio (either way) the two schedules are "no difference".
 NO_DIFFERENCE = 1.05
-ROUNDS = 3
+ROUNDS = 5
 
 
 @dataclass(frozen=True)
