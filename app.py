@@ -54,7 +54,7 @@ def steps_section(pool: WorkerPool, target: str) -> None:
     with left:
         st.subheader("2 · Schedule")
         step = schedule_ui.schedule_ui(drawn, target)
-        schedule_ui.handle_apply(step)
+        schedule_ui.handle_apply(step, target)
         schedule_ui.render_step_error(state.ui().step_error)
         st.subheader("History")
         schedule_ui.handle_history(schedule_ui.history_ui(state.session()))

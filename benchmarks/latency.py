@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TVM_NUM_THREADS", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from playground.build.machine import cores
+
+os.environ.setdefault("TVM_NUM_THREADS", str(cores()))
 
 from playground import service
 from playground.io.presets import load_preset
@@ -44,6 +46,9 @@ def step_latency(name: str) -> list[float]:
 
 
 def main() -> int:
+    from playground.build.machine import machine_facts
+
+    print(f"machine: {machine_facts().summary()}")
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("1. apply a step + print TVMScript, in-process (every step of the preset, first time)")
     for name in SEEDS:

@@ -92,6 +92,21 @@ def test_add_move_and_remove_layers():
     assert [layer["name"] for layer in session(at).chain["layers"]] == ["conv1", "relu1"]
 
 
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+def test_pooling_layers_are_added_and_edited(op):
+    at = start()
+    at.selectbox(key="layer.new_op").set_value(op)
+    at.button(key="layer.add").click()
+    run(at)
+    pool = session(at).chain["layers"][-1]
+    assert (pool["op"], pool["kernel"], pool["stride"]) == (op, [2, 2], [2, 2])
+    assert at.number_input(key=editor_key(at, "2.kernel_h")).value == 2
+    at.number_input(key=editor_key(at, "2.stride_h")).set_value(1)
+    run(at)
+    pool = session(at).chain["layers"][-1]
+    assert pool["stride"] == [1, 2] and not errors(at), errors(at)
+
+
 def test_preset_loads_when_presets_exist():
     from ui.chain_ui import presets
 
@@ -329,3 +344,13 @@ def test_bad_link_shows_an_error_and_the_default_session():
     at = start({QUERY_KEY: "not-a-session"})
     assert any("could not be restored" in m for m in errors(at)), errors(at)
     assert session(at).chain["input"]["shape"] == [1, 3, 64, 64]
+
+
+def test_a_gpu_binding_is_refused_at_the_step_on_the_cpu_target():
+    """The page knows the target: a bind on the CPU is refused when applied, in plain words,
+    not later by the build."""
+    at = start()
+    apply(at, "bind", block="relu1", **{"loop.relu1": "c (10)", "thread": "threadIdx.x"})
+    assert session(at).cursor == 0
+    assert any("makes it a GPU loop, but the target is the CPU" in m for m in errors(at)), \
+        errors(at)

@@ -133,3 +133,32 @@ def test_a_run_is_kept_across_a_reload_and_a_short_link_restores_the_session(
     app.loaded()
     app.tab.get_by_text("could not be restored").wait_for()
     assert "T.parallel" not in app.script()  # the default chain instead
+
+
+def test_search_and_verdict_in_the_browser(page: App, tmp_path: Path):
+    """The template search and the fuse-or-not verdict, run from the Fusion explorer in a
+    real browser: progress while they run, the result table, then the best schedule loaded
+    into the session as steps (the Playground's history shows them)."""
+    app = page
+    build_conv_relu_conv(app)
+    n = app.runs()
+    app.tab.get_by_role("tab", name="Fusion explorer").click()
+    app.settle(n)
+    app.type("fusion.search.budget", 10)
+    app.tab.set_default_timeout(MEASURE_WAIT_MS)
+    app.click("fusion.search.run")
+    app.tab.get_by_text(re.compile(r"schedule\(s\) built, validated and timed")).wait_for()
+    app.tab.locator(css("fusion.search.load")).wait_for()
+    app.click("fusion.verdict.run")
+    app.tab.get_by_text(re.compile(r"Verdict: (fuse|don't fuse|no difference)")).wait_for()
+    reason = app.tab.get_by_text(re.compile(r"repeats \d+% of conv1's work")).inner_text()
+    assert "conv2" in reason
+    save_screenshot(app, tmp_path, "search-and-verdict.png")
+    app.click("fusion.search.load")
+    app.tab.set_default_timeout(WAIT_MS)
+    n = app.runs()
+    app.tab.get_by_role("tab", name="Playground").click()
+    app.settle(n)
+    steps = app.tab.locator('[class*="st-key-hist-goto-"]')
+    assert steps.count() > 5  # the template's steps, in the history like any others
+    assert "conv1_local" in app.script()  # its register tile's write-back block

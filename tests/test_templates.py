@@ -156,6 +156,29 @@ def test_templates_validate_on_random_chains(pool, data):
     assert result.status == "ok" and result.value["correct"], (chain, plan, result.message)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 2])
+def test_deep_small_layers_sweep_the_image_per_channel_block(pool, batch):
+    """Weights (32x32x3x3) outweigh the activations (32x6x6): the first tile keeps blocks of
+    output channels outermost; with one image each block copies its own weights in the
+    conv's parallel loop. Both validate against the reference."""
+    chain = normalize_chain({"input": {"shape": [batch, 32, 6, 6]},
+                             "layers": [{"op": "conv2d", "channels": 32, "kernel": 3,
+                                         "padding": 1}, {"op": "relu"}]})
+    facts = facts_with(512)
+    (stage,) = stages(chain)
+    tile = tile_candidates(stage, facts)[0]
+    assert tile.vector == "k" and tile.order == "channels"
+    assert "channel blocks outermost" in tile.label()
+    r = plan_steps(chain, Plan((tile,), (Group(0, 0),), lanes=16))
+    moved = [s for s in r.steps if s.primitive == "compute_at"
+             and s.args["block"] == "conv1_weight_global"]
+    assert len(moved) == (1 if batch == 1 else 0)
+    result = pool.run("run", {"chain": r.chain, "steps": [s.to_dict() for s in r.steps],
+                              "target": "cpu", "measure": False}, timeout_s=300)
+    assert result.status == "ok" and result.value["correct"], result.message
+
+
 # ----------------------------------------------------------------------------- search
 
 @pytest.mark.slow

@@ -29,12 +29,16 @@ from playground.schedule.session import Session
 from ui import state
 from ui.text import ERROR_ICON, WARNING_ICON, escape
 
-_PREFIX = {"conv2d": "conv", "bias_add": "bias", "batch_norm": "bn", "relu": "relu",
-           "relu6": "relu6_", "clip": "clip", "add": "add"}
+_PREFIX = {"conv2d": "conv", "max_pool2d": "maxpool", "avg_pool2d": "avgpool",
+           "bias_add": "bias", "batch_norm": "bn", "relu": "relu", "relu6": "relu6_",
+           "clip": "clip", "add": "add"}
 _CONV_FIELDS = (("channels", "channels"), ("in ch.", "in_channels"), ("groups", "groups"),
                 ("kernel h", "kernel", 0), ("kernel w", "kernel", 1), ("stride h", "stride", 0),
                 ("stride w", "stride", 1), ("pad h", "padding", 0), ("pad w", "padding", 1),
                 ("dilate h", "dilation", 0), ("dilate w", "dilation", 1))
+_POOL_FIELDS = (("kernel h", "kernel", 0), ("kernel w", "kernel", 1), ("stride h", "stride", 0),
+                ("stride w", "stride", 1), ("pad h", "padding", 0), ("pad w", "padding", 1))
+_POOLS = ("max_pool2d", "avg_pool2d")
 _IN_CHANNELS_HELP = ("Optional: the input channels this conv's weight was made for. Empty: "
                      "whatever the layer before gives. Set, it is checked against the tensor "
                      "the layer receives (a 3-channel weight after a 10-channel layer is "
@@ -95,10 +99,11 @@ def _input_ui(spec: dict) -> dict:
     return {"shape": dims, "dtype": dtype}
 
 
-def _conv_fields(i: int, layer: dict, cols) -> dict:
+def _window_fields(i: int, layer: dict, cols, fields: tuple) -> dict:
+    """The number fields of a conv or pool layer (pairs such as kernel h / kernel w)."""
     out = dict(layer)
     pairs: dict[str, list[int]] = {"kernel": [], "stride": [], "padding": [], "dilation": []}
-    for col, (label, name, *pos) in zip(cols, _CONV_FIELDS, strict=True):
+    for col, (label, name, *pos) in zip(cols, fields, strict=True):
         suffix = f"{name}_{'hw'[pos[0]]}" if pos else name  # chain.0.kernel_h, chain.0.groups
         key = state.editor_key(f"{i}.{suffix}")
         if name == "in_channels":  # optional: empty follows the incoming tensor
@@ -115,7 +120,9 @@ def _conv_fields(i: int, layer: dict, cols) -> dict:
             pairs[name].append(value)
         else:
             out[name] = value
-    out.update(kernel=pairs["kernel"], stride=pairs["stride"], dilation=pairs["dilation"])
+    out.update(kernel=pairs["kernel"], stride=pairs["stride"])
+    if pairs["dilation"]:
+        out["dilation"] = pairs["dilation"]
     t, left = layer["padding"][0], layer["padding"][1]
     # Asymmetric padding (top != bottom) is kept as it is until the user edits it.
     out["padding"] = layer["padding"] if pairs["padding"] == [t, left] else pairs["padding"]
@@ -125,7 +132,9 @@ def _conv_fields(i: int, layer: dict, cols) -> dict:
 def _layer_fields(i: int, layer: dict, earlier: list[str], cols) -> dict:
     op = layer["op"]
     if op == "conv2d":
-        return _conv_fields(i, layer, cols)
+        return _window_fields(i, layer, cols, _CONV_FIELDS)
+    if op in _POOLS:
+        return _window_fields(i, layer, cols, _POOL_FIELDS)
     out = dict(layer)
     if op == "clip":
         out["min"] = cols[0].number_input("min", value=float(layer["min"]), step=0.5,
@@ -152,7 +161,8 @@ def _layer_ui(i: int, layer: dict, n: int, shape: list[int] | None,
         head, body, tail = st.columns([1.7, 10, 1.9], vertical_alignment="bottom")
         head.markdown(f"**{escape(layer['name'])}** ({layer['op']})  \n"
                       + (f":gray[→ {_shape_text(shape)}]" if shape else ""))
-        fields = body.columns(len(_CONV_FIELDS) if layer["op"] == "conv2d" else 4)
+        width = {"conv2d": len(_CONV_FIELDS), **dict.fromkeys(_POOLS, len(_POOL_FIELDS))}
+        fields = body.columns(width.get(layer["op"], 4))
         edited = _layer_fields(i, layer, earlier, fields)
         with tail.container(horizontal=True, gap="xsmall", horizontal_alignment="right"):
             if st.button("↑", key=f"layer.up.{i}", disabled=i == 0, help="move up"):
@@ -208,6 +218,8 @@ def new_layer(op: str, chain: dict) -> dict:
     layer: dict[str, Any] = {"op": op, "name": _unique_name(op, chain)}
     if op == "conv2d":
         layer.update(channels=shapes[last][1], kernel=3, padding=1)
+    elif op in _POOLS:
+        layer.update(kernel=2, stride=2)
     elif op == "add":
         same = [n for n, s in shapes.items() if s == shapes[last] and n != last]
         layer["other"] = same[-1] if same else last

@@ -235,13 +235,14 @@ def schedule_ui(session: Session, target: str) -> Step | None:
     return step if st.button("Apply", key="sched.apply", type="primary") else None
 
 
-def handle_apply(step: Step | None) -> None:
-    """Apply ``step`` (the caller draws the new session, then reruns the page for the form);
-    on refusal keep the reason for the form."""
+def handle_apply(step: Step | None, target: str = "cpu") -> None:
+    """Apply ``step`` for ``target`` (the caller draws the new session, then reruns the page for
+    the form); on refusal keep the reason for the form. Knowing the target, a GPU thread
+    binding is refused at once on the CPU instead of failing at the build."""
     if step is None:
         return
     try:
-        new = state.session().apply(step)
+        new = state.session().apply(step, target=target)
     except PlaygroundError as e:
         state.ui().step_error = {"message": e.message, "detail": e.detail}
         return

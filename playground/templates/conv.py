@@ -7,7 +7,8 @@ Two ways to fill the vector registers of a convolution's accumulator tile:
   kernel's own argument keeps its layout), the accumulators into ``[.., K/L, H, W, L]``; every
   multiply-add is one weight vector of ``L`` output channels times one input value broadcast.
   Any stride, dilation and padding are scalar loads. Needs a dense convolution whose output
-  channels divide into ``kb * L``.
+  channels divide into ``kb * L``. Where the weights outweigh the activations, the blocks of
+  output channels go outermost (``Tile.order="channels"``) and each copies its own weights.
 * **along output columns** (``vector="w"``): ``L`` neighbouring output pixels of a row per
   vector, one weight broadcast per multiply-add. Fits grouped and depthwise convolutions and
   channel counts that are not a multiple of the vector width.
@@ -49,6 +50,12 @@ class Tile:
         Output rows per tile (``"n"``: vectors of images per tile).
     wt
         Output columns per tile (``"w"``: a multiple of ``lanes``).
+    order
+        ``"rows"``: images and row tiles outermost (each tile of pixels sweeps all the
+        weights); ``"channels"`` (``vector="k"`` only): blocks of output channels outermost,
+        so a block's weights stay in cache while it sweeps the whole image, the way to go
+        when the weights outweigh the activations (ResNet's 512-channel 7x7 stage: 9 MB of
+        weights, 100 KB of input).
     """
 
     vector: str
@@ -56,6 +63,7 @@ class Tile:
     kt: int
     ht: int
     wt: int
+    order: str = "rows"
 
     @property
     def accumulators(self) -> int:
@@ -66,7 +74,8 @@ class Tile:
 
     def label(self) -> str:
         if self.vector == "k":
-            return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels"
+            outermost = ", channel blocks outermost" if self.order == "channels" else ""
+            return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels{outermost}"
         if self.vector == "n":
             return (f"{self.kt} channels x {self.wt} pixels x {self.ht}x{self.lanes} images")
         return f"{self.kt} channels x {self.ht}x{self.wt} pixels ({self.lanes}-wide)"
@@ -206,7 +215,10 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
         wo, wi = _split(r, name, w, wt)
         wu, wv = r.split(name, wi, [None, lanes]) if wt > lanes else (None, wi)
         w_inner = [x for x in (wu, wv) if x]
-    head = outer if outer is not None else [n, ho]
+    if outer is not None:
+        head = outer
+    else:
+        head = [n, ko] if tile.order == "channels" and tile.vector == "k" else [n, ho]
     rest = [x for x in (n, ho, ko) if x not in head]
     if tile.vector == "k":
         order = [*head, *rest, wo, rc, rh, rw, hi, *w_inner, *k_inner]
@@ -217,9 +229,39 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     r("reorder", name, loops=order)
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
-    # Vectorizing and unrolling only make it faster: where TVM cannot (a block whose bindings
-    # a fused group made non-affine, say) the tile stays scalar and correct.
-    if r.extent(name, vector_loop) > 1:
+    top = _vectorize_unroll_parallel(r, name, vector_loop, unrolled, write_back, lanes, head,
+                                     order[0], parallel)
+    if outer is None and tile.order == "channels" and tile.vector == "k":
+        _copy_weights_per_block(r, stage, top, lanes)
+    return top
+
+
+def _copy_weights_per_block(r: Recorder, stage: Stage, top: str, lanes: int) -> None:
+    """With channel blocks outermost, each block copies its own weights into the blocked
+    layout just before it uses them (the copy's writes stay in cache, and the copy runs in
+    the conv's parallel loop). Only for one image: with more, each image would copy again."""
+    if stage.out_shape[0] != 1:
+        return
+    copy = f"{stage.name}_weight_global"
+    if not r.attempt("compute_at", copy, target_block=stage.name, target_loop=top,
+                     preserve_unit_loops=True):
+        return
+    k, c, h, w = r.loops(copy)[-4:]
+    if r.extent(copy, k) % lanes == 0:
+        k_out, k_in = r.split(copy, k, [None, lanes])
+        r("reorder", copy, loops=[k_out, c, h, w, k_in])
+        r.attempt("vectorize", copy, loop=k_in)
+
+
+def _vectorize_unroll_parallel(r: Recorder, name: str, vector_loop: str | None,
+                               unrolled: list[str], write_back: list[str], lanes: int,
+                               head: list[str], first: str, parallel: bool) -> str:
+    """The end of every tiling: vectorize, unroll, vectorize the write-back, fuse ``head``
+    into the parallel loop; returns the tiling's outermost loop (``first`` without a head).
+
+    Vectorizing and unrolling only make it faster: where TVM cannot (a block whose bindings
+    a fused group made non-affine, say) the tile stays scalar and correct."""
+    if vector_loop is not None and r.extent(name, vector_loop) > 1:
         r.attempt("vectorize", name, loop=vector_loop)
     for loop in unrolled:
         if r.extent(name, loop) > 1:
@@ -227,7 +269,7 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     for block in write_back:
         r.vectorize_innermost(block, lanes)
     if not head:
-        return order[0]
+        return first
     top = r.fuse(name, head) if len(head) > 1 else head[0]
     if parallel:
         r("parallel", name, loop=top)
@@ -275,19 +317,8 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
     r("reorder", name, loops=[*head, *rest, wo, rh, rw, wv])
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
-    if width > 1:
-        r.attempt("vectorize", name, loop=wv)
-    for loop in (rh, rw):
-        if r.extent(name, loop) > 1:
-            r.attempt("unroll", name, loop=loop)
-    for block in write_back:
-        r.vectorize_innermost(block, lanes)
-    if not head:
-        return rest[0]
-    top = r.fuse(name, head) if len(head) > 1 else head[0]
-    if parallel:
-        r("parallel", name, loop=top)
-    return top
+    return _vectorize_unroll_parallel(r, name, wv if width > 1 else None, [rh, rw], write_back,
+                                      lanes, head, rest[0], parallel)
 
 
 def elementwise_pass(r: Recorder, block: str, lanes: int) -> None:

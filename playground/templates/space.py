@@ -10,7 +10,7 @@ search that can only afford a few measurements measures the likely winners first
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from playground.build.machine import MachineFacts
 from playground.templates.conv import Tile
@@ -97,12 +97,24 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
         if dense and k % lanes == 0:
             scored.append((0.0, Tile("k", lanes, 1, 1, width)))
         scored.append((0.0, Tile("w", width, 1, 1, width)))
+    if _weights_outweigh_activations(stage):
+        # every tile of pixels would stream all the weights again: sweep the image per block
+        # of output channels instead, that block's weights kept in cache
+        scored += [(score + 0.5, replace(tile, order="channels")) for score, tile in scored
+                   if tile.vector == "k"]
     scored.sort(key=lambda st: -st[0])
     out: list[Tile] = []
     for _, tile in scored:
         if tile not in out:
             out.append(tile)
     return out[:limit]
+
+
+def _weights_outweigh_activations(stage: Stage) -> bool:
+    """More weight bytes than input and output bytes together (deep, small-image layers)."""
+    k, c = stage.out_shape[1], stage.in_shape[1]
+    weights = k * (c // stage.layer["groups"]) * math.prod(stage.layer["kernel"])
+    return weights > math.prod(stage.in_shape) + math.prod(stage.out_shape)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,74 @@
+"""The tables of ``benchmarks/README.md`` from ``auto_results.json`` (what ``auto_bench.py``
+wrote), so that no number in the README is typed by hand.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/report.py [benchmarks/auto_results.json]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def geomean(values: list[float]) -> float:
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def fmt(v, spec: str = ".3f") -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def main(path: Path) -> None:
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    peak = data["peak"]
+    ridge = peak["gflops"] / peak["bandwidth_gbs"]
+    print(f"Machine: {data['summary']}; measured FMA peak {peak['gflops']:.0f} GFLOP/s, "
+          f"bandwidth {peak['bandwidth_gbs']:.1f} GB/s (ridge {ridge:.1f} FLOP/B); "
+          f"TVM_NUM_THREADS = torch threads = {peak['cores']}.\n")
+    print("| chain | GFLOP | auto ms | PyTorch ms | MetaSchedule(64) ms | unscheduled ms | "
+          "vs PyTorch | vs MetaSchedule | vs unscheduled | % of peak | auto s (MS s) | "
+          "verdict (measured) | auto's schedule |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r.get("times_ms", {})
+        peak_note = f"{r['pct_peak']:.0f}%" if "pct_peak" in r else "—"
+        if r.get("compute_bound"):
+            peak_note += " (compute-bound)"
+        agree = "" if r.get("verdict_agrees", True) else " **disagrees**"
+        verdict = f"{r['verdict']} ({r.get('measured_verdict', '—')}, " \
+                  f"{fmt(r.get('measured_ratio'), '.2f')}x){agree}"
+        print(f"| {r['chain']} | {r['gflop']:.3f} | {fmt(t.get('auto'))} | "
+              f"{fmt(t.get('PyTorch'))} | {fmt(t.get('MetaSchedule'))} | "
+              f"{fmt(t.get('unscheduled'), '.1f')} | {fmt(r.get('vs_PyTorch'), '.2f')}x | "
+              f"{fmt(r.get('vs_MetaSchedule'), '.2f')}x | {fmt(r.get('vs_unscheduled'), '.0f')}x | "
+              f"{peak_note} | {r['auto_s']:.0f} ({fmt(r.get('metaschedule_s'), '.0f')}) | "
+              f"{verdict} | {r.get('auto_label') or '—'} |")
+    vs_torch = [r["vs_PyTorch"] for r in rows if r.get("vs_PyTorch")]
+    vs_ms = [r["vs_MetaSchedule"] for r in rows if r.get("vs_MetaSchedule")]
+    bound = [r for r in rows if r.get("compute_bound") and "pct_peak" in r]
+    agreed = [r for r in rows if "verdict_agrees" in r]
+    print()
+    print(f"- vs PyTorch: >= 1.0x on {sum(v >= 1 for v in vs_torch)} of {len(vs_torch)} chains "
+          f"({100 * sum(v >= 1 for v in vs_torch) / max(1, len(vs_torch)):.0f}%), geometric "
+          f"mean {geomean(vs_torch):.2f}x")
+    if vs_ms:
+        print(f"- vs MetaSchedule(64): >= 1.0x on {sum(v >= 1 for v in vs_ms)} of {len(vs_ms)} "
+              f"chains ({100 * sum(v >= 1 for v in vs_ms) / len(vs_ms):.0f}%), geometric mean "
+              f"{geomean(vs_ms):.2f}x; auto (search and the final re-timing of its top 3) "
+              f"took longer than MetaSchedule on "
+              f"{sum(r['auto_s'] > r.get('metaschedule_s', math.inf) for r in rows)} chains")
+    print(f"- compute-bound chains at >= 70% of the measured peak: "
+          f"{sum(r['pct_peak'] >= 70 for r in bound)} of {len(bound)} (median "
+          f"{sorted(r['pct_peak'] for r in bound)[len(bound) // 2]:.0f}%)" if bound else "")
+    print(f"- the verdict agrees with the measurement of both schedules on "
+          f"{sum(r['verdict_agrees'] for r in agreed)} of {len(agreed)} chains")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "auto_results.json")
