@@ -318,7 +318,7 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
     return _vectorize_unroll_parallel(r, name, wv if width > 1 else None, [rh, rw], write_back,
-                                      lanes, head, rest[0], parallel)
+                                      lanes, head, (rest or head)[0], parallel)
 
 
 def elementwise_pass(r: Recorder, block: str, lanes: int) -> None:
