@@ -160,3 +160,55 @@ def test_tune_tiny_chain_gives_importable_steps():
         assert imported.cursor == len(tuned.steps) > 0
         check = service.run(pool, imported, measure=False)
         assert check.status == "ok" and check.value["correct"] is True
+
+
+class _Trace:
+    """A stand-in for a tuning record's trace: applies ``ops`` to a schedule."""
+
+    def __init__(self, ops):
+        self.ops = ops
+
+    def apply_to_schedule(self, sch, remove_postproc):
+        self.ops(sch)
+
+
+class _Record:
+    def __init__(self, ops, secs):
+        self.trace, self.run_secs = _Trace(ops), [secs]
+
+
+class _Database:
+    def __init__(self, records):
+        self.records = records
+
+    def commit_workload(self, mod):
+        return mod
+
+    def get_top_k(self, workload, k):
+        return self.records[:k]
+
+
+def test_a_miscompiled_best_schedule_is_skipped_for_the_next_that_replays():
+    """MetaSchedule's fastest record moves conv2's padding under relu1's loops (TVM 0.27 never
+    writes its zero border): the tune job returns the next record, and says why."""
+    from playground.chain.compute import chain_module
+    from playground.worker.jobs.tuning import _best_that_replays
+
+    chain = normalize_chain({"input": {"shape": [1, 4, 8, 8]}, "layers": [
+        {"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}, {"op": "relu"},
+        {"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}]})
+
+    def pad_under_producer(sch):
+        relu = sch.get_sblock("relu1")
+        sch.reverse_compute_at(sch.get_sblock("conv2_pad"), sch.get_loops(relu)[1])
+
+    def split(sch):
+        sch.split(sch.get_loops(sch.get_sblock("conv2"))[2], factors=[None, 4])
+
+    db = _Database([_Record(pad_under_producer, 1e-4), _Record(split, 2e-4)])
+    trace, conversion, equal, why, best_ms, skipped = _best_that_replays(
+        db, chain_module(chain), chain)
+    assert equal and not why
+    assert [s.primitive for s in conversion.steps] == ["split"]
+    assert best_ms == pytest.approx(0.2)
+    assert skipped[0] == 1 and "conv2_pad" in skipped[1] and "border" in skipped[1]

@@ -368,6 +368,10 @@ def strip_hints(sch) -> None:
                     sch.unannotate(lrv, str(key))
 
 
+#: How :func:`verify`'s message starts when a step of the conversion is refused.
+REFUSED = "the imported steps do not apply: "
+
+
 def verify(chain: dict, conversion: Conversion, tuned) -> tuple[bool, str]:
     """Do the steps replay the tuned schedule? (structural equality, hints stripped)."""
     import tvm_ffi
@@ -375,7 +379,7 @@ def verify(chain: dict, conversion: Conversion, tuned) -> tuple[bool, str]:
     try:
         mine = scheduled(chain, conversion.steps)
     except StepError as e:
-        return False, f"the imported steps do not apply: {e.message}"
+        return False, f"{REFUSED}{e.message}"
     reference = tuned.copy()
     strip_hints(reference)
     if tvm_ffi.structural_equal(mine.mod, reference.mod):
