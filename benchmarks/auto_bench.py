@@ -174,7 +174,8 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess
           f"{verdict.verdict} ({verdict.reason})", flush=True)
     # competitors, checked, then timed side by side, one sample each per round
     comps: list[Competitor] = []
-    notes = []
+    notes = [f"MetaSchedule: {note}" for note in (tuned.value or {}).get("notes", [])
+             if note] if args.trials and tuned.ok else []
     for label, steps in (("auto", best.steps if best else None), ("MetaSchedule", ms_steps),
                          ("fused", verdict.fused.steps if verdict.fused else None),
                          ("unfused", verdict.unfused.steps if verdict.unfused else None)):

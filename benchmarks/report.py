@@ -26,11 +26,23 @@ def fmt(v, spec: str = ".3f") -> str:
 def main(path: Path) -> None:
     data = json.loads(path.read_text())
     rows = data["rows"]
-    peak = data["peak"]
+    # Chains measured in several runs (auto_bench.py --only, merged): "% of peak" is against
+    # the highest peak any run measured, so a run whose peak measured low flatters nothing.
+    runs = data.get("runs") or [{"peak": data["peak"], "summary": data["summary"],
+                                 "chains": [r["chain"] for r in rows]}]
+    peak = max((run["peak"] for run in runs), key=lambda p: p["gflops"])
+    for r in rows:
+        if r.get("auto_gflops"):
+            r["pct_peak"] = 100 * r["auto_gflops"] / peak["gflops"]
     ridge = peak["gflops"] / peak["bandwidth_gbs"]
     print(f"Machine: {data['summary']}; measured FMA peak {peak['gflops']:.0f} GFLOP/s, "
           f"bandwidth {peak['bandwidth_gbs']:.1f} GB/s (ridge {ridge:.1f} FLOP/B); "
-          f"TVM_NUM_THREADS = torch threads = {peak['cores']}.\n")
+          f"TVM_NUM_THREADS = torch threads = {peak['cores']}.")
+    if len(runs) > 1:
+        print(f"Measured in {len(runs)} runs on this machine (peaks "
+              f"{', '.join(format(run['peak']['gflops'], '.0f') for run in runs)} GFLOP/s; "
+              f"% of peak below is against the highest).")
+    print()
     print("| chain | GFLOP | auto ms | PyTorch ms | MetaSchedule(64) ms | unscheduled ms | "
           "vs PyTorch | vs MetaSchedule | vs unscheduled | % of peak | auto s (MS s) | "
           "verdict (measured) | auto's schedule |")
@@ -68,6 +80,11 @@ def main(path: Path) -> None:
           f"{sorted(r['pct_peak'] for r in bound)[len(bound) // 2]:.0f}%)" if bound else "")
     print(f"- the verdict agrees with the measurement of both schedules on "
           f"{sum(r['verdict_agrees'] for r in agreed)} of {len(agreed)} chains")
+    noted = [(r["chain"], note) for r in rows for note in r.get("notes", [])]
+    if noted:
+        print("\nNotes of the run:\n")
+        for chain, note in noted:
+            print(f"- {chain}: {note}")
 
 
 if __name__ == "__main__":

@@ -209,6 +209,7 @@ def test_a_miscompiled_best_schedule_is_skipped_for_the_next_that_replays():
     trace, conversion, equal, why, best_ms, skipped = _best_that_replays(
         db, chain_module(chain), chain)
     assert equal and not why
+    assert any("sch.split(" in line for line in trace)
     assert [s.primitive for s in conversion.steps] == ["split"]
     assert best_ms == pytest.approx(0.2)
     assert skipped[0] == 1 and "conv2_pad" in skipped[1] and "border" in skipped[1]

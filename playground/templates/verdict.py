@@ -117,10 +117,15 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate, ratio: fl
     head = (f"fusing {what} into {st[g.last].name} at {g.rows}-row tiles repeats "
             f"{max(0.0, redundancy - 1) * 100:.0f}% of {what}'s work")
     if tile_at == whole_at:
+        if _call(ratio) == "fuse":  # no cache level gained, yet faster: a pass saved
+            return (f"{head}; the whole {_kib(inter)} intermediate fits in {whole_at} anyway, "
+                    f"so what fusing saves is the pass that writes it out and reads it back: "
+                    f"{tail}")
         return (f"{head}, and buys no locality: the whole {_kib(inter)} intermediate fits in "
                 f"{whole_at} anyway: {tail}")
+    slower = ", yet measured slower" if _call(ratio) == "don't fuse" else ""
     return (f"{head} and keeps a {_kib(fused.fusion.tile_bytes)} tile of the intermediate in "
-            f"{tile_at} instead of streaming {_kib(inter)} through {whole_at}: {tail}")
+            f"{tile_at} instead of streaming {_kib(inter)} through {whole_at}{slower}: {tail}")
 
 
 def _prod(shape: Any) -> int:
