@@ -175,3 +175,34 @@ def test_cancel_stops_the_search_on_the_page():
     at.button(key="fusion.cancel.search").click().run()
     task = _wait(at, "search")
     assert task.result.cancelled and task.elapsed_s < 120
+
+
+def test_tuning_result_shows_its_notes_and_imports_its_steps(monkeypatch):
+    """The tuning panel shows what the job says about the schedule it returns (here: faster
+    ones skipped because TVM miscompiles them), and imports its steps as the session."""
+    from helpers import CONV_RELU as chain
+
+    from playground.explore import tuning
+    from playground.worker.result import JobResult
+
+    steps = [{"primitive": "split", "args": {"block": "conv1", "loop": "h",
+                                             "factors": [None, 4]}}]
+    note = ("MetaSchedule's 2 faster schedule(s) skipped: their steps are refused because TVM "
+            "0.27 miscompiles them (conv2_pad pads its input)")
+
+    def fake_tune(pool, session, trials, **kwargs):
+        return JobResult("ok", {"steps": steps, "complete": True, "dropped": [],
+                                "unsupported": "", "structurally_equal": True,
+                                "verify_message": "", "best_ms": 1.5, "trials": trials,
+                                "tune_s": 3.0, "trace": "", "runner": "local",
+                                "notes": [note]})
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    at = _app(Session.new(chain))
+    at.button(key="fusion.tune.run").click().run()
+    assert not _wait(at, "tune").error
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("skipped" in c.value and "miscompiles" in c.value for c in at.caption)
+    at.button(key="fusion.tune.import").click().run()
+    assert [s.to_dict() for s in at.session_state["session"].active] == steps

@@ -241,6 +241,8 @@ def render_tuning(result, session: Session) -> None:
     st.write(f"Best of {tuned.trials} trials: **{best}** ({runner}), found in "
              f"{tuned.tune_s:.0f} s; {len(tuned.steps)} steps"
              + ("" if tuned.complete else f" (stopped at {code(tuned.unsupported)})") + ".")
+    for note in tuned.notes:  # e.g. faster schedules skipped because TVM miscompiles them
+        st.caption(escape(note))
     if tuned.dropped:
         with st.expander(f"{len(tuned.dropped)} instruction(s) not carried over"):
             st.code("\n".join(tuned.dropped), language="text")
