@@ -146,9 +146,17 @@ def test_unsupported_instruction_stops_the_conversion():
     assert [s.primitive for s in conversion.steps] == ["split"]
 
 
+POOL_CHAIN = {"input": {"shape": [1, 8, 16, 16]},
+              "layers": [{"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1},
+                         {"op": "relu"}, {"op": "max_pool2d", "kernel": 2, "stride": 2}]}
+
+
 @pytest.mark.slow
-def test_tune_tiny_chain_gives_importable_steps():
-    session = Session.new(CONV_RELU)
+@pytest.mark.parametrize("chain", [CONV_RELU, POOL_CHAIN], ids=["conv_relu", "conv_relu_pool"])
+def test_tune_tiny_chain_gives_importable_steps(chain):
+    """The whole tuned schedule comes over as steps (a pool's window, which MetaSchedule's
+    rfactor rule used to split, included) and computes the right numbers."""
+    session = Session.new(chain)
     with WorkerPool(1, num_threads=2) as pool:
         result = tune(pool, session, trials=8)
         assert result.status == "ok", (result.message, result.detail[-2000:])
@@ -213,3 +221,14 @@ def test_a_miscompiled_best_schedule_is_skipped_for_the_next_that_replays():
     assert [s.primitive for s in conversion.steps] == ["split"]
     assert best_ms == pytest.approx(0.2)
     assert skipped[0] == 1 and "conv2_pad" in skipped[1] and "border" in skipped[1]
+
+
+def test_the_search_space_leaves_out_rfactor():
+    """rfactor is no playground primitive: a trace with it would import only up to there."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from playground.worker.jobs.tuning import _space
+
+    rules = list(_space(ms).sch_rules)
+    assert rules and not any(isinstance(r, ms.schedule_rule.AddRFactor) for r in rules)
+    assert any(isinstance(r, ms.schedule_rule.MultiLevelTiling) for r in rules)
