@@ -70,7 +70,8 @@ ELEMENTWISE = ("relu", "relu6", "clip", "bias_add", "batch_norm", "add")
 
 
 def random_chain(d: Draw, *, max_layers: int = 5, max_hw: int = 12) -> dict:
-    """A small valid chain: 1-2 images, 1-8 channels, H x W up to ``max_hw``."""
+    """A small valid chain: 1-2 images, 1-8 channels, H x W up to ``max_hw``; convolutions
+    (dense, grouped, depthwise), pools and elementwise layers."""
     n = d.int(1, 2) if d.chance(20) else 1
     c0 = c = d.choice((1, 2, 3, 4, 8))
     h = d.int(3, max_hw)
@@ -79,6 +80,10 @@ def random_chain(d: Draw, *, max_layers: int = 5, max_hw: int = 12) -> dict:
     for _ in range(d.int(1, max_layers)):
         if d.chance(45) or not layers:
             layers.append(_random_conv(d, c))
+        elif d.chance(12):  # a pooling window: max or average, often stride 2
+            k = d.choice((2, 2, 3))
+            layers.append({"op": d.choice(("max_pool2d", "avg_pool2d")), "kernel": k,
+                           "stride": d.choice((1, 2, 2)), "padding": d.choice((0, 0, k // 2))})
         else:
             op = d.choice(ELEMENTWISE)
             layer: dict = {"op": op}
