@@ -275,3 +275,15 @@ def test_command_line_auto_and_fusion(tmp_path):
         assert key in data, key
     assert data["fused"]["steps"] and data["unfused"]["steps"]
 
+
+
+@pytest.mark.slow
+def test_verdict_without_a_fused_schedule_that_fits_is_dont_fuse(pool):
+    """On a 32x32 image every fused tile would be too small to pay: nothing fused is
+    measured, so the answer is "don't fuse" with that reason (not "no difference")."""
+    chain = normalize_chain({"input": {"shape": [1, 3, 32, 32]}, "layers": [
+        {"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1}, {"op": "relu"},
+        {"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1}]})
+    v = fusion_verdict(pool, chain, machine_facts(), budget_s=5)
+    assert v.fused is None and v.unfused is not None and v.unfused.ok
+    assert v.verdict == "don't fuse" and "no fused schedule fits" in v.reason

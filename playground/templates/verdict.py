@@ -186,7 +186,12 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
                "no fused schedule fits this chain (every fusion option repeats too much "
                "work, needs more than L2 per tile, or leaves too few tiles for the cores)"
                if fused is None or len(windows) >= 2 else "the unfused schedule failed")
-        return Verdict("no difference" if fused is None or unfused is None else "fuse",
+        # No fused schedule fits: nothing was measured against the unfused one, and the
+        # answer is not to fuse (not "no difference", which would claim a measurement).
+        call = ("don't fuse" if fused is None and (len(windows) >= 2 or any(
+            s.epilogue for s in st)) else "no difference" if fused is None or unfused is None
+            else "fuse")
+        return Verdict(call,
                        only.median_ms if only and only is fused else None,
                        only.median_ms if only and only is unfused else None, None, why,
                        [], fused, unfused, result)
