@@ -71,11 +71,11 @@ class Recorder:
         return int(self.sch.get(self.sch.get_loops(self.sch.get_sblock(block))[i]).extent)
 
     def loop_kinds(self, block: str) -> list[str]:
-        """``serial``, ``parallel``, ``vectorized`` ... of the loops around ``block``."""
-        import tvm
+        """``serial``, ``parallel``, ``vectorized`` ... of the loops around ``block`` (read by
+        the pre-checks' walk, like :meth:`reduction_loops`)."""
+        from playground.schedule.prechecks import Facts
 
-        return [tvm.tirx.ForKind(int(self.sch.get(rv).kind)).name.lower()
-                for rv in self.sch.get_loops(self.sch.get_sblock(block))]
+        return [lp.kind for lp in Facts(self.sch).blocks[block].loops]
 
     def reduction_loops(self, block: str) -> list[str]:
         """The loops of ``block`` (outer first) whose variables feed its reduction axes."""
