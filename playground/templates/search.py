@@ -10,6 +10,10 @@ intermediates, two input seeds, timed only when correct), best-first within a ti
 3. the fusion options (:func:`~playground.templates.space.fusion_options`, pruned by the
    tile's intermediate bytes against L2 and the halo's redundant work), with the best tiles.
 
+When the chain has fusion options, the descent stops at ``DESCENT_SHARE`` of the budget and
+at least one fusion option is measured whatever the budget: the verdict needs a fused schedule
+to compare, and a loaded machine must not turn "the budget ran out" into "nothing fits".
+
 It runs from the caller's thread (the page runs it in the background, the command line in
 the foreground); every build and run happens in the worker pool, one measurement at a time
 under the machine-wide lock. ``cancel`` stops it between candidates (the job in flight is
@@ -37,6 +41,9 @@ from playground.templates.stages import Stage, stages
 
 #: Timing of each candidate: enough samples to rank, few enough to try many.
 REPEAT, MIN_REPEAT_MS = 5, 40.0
+#: The share of the budget the tile descent may use when the chain has fusion options: the
+#: rest is theirs, so that a slow machine (or a short budget) still measures a fused schedule.
+DESCENT_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -185,12 +192,19 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     t0 = time.monotonic()
     best_ms: float | None = None
     group = _record_group(pool, chain, target, budget_s, fused, record) if record else None
+    has_fusion = fused is not False and bool(fusion_options(st, facts))
+    tried_fused = False
     for label, plan, option in candidate_plans(chain, facts, fused=fused, best_tiles=tiles):
         if cancel is not None and cancel.is_set():
             result.cancelled = True
             break
-        if time.monotonic() - t0 > budget_s and result.measured:
-            break
+        elapsed = time.monotonic() - t0
+        if option is None and has_fusion and result.measured \
+                and elapsed > budget_s * DESCENT_SHARE:
+            continue  # the rest of the budget belongs to the fusion options
+        if elapsed > budget_s and result.measured and (tried_fused or not has_fusion):
+            break  # over budget, and (where there is one) a fused schedule was tried
+        tried_fused = tried_fused or option is not None
         cand = measure_candidate(pool, chain, label, plan, target=target, cancel=cancel,
                                  fusion=option)
         result.candidates.append(cand)

@@ -30,6 +30,7 @@ from playground.chain.spec import normalize_chain
 from playground.schedule.session import Session
 from playground.templates.plan import Plan
 from playground.templates.search import Candidate, SearchResult, measure_candidate, search
+from playground.templates.space import fusion_options
 from playground.templates.stages import Stage, stages
 
 #: Within this ratio (either way) the two schedules are "no difference".
@@ -159,6 +160,20 @@ def _side_by_side(pool: Any, chain: dict, a: Candidate, b: Candidate, target: st
             statistics.median(times_b) if times_b else b.median_ms)
 
 
+def _no_fused_why(result: SearchResult, st: list[Stage], facts: MachineFacts) -> str:
+    """Why the search has no fused schedule to compare: none fits, every one tried failed
+    (with the first failure's message), or the search was cancelled before one ran."""
+    tried = [c for c in result.candidates if c.fused]
+    if tried:
+        first = tried[0]
+        return (f"every fused schedule tried failed ({len(tried)}; the first, "
+                f"{first.label!r}: {first.status}{': ' + first.message if first.message else ''})")
+    if len(st) >= 2 and fusion_options(st, facts) and result.cancelled:
+        return "the search was cancelled before a fused schedule was measured"
+    return ("no fused schedule fits this chain (every fusion option repeats too much "
+            "work, needs more than L2 per tile, or leaves too few tiles for the cores)")
+
+
 def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
                    target: str = "cpu", cancel: threading.Event | None = None,
                    on_progress: Callable[[Candidate, SearchResult], None] | None = None,
@@ -183,8 +198,7 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
         only = fused or unfused
         why = ("nothing to fuse: the chain has one layer and no epilogue"
                if len(windows) < 2 and not any(s.epilogue for s in st) else
-               "no fused schedule fits this chain (every fusion option repeats too much "
-               "work, needs more than L2 per tile, or leaves too few tiles for the cores)"
+               _no_fused_why(result, st, facts)
                if fused is None or len(windows) >= 2 else "the unfused schedule failed")
         # No fused schedule fits: nothing was measured against the unfused one, and the
         # answer is not to fuse (not "no difference", which would claim a measurement).
