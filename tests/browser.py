@@ -143,15 +143,27 @@ new MutationObserver((records) => {
 }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
                       attributeFilter: ["data-test-script-state"]});
 """
-#: A run that ends in ``st.rerun()`` (every change of the session does) shows "notRunning" for
-#: ~50 ms before the next run starts; an action taken in that gap merges into the next run and
-#: is never seen to run. So the page counts as settled once it has not been running for
-#: QUIET_MS: a debounce of the wait, not a timed assertion.
+#: An action is waited for by the time it was taken (``performance.now()`` on the page), not
+#: by a count of runs: a change made while a run is in progress (the app's ``st.rerun()``
+#: starts one ~50 ms after the last ends, longer on a loaded machine) restarts that run
+#: without the state ever leaving "running", so no new run is ever seen to start, but the
+#: state still changes after the action (the run ends). The page counts as settled once the
+#: state changed after the action and has been "notRunning" for QUIET_MS: a debounce of the
+#: wait, not a timed assertion.
 QUIET_MS = 400
-SETTLED = f"""n => window.__runs > n
+CHANGED = "mark => window.__changed > mark"
+SETTLED = f"""mark => window.__changed > mark
   && document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState === "notRunning"
   && !document.querySelector('[data-stale="true"]')
   && performance.now() - window.__changed > {QUIET_MS}"""
+STATE = """() => ({runs: window.__runs,
+  msSinceChange: Math.round(performance.now() - window.__changed),
+  state: document.querySelector('[data-testid="stApp"]')?.dataset.testScriptState,
+  stale: document.querySelectorAll('[data-stale="true"]').length})"""
+#: How long an idempotent action (picking an option, typing a value) may go without any
+#: change of the page's state before it is taken again: a click on an option that a rerun
+#: redrew under the pointer is lost, and would otherwise be waited for until the timeout.
+RETRY_MS = 15_000
 
 
 class App:
@@ -165,12 +177,35 @@ class App:
         self.tab.goto(url)
         self.loaded()
 
-    def runs(self) -> int:
-        return self.tab.evaluate("window.__runs")
+    def runs(self) -> float:
+        """A mark of now, on the page's clock: :meth:`settle` waits for a run after it."""
+        return self.tab.evaluate("performance.now()")
 
-    def settle(self, runs_before: int) -> None:
-        """Wait until a script run started after ``runs_before`` runs has finished."""
-        self.tab.wait_for_function(SETTLED, arg=runs_before)
+    def settle(self, mark: float) -> None:
+        """Wait until the page's script state changed after ``mark`` and is quiet again."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.tab.wait_for_function(SETTLED, arg=mark)
+        except PlaywrightTimeout:
+            pytest.fail(f"the page did not rerun and settle after the action; page state: "
+                        f"{self.tab.evaluate(STATE)}; alerts: {self.alerts()}")
+
+    def _retrying(self, action, done) -> None:
+        """Do ``action`` (idempotent), again if the page has not changed state within
+        RETRY_MS and ``done()`` says it did not take; then wait for the page to settle."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        for attempt in range(3):
+            mark = self.runs()
+            action()
+            try:
+                self.tab.wait_for_function(CHANGED, arg=mark, timeout=RETRY_MS)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2 or done():
+                    break
+        self.settle(mark)
 
     def loaded(self) -> None:
         self.tab.wait_for_selector(css("measure.run"))
@@ -184,21 +219,27 @@ class App:
         box = self.tab.locator(f"{css(key)} input")
         if box.input_value() == str(value):
             return
-        n = self.runs()
-        box.fill(str(value))
-        box.press("Enter")
-        self.settle(n)
+
+        def action() -> None:
+            box.fill(str(value))
+            box.press("Enter")
+
+        self._retrying(action, lambda: False)  # Enter again on an unchanged value is a no-op
 
     def pick(self, key: str, option: str) -> None:
         """Choose ``option`` (its shown text, exactly) in the selectbox ``key``."""
         box = self.tab.locator(f"{css(key)} input")
         if box.input_value() == option:
             return
-        n = self.runs()
-        box.click()
-        box.fill(option)  # filters the (virtualized) list, so the option is drawn
-        self.tab.get_by_role("option", name=option, exact=True).click()
-        self.settle(n)
+
+        def action() -> None:
+            if box.input_value() == option:
+                return
+            box.click()
+            box.fill(option)  # filters the (virtualized) list, so the option is drawn
+            self.tab.get_by_role("option", name=option, exact=True).click()
+
+        self._retrying(action, lambda: box.input_value() == option)
 
     def pick_many(self, key: str, options: list[str]) -> None:
         """Choose ``options`` in order in the multiselect ``key``."""
@@ -227,13 +268,13 @@ class App:
         rerun the page once more (``st.rerun``), after the run that the click started."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-        before = self.tab.url
+        before, mark = self.tab.url, self.runs()
         action()
         try:
             self.tab.wait_for_function("url => location.href !== url", arg=before)
         except PlaywrightTimeout:
             pytest.fail(f"the session did not change; alerts: {self.alerts()}")
-        self.settle(self.runs() - 1)
+        self.settle(mark)
 
     def apply(self, primitive: str, **picks: str | list[str]) -> None:
         """Pick the primitive and its arguments (key suffix -> shown option), press Apply."""

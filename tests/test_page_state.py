@@ -252,6 +252,24 @@ def test_the_served_app_watches_no_files():
     assert "--server.fileWatcherType none" in (root / "run.sh").read_text()
 
 
+def test_the_server_starts_without_polling_its_config_files():
+    """``./run.sh`` starts Streamlit through ``ui.serve``, which drops Streamlit's 5 Hz poll
+    of its config files (see ``ui/serve.py``); the private hook it replaces must exist in
+    the pinned Streamlit, and the launcher must pass its arguments on to Streamlit's CLI."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from streamlit.web import bootstrap
+
+    root = Path(__file__).resolve().parent.parent
+    assert "-m ui.serve run app.py" in (root / "run.sh").read_text()
+    assert callable(bootstrap._install_config_watchers)
+    run = subprocess.run([sys.executable, "-m", "ui.serve", "version"], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "Streamlit" in run.stdout, run.stderr[-2000:]
+
+
 def test_presets_are_read_once_per_version_of_the_folder(monkeypatch, tmp_path):
     """Reading every preset takes seconds: not again on a later click, only when a file
     changes (it was every 5 minutes, a stall for whoever clicked then)."""
