@@ -277,7 +277,7 @@ def test_command_line_auto_and_fusion(tmp_path):
         assert key in data, key
     assert data["valid"] and data["correct"] and data["candidates"] >= 1 and out.is_file()
     run = subprocess.run([sys.executable, "-m", "playground", "fusion", "resnet_conv_relu_conv",
-                          "--budget-s", "20", "--json"], cwd=ROOT, capture_output=True,
+                          "--budget-s", "8", "--json"], cwd=ROOT, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads(run.stdout)
