@@ -191,26 +191,31 @@ def summary(values: list[float]) -> dict:
             "p90_ms": round(p90), "max_ms": round(values[-1]), "min_ms": round(values[0])}
 
 
-async def bench(url: str, appliers: int, trials: int, with_sweeper: bool) -> list[dict]:
+async def bench(url: str, appliers: int, trials: int, with_sweeper: bool,
+                probe: LoadProbe) -> list[dict]:
+    """Run the users; ``probe`` measures the load while the browser is open (closed, its
+    processes and their CPU time are gone, and would count as "others")."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            start, stop = asyncio.Event(), asyncio.Event()
-            sweep = asyncio.create_task(sweeper(browser, url, start, stop)) \
-                if with_sweeper else None
-            if sweep is None:
-                start.set()
-            users = [applier(browser, url, 10 + 2 * i, trials, start) for i in range(appliers)]
-            await start.wait()
-            if sweep is not None and sweep.done():
-                sweep.result()  # the sweeper failed to start: say why
-            results = await asyncio.gather(*users)
-            stop.set()
-            if sweep is not None:
-                results.append(await sweep)
-            return results
+            with probe:
+                start, stop = asyncio.Event(), asyncio.Event()
+                sweep = asyncio.create_task(sweeper(browser, url, start, stop)) \
+                    if with_sweeper else None
+                if sweep is None:
+                    start.set()
+                users = [applier(browser, url, 10 + 2 * i, trials, start)
+                         for i in range(appliers)]
+                await start.wait()
+                if sweep is not None and sweep.done():
+                    sweep.result()  # the sweeper failed to start: say why
+                results = await asyncio.gather(*users)
+                stop.set()
+                if sweep is not None:
+                    results.append(await sweep)
+                return results
         finally:
             await browser.close()
 
@@ -235,9 +240,8 @@ def main() -> None:
     server, url = start_server(log, {}, args.server_root)
     try:
         # Everything this benchmark started is "own"; the rest of the machine is "others".
-        with LoadProbe([server.pid, os.getpid()], descendants=True,
-                       where="benchmark") as probe:
-            results = asyncio.run(bench(url, args.appliers, args.trials, args.sweeper))
+        probe = LoadProbe([server.pid, os.getpid()], descendants=True, where="benchmark")
+        results = asyncio.run(bench(url, args.appliers, args.trials, args.sweeper, probe))
     finally:
         stop_server(server)
     shown = [v for r in results for v in r.get("shown_ms", [])]

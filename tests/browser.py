@@ -129,10 +129,19 @@ def css(key: str) -> str:
 
 
 #: Counts script runs (the app's ``data-test-script-state`` turning to ``running``) and notes
-#: when the state last changed.
+#: when the page last heard from the server: a change of that state, or any message on the
+#: app's WebSocket. A fast run (a fragment's, say) can start and finish within one React
+#: render, so the state attribute never changes; its messages still arrive.
 COUNT_RUNS = """
 window.__runs = 0;
 window.__changed = performance.now();
+const PageSocket = window.WebSocket;
+window.WebSocket = class extends PageSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", () => { window.__changed = performance.now(); });
+  }
+};
 new MutationObserver((records) => {
   for (const r of records) {
     window.__changed = performance.now();
@@ -146,10 +155,10 @@ new MutationObserver((records) => {
 #: An action is waited for by the time it was taken (``performance.now()`` on the page), not
 #: by a count of runs: a change made while a run is in progress (the app's ``st.rerun()``
 #: starts one ~50 ms after the last ends, longer on a loaded machine) restarts that run
-#: without the state ever leaving "running", so no new run is ever seen to start, but the
-#: state still changes after the action (the run ends). The page counts as settled once the
-#: state changed after the action and has been "notRunning" for QUIET_MS: a debounce of the
-#: wait, not a timed assertion.
+#: without the state ever leaving "running", and a fast run may never show "running" at
+#: all; either way the server answers after the action. The page counts as settled once it
+#: heard from the server after the action and has been "notRunning" and silent for
+#: QUIET_MS: a debounce of the wait, not a timed assertion.
 QUIET_MS = 400
 CHANGED = "mark => window.__changed > mark"
 SETTLED = f"""mark => window.__changed > mark
@@ -244,11 +253,11 @@ class App:
     def pick_many(self, key: str, options: list[str]) -> None:
         """Choose ``options`` in order in the multiselect ``key``."""
         for option in options:
-            n = self.runs()
+            mark = self.runs()
             self.tab.locator(f"{css(key)} input").click()
             self.tab.get_by_role("option", name=option, exact=True).click()
             self.tab.keyboard.press("Escape")
-            self.settle(n)
+            self.settle(mark)
 
     def click(self, key: str) -> None:
         n = self.runs()

@@ -92,6 +92,22 @@ def test_probe_sees_other_processes_and_its_own():
         assert load.busy_cores == pytest.approx(load.own_cores + load.others_cores)
 
 
+def test_a_child_that_ends_inside_the_probe_is_still_own():
+    """A job's short-lived subprocess (a compiler, a linker) that starts and ends while the
+    probe runs is the probed tree's work, not another user's: counted via its reaped times."""
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time; time.sleep(0.3); "
+                               f"subprocess.run([sys.executable, '-c', {SPIN!r}, '1.0']); "
+                               "time.sleep(30)"])
+    try:
+        time.sleep(0.1)
+        with LoadProbe([parent.pid], threads=1, descendants=True) as probe:
+            time.sleep(2.0)  # the child spins 1 s of it and is reaped before the end
+    finally:
+        _stop([parent])
+    assert probe.load.own_cores >= 0.3, probe.load
+
+
 def test_server_pids_and_threads_of_a_listener():
     code = ("import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\n"
             "print(s.getsockname()[1], flush=True)\ntime.sleep(30)\n")

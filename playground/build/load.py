@@ -108,7 +108,9 @@ def _busy_seconds() -> float:
 
 
 def _cpu_seconds(pids: Iterable[int], descendants: bool) -> dict[int, float]:
-    """CPU seconds (user + system, all threads) of each process (and its descendants)."""
+    """CPU seconds (user + system, all threads) of each process (and its descendants), with
+    those of its children that ended and were reaped: a build's compiler or linker, a job's
+    short-lived subprocess would otherwise drop out of "own" and show up as "others"."""
     import psutil
 
     seconds: dict[int, float] = {}
@@ -123,7 +125,8 @@ def _cpu_seconds(pids: Iterable[int], descendants: bool) -> dict[int, float]:
                 t = proc.cpu_times()
             except psutil.Error:
                 continue
-            seconds[proc.pid] = t.user + t.system
+            seconds[proc.pid] = (t.user + t.system + getattr(t, "children_user", 0.0)
+                                 + getattr(t, "children_system", 0.0))
     return seconds
 
 
