@@ -210,6 +210,28 @@ def test_cancel_stops_the_search(pool):
     assert result.cancelled and len(result.candidates) == 1
 
 
+def test_the_verdict_says_why_it_has_no_fused_schedule():
+    """Three different answers, never "nothing fits" where something was tried or cut off."""
+    from playground.templates.search import Candidate, SearchResult
+    from playground.templates.verdict import _no_fused_why
+
+    facts = facts_with(512)
+    chain = normalize_chain(SMALL)
+    st_ = stages(chain)
+    option = fusion_options(st_, facts)[0]
+    fused = Plan((None,) * len(st_), (Group(0, len(st_) - 1, option.group.rows),), 16)
+    failed = Candidate("fuse conv1+conv2 at 6-row tiles", fused, status="invalid",
+                       message="conv1 cannot go under conv2\nthe detail TVM gave", fusion=option)
+    why = _no_fused_why(SearchResult(chain, [failed]), st_, facts)
+    assert why.startswith("every fused schedule tried failed (1;") and "invalid" in why
+    assert "conv1 cannot go under conv2" in why and "detail" not in why
+    assert "cancelled" in _no_fused_why(SearchResult(chain, cancelled=True), st_, facts)
+    tiny = normalize_chain({"input": {"shape": [1, 3, 8, 8]}, "layers": [
+        {"op": "conv2d", "channels": 8, "kernel": 5, "padding": 2},
+        {"op": "conv2d", "channels": 8, "kernel": 5, "padding": 2}]})
+    assert "no fused schedule fits" in _no_fused_why(SearchResult(tiny), stages(tiny), facts)
+
+
 @pytest.mark.slow
 def test_a_spent_budget_still_measures_a_fused_schedule(pool):
     """A budget spent before the descent ends (a short one, or a loaded machine) still leaves

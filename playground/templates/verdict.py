@@ -166,8 +166,10 @@ def _no_fused_why(result: SearchResult, st: list[Stage], facts: MachineFacts) ->
     tried = [c for c in result.candidates if c.fused]
     if tried:
         first = tried[0]
+        said = (first.message or "").strip().splitlines()
+        why = f": {said[0][:200]}" if said else ""
         return (f"every fused schedule tried failed ({len(tried)}; the first, "
-                f"{first.label!r}: {first.status}{': ' + first.message if first.message else ''})")
+                f"{first.label!r}: {first.status}{why})")
     if len(st) >= 2 and fusion_options(st, facts) and result.cancelled:
         return "the search was cancelled before a fused schedule was measured"
     return ("no fused schedule fits this chain (every fusion option repeats too much "
