@@ -202,8 +202,10 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
                if len(windows) < 2 and not any(s.epilogue for s in st) else
                _no_fused_why(result, st, facts)
                if fused is None or len(windows) >= 2 else "the unfused schedule failed")
-        # No fused schedule fits: nothing was measured against the unfused one, and the
-        # answer is not to fuse (not "no difference", which would claim a measurement).
+        # No fused schedule to compare (none fits, every one tried failed, or the search was
+        # cancelled first; the reason says which): nothing fused was measured against the
+        # unfused one, and the answer is not to fuse (not "no difference", which would claim
+        # a measurement).
         call = ("don't fuse" if fused is None and (len(windows) >= 2 or any(
             s.epilogue for s in st)) else "no difference" if fused is None or unfused is None
             else "fuse")
