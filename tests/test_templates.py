@@ -232,6 +232,24 @@ def test_the_verdict_says_why_it_has_no_fused_schedule():
     assert "no fused schedule fits" in _no_fused_why(SearchResult(tiny), stages(tiny), facts)
 
 
+def test_a_fused_schedule_without_an_unfused_one_is_not_called_a_fused_failure():
+    """Two convolutions, a fused schedule that validated and no unfused one: the reason is the
+    unfused schedule's failure, not "every fused schedule tried failed"."""
+    from playground.templates.search import Candidate, SearchResult
+    from playground.templates.verdict import _unpaired
+
+    facts = facts_with(512)
+    chain = normalize_chain(SMALL)
+    st_ = stages(chain)
+    option = fusion_options(st_, facts)[0]
+    plan = Plan((None,) * len(st_), (Group(0, len(st_) - 1, option.group.rows),), 16)
+    fused = Candidate("fuse conv1+conv2", plan, status="ok", median_ms=1.0, fusion=option)
+    windows = [x for x in st_ if x.kind != "elementwise"]
+    assert _unpaired(SearchResult(chain, [fused]), st_, windows, fused, facts) == (
+        "no difference", "the unfused schedule failed")
+    assert _unpaired(SearchResult(chain), st_, windows, None, facts)[0] == "don't fuse"
+
+
 @pytest.mark.slow
 def test_a_spent_budget_still_measures_a_fused_schedule(pool):
     """A budget spent before the descent ends (a short one, or a loaded machine) still leaves

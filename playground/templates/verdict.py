@@ -170,10 +170,23 @@ def _no_fused_why(result: SearchResult, st: list[Stage], facts: MachineFacts) ->
         why = f": {said[0][:200]}" if said else ""
         return (f"every fused schedule tried failed ({len(tried)}; the first, "
                 f"{first.label!r}: {first.status}{why})")
-    if len(st) >= 2 and fusion_options(st, facts) and result.cancelled:
+    if result.cancelled and fusion_options(st, facts):
         return "the search was cancelled before a fused schedule was measured"
     return ("no fused schedule fits this chain (every fusion option repeats too much "
             "work, needs more than L2 per tile, or leaves too few tiles for the cores)")
+
+
+def _unpaired(result: SearchResult, st: list[Stage], windows: list[Stage],
+              fused: Candidate | None, facts: MachineFacts) -> tuple[str, str]:
+    """The call and reason when there is no pair to time side by side. Without a fused
+    schedule nothing fused was measured against the unfused one: the answer is not to fuse
+    (not "no difference", which would claim a measurement), and the reason says why."""
+    if len(windows) < 2 and not any(s.epilogue for s in st):
+        return "no difference", "nothing to fuse: the chain has one layer and no epilogue"
+    if fused is None:
+        return "don't fuse", _no_fused_why(result, st, facts)
+    # an epilogue's separate passes failed (fusing is all that runs), or no unfused one did
+    return ("fuse" if len(windows) < 2 else "no difference"), "the unfused schedule failed"
 
 
 def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
@@ -198,17 +211,7 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
             result.candidates.append(unfused)
     if fused is None or unfused is None or not unfused.ok:
         only = fused or unfused
-        why = ("nothing to fuse: the chain has one layer and no epilogue"
-               if len(windows) < 2 and not any(s.epilogue for s in st) else
-               _no_fused_why(result, st, facts)
-               if fused is None or len(windows) >= 2 else "the unfused schedule failed")
-        # No fused schedule to compare (none fits, every one tried failed, or the search was
-        # cancelled first; the reason says which): nothing fused was measured against the
-        # unfused one, and the answer is not to fuse (not "no difference", which would claim
-        # a measurement).
-        call = ("don't fuse" if fused is None and (len(windows) >= 2 or any(
-            s.epilogue for s in st)) else "no difference" if fused is None or unfused is None
-            else "fuse")
+        call, why = _unpaired(result, st, windows, fused, facts)
         return Verdict(call,
                        only.median_ms if only and only is fused else None,
                        only.median_ms if only and only is unfused else None, None, why,
