@@ -166,11 +166,66 @@ def decompose_reduction_outside_own_loops():
                    run(sch.mod, [xv, w1v, w2v], expected.shape), expected)
 
 
+def vectorized_copy_with_its_producer():
+    """The fuzzer's first cache_read case, reduced: a per-channel scale read through a local
+    copy (cache_read), the scale computed at the copy's loop, that loop vectorized. Both
+    blocks sit in one vectorized iteration; TVM shrinks the scale buffer to the one element an
+    iteration needs and stores all eight lanes into it, so every channel gets one lane's
+    scale."""
+    x = te.placeholder((1, 8, 4, 4), "float32", name="x")
+    g = te.placeholder((8,), "float32", name="g")
+    scale = te.compute((8,), lambda c: g[c] * 2.0, name="scale")
+    out = te.compute(x.shape, lambda n, c, h, w: x[n, c, h, w] * scale[c], name="out")
+    sch = schedule([x, g, out])
+    copy = sch.cache_read(sch.get_sblock("out"), 1, "local")
+    ax0 = sch.get_loops(copy)[0]
+    sch.compute_at(sch.get_sblock("scale"), ax0, preserve_unit_loops=False)
+    sch.vectorize(ax0)
+    xv, gv = RNG.uniform(-1, 1, (1, 8, 4, 4)), RNG.uniform(-1, 1, 8)
+    return verdict("vectorized copy with its producer (scale)", run(sch.mod, [xv, gv], xv.shape),
+                   xv * (gv * 2)[None, :, None, None])
+
+
+def _vectorized_pad(title, reader, scope, move):
+    """data -> pad 1 -> 1x1 conv, the input of ``reader`` read through a ``scope`` copy, the
+    copy moved (``move``) to the pad block's innermost loop, that loop vectorized."""
+    x = te.placeholder((1, 2, 6, 6), "float32", name="x")
+    wt = te.placeholder((2, 2, 1, 1), "float32", name="wt")
+    out = conv(pad_of(x, 1, "conv1_pad"), wt, 1, "conv1")
+    sch = schedule([x, wt, out])
+    copy = sch.cache_read(sch.get_sblock(reader), 0, scope)
+    w = sch.get_loops(sch.get_sblock("conv1_pad"))[3]
+    getattr(sch, move)(copy, w, preserve_unit_loops=False)
+    sch.vectorize(w)
+    xv, wv = RNG.uniform(-1, 1, (1, 2, 6, 6)), RNG.uniform(-1, 1, (2, 2, 1, 1))
+    expected = conv_ref(xv, wv, 1, 1)
+    return verdict(title, run(sch.mod, [xv, wv], expected.shape), expected)
+
+
+def vectorized_pad_with_its_local_copy():
+    """The fuzzer's second case, reduced: the conv's input read through a local copy
+    (cache_read), the copy moved under the pad block's innermost loop (reverse_compute_at),
+    that loop vectorized. The pad's guard keeps TVM from vectorizing: it splits the loop into
+    one loop per block, and the copy loop reads the one element the pad loop left behind."""
+    return _vectorized_pad("vectorized pad with its local copy", "conv1", "local",
+                           "reverse_compute_at")
+
+
+def vectorized_shared_copy_with_its_pad():
+    """The fuzzer's third case, reduced: the pad's input read through a shared copy
+    (cache_read), the copy computed at the pad's innermost loop (compute_at), that loop
+    vectorized: as in the second case, the pad reads one element for the whole row."""
+    return _vectorized_pad("vectorized shared copy with its pad", "conv1_pad", "shared",
+                           "compute_at")
+
 BUGS = {
     "reverse-compute-at-non-reader": reverse_compute_at_non_reader,
     "pad-under-producer": pad_under_producer,
     "compute-at-vectorized": compute_at_into_vectorized_loop,
     "decompose-outside": decompose_reduction_outside_own_loops,
+    "vectorized-scale-copy": vectorized_copy_with_its_producer,
+    "vectorized-pad-local-copy": vectorized_pad_with_its_local_copy,
+    "vectorized-shared-copy-pad": vectorized_shared_copy_with_its_pad,
 }
 
 

@@ -34,6 +34,7 @@ DEPTHWISE_POINTWISE = {"input": {"shape": [1, 3, 8, 8]},
                        "layers": [{"op": "conv2d", "channels": 3, "kernel": 3, "stride": 2,
                                    "groups": 3},
                                   {"op": "conv2d", "channels": 6, "kernel": 1}]}
+RELU_CLIP = {"input": {"shape": [1, 4, 8, 8]}, "layers": [{"op": "relu"}, {"op": "clip"}]}
 
 CASES = {
     "reverse_compute_at: the block does not read the target (bn1_scale under bn1)": (
@@ -101,7 +102,93 @@ CASES = {
                                                "target_loop": "rc"})],
         S("decompose_reduction", {"block": "conv1", "loop": "k"}),
         "k is a loop of the block conv1 was computed at, not one of conv1's own"),
+    "vectorize of a loop holding relu1 and its reader (compute_at at the innermost loop)": (
+        RELU_CLIP, [S("compute_at", {"block": "relu1", "target_block": "clip1",
+                                    "target_loop": "w", "preserve_unit_loops": False})],
+        S("vectorize", {"block": "clip1", "loop": "w"}),
+        "vectorizing clip1.w: relu1 writes its buffer and clip1 reads it back in the same "
+        "iteration"),
+    "vectorize of a loop holding relu1 and its reader (reverse_compute_at)": (
+        RELU_CLIP, [S("reverse_compute_at", {"block": "clip1", "target_block": "relu1",
+                                            "target_loop": "w"})],
+        S("vectorize", {"block": "relu1", "loop": "w"}),
+        "keeps one element of relu1 for all the vector lanes"),
 }
+
+#: The fuzzer's three accepted-then-wrong schedules (issue 22), each refused at the step
+#: that makes it wrong (1-based) and every step before it still accepted.
+FUZZED = [
+    ({"input": {"shape": [1, 11, 5, 17]}, "layers": [{"op": "batch_norm"},
+                                                    {"op": "batch_norm"}]},
+     [S("cache_read", {"block": "bn2_shift", "read_buffer_index": 2,
+                       "storage_scope": "local"}),
+      S("compute_at", {"block": "bn2_scale", "target_block": "bn2_scale_local",
+                       "target_loop": "ax0", "preserve_unit_loops": False}),
+      S("vectorize", {"block": "bn2_shift", "loop": "c"}),
+      S("vectorize", {"block": "bn2_scale_local", "loop": "ax0"})],
+     "vectorizing bn2_scale_local.ax0: bn2_scale writes its buffer and bn2_scale_local"),
+    ({"input": {"shape": [1, 12, 22, 17]},
+      "layers": [{"op": "conv2d", "channels": 1, "kernel": 1, "stride": [2, 1], "padding": 1,
+                  "dilation": 2}]},
+     [S("cache_read", {"block": "conv1", "read_buffer_index": 0, "storage_scope": "local"}),
+      S("reverse_compute_at", {"block": "conv1_pad_local", "target_block": "conv1_pad",
+                               "target_loop": "n", "preserve_unit_loops": False}),
+      S("fuse", {"block": "conv1_pad", "loops": ["h", "w"]}),
+      S("compute_at", {"block": "conv1_pad", "target_block": "conv1_pad_local",
+                       "target_loop": "ax2", "preserve_unit_loops": False}),
+      S("parallel", {"block": "conv1_pad_local", "loop": "ax2"}),
+      S("vectorize", {"block": "conv1_pad", "loop": "ax2"})],
+     "vectorizing conv1_pad.ax2: conv1_pad writes its buffer and conv1_pad_local"),
+    ({"input": {"shape": [1, 9, 24, 17]},
+      "layers": [{"op": "conv2d", "channels": 18, "kernel": [5, 2], "stride": [3, 1],
+                  "padding": [0, 1, 0, 2], "dilation": [3, 1], "groups": 9}]},
+     [S("cache_read", {"block": "conv1_pad", "read_buffer_index": 0,
+                       "storage_scope": "shared"}),
+      S("compute_at", {"block": "data_shared", "target_block": "conv1_pad",
+                       "target_loop": "w", "preserve_unit_loops": False}),
+      S("vectorize", {"block": "data_shared", "loop": "w"})],
+     "vectorizing data_shared.w: data_shared writes its buffer and conv1_pad reads it back"),
+]
+
+
+@pytest.mark.parametrize("chain, steps, expected", FUZZED)
+def test_the_fuzzers_cache_read_miscompiles_are_refused_at_their_step(chain, steps, expected):
+    session = Session.new(chain, steps[:-1])
+    with pytest.raises(StepError) as e:
+        session.apply(steps[-1], target="cpu")
+    message = str(e.value)
+    assert message.startswith(f"step {len(steps)} (vectorize): {expected}"), message
+    assert "wrong numbers) — compute" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_vectorized_producer_whose_buffer_is_also_read_elsewhere_is_accepted(pool):
+    # TVM computes this right: the buffer keeps its full size (docs/tvm-bugs.md).
+    chain = {"input": {"shape": [1, 4, 8, 8]},
+             "layers": [{"op": "relu"}, {"op": "relu"}, {"op": "add", "other": "relu1"}]}
+    session = Session.new(chain, [S("reverse_compute_at", {"block": "relu2",
+                                                           "target_block": "relu1",
+                                                           "target_loop": "w"})])
+    session = session.apply(S("vectorize", {"block": "relu1", "loop": "w"}), target="cpu")
+    job = pool.run("run", {"chain": session.chain, "steps": [s.to_dict() for s in session.steps],
+                           "target": "cpu", "measure": False}, timeout_s=120)
+    assert job.status == "ok" and job.value["correct"], job.message
+
+
+def test_any_step_that_leaves_a_reader_in_a_vectorized_iteration_is_refused():
+    from tvm import s_tir
+
+    from playground.chain.spec import normalize_chain
+    from playground.schedule.prechecks import check_result
+    from playground.schedule.replay import fresh_schedule
+
+    sch = s_tir.Schedule(fresh_schedule(normalize_chain(RELU_CLIP)).mod)
+    w = sch.get_loops(sch.get_sblock("clip1"))[-1]
+    sch.compute_at(sch.get_sblock("relu1"), w, preserve_unit_loops=False)
+    sch.vectorize(w)
+    with pytest.raises(StepError, match="it puts relu1 and clip1 under the vectorized loop "
+                                        "w: relu1 writes its buffer"):
+        check_result(sch, S("compute_at", {"block": "relu1"}), "step 2 (compute_at)")
 
 
 @pytest.mark.parametrize("name", list(CASES))

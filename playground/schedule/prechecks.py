@@ -240,7 +240,8 @@ def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> LoopFacts:
     if vec:
         raise _refuse(ctx, f"{target}.{name} is {'' if vec[0] is lp else 'inside '}a vectorized "
                            f"loop ({vec[0].name}): a block moved there would be vectorized "
-                           f"wrongly — {prim} first, then vectorize", "target_loop")
+                           f"wrongly — {prim} at an outer loop, then vectorize each "
+                           "block's own innermost loop", "target_loop")
     return lp
 
 
@@ -352,7 +353,8 @@ _RULES = {
 
 
 def check_result(sch: Any, step: Step, ctx: str) -> None:
-    """Refuse a step by what it made: block names that are no longer unique."""
+    """Refuse a step by what it made: block names that are no longer unique, or a vectorized
+    loop that computes a buffer and reads it back in one iteration (:func:`_one_lane`)."""
     from playground.schedule.replay import block_names
 
     names = block_names(sch)
@@ -360,3 +362,41 @@ def check_result(sch: Any, step: Step, ctx: str) -> None:
     if dup:
         raise _refuse(ctx, f"it would make two blocks named {dup[0]}, and blocks are named "
                            "by name in every later step — undo it or pick other arguments")
+    f = Facts(sch)
+    for name in f.order:
+        for lp in f.blocks[name].loops:
+            if lp.kind == "vectorized" and (found := _one_lane(f, lp)):
+                raise _refuse(ctx, _one_lane_message(step, lp, *found), "loop")
+
+
+def _one_lane(f: Facts, lp: LoopFacts) -> tuple[str, str, str] | None:
+    """(producer, buffer, reader) when a block under the vectorized loop ``lp`` writes a
+    buffer that another block under it reads, and no block outside ``lp`` touches it.
+
+    TVM 0.27 then shrinks the buffer to what one iteration needs (one element) and vectorizes
+    as if every lane had its own: all lanes write that element and read it back, and the reader
+    gets one lane's value (``docs/tvm-bugs.md``: the fuzzer's three cache_read cases). A
+    buffer that a block outside the loop also uses keeps its full size and is computed right.
+    """
+    under = dict.fromkeys(lp.blocks)
+    for producer in under:
+        for buffer in f.blocks[producer].writes:
+            if buffer in f.params:
+                continue
+            users = {*f.readers(buffer), *f.writers(buffer)}
+            readers = [r for r in f.readers(buffer) if r in under and r != producer]
+            if readers and users <= under.keys():
+                return producer, buffer, readers[0]
+    return None
+
+
+def _one_lane_message(step: Step, lp: LoopFacts, producer: str, buffer: str,
+                      reader: str) -> str:
+    where = (f"vectorizing {step.args['block']}.{lp.name}" if step.primitive == "vectorize"
+             else f"it puts {producer} and {reader} under the vectorized loop {lp.name}")
+    writes = "its buffer" if buffer == producer else buffer
+    return (f"{where}: {producer} writes {writes} and {reader} reads it back in the same "
+            f"iteration, and TVM 0.27 then keeps one element of {buffer} for all the vector "
+            f"lanes (wrong numbers) — compute {producer} at an outer loop (split {lp.name} "
+            f"first) and vectorize each block's own innermost loop, or compute_inline "
+            f"{producer}")
