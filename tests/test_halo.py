@@ -3,7 +3,15 @@
 import pytest
 from test_analysis import conv_relu_conv, fused_steps
 
-from playground.explore.halo import TileRegions, halo_figure, halo_spec, tile_regions, volume
+from playground.chain.spec import normalize_chain
+from playground.explore.halo import (
+    TileRegions,
+    halo_figure,
+    halo_spec,
+    tile_defaults,
+    tile_regions,
+    volume,
+)
 from playground.explore.space import AnalysisError
 
 
@@ -56,3 +64,25 @@ def test_errors_name_the_argument():
         tile_regions(chain, fused_steps(8), "conv2", "q", {})
     with pytest.raises(AnalysisError, match="outside"):
         tile_regions(chain, fused_steps(8), "conv2", "w_0", {"w_0": 5})
+
+
+def test_the_picture_opens_on_the_fused_block_and_its_tile_loop():
+    chain = conv_relu_conv(16)
+    fused = tile_defaults(chain, fused_steps(8))
+    assert (fused.block, fused.loops["conv2"], fused.fused) == ("conv2", "w_0", True)
+    assert fused.loops["conv1"] == "w_0"  # a producer computed there: the same tile
+    # A relu after conv2 on its own loops (the chain): still conv2 at w_0, and the
+    # relu's own loop is not n (extent 1: the whole image).
+    chain2 = normalize_chain({**chain, "layers": [*chain["layers"], {"op": "relu"}]})
+    fused2 = tile_defaults(chain2, fused_steps(8))
+    assert (fused2.block, fused2.loops["conv2"]) == ("conv2", "w_0")
+    assert fused2.loops["relu2"] == "c"
+    unfused = tile_defaults(chain2, [])
+    assert (unfused.block, unfused.loops["relu2"], unfused.fused) == ("relu2", "c", False)
+
+
+def test_the_title_names_the_iteration_once():
+    r = tile_regions(conv_relu_conv(16), [], "conv2", "n", {})
+    title = halo_figure(r).layout.title.text
+    assert title.startswith("conv2, one iteration of n (n = 0): this tile"), title
+    assert "n = n=" not in title

@@ -201,6 +201,33 @@ def test_compute_at_offers_the_tiled_consumer_and_its_tile_loop():
     assert at.selectbox(key="sched.compute_at.target_loop.conv2").value == "w_0"
 
 
+def test_changing_the_primitive_keeps_the_block_and_compute_at_never_targets_itself():
+    infos = {b.name: b for b in blocks(Session.new(CONV_RELU_CONV).schedule())}
+    assert schedule_ui.default_block(infos, "compute_at") == "conv2_pad"  # conv2 feeds none
+    assert schedule_ui.default_block(infos, "split") == "conv2"
+    at = with_session(Session.new(CONV_RELU_CONV, TILED))
+    at.selectbox(key="sched.primitive").set_value("compute_at")
+    run(at)  # nothing picked yet: a block that feeds one, into its tiled consumer
+    assert at.selectbox(key="sched.compute_at.block").value == "conv2_pad"
+    assert at.selectbox(key="sched.compute_at.target_block.conv2_pad").value == "conv2"
+    at.selectbox(key="sched.primitive").set_value("split")
+    run(at)
+    at.selectbox(key="sched.split.block").set_value("relu1")
+    run(at)
+    for primitive in ("parallel", "compute_at"):  # the picked block stays
+        at.selectbox(key="sched.primitive").set_value(primitive)
+        run(at)
+        assert at.selectbox(key=f"sched.{primitive}.block").value == "relu1", primitive
+    assert at.selectbox(key="sched.compute_at.target_block.relu1").value == "conv2"
+    at.selectbox(key="sched.compute_at.block").set_value("conv2")
+    run(at)  # the output block: its target is another block, and the form says why not
+    target = at.selectbox(key="sched.compute_at.target_block.conv2")
+    assert target.value != "conv2" and "conv2" not in target.options
+    assert any("conv2 feeds no other block" in c.value for c in at.caption)
+    at.selectbox(key="sched.primitive").set_value("unroll")
+    run(at)
+    assert at.selectbox(key="sched.unroll.block").value == "conv2"
+
 def test_pickers_never_get_a_default_and_a_session_state_value(monkeypatch):
     """Streamlit warns when a widget with a default also finds a value set through the Session
     State API in the run that draws it; the pickers take their value from Session State only."""

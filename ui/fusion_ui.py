@@ -20,7 +20,7 @@ from playground import service
 from playground.build import peak as peak_mod
 from playground.errors import PlaygroundError
 from playground.explore import compare, sweep, sweep_report, tuning
-from playground.explore.halo import TileRegions, halo_figure
+from playground.explore.halo import TileDefaults, TileRegions, halo_figure, tile_defaults
 from playground.schedule.replay import blocks
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
@@ -85,43 +85,29 @@ def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
 
 # ----------------------------------------------------------------------------- halo
 
-def _default_loop(info, infos: dict) -> int:
-    """The deepest loop of ``info`` that another block also sits under (where compute_at put
-    a producer): one iteration of it is a fused tile. Else the first loop longer than 1."""
-    best = -1
-    base = info.name.split("_")[0]
-    for other in infos.values():
-        if other.name.split("_")[0] == base:  # its own init / cache / write-back blocks
-            continue
-        shared = 0
-        for a, b in zip(info.loops, other.loops, strict=False):
-            if (a.name, a.extent) != (b.name, b.extent):
-                break
-            shared += 1
-        best = max(best, shared - 1)
-    if best >= 0:
-        return best
-    return next((i for i, lp in enumerate(info.loops) if (lp.extent or 1) > 1), 0)
-
-
 def halo_ui(session: Session) -> tuple[str, str, dict] | None:
-    """Block, loop and iteration of the tile to draw (defaults: the output block, its fused
-    tile loop, a tile in the middle so that its halo is not clipped by the border)."""
+    """Block, loop and iteration of the tile to draw (defaults: the fused block and its tile
+    loop, else the output block; a tile in the middle so that its halo is not clipped by the
+    border). See :func:`playground.explore.halo.tile_defaults`."""
     infos = {b.name: b for b in blocks(session.schedule())}
     names = list(infos)
-    last = session.chain["layers"][-1]["name"]
-    # The output layer's block (decompose_reduction renames it to *_update).
-    default = next((n for n in (last, f"{last}_update") if n in names), names[-1])
+    try:
+        defaults = tile_defaults(session.chain, session.steps)
+    except PlaygroundError:  # a loop TVM cannot bound: the picture says why, when drawn
+        defaults = TileDefaults(names[-1], {}, False)
+    default = defaults.block if defaults.block in names else names[-1]
     cols = st.columns(3)
-    # Keyed by the blocks, so that the defaults follow a changed chain.
+    # Keyed by the blocks and the default, so that the defaults follow a changed schedule.
     block = cols[0].selectbox("block", names, index=names.index(default),
-                              key=f"fusion.halo.block.{'.'.join(names)}")
+                              key=f"fusion.halo.block.{default}.{'.'.join(names)}")
     info = infos[block]
     if not info.loops:
         st.info(f"{code(block)} has no loops.")
         return None
     loop_names = [lp.name for lp in info.loops]
-    loop = cols[1].selectbox("tile loop", loop_names, index=_default_loop(info, infos),
+    first = defaults.loops.get(block)
+    loop = cols[1].selectbox("tile loop", loop_names,
+                             index=loop_names.index(first) if first in loop_names else 0,
                              key=f"fusion.halo.loop.{block}.{session.key()[-64:]}")
     depth = loop_names.index(loop) + 1
     iteration = {}

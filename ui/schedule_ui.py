@@ -37,6 +37,8 @@ from ui.text import ERROR_ICON, WARNING_ICON, code, escape
 _DEFAULT_INDEX_MAP = "lambda n, c, h, w: (n, c, h, w)"
 #: Loop names that ``split`` (``h_0``, ``h_1``) or ``fuse`` (``n_h_0_fused``) made.
 _TILE_LOOP = re.compile(r"_\d+$|_fused$")
+#: The primitive the form showed last, and the block picked in it (see :func:`_keep_block`).
+_SHOWN, _CHOSEN = "sched.shown_primitive", "sched.chosen_block"
 
 
 def divisors(n: int) -> list[int]:
@@ -99,6 +101,18 @@ def default_target(infos: dict[str, BlockInfo], primitive: str, block: str) -> s
     return producers[0] if producers else None
 
 
+def default_block(infos: dict[str, BlockInfo], primitive: str) -> str | None:
+    """The block the form offers before the user picked one: for ``compute_at`` the last
+    block that feeds another (the output block feeds nothing, so it cannot be computed
+    anywhere), for every other primitive the output block, where tiling usually starts."""
+    names = list(infos)
+    if primitive == "compute_at":
+        feeding = [n for n in names if _related(infos, n, consumers=True)]
+        if feeding:
+            return feeding[-1]
+    return names[-1] if names else None
+
+
 def default_loop(loops: list[LoopInfo], primitive: str) -> int:
     """Index of the loop to offer first: for compute_at / reverse_compute_at in a tiled nest
     the innermost outer-tile loop (``w_0`` of ``h_0, w_0, k, h_1, w_1``: one tile), else the
@@ -132,13 +146,32 @@ _TARGET_HELP = {
 
 def _block_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> str:
     names = list(infos)
-    default = names[-1] if names else None  # the output block: where tiling usually starts
+    default = default_block(infos, prim.name)
     key, doc = f"sched.{prim.name}.{a.name}", a.doc
     if a.name == "target_block" and values.get("block") in infos:
-        # Keyed by the moved block, so that the default follows it.
-        default = default_target(infos, prim.name, values["block"]) or default
-        key, doc = f"{key}.{values['block']}", doc + _TARGET_HELP.get(prim.name, "")
-    return select(a.name.replace("_", " "), names, default, key, help=doc)
+        # Keyed by the moved block, so that the default follows it; never the block itself.
+        moved = values["block"]
+        names = [n for n in names if n != moved] or names
+        around = names[max(0, list(infos).index(moved) - 1)] if names else None
+        default = default_target(infos, prim.name, moved) or around
+        key, doc = f"{key}.{moved}", doc + _TARGET_HELP.get(prim.name, "")
+    if a.name != "block":
+        return select(a.name.replace("_", " "), names, default, key, help=doc)
+    return select("block", names, default, key, help=doc, on_change=_remember, args=(key,))
+
+
+def _remember(key: str) -> None:
+    """The user picked a block (a default is not a pick): later forms start on it."""
+    st.session_state[_CHOSEN] = st.session_state.get(key)
+
+
+def _keep_block(name: str, infos: dict[str, BlockInfo]) -> None:
+    """Carry the block the user picked (under any primitive) over to ``name``'s form: each
+    primitive's picker has its own key, and a new one would start at its default."""
+    shown, chosen = st.session_state.get(_SHOWN), st.session_state.get(_CHOSEN)
+    if shown is not None and shown != name and chosen in infos and \
+            any(a.name == "block" for a in CATALOG[name].args):
+        st.session_state[f"sched.{name}.block"] = chosen
 
 
 def _loops_of(values: dict, a: Arg, infos: dict[str, BlockInfo]) -> tuple[str, dict]:
@@ -224,9 +257,16 @@ def schedule_ui(session: Session, target: str) -> Step | None:
                         format_func=lambda n: n + ("  (GPU)" if CATALOG[n].gpu else ""))
     prim = CATALOG[name]
     st.caption(prim.doc + (" Needs the cuda target." if prim.gpu and target != "cuda" else ""))
+    _keep_block(name, infos)
     values: dict[str, Any] = {}
     for a in prim.args:
         values[a.name] = _arg_ui(prim, a, values, infos)
+    st.session_state[_SHOWN] = name
+    if values.get("block") in infos:
+        if name == "compute_at" and not _related(infos, values["block"], consumers=True):
+            st.caption(f"{WARNING_ICON} {values['block']} feeds no other block, so there is "
+                       "nowhere to compute it at: pick a block that feeds one (or use "
+                       "reverse_compute_at to move it under its producer).")
     step = Step(prim.name, values)
     try:
         st.code(step_code(normalize_step(step)), language="python", wrap_lines=True)

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from playground.chain.spec import WINDOW_OPS
 from playground.explore.analysis import _roles
 from playground.explore.space import AnalysisError, BlockNest, Space, block_nests
 from playground.schedule.replay import scheduled
@@ -170,6 +171,66 @@ def tile_regions(chain: dict, steps: tuple[Step, ...] | list[Step], block: str, 
                        {b: shapes[b] for b in regions if b in shapes})
 
 
+
+def _family(block: str) -> str:
+    """The layer a block belongs to: ``conv1`` for conv1, conv1_pad, conv1_init, conv1_local."""
+    return block.split("_")[0]
+
+
+def _tile_loop(nests: list[BlockNest], nest: BlockNest) -> int | None:
+    """Index of the deepest loop of ``nest`` (longer than 1) that a block of another layer
+    also sits under: where compute_at put a producer, so one iteration of it is a fused tile."""
+    found = None
+    for depth, lp in enumerate(nest.loops):
+        if lp.extent <= 1:
+            continue
+        if any(_family(n.name) != _family(nest.name) and len(n.loops) > depth
+               and n.loops[depth].node.same_as(lp.node) for n in nests):
+            found = depth
+    return found
+
+
+@dataclass(frozen=True)
+class TileDefaults:
+    """What the halo picture opens on: ``block`` and, per block, the loop to offer first."""
+
+    block: str
+    loops: dict[str, str]
+    fused: bool  # ``block`` shares its tile loop with another layer's blocks
+
+
+def tile_defaults(chain: dict, steps: tuple[Step, ...] | list[Step]) -> TileDefaults:
+    """The fused block and its tile loop, when the schedule fuses layers; else the output block.
+
+    The fused block is the last block of a window layer (a convolution or a pool; else the
+    last block) among the blocks under the tile loop that holds the most layers: conv2 at
+    ``w_0`` for conv1 computed at conv2's column tiles, even when a relu after conv2 is left
+    on its own loops. Every other block's loop is its own tile loop, else its first loop
+    longer than 1 (a loop of extent 1, like ``n``, is one whole image).
+    """
+    nests = block_nests(scheduled(chain, tuple(steps)).mod["main"])
+    windows = {lay["name"] for lay in chain["layers"] if lay["op"] in WINDOW_OPS}
+    loops, best, best_key = {}, None, (0, -1, -1)
+    for order, nest in enumerate(nests):
+        depth = _tile_loop(nests, nest)
+        if depth is None:
+            first = next((i for i, lp in enumerate(nest.loops) if lp.extent > 1), 0)
+            if nest.loops:
+                loops.setdefault(nest.name, nest.loops[first].name)
+            continue
+        loops.setdefault(nest.name, nest.loops[depth].name)
+        node = nest.loops[depth].node
+        layers = {_family(n.name) for n in nests
+                  if len(n.loops) > depth and n.loops[depth].node.same_as(node)}
+        key = (len(layers), _family(nest.name) in windows, order)
+        if key > best_key:
+            best, best_key = nest.name, key
+    last = chain["layers"][-1]["name"]
+    names = [n.name for n in nests]
+    output = next((n for n in (last, f"{last}_update") if n in names), names[-1])
+    return TileDefaults(best or output, loops, best is not None)
+
+
 # ----------------------------------------------------------------------------- drawing
 
 _ORDER = {"input": 0, "intermediate": 1, "output": 2, "weight": 3}
@@ -249,9 +310,9 @@ def halo_figure(regions: TileRegions, buffer: str | None = None, columns: int = 
                                  hoverinfo="skip", marker={"opacity": 0}), row=row, col=col)
         fig.update_xaxes(title_text="w", range=[-0.5, w + 0.5], row=row, col=col)
         fig.update_yaxes(title_text="h", range=[h + 0.5, -0.5], row=row, col=col)
-    it = ", ".join(f"{k}={v}" for k, v in regions.iteration.items())
+    it = ", ".join(f"{k} = {v}" for k, v in regions.iteration.items())
     fig.update_annotations(font_size=12)
     fig.update_layout(height=330 * rows + 60, margin={"t": 80},
-                      title=f"{regions.block} at {regions.loop} = {it}: this tile (blue), the "
-                            "next (orange), computed by both (red)")
+                      title=f"{regions.block}, one iteration of {regions.loop} ({it}): this "
+                            "tile (blue), the next (orange), computed by both (red)")
     return fig
