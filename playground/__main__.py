@@ -43,7 +43,10 @@ def _load(source: str):
                 raw = None
             if isinstance(raw, dict) and "layers" in raw and "chain" not in raw:
                 return normalize_chain(raw), (), {"format": "chain"}
-        return import_script(text)
+        chain, steps, meta = import_script(text)
+        for warning in meta.get("warnings", ()):
+            print(f"warning: {warning}", file=sys.stderr)
+        return chain, steps, meta
     if (PRESET_DIR / f"{source}.py").is_file():
         return load_preset(source)
     raise PlaygroundError(f"{source}: no such file or preset")

@@ -28,6 +28,7 @@ from tvm import te, tirx
 TITLE = 'CUDA: conv -> relu -> conv fused in one kernel'
 DESCRIPTION = "98 thread blocks of 256 threads, each owning all 64 channels of a 4x8 tile of conv2. Each block first computes relu(conv1) on its tile plus a one-pixel halo (6x10, recomputed by neighbouring blocks) into shared memory as conv2's padded input (15 KB), then conv2 from it with weights staged per 4-channel slice (9.2 KB). No global synchronization between the two convolutions: the halo is recomputed instead."
 TARGET = 'cuda'
+STEPS = 27  # apply_schedule's steps: import refuses a copy cut short
 
 CHAIN = {
     "input": {"shape": [1, 64, 56, 56], "dtype": "float32"},

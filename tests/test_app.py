@@ -325,6 +325,25 @@ def test_bad_import_is_refused_and_the_session_kept():
     assert any("Import refused" in m for m in errors(at)), errors(at)
 
 
+def test_a_script_cut_short_is_refused_before_it_replaces_the_session(downloads):
+    at = fused(start())
+    before = session(at)
+    script = downloads(at, "io.download_script")
+    lines = script.splitlines(keepends=True)
+    head = lines.index("def apply_schedule(sch):\n") + 3  # docstring and one step
+    at.text_area(key="io.paste").set_value("".join(lines[:head]))
+    at.button(key="io.import").click()
+    run(at)
+    assert session(at) == before
+    assert any("Import refused" in m and "cut short" in m for m in errors(at)), errors(at)
+    fresh = start()  # only the runtime is cut: the whole schedule comes in, with a warning
+    fresh.text_area(key="io.paste").set_value("".join(lines[:-1]))
+    fresh.button(key="io.import").click()
+    run(fresh)
+    assert session(fresh).active == before.active
+    assert any("runtime section is cut short" in w.value for w in fresh.warning)
+
+
 # ----------------------------------------------------------------------------- shareable link
 
 def test_link_restores_the_state():

@@ -153,6 +153,7 @@ def handle_import(pressed: bool) -> None:
     state.commit(new)
     state.ui().pending_target = meta.get("target", "")
     state.ui().flash.append(("success", f"Imported {source}: {len(new.steps)} step(s)."))
+    state.ui().flash.extend(("warning", w) for w in meta.get("warnings", ()))
     st.rerun()
 
 

@@ -331,8 +331,9 @@ def export_script(chain: dict, steps: Iterable[Step | dict], *, target: str = "c
     sections = [
         _docstring(title, description, target),
         "\n".join(_STDLIB_IMPORTS) + "\n\n" + "\n".join(third_party) + "\n"
-        f"\nTITLE = {title!r}\nDESCRIPTION = {description!r}\nTARGET = {target!r}\n\n"
-        f"CHAIN = {chain_text}",
+        f"\nTITLE = {title!r}\nDESCRIPTION = {description!r}\nTARGET = {target!r}\n"
+        f"STEPS = {len(normalized)}  # apply_schedule's steps: import refuses a copy cut short"
+        f"\n\nCHAIN = {chain_text}",
         _schedule_function(normalized),
         RUNTIME_MARKER,
         *bodies,
