@@ -91,10 +91,15 @@ def halo_ui(session: Session) -> tuple[str, str, dict] | None:
     border). See :func:`playground.explore.halo.tile_defaults`."""
     infos = {b.name: b for b in blocks(session.schedule())}
     names = list(infos)
-    try:
-        defaults = tile_defaults(session.chain, session.steps)
-    except PlaygroundError:  # a loop TVM cannot bound: the picture says why, when drawn
-        defaults = TileDefaults(names[-1], {}, False)
+    kept = st.session_state.get("fusion.halo.defaults")
+    if kept is not None and kept[0] == session.key():
+        defaults = kept[1]
+    else:
+        try:
+            defaults = tile_defaults(session.chain, session.steps)
+        except PlaygroundError:  # a loop TVM cannot bound: the picture says why, when drawn
+            defaults = TileDefaults(names[-1], {}, False)
+        st.session_state["fusion.halo.defaults"] = (session.key(), defaults)
     default = defaults.block if defaults.block in names else names[-1]
     cols = st.columns(3)
     # Keyed by the blocks and the default, so that the defaults follow a changed schedule.

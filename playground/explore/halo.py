@@ -202,15 +202,16 @@ class TileDefaults:
 def tile_defaults(chain: dict, steps: tuple[Step, ...] | list[Step]) -> TileDefaults:
     """The fused block and its tile loop, when the schedule fuses layers; else the output block.
 
-    The fused block is the last block of a window layer (a convolution or a pool; else the
-    last block) among the blocks under the tile loop that holds the most layers: conv2 at
+    The fused block is the last block of a window layer (a convolution or a pool; its own
+    block rather than its pad, init or cache blocks; else the last block) among the blocks
+    under the tile loop that holds the most layers: conv2 at
     ``w_0`` for conv1 computed at conv2's column tiles, even when a relu after conv2 is left
     on its own loops. Every other block's loop is its own tile loop, else its first loop
     longer than 1 (a loop of extent 1, like ``n``, is one whole image).
     """
     nests = block_nests(scheduled(chain, tuple(steps)).mod["main"])
     windows = {lay["name"] for lay in chain["layers"] if lay["op"] in WINDOW_OPS}
-    loops, best, best_key = {}, None, (0, -1, -1)
+    loops, best, best_key = {}, None, (0, False, False, -1)
     for order, nest in enumerate(nests):
         depth = _tile_loop(nests, nest)
         if depth is None:
@@ -222,7 +223,9 @@ def tile_defaults(chain: dict, steps: tuple[Step, ...] | list[Step]) -> TileDefa
         node = nest.loops[depth].node
         layers = {_family(n.name) for n in nests
                   if len(n.loops) > depth and n.loops[depth].node.same_as(node)}
-        key = (len(layers), _family(nest.name) in windows, order)
+        family = _family(nest.name)
+        key = (len(layers), family in windows, nest.name in (family, f"{family}_update"),
+               order)
         if key > best_key:
             best, best_key = nest.name, key
     last = chain["layers"][-1]["name"]
