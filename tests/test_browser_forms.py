@@ -57,5 +57,5 @@ def test_the_halo_opens_on_the_fused_block_and_its_tile_loop(page: App, server: 
     app.tab.set_default_timeout(MEASURE_WAIT_MS)  # the regions come from the worker
     caption = app.tab.get_by_text(re.compile(r"One iteration of w_0 \(at h_0 = 1, w_0 = 1\)"))
     caption.wait_for()
-    title = app.tab.locator(f"{css('fusion.halo.figure')} .gtitle").inner_text()
+    title = app.tab.locator(f"{css('fusion.halo.figure')} .gtitle").first.text_content()
     assert title.startswith("conv2, one iteration of w_0 (n = 0, h_0 = 1, w_0 = 1)"), title
