@@ -50,6 +50,7 @@ class BlockFacts:
     reduce_vars: set[int]  # ids of loop vars that feed a reduction axis of the block
     bound_vars: set[int]  # ids of loop vars that feed any axis of the block
     pads: bool  # writes through if_then_else(cond, x, constant): a padding block
+    varying_vars: set[int] = field(default_factory=set)  # feed an axis longer than 1
 
 
 class Facts:
@@ -63,13 +64,13 @@ class Facts:
         self._walk(func.body, [])
 
     def _walk(self, stmt: Any, loops: list[LoopFacts]) -> None:
+        import tvm
+
         kind = type(stmt).__name__
         if kind == "SeqStmt":
             for s in stmt.seq:
                 self._walk(s, loops)
         elif kind == "For":
-            import tvm
-
             extent = int(stmt.extent) if isinstance(stmt.extent, tvm.tirx.IntImm) else None
             lp = LoopFacts(str(stmt.loop_var.name),
                            tvm.tirx.ForKind(int(stmt.kind)).name.lower(), stmt.loop_var,
@@ -83,15 +84,18 @@ class Facts:
             if name != "root":
                 for lp in loops:
                     lp.blocks.append(name)
-                reduce_vars, bound_vars = set(), set()
+                reduce_vars, bound_vars, varying = set(), set(), set()
                 for iv, value in zip(block.iter_vars, stmt.iter_values, strict=True):
                     bound_vars |= _var_ids(value)
                     if int(iv.iter_type) == _REDUCE:
                         reduce_vars |= _var_ids(value)
+                    if not (isinstance(iv.dom.extent, tvm.tirx.IntImm)
+                            and int(iv.dom.extent) == 1):
+                        varying |= _var_ids(value)
                 facts = BlockFacts(name, [str(r.source.name) for r in block.reads],
                                    [str(w.source.name) for w in block.writes],
                                    [str(b.name) for b in block.alloc_buffers], list(loops),
-                                   reduce_vars, bound_vars, _is_pad(block.body))
+                                   reduce_vars, bound_vars, _is_pad(block.body), varying)
                 self.blocks.setdefault(name, facts)
                 self.order.append(name)
             else:
@@ -376,10 +380,14 @@ def _one_lane(f: Facts, lp: LoopFacts) -> tuple[str, str, str] | None:
     TVM 0.27 then shrinks the buffer to what one iteration needs (one element) and vectorizes
     as if every lane had its own: all lanes write that element and read it back, and the reader
     gets one lane's value (``docs/tvm-bugs.md``: the fuzzer's three cache_read cases). A
-    buffer that a block outside the loop also uses keeps its full size and is computed right.
+    buffer that a block outside the loop also uses keeps its full size and is computed right,
+    and so is a producer whose element does not change with the loop (a per-channel value
+    under a loop over columns: every lane writes the same number to the same place).
     """
     under = dict.fromkeys(lp.blocks)
     for producer in under:
+        if _key(lp.var) not in f.blocks[producer].varying_vars:
+            continue  # every lane writes the same element, with the same value: right
         for buffer in f.blocks[producer].writes:
             if buffer in f.params:
                 continue
