@@ -1,8 +1,8 @@
 """A session as a standalone Python script that needs only tvm and numpy.
 
-The script holds the chain (``CHAIN``, a Python literal), the target (``TARGET``) and the
-schedule (``def apply_schedule(sch):``, one :func:`playground.schedule.steps.step_code` line per
-step),
+The script holds the chain (``CHAIN``, a Python literal), the target (``TARGET``), the
+number of steps (``STEPS``: import refuses a copy cut short) and the schedule
+(``def apply_schedule(sch):``, one :func:`playground.schedule.steps.step_code` line per step),
 then a runtime section: the source of :mod:`playground.schedule.loops`,
 :mod:`playground.chain.compute` and
 :mod:`playground.chain.reference` embedded verbatim, and a ``main()`` that builds, checks against

@@ -6,7 +6,10 @@ standard modules, dunder names, ``eval``/``open``/``getattr``, ``os`` ...), and 
 things are read: the literal ``CHAIN``, the optional literal ``TARGET`` (and ``TITLE`` /
 ``DESCRIPTION``) and the body of ``apply_schedule(sch)``, whose every statement must be a call
 of a schedule primitive in exactly the form :func:`playground.schedule.steps.step_code` writes. The
-steps are then validated by replaying them on the chain, as the playground would.
+steps are then validated by replaying them on the chain, as the playground would. An export
+cut short (``STEPS``, its step count, and its last line ``sys.exit(main(...))``: see
+:func:`_whole`) is refused before anything is replaced, or, when only its runtime is missing,
+imported whole with a warning in ``meta["warnings"]``.
 
 Every failure is a :class:`~playground.errors.PlaygroundError` (almost always
 :class:`~playground.errors.ScriptError`) whose message names the line.
