@@ -200,7 +200,12 @@ def _cmd_auto(args: argparse.Namespace) -> int:
                median_ms=best.median_ms, gflops=best.gflops, template=best.plan.template,
                label=best.label, params=best.plan.to_dict(),
                fused_layers=best.plan.fused_layers(_stages(result.chain)),
-               steps=[s.to_dict() for s in best.steps])
+               steps=[s.to_dict() for s in best.steps], rounds_ms=list(best.rounds_ms))
+    if result.final is not None:  # the best against the runner-up, in paired rounds
+        iv = result.final.interval
+        out.update(runner_up=result.final.other, ratio=iv.ratio, ratio_low=iv.low,
+                   ratio_high=iv.high, versus=result.final.call,
+                   versus_text=iv.text("runner-up / best"), under_load=result.final.under_load)
     if args.output:
         from playground.io.export import export_script
 

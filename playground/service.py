@@ -23,7 +23,7 @@ from playground.worker.pools import WorkerPools
 from playground.worker.result import JobResult
 
 #: Per-job limits: lowering is quick, a build + validation of a large chain is not.
-TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0}
+TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0, "rounds": 600.0}
 
 
 def server_pools(environ: Mapping[str, str] | None = None, **worker_options) -> WorkerPools:
@@ -83,6 +83,23 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
                                    min_repeat_ms=min_repeat_ms),
                     timeout_s=timeout_s or TIMEOUTS_S["run"], exclusive=measure,
                     on_event=on_event, cancel=cancel)
+
+
+def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
+           rounds: int = 7, repeat: int = 3, min_repeat_ms: float = 20.0,
+           cancel: threading.Event | None = None, timeout_s: float | None = None) -> JobResult:
+    """Time two or more schedules of ``chain`` (``kernels``: step tuples) in paired,
+    alternating rounds, under one hold of the measurement lock (job ``rounds``).
+
+    ``value["rounds_ms"][k][i]`` is kernel ``k``'s median in round ``i``; turn them into a
+    ratio with an interval with :func:`playground.build.stats.compare_rounds`. Always on this
+    machine (a farm's servers are not held for a whole comparison).
+    """
+    job = {"chain": chain, "target": target, "rounds": rounds, "repeat": repeat,
+           "min_repeat_ms": min_repeat_ms,
+           "kernels": [[s.to_dict() for s in steps] for steps in kernels]}
+    return pool.run("rounds", job, timeout_s=timeout_s or TIMEOUTS_S["rounds"], exclusive=True,
+                    cancel=cancel)
 
 
 def remote_run(pool: WorkerPool, session: Session, tracker_host: str, tracker_port: int,

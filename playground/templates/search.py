@@ -22,6 +22,7 @@ killed); what was measured so far is kept.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from typing import Any
 
 from playground import service
 from playground.build.machine import MachineFacts
+from playground.build.stats import RatioInterval, compare_rounds, decide
 from playground.chain.spec import chain_flop, normalize_chain
 from playground.errors import PlaygroundError
 from playground.schedule.session import Session
@@ -60,6 +62,10 @@ class Candidate:
     timing: dict | None = None
     fusion: FusionOption | None = None
     max_abs_error: float | None = None
+    #: Medians (ms) of the paired rounds this candidate was last re-timed in (:func:`retime`);
+    #: empty when it was timed only once, by the search.
+    rounds_ms: tuple[float, ...] = ()
+    under_load: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,8 +78,27 @@ class Candidate:
     def to_dict(self) -> dict:
         return {"label": self.label, "plan": self.plan.to_dict(), "status": self.status,
                 "median_ms": self.median_ms, "gflops": self.gflops, "message": self.message,
-                "max_abs_error": self.max_abs_error,
+                "max_abs_error": self.max_abs_error, "rounds_ms": list(self.rounds_ms),
+                "under_load": self.under_load,
                 "fused": self.fused, "steps": [s.to_dict() for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class Final:
+    """The best candidate against the runner-up (or the verdict's pair), timed in paired
+    rounds: ``interval`` is ``other / best`` (above 1: the best is faster), ``call`` what
+    :func:`playground.build.stats.decide` makes of it, ``by`` who timed it."""
+
+    best: str
+    other: str
+    interval: RatioInterval
+    call: str
+    by: str  # "search" or "verdict"
+    under_load: bool = False
+
+    def to_dict(self) -> dict:
+        return {"best": self.best, "other": self.other, "interval": self.interval.to_dict(),
+                "call": self.call, "by": self.by, "under_load": self.under_load}
 
 
 @dataclass
@@ -85,10 +110,19 @@ class SearchResult:
     search_s: float = 0.0
     cancelled: bool = False
     facts: dict | None = None
+    #: The last side-by-side comparison of its best (:func:`finalize` or the verdict): which
+    #: candidates, and the ratio with its interval (see :class:`Final`).
+    final: Final | None = None
 
     def best(self, fused: bool | None = None) -> Candidate | None:
-        """The fastest validated candidate (only fused / only unfused ones when asked)."""
+        """The fastest validated candidate (only fused / only unfused ones when asked).
+
+        Once a side-by-side comparison chose one (:attr:`final`), that is the best: its paired
+        rounds outrank a single timing of the search that happened to be lower."""
         ok = [c for c in self.candidates if c.ok and (fused is None or c.fused == fused)]
+        chosen = [c for c in ok if self.final is not None and c.label == self.final.best]
+        if chosen:
+            return chosen[0]
         return min(ok, key=lambda c: c.median_ms) if ok else None
 
     @property
@@ -247,26 +281,54 @@ def flop(chain: dict) -> float:
     return chain_flop(normalize_chain(chain))
 
 
-def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 2,
-             target: str = "cpu") -> Candidate | None:
+def retime(pool: Any, result: SearchResult, cands: list[Candidate], *, target: str = "cpu",
+           rounds: int = 7, cancel: threading.Event | None = None) -> list[Candidate] | None:
+    """Time ``cands`` again side by side in paired, alternating rounds (job ``rounds``) and
+    put them back into ``result`` with their rounds (``rounds_ms``) and the rounds' median as
+    ``median_ms``: the search's table, its best and the verdict then show the same numbers.
+    Returns the re-timed candidates (in the order given), or None when the rounds failed."""
+    res = service.rounds(pool, result.chain, [c.steps for c in cands], target, rounds=rounds,
+                         cancel=cancel)
+    if not res.ok:
+        return None
+    flop_ = chain_flop(result.chain)
+    loaded = bool(res.value.get("under_load"))
+    out = []
+    for cand, times in zip(cands, res.value["rounds_ms"], strict=True):
+        median = statistics.median(times)
+        again = replace(cand, median_ms=median, gflops=flop_ / (median * 1e6),
+                        rounds_ms=tuple(times), under_load=loaded)
+        result.candidates = [again if c is cand else c for c in result.candidates]
+        out.append(again)
+    return out
+
+
+def rounds_for(budget_s: float, cands: list[Candidate], *, most: int = 7,
+               least: int = 3) -> int:
+    """How many rounds of ``cands`` fit in ``budget_s`` seconds (between ``least`` and
+    ``most``): a round times each for about three samples of at least 20 ms."""
+    per_round = sum(3 * max(0.02, (c.median_ms or 0) * 1e-3) * 1.5 + 0.02 for c in cands)
+    return max(least, min(most, int(budget_s / max(per_round, 1e-3))))
+
+
+def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 7,
+             target: str = "cpu", cancel: threading.Event | None = None) -> Candidate | None:
     """The best candidate, chosen again from the ``top`` fastest by timing them side by side
-    in ``rounds`` alternating rounds: one noisy sample during the search (another process
-    waking up, say) should not pick the answer. Returns None when nothing validated."""
+    in ``rounds`` paired rounds (:func:`retime`): one noisy sample during the search (another
+    process waking up, say) should not pick the answer. ``result.final`` gets the best
+    against the runner-up with its interval. Returns None when nothing validated."""
     ok = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:top]
     if len(ok) <= 1:
         return remeasure(pool, result.chain, ok[0], target=target) if ok else None
-    times: dict[int, list[float]] = {i: [] for i in range(len(ok))}
-    for _ in range(rounds):
-        for i, cand in enumerate(ok):
-            again = measure_candidate(pool, result.chain, cand.label, cand.plan, target=target,
-                                      fusion=cand.fusion)
-            if again.ok:
-                times[i].append(again.median_ms)
-    scored = [(sorted(ts)[len(ts) // 2], i) for i, ts in times.items() if ts]
-    if not scored:
+    again = retime(pool, result, ok, target=target, rounds=rounds, cancel=cancel)
+    if again is None:
         return ok[0]
-    _, i = min(scored)
-    return remeasure(pool, result.chain, ok[i], target=target)
+    ranked = sorted(again, key=lambda c: c.median_ms)
+    best, other = ranked[0], ranked[1]
+    interval = compare_rounds(other.rounds_ms, best.rounds_ms)
+    result.final = Final(best.label, other.label, interval, decide(interval), "search",
+                         bool(best.under_load))
+    return best
 
 
 def remeasure(pool: Any, chain: dict, cand: Candidate, *, target: str = "cpu",
