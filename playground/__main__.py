@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from playground.errors import PlaygroundError
@@ -168,7 +169,7 @@ def _search_setup(args: argparse.Namespace):
 
 def _cmd_auto(args: argparse.Namespace) -> int:
     """Search templates for the chain; print the best schedule (and write it with -o)."""
-    from playground.templates.search import finalize, search
+    from playground.templates.search import search_and_finalize
     from playground.worker.pool import WorkerPool
 
     chain, facts = _search_setup(args)
@@ -182,9 +183,9 @@ def _cmd_auto(args: argparse.Namespace) -> int:
                   file=sys.stderr)
 
     with WorkerPool(1) as pool:
-        result = search(pool, chain, facts, budget_s=args.budget_s, on_progress=progress,
-                        record="cli" if args.record else "")
-        best = finalize(pool, result)
+        result, best = search_and_finalize(pool, chain, facts, budget_s=args.budget_s,
+                                           started=args.started, on_progress=progress,
+                                           record="cli" if args.record else "")
     out.update(candidates=result.measured, tried=len(result.candidates),
                search_s=round(result.search_s, 2))
     if args.record:
@@ -230,12 +231,14 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
 
     chain, facts = _search_setup(args)
     with WorkerPool(1) as pool:
-        verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s)
+        verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s,
+                                 started=args.started)
     out = {"file": args.file, "machine": facts.summary(), **verdict.to_dict()}
     return _report(out, args, 0 if verdict.fused or verdict.unfused else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()  # a budget (auto, fusion) counts from the command
     parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("presets", help="list the preset schedules")
@@ -274,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_fusion)
     add_experiments_parser(sub)
     args = parser.parse_args(argv)
+    args.started = started
     try:
         return args.func(args)
     except PlaygroundError as e:

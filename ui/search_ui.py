@@ -19,7 +19,7 @@ from playground.build.machine import machine_facts
 from playground.build.stats import spread_interval
 from playground.errors import PlaygroundError
 from playground.schedule.session import Session
-from playground.templates.search import Candidate, SearchResult, finalize, rounds_for, search
+from playground.templates.search import Candidate, SearchResult, search_and_finalize
 from playground.templates.verdict import Verdict, fusion_verdict
 from playground.worker.pool import WorkerPool
 from ui import background, state
@@ -27,8 +27,6 @@ from ui.text import ERROR_ICON, code, escape
 
 #: Background task names of this section (the explorer's progress bar lists them).
 TASKS = ("search", "verdict")
-#: The share of a search's budget spent searching; the rest times the fastest side by side.
-FINAL_SHARE = 0.8
 
 
 def _progress(task: background.Task, budget_s: float):
@@ -67,14 +65,14 @@ def start_search(pool: WorkerPool, session: Session, budget_s: float) -> None:
 
     def work(task: background.Task) -> SearchResult:
         _ticker(task, budget_s, "search")
-        t0 = time.monotonic()
-        result = search(pool, session.chain, facts, budget_s=budget_s * FINAL_SHARE,
-                        cancel=task.cancel, on_progress=_progress(task, budget_s), record="page")
-        ok = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:3]
-        if len(ok) > 1 and not task.cancel.is_set():
-            task.text = f"timing the {len(ok)} fastest side by side in paired rounds"
-            left = budget_s - (time.monotonic() - t0)
-            finalize(pool, result, rounds=rounds_for(left, ok), cancel=task.cancel)
+
+        def finalizing(n: int) -> None:
+            task.text = f"timing the {n} fastest side by side in paired rounds"
+
+        result, _ = search_and_finalize(
+            pool, session.chain, facts, budget_s=budget_s, started=task.started,
+            cancel=task.cancel, on_progress=_progress(task, budget_s), on_finalize=finalizing,
+            record="page")
         return result
 
     background.start("search", work)
@@ -90,7 +88,8 @@ def start_verdict(pool: WorkerPool, session: Session, budget_s: float) -> None:
     def work(task: background.Task) -> Verdict:
         _ticker(task, budget_s, "verdict")
         return fusion_verdict(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
-                              on_progress=_progress(task, budget_s), result=prior)
+                              on_progress=_progress(task, budget_s), result=prior,
+                              started=task.started)
 
     background.start("verdict", work)
 

@@ -43,6 +43,9 @@ from playground.templates.stages import Stage, stages
 
 #: Timing of each candidate: enough samples to rank, few enough to try many.
 REPEAT, MIN_REPEAT_MS = 5, 40.0
+#: The share of a search's budget spent searching (:func:`search_and_finalize`); the rest times
+#: the fastest side by side.
+SEARCH_SHARE = 0.8
 #: The share of the budget the tile descent may use when the chain has fusion options: the
 #: rest is theirs, so that a slow machine (or a short budget) still measures a fused schedule.
 DESCENT_SHARE = 0.6
@@ -110,6 +113,9 @@ class SearchResult:
     search_s: float = 0.0
     cancelled: bool = False
     facts: dict | None = None
+    #: (start, end, predicted duration; -1 where it was measured whatever the budget) of each
+    #: candidate, in seconds from the search's start: what the budget did.
+    timeline: list[tuple[float, float, float]] = field(default_factory=list)
     #: The last side-by-side comparison of its best (:func:`finalize` or the verdict): which
     #: candidates, and the ratio with its interval (see :class:`Final`).
     final: Final | None = None
@@ -200,7 +206,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
            target: str = "cpu", fused: bool | None = None,
            cancel: threading.Event | None = None,
            on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-           record: str = "") -> SearchResult:
+           record: str = "", started: float | None = None) -> SearchResult:
     """Measure template choices for ``chain`` until the budget is spent (or all are tried).
 
     Parameters
@@ -210,7 +216,10 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     facts
         The machine the kernels run on (from :func:`playground.build.machine.machine_facts`).
     budget_s
-        Wall-clock budget; a candidate started before it ends is finished.
+        Wall-clock budget, counted from ``started`` (a :func:`time.monotonic` reading: the
+        click or the command; default now). A candidate is started only when it should end
+        within the budget (it is expected to take what the others took); the first one, and
+        the first fused one, are measured whatever the budget.
     fused
         Only unfused (False) or only fused (True) schedules; None: both.
     on_progress
@@ -223,7 +232,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     result = SearchResult(chain, facts=facts.to_dict())
     st = stages(chain)
     tiles: list[Tile | None] = [None] * len(st)
-    t0 = time.monotonic()
+    t0 = time.monotonic() if started is None else started
     best_ms: float | None = None
     group = _record_group(pool, chain, target, budget_s, fused, record) if record else None
     has_fusion = fused is not False and bool(fusion_options(st, facts))
@@ -236,11 +245,21 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
         if option is None and has_fusion and result.measured \
                 and elapsed > budget_s * DESCENT_SHARE:
             continue  # the rest of the budget belongs to the fusion options
-        if elapsed > budget_s and result.measured and (tried_fused or not has_fusion):
-            break  # over budget, and (where there is one) a fused schedule was tried
+        # A candidate takes about what the others took: start one only if it should end
+        # within the budget, unless it is the first, or the first fused one where the chain
+        # has fusion options (the verdict needs one whatever the budget).
+        predicted = statistics.median(e - b for b, e, _ in result.timeline) \
+            if result.timeline else 0.0
+        must = not result.measured or (option is not None and not tried_fused)
+        if not must and elapsed + predicted > budget_s:
+            if has_fusion and not tried_fused:
+                continue  # skip the rest of the descent to the first fusion option
+            break
         tried_fused = tried_fused or option is not None
+        began = time.monotonic() - t0
         cand = measure_candidate(pool, chain, label, plan, target=target, cancel=cancel,
                                  fusion=option)
+        result.timeline.append((began, time.monotonic() - t0, -1.0 if must else predicted))
         result.candidates.append(cand)
         if group is not None:
             group.add(cand.steps, status=cand.status, error=cand.message, label=label,
@@ -329,6 +348,29 @@ def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 7,
     result.final = Final(best.label, other.label, interval, decide(interval), "search",
                          bool(best.under_load))
     return best
+
+
+def search_and_finalize(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float,
+                        started: float | None = None, target: str = "cpu",
+                        cancel: threading.Event | None = None,
+                        on_progress: Callable[[Candidate, SearchResult], None] | None = None,
+                        on_finalize: Callable[[int], None] | None = None,
+                        record: str = "") -> tuple[SearchResult, Candidate | None]:
+    """:func:`search` for :data:`SEARCH_SHARE` of the budget, then :func:`finalize` in the
+    rounds that fit in what is left: the answer of ``auto`` and of the page's search, within
+    ``budget_s`` of ``started`` (the click or the command). ``on_finalize(n)`` is called
+    before the ``n`` fastest are re-timed."""
+    t0 = time.monotonic() if started is None else started
+    result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
+                    cancel=cancel, on_progress=on_progress, record=record, started=t0)
+    top = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:3]
+    if cancel is not None and cancel.is_set():
+        return result, result.best()
+    if on_finalize is not None and len(top) > 1:
+        on_finalize(len(top))
+    left = budget_s - (time.monotonic() - t0)
+    best = finalize(pool, result, rounds=rounds_for(left, top), target=target, cancel=cancel)
+    return result, best
 
 
 def remeasure(pool: Any, chain: dict, cand: Candidate, *, target: str = "cpu",

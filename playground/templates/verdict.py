@@ -54,6 +54,8 @@ from playground.templates.stages import Stage, stages
 NO_DIFFERENCE = 1.05
 #: The share of the budget the search may use; the rest is the side-by-side rounds'.
 SEARCH_SHARE = 0.7
+#: The share of the budget left for the reason's analysis job after the rounds.
+REASON_SHARE = 0.05
 #: The verdict's words for :func:`playground.build.stats.decide`'s calls.
 CALLS = {FASTER: "fuse", SLOWER: "don't fuse", SAME: "no difference (within noise)"}
 
@@ -235,16 +237,18 @@ def _unpaired(result: SearchResult, st: list[Stage], windows: list[Stage],
 def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
                    target: str = "cpu", cancel: threading.Event | None = None,
                    on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-                   result: SearchResult | None = None) -> Verdict:
+                   result: SearchResult | None = None,
+                   started: float | None = None) -> Verdict:
     """Search (unless ``result`` is a search already done for this chain), then time the best
-    fused and best unfused schedules side by side."""
-    t0 = time.monotonic()
+    fused and best unfused schedules side by side; the answer comes within ``budget_s`` of
+    ``started`` (a :func:`time.monotonic` reading: the click or the command; default now)."""
+    t0 = time.monotonic() if started is None else started
     chain = normalize_chain(chain)
     st = stages(chain)
     windows = [s for s in st if s.kind != "elementwise"]
     if result is None:
         result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
-                        cancel=cancel, on_progress=on_progress)
+                        cancel=cancel, on_progress=on_progress, started=t0)
     if len(windows) >= 2:
         fused, unfused = result.best(fused=True), result.best(fused=False)
     else:
@@ -260,7 +264,9 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
                        only.median_ms if only and only is fused else None,
                        only.median_ms if only and only is unfused else None, None, why,
                        [], fused, unfused, result)
-    timed = _side_by_side(pool, result, unfused, fused, target, cancel, t0 + budget_s)
+    # The reason's analysis job comes after the rounds: leave it a little of the budget.
+    timed = _side_by_side(pool, result, unfused, fused, target, cancel,
+                          t0 + budget_s * (1 - REASON_SHARE))
     if timed is None:
         return Verdict("no difference (within noise)", fused.median_ms, unfused.median_ms, None,
                        "the side-by-side rounds failed; the search's single timings cannot "

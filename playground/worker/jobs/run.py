@@ -27,6 +27,10 @@ from playground.schedule.steps import steps_from_json, steps_to_json
 from playground.worker.registry import job
 
 _EXECUTABLES: OrderedDict[str, object] = OrderedDict()
+#: Compiled modules kept (a timing and a validation build per schedule): enough for a search's
+#: last dozen candidates, so that re-timing its best side by side (job ``rounds``) does not
+#: compile them again.
+MAX_EXECUTABLES = 24
 
 
 def _unpack(payload: dict) -> tuple[dict, tuple, str]:
@@ -55,7 +59,7 @@ def _executable(payload: dict, *, validation: bool = False):
     ex = compile_module(scheduled(chain, steps).mod, target, validation=validation)
     elapsed = time.perf_counter() - t0
     _EXECUTABLES[key] = ex
-    while len(_EXECUTABLES) > 8:
+    while len(_EXECUTABLES) > MAX_EXECUTABLES:
         _EXECUTABLES.popitem(last=False)
     return ex, elapsed
 
