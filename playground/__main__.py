@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from playground.build.sampling import METHOD
 from playground.errors import PlaygroundError
 from playground.store.cli import add_parser as add_experiments_parser
 
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=("cpu", "cuda"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-measure", action="store_true", help="validate only")
-    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=METHOD["repeat"],
+                   help="timed samples (the median is reported)")
     p.add_argument("--record", action="store_true",
                    help="also store the run in the experiment store ($PLAYGROUND_DATA)")
     p.set_defaults(func=_cmd_run)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from playground.build.sampling import METHOD
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.pools import WorkerPools
@@ -64,8 +65,9 @@ def codegen(pool: WorkerPool, session: Session, target: str = "cpu",
 
 
 def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: bool = True,
-        repeat: int = 10, min_repeat_ms: float = 50.0, on_event=None,
-        cancel: threading.Event | None = None, timeout_s: float | None = None) -> JobResult:
+        repeat: int = METHOD["repeat"], min_repeat_ms: float = METHOD["min_repeat_ms"],
+        on_event=None, cancel: threading.Event | None = None,
+        timeout_s: float | None = None) -> JobResult:
     """Validate against the numpy reference and, if ``measure``, time the kernel.
 
     Timing jobs hold the machine-wide measurement lock (``exclusive``), so two timings never
@@ -86,7 +88,7 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
 
 
 def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
-           rounds: int = 7, repeat: int = 3, min_repeat_ms: float = 20.0,
+           rounds: int = 7, repeat: int = 3, min_repeat_ms: float = METHOD["min_repeat_ms"],
            cancel: threading.Event | None = None, timeout_s: float | None = None) -> JobResult:
     """Time two or more schedules of ``chain`` (``kernels``: step tuples) in paired,
     alternating rounds, under one hold of the measurement lock (job ``rounds``).
@@ -104,8 +106,9 @@ def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
 
 def remote_run(pool: WorkerPool, session: Session, tracker_host: str, tracker_port: int,
                key: str, *, via_tracker: bool = True, timeout_s: float = 10.0,
-               target: str = "cpu", measure: bool = True, repeat: int = 10,
-               min_repeat_ms: float = 50.0, on_event=None, cancel: threading.Event | None = None,
+               target: str = "cpu", measure: bool = True, repeat: int = METHOD["repeat"],
+               min_repeat_ms: float = METHOD["min_repeat_ms"], on_event=None,
+               cancel: threading.Event | None = None,
                job_timeout_s: float | None = None) -> JobResult:
     """Validate and, if ``measure``, time the kernel on a TVM RPC server (job ``remote_run``).
 

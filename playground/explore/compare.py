@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from playground import service
+from playground.build.sampling import METHOD
 from playground.build.stats import compare_rounds
 from playground.chain.spec import chain_flop, chain_to_json, normalize_chain
 from playground.errors import PlaygroundError
@@ -101,7 +102,8 @@ def _measure(pool: WorkerPool, chain: dict, steps: Sequence[Step], cancel, repea
 def comparison_table(pool: WorkerPool, session: Session, *,
                      tuned: Sequence[Step] | None = None,
                      auto: Sequence[Step] | None = None, presets: bool = True,
-                     numpy: bool = True, repeat: int = 10, min_repeat_ms: float = 50.0,
+                     numpy: bool = True, repeat: int = METHOD["repeat"],
+                     min_repeat_ms: float = METHOD["min_repeat_ms"],
                      rounds: int = 5,
                      on_progress: Callable[[int, int, CompareRow], None] | None = None,
                      cancel: threading.Event | None = None) -> list[CompareRow]:

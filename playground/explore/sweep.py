@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from playground import service
+from playground.build.sampling import METHOD
 from playground.build.stats import spread_interval
 from playground.errors import PlaygroundError, StepError
 from playground.explore.sweep_parallel import parallel_points, run_parallel
@@ -348,7 +349,8 @@ def _point_from_run(value: Any, steps: tuple[Step, ...], result: JobResult) -> S
 
 def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any, *,
               target: str = "cpu", cancel: threading.Event | None = None,
-              analyze: bool = True, repeat: int = 10, min_repeat_ms: float = 50.0,
+              analyze: bool = True, repeat: int = METHOD["repeat"],
+              min_repeat_ms: float = METHOD["min_repeat_ms"],
               group: Group | None = None) -> tuple[SweepPoint, bool]:
     """Build, validate, time (and analyze) one value; returns (point, analyze job present).
 
@@ -400,8 +402,9 @@ def _start_group(pool: Any, session: Session, param: SweepParam, values: tuple,
 def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Sequence[Any], *,
               target: str = "cpu",
               on_progress: Callable[[int, int, SweepPoint], None] | None = None,
-              cancel: threading.Event | None = None, analyze: bool = True, repeat: int = 10,
-              min_repeat_ms: float = 50.0, record: bool = False) -> SweepResult:
+              cancel: threading.Event | None = None, analyze: bool = True,
+              repeat: int = METHOD["repeat"], min_repeat_ms: float = METHOD["min_repeat_ms"],
+              record: bool = False) -> SweepResult:
     """Measure the schedule at every value of ``param``.
 
     Parameters

@@ -31,6 +31,7 @@ from typing import Any
 
 from playground import service
 from playground.build.machine import MachineFacts
+from playground.build.sampling import METHOD
 from playground.build.stats import RatioInterval, compare_rounds, decide
 from playground.chain.spec import chain_flop, normalize_chain
 from playground.errors import PlaygroundError
@@ -325,8 +326,10 @@ def retime(pool: Any, result: SearchResult, cands: list[Candidate], *, target: s
 def rounds_for(budget_s: float, cands: list[Candidate], *, most: int = 7,
                least: int = 3) -> int:
     """How many rounds of ``cands`` fit in ``budget_s`` seconds (between ``least`` and
-    ``most``): a round times each for about three samples of at least 20 ms."""
-    per_round = sum(3 * max(0.02, (c.median_ms or 0) * 1e-3) * 1.5 + 0.02 for c in cands)
+    ``most``): a round times each for three samples of the method's length (or one call,
+    if longer), plus the evaluator's discarded call; the method's warm-up comes once."""
+    sample_s = METHOD["min_repeat_ms"] * 1e-3
+    per_round = sum(4 * max(sample_s, (c.median_ms or 0) * 1e-3) * 1.3 for c in cands)
     return max(least, min(most, int(budget_s / max(per_round, 1e-3))))
 
 
@@ -374,8 +377,9 @@ def search_and_finalize(pool: Any, chain: dict, facts: MachineFacts, *, budget_s
 
 
 def remeasure(pool: Any, chain: dict, cand: Candidate, *, target: str = "cpu",
-              repeat: int = 10) -> Candidate:
+              repeat: int = METHOD["repeat"]) -> Candidate:
     """The candidate timed again with more samples (for the final answer)."""
     again = measure_candidate(pool, chain, cand.label, cand.plan, target=target,
-                              fusion=cand.fusion, repeat=repeat, min_repeat_ms=80.0)
+                              fusion=cand.fusion, repeat=repeat,
+                              min_repeat_ms=METHOD["min_repeat_ms"])
     return again if again.ok else replace(cand, message=again.message or cand.message)

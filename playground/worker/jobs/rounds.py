@@ -15,15 +15,16 @@ computes something else must not win a comparison.
 
 from __future__ import annotations
 
+from playground.build.sampling import METHOD
 from playground.build.targets import device
 from playground.chain.spec import chain_to_json
 from playground.errors import BuildError
 from playground.worker.jobs.run import _executable, _reference, _run_once
 from playground.worker.registry import job
 
-#: Defaults: seven rounds (one wild round of seven never moves the median) of three samples of
-#: at least 20 ms each per kernel.
-ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, 20.0
+#: Defaults: seven rounds (one wild round of seven never moves the median) of three samples per
+#: kernel, each as long as the method's (:data:`playground.build.sampling.METHOD`).
+ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, METHOD["min_repeat_ms"]
 
 
 @job("rounds")
@@ -53,14 +54,15 @@ def rounds_job(payload: dict) -> dict:
         if not check["correct"]:
             raise BuildError(f"rounds: kernel {i} computes a wrong result "
                              f"(max abs error {check['max_abs_error']:.3g})")
-        # Warm-up and calibration, once: every round then times the same number of calls.
+        # Warm-up and calibration, once (the method's): every round then times the same
+        # number of calls of a warm kernel, so the rounds skip the warm-up.
         first = measure(ex.mod, [*args, out], dev, repeat=1, min_repeat_ms=min_repeat_ms)
         prepared.append((ex, [*args, out], first.number))
     timings: list[list[dict]] = [[] for _ in kernels]
     for _ in range(rounds):
         for i, (ex, args, number) in enumerate(prepared):
-            timings[i].append(measure(ex.mod, args, dev, number=number,
-                                      repeat=repeat).to_dict())
+            timings[i].append(measure(ex.mod, args, dev, number=number, repeat=repeat,
+                                      warmup_ms=0.0).to_dict())
     return {"rounds_ms": [[t["median_ms"] for t in ts] for ts in timings],
             "timings": timings, "number": [n for _, _, n in prepared],
             "under_load": any(bool((t.get("load") or {}).get("under_load"))

@@ -17,6 +17,7 @@ import numpy as np
 import tvm
 
 from playground.build.lowering import compile_module, generated_code, lowered_text
+from playground.build.sampling import METHOD
 from playground.build.targets import device, info
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import chain_flop, chain_to_json
@@ -169,8 +170,8 @@ def run_job(payload: dict) -> dict:
     # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
     result["timed_from"] = time.time()
     timing = measure(ex.mod, [*args, out], dev, func_name="main",
-                     repeat=int(payload.get("repeat", 10)),
-                     min_repeat_ms=float(payload.get("min_repeat_ms", 50)))
+                     repeat=int(payload.get("repeat", METHOD["repeat"])),
+                     min_repeat_ms=float(payload.get("min_repeat_ms", METHOD["min_repeat_ms"])))
     result["timed_until"] = time.time()
     result["timing"] = timing.to_dict()
     result["median_ms"] = timing.median_ms
