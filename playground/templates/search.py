@@ -348,6 +348,9 @@ def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 7,
     ranked = sorted(again, key=lambda c: c.median_ms)
     best, other = ranked[0], ranked[1]
     interval = compare_rounds(other.rounds_ms, best.rounds_ms)
+    if interval.ratio < 1:  # the paired ratio outranks the medians taken apart
+        best, other = other, best
+        interval = compare_rounds(other.rounds_ms, best.rounds_ms)
     result.final = Final(best.label, other.label, interval, decide(interval), "search",
                          bool(best.under_load))
     return best

@@ -278,7 +278,8 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
     if loaded:
         reason += (" (measured under load, also when taken again: unreliable)" if remeasured
                    else " (measured under load: unreliable)")
-    best, other = (fused, unfused) if fused.median_ms <= unfused.median_ms else (unfused, fused)
+    # The search's best is the one the verdict's paired ratio favours: never the other.
+    best, other = (fused, unfused) if interval.ratio >= 1 else (unfused, fused)
     versus = compare_rounds(other.rounds_ms, best.rounds_ms)
     result.final = Final(best.label, other.label, versus, decide(versus, NO_DIFFERENCE),
                          "verdict", loaded)
