@@ -169,7 +169,10 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess
     row["auto_s"] = round(time.monotonic() - t0, 1)
     verdict = fusion_verdict(pool, chain, facts, budget_s=budget, result=result)
     row.update(candidates=result.measured, auto_label=best.label if best else None,
-               verdict=verdict.verdict, verdict_ratio=verdict.ratio, reason=verdict.reason)
+               verdict=verdict.verdict, verdict_ratio=verdict.ratio,
+               verdict_low=verdict.interval.low if verdict.interval else None,
+               verdict_high=verdict.interval.high if verdict.interval else None,
+               reason=verdict.reason)
     print(f"   auto: {result.measured} candidates in {row['auto_s']} s; verdict "
           f"{verdict.verdict} ({verdict.reason})", flush=True)
     # competitors, checked, then timed side by side, one sample each per round
@@ -207,8 +210,10 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess
         measured = times["unfused"] / times["fused"]
         call = "fuse" if measured > NO_DIFFERENCE else "don't fuse" \
             if measured < 1 / NO_DIFFERENCE else "no difference"
+        # "no difference (within noise)" claims nothing: only a decided verdict can disagree
+        said = verdict.verdict.split(" (")[0]
         row.update(measured_ratio=measured, measured_verdict=call,
-                   verdict_agrees=call == verdict.verdict)
+                   verdict_agrees=call == said, verdict_decided=said != "no difference")
     print("   " + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()), flush=True)
     return row
 

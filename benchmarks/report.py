@@ -52,7 +52,9 @@ def main(path: Path) -> None:
         peak_note = f"{r['pct_peak']:.0f}%" if "pct_peak" in r else "—"
         if r.get("compute_bound"):
             peak_note += " (compute-bound)"
-        agree = "" if r.get("verdict_agrees", True) else " **disagrees**"
+        # "no difference (within noise)" claims nothing, so it cannot disagree
+        agree = "" if r.get("verdict_agrees", True) or not r.get("verdict_decided", True) \
+            else " **disagrees**"
         verdict = f"{r['verdict']} ({r.get('measured_verdict', '—')}, " \
                   f"{fmt(r.get('measured_ratio'), '.2f')}x){agree}"
         print(f"| {r['chain']} | {r['gflop']:.3f} | {fmt(t.get('auto'))} | "
@@ -80,6 +82,10 @@ def main(path: Path) -> None:
           f"{sorted(r['pct_peak'] for r in bound)[len(bound) // 2]:.0f}%)" if bound else "")
     print(f"- the verdict agrees with the measurement of both schedules on "
           f"{sum(r['verdict_agrees'] for r in agreed)} of {len(agreed)} chains")
+    decided = [r for r in agreed if r.get("verdict_decided")]
+    if decided:
+        print(f"- decided verdicts (fuse / don't fuse, outside the noise) agreeing with the "
+              f"measurement: {sum(r['verdict_agrees'] for r in decided)} of {len(decided)}")
     noted = [(r["chain"], note) for r in rows for note in r.get("notes", [])]
     if noted:
         print("\nNotes of the run:\n")

@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
+from playground.build.sampling import METHOD
 from playground.errors import PlaygroundError
 from playground.store.cli import add_parser as add_experiments_parser
 
@@ -171,7 +173,7 @@ def _search_setup(args: argparse.Namespace):
 
 def _cmd_auto(args: argparse.Namespace) -> int:
     """Search templates for the chain; print the best schedule (and write it with -o)."""
-    from playground.templates.search import finalize, search
+    from playground.templates.search import search_and_finalize
     from playground.worker.pool import WorkerPool
 
     chain, facts = _search_setup(args)
@@ -185,9 +187,9 @@ def _cmd_auto(args: argparse.Namespace) -> int:
                   file=sys.stderr)
 
     with WorkerPool(1) as pool:
-        result = search(pool, chain, facts, budget_s=args.budget_s, on_progress=progress,
-                        record="cli" if args.record else "")
-        best = finalize(pool, result)
+        result, best = search_and_finalize(pool, chain, facts, budget_s=args.budget_s,
+                                           started=args.started, on_progress=progress,
+                                           record="cli" if args.record else "")
     out.update(candidates=result.measured, tried=len(result.candidates),
                search_s=round(result.search_s, 2))
     if args.record:
@@ -203,7 +205,12 @@ def _cmd_auto(args: argparse.Namespace) -> int:
                median_ms=best.median_ms, gflops=best.gflops, template=best.plan.template,
                label=best.label, params=best.plan.to_dict(),
                fused_layers=best.plan.fused_layers(_stages(result.chain)),
-               steps=[s.to_dict() for s in best.steps])
+               steps=[s.to_dict() for s in best.steps], rounds_ms=list(best.rounds_ms))
+    if result.final is not None:  # the best against the runner-up, in paired rounds
+        iv = result.final.interval
+        out.update(runner_up=result.final.other, ratio=iv.ratio, ratio_low=iv.low,
+                   ratio_high=iv.high, versus=result.final.call,
+                   versus_text=iv.text("runner-up / best"), under_load=result.final.under_load)
     if args.output:
         from playground.io.export import export_script
 
@@ -228,12 +235,14 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
 
     chain, facts = _search_setup(args)
     with WorkerPool(1) as pool:
-        verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s)
+        verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s,
+                                 started=args.started)
     out = {"file": args.file, "machine": facts.summary(), **verdict.to_dict()}
     return _report(out, args, 0 if verdict.fused or verdict.unfused else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()  # a budget (auto, fusion) counts from the command
     parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("presets", help="list the preset schedules")
@@ -244,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=("cpu", "cuda"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-measure", action="store_true", help="validate only")
-    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=METHOD["repeat"],
+                   help="timed samples (the median is reported)")
     p.add_argument("--record", action="store_true",
                    help="also store the run in the experiment store ($PLAYGROUND_DATA)")
     p.set_defaults(func=_cmd_run)
@@ -272,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_fusion)
     add_experiments_parser(sub)
     args = parser.parse_args(argv)
+    args.started = started
     try:
         return args.func(args)
     except PlaygroundError as e:

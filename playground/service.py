@@ -17,13 +17,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from playground.build.sampling import METHOD
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.pools import WorkerPools
 from playground.worker.result import JobResult
 
 #: Per-job limits: lowering is quick, a build + validation of a large chain is not.
-TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0}
+TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0, "rounds": 600.0}
 
 
 def server_pools(environ: Mapping[str, str] | None = None, **worker_options) -> WorkerPools:
@@ -64,8 +65,9 @@ def codegen(pool: WorkerPool, session: Session, target: str = "cpu",
 
 
 def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: bool = True,
-        repeat: int = 10, min_repeat_ms: float = 50.0, on_event=None,
-        cancel: threading.Event | None = None, timeout_s: float | None = None) -> JobResult:
+        repeat: int = METHOD["repeat"], min_repeat_ms: float = METHOD["min_repeat_ms"],
+        on_event=None, cancel: threading.Event | None = None,
+        timeout_s: float | None = None) -> JobResult:
     """Validate against the numpy reference and, if ``measure``, time the kernel.
 
     Timing jobs hold the machine-wide measurement lock (``exclusive``), so two timings never
@@ -85,10 +87,28 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
                     on_event=on_event, cancel=cancel)
 
 
+def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
+           rounds: int = 7, repeat: int = 3, min_repeat_ms: float = METHOD["min_repeat_ms"],
+           cancel: threading.Event | None = None, timeout_s: float | None = None) -> JobResult:
+    """Time two or more schedules of ``chain`` (``kernels``: step tuples) in paired,
+    alternating rounds, under one hold of the measurement lock (job ``rounds``).
+
+    ``value["rounds_ms"][k][i]`` is kernel ``k``'s median in round ``i``; turn them into a
+    ratio with an interval with :func:`playground.build.stats.compare_rounds`. Always on this
+    machine (a farm's servers are not held for a whole comparison).
+    """
+    job = {"chain": chain, "target": target, "rounds": rounds, "repeat": repeat,
+           "min_repeat_ms": min_repeat_ms,
+           "kernels": [[s.to_dict() for s in steps] for steps in kernels]}
+    return pool.run("rounds", job, timeout_s=timeout_s or TIMEOUTS_S["rounds"], exclusive=True,
+                    cancel=cancel)
+
+
 def remote_run(pool: WorkerPool, session: Session, tracker_host: str, tracker_port: int,
                key: str, *, via_tracker: bool = True, timeout_s: float = 10.0,
-               target: str = "cpu", measure: bool = True, repeat: int = 10,
-               min_repeat_ms: float = 50.0, on_event=None, cancel: threading.Event | None = None,
+               target: str = "cpu", measure: bool = True, repeat: int = METHOD["repeat"],
+               min_repeat_ms: float = METHOD["min_repeat_ms"], on_event=None,
+               cancel: threading.Event | None = None,
                job_timeout_s: float | None = None) -> JobResult:
     """Validate and, if ``measure``, time the kernel on a TVM RPC server (job ``remote_run``).
 

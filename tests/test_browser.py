@@ -135,6 +135,26 @@ def test_a_run_is_kept_across_a_reload_and_a_short_link_restores_the_session(
     assert "T.parallel" not in app.script()  # the default chain instead
 
 
+def assert_search_and_verdict_agree(app: App) -> None:
+    """One story on one screen: the verdict re-timed the search's schedules, so the search's
+    "Best" is the schedule the verdict calls faster (fused for "fuse", unfused for "don't
+    fuse"), at the very time the verdict shows for it, and the verdict says its ratio."""
+    text = app.tab.locator('[data-testid="stMarkdownContainer"]')
+    verdict = text.filter(has_text=re.compile(r"^Verdict: ")).first.inner_text()
+    assert re.search(r"unfused / fused = [\d.]+x, 95% interval [\d.]+-[\d.]+x", verdict), verdict
+    app.tab.get_by_text("re-timed by the verdict below", exact=False).wait_for()
+    best = text.filter(has_text=re.compile(r"^Best: ")).first.inner_text()
+    best_ms = re.search(r"([\d.]+) ms \(", best).group(1)
+    lines = [[x.strip() for x in m.splitlines() if x.strip()] for m in
+             app.tab.locator('[data-testid="stMetric"]').all_inner_texts()]
+    metrics = {m[0]: m[-1] for m in lines if m and m[0].startswith("best ")}
+    assert f"{best_ms} ms" in (metrics["best fused"], metrics["best unfused"]), (best, metrics)
+    if verdict.startswith("Verdict: fuse"):
+        assert metrics["best fused"] == f"{best_ms} ms", (best, metrics)
+    elif verdict.startswith("Verdict: don't fuse"):
+        assert metrics["best unfused"] == f"{best_ms} ms", (best, metrics)
+
+
 def test_search_and_verdict_in_the_browser(page: App, tmp_path: Path):
     """The template search and the fuse-or-not verdict, run from the Fusion explorer in a
     real browser: progress while they run, the result table, then the best schedule loaded
@@ -156,6 +176,7 @@ def test_search_and_verdict_in_the_browser(page: App, tmp_path: Path):
     reason = app.tab.get_by_text(re.compile(r"repeats \d+% of conv1's work")).inner_text(
         timeout=10_000)
     assert "conv2" in reason
+    assert_search_and_verdict_agree(app)
     save_screenshot(app, tmp_path, "search-and-verdict.png")
     app.click("fusion.search.load")
     app.tab.set_default_timeout(WAIT_MS)

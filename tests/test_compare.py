@@ -29,6 +29,11 @@ class FakePool:
     def run(self, job, payload, *, timeout_s=60.0, exclusive=False, on_event=None,
             cancel=None, memory_limit_mb=None):
         self.jobs.append(job)
+        if job == "rounds":  # each kernel's canned time, round after round (1% apart)
+            times = [10.0 if not k else 2.0 / len(k) for k in payload["kernels"]]
+            return JobResult("ok", {"rounds_ms": [[t * (1 + 0.01 * (i % 2))
+                                                  for i in range(payload["rounds"])]
+                                                 for t in times], "under_load": False})
         if job == "numpy_time":
             return JobResult("ok", {"median_ms": 5.0})
         ms = 10.0 if not payload["steps"] else 2.0 / len(payload["steps"])
@@ -52,7 +57,19 @@ def test_rows_in_order_with_ratios(session):
     assert rows[3].gflops is not None and rows[3].status == "ok"
     records = rows_to_records(rows)
     assert set(records[0]) == {"name", "median ms", "GFLOP/s", "ratio vs yours", "under load",
-                               "status", "message"}
+                               "status", "message", "95% interval"}
+
+
+def test_kernel_rows_carry_an_interval_from_paired_rounds_with_yours(session):
+    pool = FakePool()
+    rows = comparison_table(pool, session, tuned=fuse_two_convs(4)[:2], presets=False,
+                            rounds=5)
+    assert pool.jobs.count("rounds") == 1
+    by = {r.name: r for r in rows}
+    assert by["unscheduled"].ratio_low <= by["unscheduled"].ratio <= by["unscheduled"].ratio_high
+    assert by["tuned"].ratio_low is not None
+    assert by["yours"].ratio_low is None and by["numpy (float64 reference)"].ratio_low is None
+    assert rows_to_records(rows)[0]["95% interval"].count("–") == 1
 
 
 def test_without_tuned_or_numpy(session):

@@ -137,7 +137,19 @@ def test_export_needs_only_tvm_and_numpy() -> None:
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported == {"argparse", "json", "sys", "numpy", "tvm"}
+    assert imported == {"argparse", "json", "math", "sys", "numpy", "tvm"}  # + the stdlib
+
+
+def test_export_times_with_the_playgrounds_own_timing_code() -> None:
+    """The script embeds build/sampling.py verbatim (warm-up, calibration, samples) and its
+    method, so `run` of an exported script times as the playground does."""
+    import inspect
+
+    from playground.build import sampling
+
+    text = export_script(FUSED, FUSED_STEPS)
+    assert inspect.getsource(sampling.take_samples) in text
+    assert "METHOD = " in text and "take_samples(ex.mod" in text
 
 
 def test_export_without_steps_has_pass_and_reimports() -> None:

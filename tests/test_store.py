@@ -205,6 +205,7 @@ def test_leaderboard_fastest_validated_per_chain_and_machine(store):
     assert [(r["label"], r["median_ms"], r["runs"]) for r in mine] == [("f4", 1.0, 2),
                                                                       ("f2", 3.0, 1)]
     assert mine[0]["steps"] == split(4)
+    assert [r["slowest_ms"] for r in mine] == [1.2, 3.0]  # the spread of its re-runs
     everywhere = store.leaderboard(chain)
     assert [r["median_ms"] for r in everywhere] == [0.5, 1.0, 3.0]
     assert store.leaderboard(chain, records.machine_key(MACHINE), "cuda") == []

@@ -114,6 +114,21 @@ def test_points_carry_the_load_they_were_timed_under(fused):
     h = _param(fused, "split conv2.h factor[1]")
     points = run_sweep(LoadedPool(), fused, h, [2, 8]).points
     assert [(p.under_load, p.others_cores) for p in points] == [(True, 0.9), (False, 0.0)]
+
+
+def test_points_carry_an_interval_of_their_median(fused):
+    class SampledPool(FakePool):
+        def run(self, job, payload, **options):
+            result = super().run(job, payload, **options)
+            if job != "run":
+                return result
+            samples = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 4.0, 1.02, 0.98, 1.01]
+            return replace(result, value={**result.value, "median_ms": 1.005,
+                                          "timing": {"spread": 0.1, "samples_ms": samples}})
+
+    h = _param(fused, "split conv2.h factor[1]")
+    (point,) = run_sweep(SampledPool(), fused, h, [8]).points
+    assert point.ci_low_ms <= 1.005 <= point.ci_high_ms < 4.0  # the outlier stays out
     header = to_csv(run_sweep(FakePool(), fused, h, [8])).splitlines()[0].split(",")
     assert {"under_load", "others_cores"} <= set(header)
 

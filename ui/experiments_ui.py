@@ -199,11 +199,15 @@ def leaderboard_ui(s: Store, facets: dict, session: Session, this_machine: str,
                    "it on the Playground, or sweep it in the Fusion explorer.")
         return
     st.dataframe(pd.DataFrame([{
-        "rank": i + 1, "median ms": r["median_ms"], "GFLOP/s": r["gflops"],
+        "rank": i + 1, "median ms": r["median_ms"],
+        "slowest run ms": r["slowest_ms"] if r["runs"] > 1 else None, "GFLOP/s": r["gflops"],
         "label": r["label"], "steps": " → ".join(step_labels(r["steps"])) or "(none)",
         "runs": r["runs"], "machine": r["machine_name"], "when": iso(r["created"]),
         "#": r["id"]} for i, r in enumerate(rows)]), hide_index=True, key="exp.board.table",
-        column_config={"median ms": st.column_config.NumberColumn(format="%.4g")})
+        column_config={"median ms": st.column_config.NumberColumn(format="%.4g"),
+                       "slowest run ms": st.column_config.NumberColumn(
+                           format="%.4g", help="the same schedule's slowest re-run: the "
+                                               "spread between runs")})
     by_id = {r["id"]: r for r in rows}
     pick = st.selectbox("schedule", list(by_id), key="exp.board.pick",
                         format_func=lambda i: f"#{by_id[i]['id']} · "

@@ -177,6 +177,8 @@ SWEEP_COLUMNS = {
     "median_ms": st.column_config.NumberColumn("median (ms)", format="%.3f"),
     "gflops": st.column_config.NumberColumn("GFLOP/s", format="%.2f"),
     "spread": st.column_config.NumberColumn("p10–p90 spread", format="percent"),
+    "ci_low_ms": st.column_config.NumberColumn("95% interval from (ms)", format="%.3f"),
+    "ci_high_ms": st.column_config.NumberColumn("to (ms)", format="%.3f"),
     "max_abs_error": st.column_config.NumberColumn("max abs error", format="%.1e"),
     "redundancy": st.column_config.NumberColumn("redundant work", format="%.3fx"),
     "footprint_bytes": st.column_config.NumberColumn("footprint", format="bytes"),
@@ -195,8 +197,12 @@ def render_sweep(result: sweep.SweepResult) -> None:
                  column_config=SWEEP_COLUMNS)
     best = result.best()
     if best is not None:
+        close = [p for p in result.points if p is not best and p.ci_low_ms is not None
+                 and best.ci_high_ms is not None and p.ci_low_ms <= best.ci_high_ms]
+        within = (f" Within noise of it: {', '.join(escape(p.value) for p in close)} "
+                  "(their 95% intervals overlap)." if close else "")
         st.success(f"Fastest correct point: {escape(result.param.label)} = "
-                   f"{escape(best.value)} ({best.median_ms:.3f} ms).")
+                   f"{escape(best.value)} ({best.median_ms:.3f} ms).{within}")
     st.download_button("Download CSV", sweep_report.to_csv(result), file_name="sweep.csv",
                        mime="text/csv", key="fusion.sweep.csv")
     for note in result.notes:

@@ -10,12 +10,16 @@ exported like any other.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import streamlit as st
 
 from playground.build.machine import machine_facts
+from playground.build.stats import spread_interval
 from playground.errors import PlaygroundError
 from playground.schedule.session import Session
-from playground.templates.search import Candidate, SearchResult, search
+from playground.templates.search import Candidate, SearchResult, search_and_finalize
 from playground.templates.verdict import Verdict, fusion_verdict
 from playground.worker.pool import WorkerPool
 from ui import background, state
@@ -34,22 +38,58 @@ def _progress(task: background.Task, budget_s: float):
     return on_progress
 
 
+def _ticker(task: background.Task, budget_s: float, what: str) -> None:
+    """Progress from the first second: until the first candidate lands (a cold compile takes
+    seconds) the bar shows the time spent against the budget."""
+    def tick() -> None:
+        while not task.done:
+            task.progress = min(0.99, task.elapsed_s / max(budget_s, 1.0))
+            if task.text.startswith("starting") or task.text.startswith(what):
+                task.text = (f"{what}: {task.elapsed_s:.0f} s of {budget_s:.0f} s — building "
+                             "and validating the first schedule")
+            time.sleep(0.5)
+    threading.Thread(target=tick, daemon=True, name=f"tick-{what}").start()
+
+
+def _search_done(chain: dict) -> SearchResult | None:
+    """This tab's finished search of ``chain``, if any (read on the page's thread: a task's
+    thread has no session state)."""
+    prior = background.get("search")
+    if prior is None or prior.running or prior.result is None or prior.result.chain != chain:
+        return None
+    return prior.result
+
+
 def start_search(pool: WorkerPool, session: Session, budget_s: float) -> None:
     facts = machine_facts()
 
     def work(task: background.Task) -> SearchResult:
-        return search(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
-                      on_progress=_progress(task, budget_s), record="page")
+        _ticker(task, budget_s, "search")
+
+        def finalizing(n: int) -> None:
+            task.text = f"timing the {n} fastest side by side in paired rounds"
+
+        result, _ = search_and_finalize(
+            pool, session.chain, facts, budget_s=budget_s, started=task.started,
+            cancel=task.cancel, on_progress=_progress(task, budget_s), on_finalize=finalizing,
+            record="page")
+        return result
 
     background.start("search", work)
 
 
 def start_verdict(pool: WorkerPool, session: Session, budget_s: float) -> None:
+    """The verdict; it re-times the schedules of this tab's finished search (same chain) when
+    there is one, so that the search's table and the verdict show the same measurements."""
     facts = machine_facts()
 
+    prior = _search_done(session.chain)
+
     def work(task: background.Task) -> Verdict:
+        _ticker(task, budget_s, "verdict")
         return fusion_verdict(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
-                              on_progress=_progress(task, budget_s))
+                              on_progress=_progress(task, budget_s), result=prior,
+                              started=task.started)
 
     background.start("verdict", work)
 
@@ -68,6 +108,16 @@ def _same_chain(result_chain: dict, session: Session) -> bool:
     return result_chain == session.chain
 
 
+def _interval(c: Candidate) -> str:
+    """The 95% interval of a candidate's median: over its paired rounds where it was re-timed,
+    else over the search's samples."""
+    samples = c.rounds_ms or tuple((c.timing or {}).get("samples_ms") or ())
+    if not c.ok or not samples:
+        return ""
+    low, high = spread_interval(samples)
+    return f"{low:.3f}–{high:.3f}"
+
+
 def render_search(result: SearchResult, session: Session) -> None:
     best = result.best()
     status = "cancelled, " if result.cancelled else ""
@@ -79,8 +129,18 @@ def render_search(result: SearchResult, session: Session) -> None:
         return
     st.markdown(f"Best: {code(best.label)}, **{best.median_ms:.3f} ms** "
                 f"({best.gflops:.1f} GFLOP/s), {len(best.steps)} steps.")
+    final = result.final
+    if final is not None:
+        by = ("re-timed by the verdict below" if final.by == "verdict"
+              else "the fastest re-timed side by side")
+        loaded = " Measured under load: unreliable." if final.under_load else ""
+        st.caption(f"Against {escape(final.other)} ({by}): "
+                   f"{escape(final.interval.text('its time / best'))} — {escape(final.call)}."
+                   f"{loaded}")
     st.dataframe([{"candidate": c.label, "status": c.status,
-                   "median (ms)": c.median_ms, "GFLOP/s": c.gflops, "fused": c.fused,
+                   "median (ms)": c.median_ms, "95% interval (ms)": _interval(c),
+                   "side by side": f"{len(c.rounds_ms)} rounds" if c.rounds_ms else "",
+                   "GFLOP/s": c.gflops, "fused": c.fused,
                    "note": "" if c.ok else c.message[:120]} for c in result.candidates],
                  hide_index=True, key="fusion.search.table",
                  column_config={"median (ms)": st.column_config.NumberColumn(format="%.3f"),
@@ -93,8 +153,14 @@ def render_search(result: SearchResult, session: Session) -> None:
 
 
 def render_verdict(verdict: Verdict, session: Session) -> None:
-    ratio = f" — {verdict.ratio:.2f}x" if verdict.ratio else ""
-    st.markdown(f"**Verdict: {verdict.verdict}**{ratio}")
+    text = f" — {verdict.ratio_text}" if verdict.ratio_text else ""
+    st.markdown(f"**Verdict: {verdict.verdict}**{escape(text)}")
+    if verdict.under_load:
+        st.warning("Measured under load (other processes kept the CPU busy"
+                   + (", also when taken again" if verdict.remeasured else "")
+                   + "): this verdict is unreliable; try again on a quieter machine.")
+    elif verdict.remeasured:
+        st.caption("The first rounds ran under load; these were taken again once it dropped.")
     st.write(escape(verdict.reason))
     cols = st.columns(2)
     for col, what, cand, ms in ((cols[0], "fused", verdict.fused, verdict.fused_ms),

@@ -1,13 +1,16 @@
 """All kernel timing, in one function: :func:`measure`, returning a :class:`Timing`.
 
 Timing follows Triton's ``do_bench`` recipe on top of TVM's ``time_evaluator`` (which times on
-the device itself, so it works the same for a local module and for one loaded over RPC):
+the device itself, so it works the same for a local module and for one loaded over RPC); the
+samples are taken by :func:`playground.build.sampling.take_samples` (embedded verbatim in
+exported scripts, so they time the same way), with the parameters of
+:data:`~playground.build.sampling.METHOD`:
 
 1. warm up (first calls pay for page faults, thread-pool start-up, lazy initialization);
 2. calibrate ``number`` (calls averaged per sample) so that one sample lasts at least
-   ``min_repeat_ms`` (timer resolution and noise matter less for longer samples);
+   ``min_repeat_ms``;
 3. take ``repeat`` samples and report the median with percentiles and a spread, never a bare
-   float.
+   float (outliers stay in ``samples_ms``).
 
 Run it inside a job holding the measurement lock (``WorkerPool.run(..., exclusive=True)``) so
 that no other timing shares the CPU. Other processes still may: every timing made on this
@@ -17,7 +20,6 @@ samples ran), so that a time measured under load is flagged wherever it is shown
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +27,8 @@ from typing import Any
 import numpy as np
 
 from playground.build.load import Load, LoadProbe
+from playground.build.sampling import METHOD, take_samples
 from playground.errors import PlaygroundError
-
-#: Upper bound on calls per sample, so that a kernel timed at ~0 cannot make calibration explode.
-MAX_NUMBER = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,9 @@ def _check(name: str, value: float | None, low: float) -> None:
 
 
 def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name: str = "main",
-            number: int | None = None, repeat: int = 10, min_repeat_ms: float = 50.0,
-            warmup: int = 1, cache_flush_bytes: int = 0,
+            number: int | None = None, repeat: int = METHOD["repeat"],
+            min_repeat_ms: float = METHOD["min_repeat_ms"], warmup: int = 1,
+            warmup_ms: float = METHOD["warmup_ms"], cache_flush_bytes: int = 0,
             load_probe: LoadProbe | None = None) -> Timing:
     """Time one function of a compiled module; the only timing code of the project.
 
@@ -139,6 +140,9 @@ def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name
     warmup
         Calls before calibration, used only as a first estimate of the time per call (>= 1;
         TVM's evaluator also discards one extra call before every measurement).
+    warmup_ms
+        Then keep calling for at least this long (ms) before calibrating and sampling: wakes
+        the thread pool, faults in the pages of every buffer, lets the clock settle.
     cache_flush_bytes
         Bytes of CPU cache to flush before each sample (0: none). It flushes *before each
         sample*, not each call: with ``number > 1`` later calls run warm; pass ``number=1`` for
@@ -162,36 +166,20 @@ def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name
     _check("number", number, 1)
     _check("min_repeat_ms", min_repeat_ms, 0)
     _check("warmup", warmup, 1)
+    _check("warmup_ms", warmup_ms, 0)
     _check("cache_flush_bytes", cache_flush_bytes, 0)
     mod = getattr(func_or_executable, "mod", func_or_executable)
     if not hasattr(mod, "time_evaluator"):
         raise PlaygroundError(
             f"measure: {type(func_or_executable).__name__} is not a compiled TVM module")
 
-    def evaluate(calls: int, samples: int, flush: int) -> list[float]:
-        timer = mod.time_evaluator(func_name, dev, number=calls, repeat=samples,
-                                   min_repeat_ms=0, cache_flush_bytes=flush)
-        return [float(s) * 1e3 for s in timer(*args).results]
-
-    calls = int(warmup)
-    per_call_ms = evaluate(calls, 1, 0)[0]
-    if number is None:
-        # The warm-up estimate is noisy for tiny kernels: refine it on a batch lasting about a
-        # fifth of a sample before choosing ``number``.
-        while per_call_ms * calls < min_repeat_ms / 5 and calls < MAX_NUMBER:
-            wanted = math.ceil(min_repeat_ms / 5 / per_call_ms) if per_call_ms > 0 else calls * 10
-            calls = min(MAX_NUMBER, max(calls * 2, wanted))
-            per_call_ms = evaluate(calls, 1, 0)[0]
-        wanted = math.ceil(min_repeat_ms / per_call_ms) if per_call_ms > 0 else MAX_NUMBER
-        number = min(max(wanted, 1), MAX_NUMBER)
     if load_probe is None and not _is_remote(dev):
         load_probe = LoadProbe()
-    if load_probe is None:
-        return Timing.from_samples(evaluate(int(number), int(repeat), int(cache_flush_bytes)),
-                                   int(number))
-    with load_probe:
-        samples = evaluate(int(number), int(repeat), int(cache_flush_bytes))
-    return Timing.from_samples(samples, int(number), load_probe.load)
+    samples, number = take_samples(mod, args, dev, func_name=func_name, number=number,
+                                   repeat=int(repeat), min_repeat_ms=min_repeat_ms,
+                                   warmup=int(warmup), warmup_ms=warmup_ms,
+                                   cache_flush_bytes=int(cache_flush_bytes), during=load_probe)
+    return Timing.from_samples(samples, number, load_probe.load if load_probe else None)
 
 
 def _is_remote(dev: Any) -> bool:

@@ -7,7 +7,10 @@ against, not a float32 numpy program tuned for speed.
 
 Columns: ``name``, ``median_ms`` (per call), ``gflops`` (the chain's FLOP / median time),
 ``ratio`` = ``median_ms / yours`` (time relative to the user's schedule: 2.0 is twice as slow,
-0.5 twice as fast).
+0.5 twice as fast). Once every row is measured, the kernel rows are timed again side by side
+with the user's in paired, alternating rounds (job ``rounds``): ``ratio`` is then the median
+of the rounds' ratios and ``ratio_low`` / ``ratio_high`` its 95% bootstrap interval
+(:mod:`playground.build.stats`), so that a row 3% faster than yours reads as within noise.
 
 Example
 -------
@@ -22,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from playground import service
+from playground.build.sampling import METHOD
+from playground.build.stats import compare_rounds
 from playground.chain.spec import chain_flop, chain_to_json, normalize_chain
 from playground.errors import PlaygroundError
 from playground.schedule.session import Session
@@ -46,6 +51,8 @@ class CompareRow:
     message: str = ""
     steps: int = 0
     under_load: bool | None = None  # timed under load (see playground.build.load); None: unknown
+    ratio_low: float | None = None  # 95% interval of ``ratio`` over paired rounds with yours
+    ratio_high: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,7 +102,9 @@ def _measure(pool: WorkerPool, chain: dict, steps: Sequence[Step], cancel, repea
 def comparison_table(pool: WorkerPool, session: Session, *,
                      tuned: Sequence[Step] | None = None,
                      auto: Sequence[Step] | None = None, presets: bool = True,
-                     numpy: bool = True, repeat: int = 10, min_repeat_ms: float = 50.0,
+                     numpy: bool = True, repeat: int = METHOD["repeat"],
+                     min_repeat_ms: float = METHOD["min_repeat_ms"],
+                     rounds: int = 5,
                      on_progress: Callable[[int, int, CompareRow], None] | None = None,
                      cancel: threading.Event | None = None) -> list[CompareRow]:
     """Measure the rows of the comparison table (CPU), in this order.
@@ -108,6 +117,8 @@ def comparison_table(pool: WorkerPool, session: Session, *,
 
     A row that fails (wrong result, build error, timeout) stays in the table with its status
     and message. ``cancel`` stops at the next row (the rows measured so far are returned).
+    ``rounds`` paired rounds then give every timed kernel row its interval against yours (0:
+    none).
     """
     chain = session.chain
     plan: list[tuple[str, str, tuple[Step, ...] | None]] = [
@@ -121,6 +132,8 @@ def comparison_table(pool: WorkerPool, session: Session, *,
         plan.append(("numpy (float64 reference)", "numpy", None))
     total = len(plan) + len(candidates)
     rows: list[CompareRow] = []
+    steps_of = {name: steps for name, _, steps in plan if steps is not None}
+    steps_of.update({f"preset: {name}": steps for name, steps in candidates})
     done = 0
 
     def progress(row: CompareRow) -> None:
@@ -167,7 +180,32 @@ def comparison_table(pool: WorkerPool, session: Session, *,
             rows.append(_row(name, kind, _measure(pool, chain, steps, cancel, repeat,
                                                   min_repeat_ms), len(steps)))
         progress(rows[-1])
-    return _ratios(rows)
+    rows = _ratios(rows)
+    return _paired(pool, chain, rows, steps_of, rounds, cancel) if rounds and not stopped() \
+        else rows
+
+
+def _paired(pool: WorkerPool, chain: dict, rows: list[CompareRow],
+            steps_of: dict[str, tuple[Step, ...]], rounds: int, cancel) -> list[CompareRow]:
+    """Rows with ``ratio`` and its interval from paired rounds of every timed kernel row
+    against yours (one ``rounds`` job); unchanged when the rounds fail."""
+    timed = [r for r in rows if r.median_ms and r.name in steps_of and r.kind != "yours"]
+    yours = next((r for r in rows if r.kind == "yours" and r.median_ms), None)
+    if yours is None or not timed:
+        return rows
+    result = service.rounds(pool, chain, [steps_of[yours.name]] + [steps_of[r.name]
+                                                                  for r in timed],
+                            "cpu", rounds=rounds, cancel=cancel)
+    if not result.ok:
+        return rows
+    mine, *others = result.value["rounds_ms"]
+    loaded = bool(result.value.get("under_load"))
+    by_name = {}
+    for row, times in zip(timed, others, strict=True):
+        iv = compare_rounds(times, mine)
+        by_name[row.name] = replace(row, ratio=iv.ratio, ratio_low=iv.low, ratio_high=iv.high,
+                                    under_load=bool(row.under_load) or loaded)
+    return [by_name.get(r.name, r) for r in rows]
 
 
 def _ratios(rows: list[CompareRow]) -> list[CompareRow]:
@@ -182,5 +220,7 @@ def rows_to_records(rows: Sequence[CompareRow]) -> list[dict]:
     return [{"name": r.name, "median ms": None if r.median_ms is None else round(r.median_ms, 4),
              "GFLOP/s": None if r.gflops is None else round(r.gflops, 2),
              "ratio vs yours": None if r.ratio is None else round(r.ratio, 3),
+             "95% interval": "" if r.ratio_low is None else
+             f"{r.ratio_low:.2f}–{r.ratio_high:.2f}",
              "under load": {True: "yes", False: "no"}.get(r.under_load, "?"),
              "status": r.status, "message": r.message} for r in rows]

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from playground import service
+from playground.build.sampling import METHOD
+from playground.build.stats import spread_interval
 from playground.errors import PlaygroundError, StepError
 from playground.explore.sweep_parallel import parallel_points, run_parallel
 from playground.schedule.replay import blocks, scheduled
@@ -114,7 +116,10 @@ class SweepPoint:
     Times are milliseconds per call (median), ``footprint_bytes`` the compacted bytes of all
     intermediate buffers, ``redundancy`` FLOP done / FLOP needed (1.0: no recomputation).
     ``under_load`` and ``others_cores`` say what else ran while the point was timed
-    (:class:`playground.build.load.Load`; ``None`` when unknown).
+    (:class:`playground.build.load.Load`; ``None`` when unknown). ``ci_low_ms`` /
+    ``ci_high_ms`` bound the median with 95% confidence (a bootstrap over the point's samples,
+    :func:`playground.build.stats.spread_interval`): two points whose intervals overlap are not
+    told apart by this sweep.
     """
 
     value: Any
@@ -125,6 +130,8 @@ class SweepPoint:
     median_ms: float | None = None
     gflops: float | None = None
     spread: float | None = None
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
     under_load: bool | None = None
     others_cores: float | None = None
     redundancy: float | None = None
@@ -327,6 +334,8 @@ def _point_from_run(value: Any, steps: tuple[Step, ...], result: JobResult) -> S
     v = result.value or {}
     timing = v.get("timing") or {}
     load = timing.get("load") or {}
+    samples = timing.get("samples_ms") if v.get("correct") else None
+    low, high = spread_interval(samples) if samples else (None, None)
     return SweepPoint(
         value=value, status=result.status,
         message=result.message or ("" if result.ok else result.status),
@@ -334,12 +343,14 @@ def _point_from_run(value: Any, steps: tuple[Step, ...], result: JobResult) -> S
         median_ms=v.get("median_ms") if v.get("correct") else None,
         gflops=v.get("gflops") if v.get("correct") else None,
         spread=timing.get("spread") if v.get("correct") else None,
-        under_load=load.get("under_load"), others_cores=load.get("others_cores"), steps=steps)
+        ci_low_ms=low, ci_high_ms=high, under_load=load.get("under_load"),
+        others_cores=load.get("others_cores"), steps=steps)
 
 
 def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any, *,
               target: str = "cpu", cancel: threading.Event | None = None,
-              analyze: bool = True, repeat: int = 10, min_repeat_ms: float = 50.0,
+              analyze: bool = True, repeat: int = METHOD["repeat"],
+              min_repeat_ms: float = METHOD["min_repeat_ms"],
               group: Group | None = None) -> tuple[SweepPoint, bool]:
     """Build, validate, time (and analyze) one value; returns (point, analyze job present).
 
@@ -391,8 +402,9 @@ def _start_group(pool: Any, session: Session, param: SweepParam, values: tuple,
 def run_sweep(pool: WorkerPool, session: Session, param: SweepParam, values: Sequence[Any], *,
               target: str = "cpu",
               on_progress: Callable[[int, int, SweepPoint], None] | None = None,
-              cancel: threading.Event | None = None, analyze: bool = True, repeat: int = 10,
-              min_repeat_ms: float = 50.0, record: bool = False) -> SweepResult:
+              cancel: threading.Event | None = None, analyze: bool = True,
+              repeat: int = METHOD["repeat"], min_repeat_ms: float = METHOD["min_repeat_ms"],
+              record: bool = False) -> SweepResult:
     """Measure the schedule at every value of ``param``.
 
     Parameters

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from playground.build.sampling import METHOD
 from playground.remote.device import (
     _LOST,
     RemoteDevice,
@@ -115,7 +116,8 @@ def _attempt(remote: RemoteDevice, library: str, run_args: tuple) -> tuple[dict 
 
 
 def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool = True,
-               repeat: int = 10, min_repeat_ms: float = 50.0, seed: int = 0) -> dict:
+               repeat: int = METHOD["repeat"], min_repeat_ms: float = METHOD["min_repeat_ms"],
+               seed: int = 0) -> dict:
     """Build here, then validate and (if ``measure``) time the kernel on a remote server.
 
     Call it inside a worker process only (:mod:`playground.worker.jobs.remote`): it compiles the

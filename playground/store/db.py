@@ -368,7 +368,8 @@ class Store:
     def leaderboard(self, chain_key: str, machine_key: str | None = None,
                     target: str | None = None, limit: int = 10) -> list[dict]:
         """The fastest validated schedules of a chain: one row per distinct step list (its
-        best run), fastest first; per machine when ``machine_key`` is given."""
+        best run; ``slowest_ms`` its slowest, the spread of re-runs), fastest first; per
+        machine when ``machine_key`` is given."""
         where = ["chain_key = ?", "correct = 1", "is_group = 0", "median_ms IS NOT NULL"]
         args: list[Any] = [chain_key]
         for clause, value in (("machine_key = ?", machine_key), ("target = ?", target)):
@@ -376,7 +377,8 @@ class Store:
                 where.append(clause)
                 args.append(value)
         sql = (f"SELECT id, created, label, target, machine_key, machine_name, steps, n_steps, "
-               f"MIN(median_ms) AS median_ms, gflops, source, COUNT(*) AS runs "
+               f"MIN(median_ms) AS median_ms, MAX(median_ms) AS slowest_ms, gflops, source, "
+               f"COUNT(*) AS runs "
                f"FROM experiments WHERE {' AND '.join(where)} "
                f"GROUP BY machine_key, target, steps ORDER BY median_ms LIMIT {int(limit)}")
         with self._use() as conn:

@@ -22,6 +22,7 @@ killed); what was measured so far is kept.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ from typing import Any
 
 from playground import service
 from playground.build.machine import MachineFacts
+from playground.build.sampling import METHOD
+from playground.build.stats import RatioInterval, compare_rounds, decide
 from playground.chain.spec import chain_flop, normalize_chain
 from playground.errors import PlaygroundError
 from playground.schedule.session import Session
@@ -41,6 +44,9 @@ from playground.templates.stages import Stage, stages
 
 #: Timing of each candidate: enough samples to rank, few enough to try many.
 REPEAT, MIN_REPEAT_MS = 5, 40.0
+#: The share of a search's budget spent searching (:func:`search_and_finalize`); the rest times
+#: the fastest side by side.
+SEARCH_SHARE = 0.8
 #: The share of the budget the tile descent may use when the chain has fusion options: the
 #: rest is theirs, so that a slow machine (or a short budget) still measures a fused schedule.
 DESCENT_SHARE = 0.6
@@ -60,6 +66,10 @@ class Candidate:
     timing: dict | None = None
     fusion: FusionOption | None = None
     max_abs_error: float | None = None
+    #: Medians (ms) of the paired rounds this candidate was last re-timed in (:func:`retime`);
+    #: empty when it was timed only once, by the search.
+    rounds_ms: tuple[float, ...] = ()
+    under_load: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,8 +82,27 @@ class Candidate:
     def to_dict(self) -> dict:
         return {"label": self.label, "plan": self.plan.to_dict(), "status": self.status,
                 "median_ms": self.median_ms, "gflops": self.gflops, "message": self.message,
-                "max_abs_error": self.max_abs_error,
+                "max_abs_error": self.max_abs_error, "rounds_ms": list(self.rounds_ms),
+                "under_load": self.under_load,
                 "fused": self.fused, "steps": [s.to_dict() for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class Final:
+    """The best candidate against the runner-up (or the verdict's pair), timed in paired
+    rounds: ``interval`` is ``other / best`` (above 1: the best is faster), ``call`` what
+    :func:`playground.build.stats.decide` makes of it, ``by`` who timed it."""
+
+    best: str
+    other: str
+    interval: RatioInterval
+    call: str
+    by: str  # "search" or "verdict"
+    under_load: bool = False
+
+    def to_dict(self) -> dict:
+        return {"best": self.best, "other": self.other, "interval": self.interval.to_dict(),
+                "call": self.call, "by": self.by, "under_load": self.under_load}
 
 
 @dataclass
@@ -85,10 +114,22 @@ class SearchResult:
     search_s: float = 0.0
     cancelled: bool = False
     facts: dict | None = None
+    #: (start, end, predicted duration; -1 where it was measured whatever the budget) of each
+    #: candidate, in seconds from the search's start: what the budget did.
+    timeline: list[tuple[float, float, float]] = field(default_factory=list)
+    #: The last side-by-side comparison of its best (:func:`finalize` or the verdict): which
+    #: candidates, and the ratio with its interval (see :class:`Final`).
+    final: Final | None = None
 
     def best(self, fused: bool | None = None) -> Candidate | None:
-        """The fastest validated candidate (only fused / only unfused ones when asked)."""
+        """The fastest validated candidate (only fused / only unfused ones when asked).
+
+        Once a side-by-side comparison chose one (:attr:`final`), that is the best: its paired
+        rounds outrank a single timing of the search that happened to be lower."""
         ok = [c for c in self.candidates if c.ok and (fused is None or c.fused == fused)]
+        chosen = [c for c in ok if self.final is not None and c.label == self.final.best]
+        if chosen:
+            return chosen[0]
         return min(ok, key=lambda c: c.median_ms) if ok else None
 
     @property
@@ -166,7 +207,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
            target: str = "cpu", fused: bool | None = None,
            cancel: threading.Event | None = None,
            on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-           record: str = "") -> SearchResult:
+           record: str = "", started: float | None = None) -> SearchResult:
     """Measure template choices for ``chain`` until the budget is spent (or all are tried).
 
     Parameters
@@ -176,7 +217,10 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     facts
         The machine the kernels run on (from :func:`playground.build.machine.machine_facts`).
     budget_s
-        Wall-clock budget; a candidate started before it ends is finished.
+        Wall-clock budget, counted from ``started`` (a :func:`time.monotonic` reading: the
+        click or the command; default now). A candidate is started only when it should end
+        within the budget (it is expected to take what the others took); the first one, and
+        the first fused one, are measured whatever the budget.
     fused
         Only unfused (False) or only fused (True) schedules; None: both.
     on_progress
@@ -189,7 +233,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     result = SearchResult(chain, facts=facts.to_dict())
     st = stages(chain)
     tiles: list[Tile | None] = [None] * len(st)
-    t0 = time.monotonic()
+    t0 = time.monotonic() if started is None else started
     best_ms: float | None = None
     group = _record_group(pool, chain, target, budget_s, fused, record) if record else None
     has_fusion = fused is not False and bool(fusion_options(st, facts))
@@ -202,11 +246,21 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
         if option is None and has_fusion and result.measured \
                 and elapsed > budget_s * DESCENT_SHARE:
             continue  # the rest of the budget belongs to the fusion options
-        if elapsed > budget_s and result.measured and (tried_fused or not has_fusion):
-            break  # over budget, and (where there is one) a fused schedule was tried
+        # A candidate takes about what the others took: start one only if it should end
+        # within the budget, unless it is the first, or the first fused one where the chain
+        # has fusion options (the verdict needs one whatever the budget).
+        predicted = statistics.median(e - b for b, e, _ in result.timeline) \
+            if result.timeline else 0.0
+        must = not result.measured or (option is not None and not tried_fused)
+        if not must and elapsed + predicted > budget_s:
+            if has_fusion and not tried_fused:
+                continue  # skip the rest of the descent to the first fusion option
+            break
         tried_fused = tried_fused or option is not None
+        began = time.monotonic() - t0
         cand = measure_candidate(pool, chain, label, plan, target=target, cancel=cancel,
                                  fusion=option)
+        result.timeline.append((began, time.monotonic() - t0, -1.0 if must else predicted))
         result.candidates.append(cand)
         if group is not None:
             group.add(cand.steps, status=cand.status, error=cand.message, label=label,
@@ -247,31 +301,88 @@ def flop(chain: dict) -> float:
     return chain_flop(normalize_chain(chain))
 
 
-def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 2,
-             target: str = "cpu") -> Candidate | None:
+def retime(pool: Any, result: SearchResult, cands: list[Candidate], *, target: str = "cpu",
+           rounds: int = 7, cancel: threading.Event | None = None) -> list[Candidate] | None:
+    """Time ``cands`` again side by side in paired, alternating rounds (job ``rounds``) and
+    put them back into ``result`` with their rounds (``rounds_ms``) and the rounds' median as
+    ``median_ms``: the search's table, its best and the verdict then show the same numbers.
+    Returns the re-timed candidates (in the order given), or None when the rounds failed."""
+    res = service.rounds(pool, result.chain, [c.steps for c in cands], target, rounds=rounds,
+                         cancel=cancel)
+    if not res.ok:
+        return None
+    flop_ = chain_flop(result.chain)
+    loaded = bool(res.value.get("under_load"))
+    out = []
+    for cand, times in zip(cands, res.value["rounds_ms"], strict=True):
+        median = statistics.median(times)
+        again = replace(cand, median_ms=median, gflops=flop_ / (median * 1e6),
+                        rounds_ms=tuple(times), under_load=loaded)
+        result.candidates = [again if c is cand else c for c in result.candidates]
+        out.append(again)
+    return out
+
+
+def rounds_for(budget_s: float, cands: list[Candidate], *, most: int = 7,
+               least: int = 3) -> int:
+    """How many rounds of ``cands`` fit in ``budget_s`` seconds (between ``least`` and
+    ``most``): a round times each for three samples of the method's length (or one call,
+    if longer), plus the evaluator's discarded call; the method's warm-up comes once."""
+    sample_s = METHOD["min_repeat_ms"] * 1e-3
+    per_round = sum(4 * max(sample_s, (c.median_ms or 0) * 1e-3) * 1.3 for c in cands)
+    return max(least, min(most, int(budget_s / max(per_round, 1e-3))))
+
+
+def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 7,
+             target: str = "cpu", cancel: threading.Event | None = None) -> Candidate | None:
     """The best candidate, chosen again from the ``top`` fastest by timing them side by side
-    in ``rounds`` alternating rounds: one noisy sample during the search (another process
-    waking up, say) should not pick the answer. Returns None when nothing validated."""
+    in ``rounds`` paired rounds (:func:`retime`): one noisy sample during the search (another
+    process waking up, say) should not pick the answer. ``result.final`` gets the best
+    against the runner-up with its interval. Returns None when nothing validated."""
     ok = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:top]
     if len(ok) <= 1:
         return remeasure(pool, result.chain, ok[0], target=target) if ok else None
-    times: dict[int, list[float]] = {i: [] for i in range(len(ok))}
-    for _ in range(rounds):
-        for i, cand in enumerate(ok):
-            again = measure_candidate(pool, result.chain, cand.label, cand.plan, target=target,
-                                      fusion=cand.fusion)
-            if again.ok:
-                times[i].append(again.median_ms)
-    scored = [(sorted(ts)[len(ts) // 2], i) for i, ts in times.items() if ts]
-    if not scored:
+    again = retime(pool, result, ok, target=target, rounds=rounds, cancel=cancel)
+    if again is None:
         return ok[0]
-    _, i = min(scored)
-    return remeasure(pool, result.chain, ok[i], target=target)
+    ranked = sorted(again, key=lambda c: c.median_ms)
+    best, other = ranked[0], ranked[1]
+    interval = compare_rounds(other.rounds_ms, best.rounds_ms)
+    if interval.ratio < 1:  # the paired ratio outranks the medians taken apart
+        best, other = other, best
+        interval = compare_rounds(other.rounds_ms, best.rounds_ms)
+    result.final = Final(best.label, other.label, interval, decide(interval), "search",
+                         bool(best.under_load))
+    return best
+
+
+def search_and_finalize(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float,
+                        started: float | None = None, target: str = "cpu",
+                        cancel: threading.Event | None = None,
+                        on_progress: Callable[[Candidate, SearchResult], None] | None = None,
+                        on_finalize: Callable[[int], None] | None = None,
+                        record: str = "") -> tuple[SearchResult, Candidate | None]:
+    """:func:`search` for :data:`SEARCH_SHARE` of the budget, then :func:`finalize` in the
+    rounds that fit in what is left: the answer of ``auto`` and of the page's search, within
+    ``budget_s`` of ``started`` (the click or the command). ``on_finalize(n)`` is called
+    before the ``n`` fastest are re-timed."""
+    t0 = time.monotonic() if started is None else started
+    result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
+                    cancel=cancel, on_progress=on_progress, record=record, started=t0)
+    top = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:3]
+    if cancel is not None and cancel.is_set():
+        return result, result.best()
+    if on_finalize is not None and len(top) > 1:
+        on_finalize(len(top))
+    left = budget_s - (time.monotonic() - t0)
+    best = finalize(pool, result, rounds=rounds_for(left, top), target=target, cancel=cancel)
+    return result, best
 
 
 def remeasure(pool: Any, chain: dict, cand: Candidate, *, target: str = "cpu",
-              repeat: int = 10) -> Candidate:
+              repeat: int = METHOD["repeat"]) -> Candidate:
     """The candidate timed again with more samples (for the final answer)."""
     again = measure_candidate(pool, chain, cand.label, cand.plan, target=target,
-                              fusion=cand.fusion, repeat=repeat, min_repeat_ms=80.0)
+                              fusion=cand.fusion, repeat=repeat,
+                              min_repeat_ms=METHOD["min_repeat_ms"])
     return again if again.ok else replace(cand, message=again.message or cand.message)

@@ -7,8 +7,15 @@ question is its epilogue: bias, batch norm and activations folded into the write
 as separate passes. Both schedules come from the search; then they are timed again in
 alternating rounds (so that a change in the machine's load hits both), and:
 
-* ``ratio = unfused_ms / fused_ms``; "fuse" above 1.05, "don't fuse" below 1/1.05, else
-  "no difference";
+* ``ratio`` = unfused / fused time: the median of the rounds' ratios, with a 95% bootstrap
+  interval over the rounds (:mod:`playground.build.stats`); "fuse" when the whole interval is
+  above 1.05, "don't fuse" when it is below 1/1.05, else "no difference (within noise)";
+* the rounds run in one worker job under the measurement lock (:func:`~playground.templates.
+  search.retime`) and replace the two candidates' times in the search's result, so the
+  search's table and best show the verdict's numbers, never others that contradict them;
+* rounds taken under load (:mod:`playground.build.load`) are taken again once the load drops
+  (waiting at most what is left of the budget); still loaded, the verdict says it is
+  unreliable;
 * the reason says why, in one sentence, from the analysis of both schedules: the work the
   halo repeats, where the intermediate lives (a tile in L2, or a whole tensor streamed through
   L3 or memory), e.g. "fusing conv1 into conv2 at 8-row tiles repeats 23% of conv1's work
@@ -18,24 +25,39 @@ alternating rounds (so that a change in the machine's load hits both), and:
 
 from __future__ import annotations
 
-import statistics
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from playground import service
+from playground.build.load import LoadProbe
 from playground.build.machine import MachineFacts
+from playground.build.stats import FASTER, SAME, SLOWER, RatioInterval, compare_rounds, decide
 from playground.chain.spec import normalize_chain
 from playground.schedule.session import Session
 from playground.templates.plan import Plan
-from playground.templates.search import Candidate, SearchResult, measure_candidate, search
+from playground.templates.search import (
+    Candidate,
+    Final,
+    SearchResult,
+    measure_candidate,
+    retime,
+    rounds_for,
+    search,
+)
 from playground.templates.space import fusion_options
 from playground.templates.stages import Stage, stages
 
 #: Within this ratio (either way) the two schedules are "no difference".
 NO_DIFFERENCE = 1.05
-ROUNDS = 5
+#: The share of the budget the search may use; the rest is the side-by-side rounds'.
+SEARCH_SHARE = 0.7
+#: The share of the budget left for the reason's analysis job after the rounds.
+REASON_SHARE = 0.05
+#: The verdict's words for :func:`playground.build.stats.decide`'s calls.
+CALLS = {FASTER: "fuse", SLOWER: "don't fuse", SAME: "no difference (within noise)"}
 
 
 @dataclass(frozen=True)
@@ -51,10 +73,23 @@ class Verdict:
     fused: Candidate | None
     unfused: Candidate | None
     search: SearchResult | None = None
+    interval: RatioInterval | None = None  # of ``ratio``, over the paired rounds
+    under_load: bool = False  # the rounds (taken again once) were still under load
+    remeasured: bool = False  # the first rounds were under load and were taken again
+
+    @property
+    def ratio_text(self) -> str:
+        """``"unfused / fused = 1.12x, 95% interval 1.05-1.19x (7 rounds)"`` (or "")."""
+        return self.interval.text("unfused / fused") if self.interval else ""
 
     def to_dict(self) -> dict:
+        iv = self.interval
         return {"verdict": self.verdict, "fused_ms": self.fused_ms,
-                "unfused_ms": self.unfused_ms, "ratio": self.ratio, "reason": self.reason,
+                "unfused_ms": self.unfused_ms, "ratio": self.ratio,
+                "ratio_low": iv.low if iv else None, "ratio_high": iv.high if iv else None,
+                "rounds": list(iv.ratios) if iv else [], "ratio_text": self.ratio_text,
+                "under_load": self.under_load, "remeasured": self.remeasured,
+                "reliable": iv is not None and not self.under_load, "reason": self.reason,
                 "fused_layers": self.fused_layers,
                 "fused": self.fused.to_dict() if self.fused else None,
                 "unfused": self.unfused.to_dict() if self.unfused else None,
@@ -75,12 +110,8 @@ def _where(nbytes: int, facts: MachineFacts) -> str:
     return "memory"
 
 
-def _call(ratio: float) -> str:
-    if ratio > NO_DIFFERENCE:
-        return "fuse"
-    if ratio < 1 / NO_DIFFERENCE:
-        return "don't fuse"
-    return "no difference"
+def _call(interval: RatioInterval) -> str:
+    return CALLS[decide(interval, NO_DIFFERENCE)]
 
 
 def _redundancy(pool: Any, chain: dict, cand: Candidate, producers: list[str]) -> float | None:
@@ -99,9 +130,10 @@ def _redundancy(pool: Any, chain: dict, cand: Candidate, producers: list[str]) -
     return done / needed if needed else None
 
 
-def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate, ratio: float,
-            facts: MachineFacts) -> str:
-    tail = f"{ratio:.2f}x, {_call(ratio)}"
+def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
+            interval: RatioInterval, facts: MachineFacts) -> str:
+    call = _call(interval)
+    tail = f"{interval.text('unfused / fused')}: {call}"
     if fused.fusion is None:  # the epilogue question
         s = st[0] if len(st) == 1 else next(x for x in st if x.kind != "elementwise")
         nbytes = 4 * _prod(s.out_shape)
@@ -118,13 +150,13 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate, ratio: fl
     head = (f"fusing {what} into {st[g.last].name} at {g.rows}-row tiles repeats "
             f"{max(0.0, redundancy - 1) * 100:.0f}% of {what}'s work")
     if tile_at == whole_at:
-        if _call(ratio) == "fuse":  # no cache level gained, yet faster: a pass saved
+        if call == "fuse":  # no cache level gained, yet faster: a pass saved
             return (f"{head}; the whole {_kib(inter)} intermediate fits in {whole_at} anyway, "
                     f"so what fusing saves is the pass that writes it out and reads it back: "
                     f"{tail}")
         return (f"{head}, and buys no locality: the whole {_kib(inter)} intermediate fits in "
                 f"{whole_at} anyway: {tail}")
-    slower = ", yet measured slower" if _call(ratio) == "don't fuse" else ""
+    slower = ", yet measured slower" if call == "don't fuse" else ""
     return (f"{head} and keeps a {_kib(fused.fusion.tile_bytes)} tile of the intermediate in "
             f"{tile_at} instead of streaming {_kib(inter)} through {whole_at}{slower}: {tail}")
 
@@ -144,20 +176,33 @@ def _epilogue_pair(pool: Any, chain: dict, best: Candidate, target: str,
                              target=target, cancel=cancel)
 
 
-def _side_by_side(pool: Any, chain: dict, a: Candidate, b: Candidate, target: str,
-                  cancel: threading.Event | None) -> tuple[float, float]:
-    """Median times of ``a`` and ``b`` over alternating rounds."""
-    times_a, times_b = [], []
-    for _ in range(ROUNDS):
-        for cand, times in ((a, times_a), (b, times_b)):
-            if cancel is not None and cancel.is_set():
-                break
-            again = measure_candidate(pool, chain, cand.label, cand.plan, target=target,
-                                      cancel=cancel, fusion=cand.fusion)
-            if again.ok:
-                times.append(again.median_ms)
-    return (statistics.median(times_a) if times_a else a.median_ms,
-            statistics.median(times_b) if times_b else b.median_ms)
+def _loaded_now(seconds: float = 1.0) -> bool:
+    """Whether other processes keep more than a quarter of a core busy right now (the worker
+    is idle between jobs, so it counts among the others only if it is busy)."""
+    with LoadProbe() as probe:
+        time.sleep(seconds)
+    return bool(probe.load and probe.load.under_load)
+
+
+def _side_by_side(pool: Any, result: SearchResult, unfused: Candidate, fused: Candidate,
+                  target: str, cancel: threading.Event | None, deadline: float
+                  ) -> tuple[Candidate, Candidate, bool, bool] | None:
+    """``unfused`` and ``fused`` re-timed in paired rounds (fitted to the time left before
+    ``deadline``, :func:`time.monotonic`); rounds under load are taken again once the load
+    drops. Returns (unfused, fused, still under load, taken again), None when they failed."""
+    rounds = rounds_for(max(0.0, deadline - time.monotonic()), [unfused, fused])
+    again = retime(pool, result, [unfused, fused], target=target, rounds=rounds, cancel=cancel)
+    if again is None:
+        return None
+    loaded, remeasured = bool(again[0].under_load), False
+    while loaded and time.monotonic() < deadline - 1.0 and not (cancel and cancel.is_set()):
+        if _loaded_now():
+            continue
+        second = retime(pool, result, again, target=target, rounds=rounds, cancel=cancel)
+        if second is not None:
+            again, loaded, remeasured = second, bool(second[0].under_load), True
+        break
+    return again[0], again[1], loaded, remeasured
 
 
 def _no_fused_why(result: SearchResult, st: list[Stage], facts: MachineFacts) -> str:
@@ -192,15 +237,18 @@ def _unpaired(result: SearchResult, st: list[Stage], windows: list[Stage],
 def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
                    target: str = "cpu", cancel: threading.Event | None = None,
                    on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-                   result: SearchResult | None = None) -> Verdict:
+                   result: SearchResult | None = None,
+                   started: float | None = None) -> Verdict:
     """Search (unless ``result`` is a search already done for this chain), then time the best
-    fused and best unfused schedules side by side."""
+    fused and best unfused schedules side by side; the answer comes within ``budget_s`` of
+    ``started`` (a :func:`time.monotonic` reading: the click or the command; default now)."""
+    t0 = time.monotonic() if started is None else started
     chain = normalize_chain(chain)
     st = stages(chain)
     windows = [s for s in st if s.kind != "elementwise"]
     if result is None:
-        result = search(pool, chain, facts, budget_s=budget_s * 0.7, target=target,
-                        cancel=cancel, on_progress=on_progress)
+        result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
+                        cancel=cancel, on_progress=on_progress, started=t0)
     if len(windows) >= 2:
         fused, unfused = result.best(fused=True), result.best(fused=False)
     else:
@@ -216,13 +264,29 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
                        only.median_ms if only and only is fused else None,
                        only.median_ms if only and only is unfused else None, None, why,
                        [], fused, unfused, result)
-    fused_ms, unfused_ms = _side_by_side(pool, chain, fused, unfused, target, cancel)
-    ratio = unfused_ms / fused_ms
-    reason = _reason(pool, chain, st, fused, ratio, facts)
-    return Verdict(_call(ratio), fused_ms, unfused_ms, ratio, reason,
+    # The reason's analysis job comes after the rounds: leave it a little of the budget.
+    timed = _side_by_side(pool, result, unfused, fused, target, cancel,
+                          t0 + budget_s * (1 - REASON_SHARE))
+    if timed is None:
+        return Verdict("no difference (within noise)", fused.median_ms, unfused.median_ms, None,
+                       "the side-by-side rounds failed; the search's single timings cannot "
+                       "tell a 5% difference", [], fused, unfused, result)
+    unfused, fused, loaded, remeasured = timed
+    interval = compare_rounds(unfused.rounds_ms, fused.rounds_ms)
+    call = _call(interval)
+    reason = _reason(pool, chain, st, fused, interval, facts)
+    if loaded:
+        reason += (" (measured under load, also when taken again: unreliable)" if remeasured
+                   else " (measured under load: unreliable)")
+    # The search's best is the one the verdict's paired ratio favours: never the other.
+    best, other = (fused, unfused) if interval.ratio >= 1 else (unfused, fused)
+    versus = compare_rounds(other.rounds_ms, best.rounds_ms)
+    result.final = Final(best.label, other.label, versus, decide(versus, NO_DIFFERENCE),
+                         "verdict", loaded)
+    return Verdict(call, fused.median_ms, unfused.median_ms, interval.ratio, reason,
                    fused.plan.fused_layers(st) if fused.fusion else
                    [[windows[0].name, *windows[0].epilogue_blocks]] if windows else [],
-                   fused, unfused, result)
+                   fused, unfused, result, interval, loaded, remeasured)
 
 
 __all__ = ["Plan", "Verdict", "fusion_verdict"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from playground.build.sampling import METHOD
 from playground.remote.device import RemoteDevice
 from playground.remote.run import remote_run
 from playground.schedule.steps import steps_from_json
@@ -23,6 +24,6 @@ def remote_run_job(payload: dict) -> dict:
     remote = RemoteDevice.from_dict(payload.get("remote"))
     return remote_run(payload["chain"], steps, remote,
                       measure=bool(payload.get("measure", True)),
-                      repeat=int(payload.get("repeat", 10)),
-                      min_repeat_ms=float(payload.get("min_repeat_ms", 50.0)),
+                      repeat=int(payload.get("repeat", METHOD["repeat"])),
+                      min_repeat_ms=float(payload.get("min_repeat_ms", METHOD["min_repeat_ms"])),
                       seed=int(payload.get("seed", 0)))

@@ -17,6 +17,7 @@ import numpy as np
 import tvm
 
 from playground.build.lowering import compile_module, generated_code, lowered_text
+from playground.build.sampling import METHOD
 from playground.build.targets import device, info
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import chain_flop, chain_to_json
@@ -27,6 +28,10 @@ from playground.schedule.steps import steps_from_json, steps_to_json
 from playground.worker.registry import job
 
 _EXECUTABLES: OrderedDict[str, object] = OrderedDict()
+#: Compiled modules kept (a timing and a validation build per schedule): enough for a search's
+#: last dozen candidates, so that re-timing its best side by side (job ``rounds``) does not
+#: compile them again.
+MAX_EXECUTABLES = 24
 
 
 def _unpack(payload: dict) -> tuple[dict, tuple, str]:
@@ -55,7 +60,7 @@ def _executable(payload: dict, *, validation: bool = False):
     ex = compile_module(scheduled(chain, steps).mod, target, validation=validation)
     elapsed = time.perf_counter() - t0
     _EXECUTABLES[key] = ex
-    while len(_EXECUTABLES) > 8:
+    while len(_EXECUTABLES) > MAX_EXECUTABLES:
         _EXECUTABLES.popitem(last=False)
     return ex, elapsed
 
@@ -165,8 +170,8 @@ def run_job(payload: dict) -> dict:
     # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
     result["timed_from"] = time.time()
     timing = measure(ex.mod, [*args, out], dev, func_name="main",
-                     repeat=int(payload.get("repeat", 10)),
-                     min_repeat_ms=float(payload.get("min_repeat_ms", 50)))
+                     repeat=int(payload.get("repeat", METHOD["repeat"])),
+                     min_repeat_ms=float(payload.get("min_repeat_ms", METHOD["min_repeat_ms"])))
     result["timed_until"] = time.time()
     result["timing"] = timing.to_dict()
     result["median_ms"] = timing.median_ms

@@ -1,0 +1,145 @@
+"""How sure a comparison is: the ratio of two kernels' times with a bootstrap interval.
+
+Two kernels timed once each cannot be told apart at 5%: on a shared machine one sample of the
+same kernel can be twice another. A comparison here is therefore made of *paired, alternating
+rounds*: round ``i`` times the baseline and then the candidate (back to back, so that a change
+in the machine's load hits both), and gives one ratio ``baseline_ms / candidate_ms``. The
+answer is the median of the rounds' ratios with a percentile-bootstrap interval over the rounds
+(resampled with a fixed seed, so the same rounds always give the same interval)::
+
+    r = compare_rounds([4.46, 4.51, 4.40, 4.49], [5.50, 5.44, 5.61, 5.47])
+    r.ratio, r.low, r.high        # 0.81, 0.79, 0.83: the candidate is ~19% slower
+    decide(r)                     # "slower": the whole interval is below 1/1.05
+
+The call (:func:`decide`) is "faster" or "slower" only when the *whole* interval lies outside
+the :data:`BAND` (5%) around 1, else "no difference (within noise)". The median and a
+median-based bootstrap keep one wild round (another process woke up for 40 ms) from moving the
+answer: one round of seven is never the median, and a resample has to draw it four times out
+of seven to make it one.
+
+Pure: numpy only, no TVM; the verdict, the search, the comparison table and the sweep use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from playground.errors import PlaygroundError
+
+#: Ratios within this factor of 1 (either way) are "no difference".
+BAND = 1.05
+#: Coverage of the interval.
+CONFIDENCE = 0.95
+#: Bootstrap resamples: the percentiles of 2000 medians move by well under 1% between seeds.
+RESAMPLES = 2000
+#: Fixed seed: the same rounds give the same interval (tests, re-renders, stored results).
+SEED = 0
+
+FASTER, SLOWER, SAME = "faster", "slower", "no difference (within noise)"
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """``baseline / candidate`` time over paired rounds: > 1 means the candidate is faster.
+
+    Attributes
+    ----------
+    ratio
+        Median of the rounds' ratios.
+    low, high
+        The :data:`CONFIDENCE` bootstrap interval of that median (``low == high == ratio``
+        with a single round: one round says nothing about the noise).
+    rounds
+        Number of paired rounds the ratio rests on.
+    ratios
+        Each round's ratio, in the order taken (outliers kept, shown, not hidden).
+    """
+
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+    ratios: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratios": list(self.ratios)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RatioInterval:
+        return cls(float(data["ratio"]), float(data["low"]), float(data["high"]),
+                   int(data["rounds"]), tuple(float(r) for r in data["ratios"]))
+
+    def text(self, what: str = "") -> str:
+        """``"unfused / fused = 1.12x, 95% interval 1.05-1.19x (5 rounds)"``."""
+        head = f"{what} = " if what else ""
+        return (f"{head}{self.ratio:.2f}x, {CONFIDENCE:.0%} interval {self.low:.2f}-"
+                f"{self.high:.2f}x ({self.rounds} round{'s' if self.rounds != 1 else ''})")
+
+
+def bootstrap_median(values: Sequence[float], *, confidence: float = CONFIDENCE,
+                     resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float, float]:
+    """(median, low, high) of ``values`` with a percentile-bootstrap interval of the median.
+
+    Deterministic for a given ``seed``. One value gives ``(v, v, v)``.
+    """
+    data = np.asarray(values, dtype="float64")
+    if data.size == 0:
+        raise PlaygroundError("bootstrap_median: no values")
+    if not np.all(np.isfinite(data)):
+        raise PlaygroundError(f"bootstrap_median: values must be finite, got {list(values)!r}")
+    median = float(np.median(data))
+    if data.size == 1:
+        return median, median, median
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, data.size, size=(resamples, data.size))
+    medians = np.median(data[draws], axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = (float(v) for v in np.percentile(medians, [tail, 100 - tail]))
+    return median, min(low, median), max(high, median)
+
+
+def compare_rounds(baseline_ms: Sequence[float], candidate_ms: Sequence[float], *,
+                   seed: int = SEED) -> RatioInterval:
+    """The ratio ``baseline / candidate`` from paired rounds (``baseline_ms[i]`` and
+    ``candidate_ms[i]`` timed back to back), with its bootstrap interval.
+
+    The ratios are bootstrapped in log space (a ratio of 2 and one of 1/2 are equally far from
+    1), then brought back.
+    """
+    if len(baseline_ms) != len(candidate_ms):
+        raise PlaygroundError(f"compare_rounds: {len(baseline_ms)} baseline round(s) but "
+                              f"{len(candidate_ms)} candidate round(s); rounds must be paired")
+    if not baseline_ms:
+        raise PlaygroundError("compare_rounds: no rounds")
+    pairs = list(zip(baseline_ms, candidate_ms, strict=True))
+    if any(not (b > 0 and c > 0) or math.isinf(b) or math.isinf(c) for b, c in pairs):
+        raise PlaygroundError(f"compare_rounds: times must be positive and finite, got {pairs!r}")
+    ratios = tuple(b / c for b, c in pairs)
+    mid, low, high = bootstrap_median([math.log(r) for r in ratios], seed=seed)
+    return RatioInterval(math.exp(mid), math.exp(low), math.exp(high), len(ratios), ratios)
+
+
+def decide(interval: RatioInterval, band: float = BAND) -> str:
+    """:data:`FASTER` when the whole interval is above ``band``, :data:`SLOWER` when it is
+    below ``1 / band``, else :data:`SAME` (the interval reaches into the band: within noise).
+
+    A single round never decides: its interval is a point and says nothing about the noise.
+    """
+    if interval.rounds < 2:
+        return SAME
+    if interval.low > band:
+        return FASTER
+    if interval.high < 1 / band:
+        return SLOWER
+    return SAME
+
+
+def spread_interval(samples_ms: Sequence[float]) -> tuple[float, float]:
+    """A bootstrap interval of the median of one kernel's samples (ms): what a timed point
+    shows beside its median, where it is not compared in rounds with another."""
+    _, low, high = bootstrap_median(samples_ms)
+    return low, high

@@ -1,0 +1,69 @@
+"""Job ``rounds``: two or more schedules of one chain timed in paired, alternating rounds.
+
+A comparison of two kernels timed minutes apart measures the machine as much as the kernels:
+another process that wakes up during one of them moves its time by 20% or more. This job times
+them back to back, in one worker and under one hold of the measurement lock: round ``i`` times
+kernel 0, then kernel 1, ... (each with the same method as the ``run`` job:
+:func:`playground.build.timing.measure`, its ``number`` calibrated once per kernel so that
+every round is timed alike). The caller turns the rounds into ratios with an interval
+(:func:`playground.build.stats.compare_rounds`).
+
+Every kernel's timing build is checked against the reference before it is timed (one call on
+the seed-0 input): the schedules come from a search that validated them, and a kernel that
+computes something else must not win a comparison.
+"""
+
+from __future__ import annotations
+
+from playground.build.sampling import METHOD
+from playground.build.targets import device
+from playground.chain.spec import chain_to_json
+from playground.errors import BuildError
+from playground.worker.jobs.run import _executable, _reference, _run_once
+from playground.worker.registry import job
+
+#: Defaults: seven rounds (one wild round of seven never moves the median) of three samples per
+#: kernel, each as long as the method's (:data:`playground.build.sampling.METHOD`).
+ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, METHOD["min_repeat_ms"]
+
+
+@job("rounds")
+def rounds_job(payload: dict) -> dict:
+    """Payload ``chain``, ``target`` (``"cpu"``), ``kernels`` (a list of step lists),
+    ``rounds``, ``repeat``, ``min_repeat_ms``.
+
+    Returns ``rounds_ms`` (per kernel, each round's median in ms per call), ``timings`` (per
+    kernel, each round's :meth:`~playground.build.timing.Timing.to_dict`), ``number`` (per
+    kernel, calls per sample) and ``under_load`` (any round of any kernel timed under load).
+    """
+    from playground.build.timing import measure
+
+    chain, target = payload["chain"], payload.get("target", "cpu")
+    kernels = payload["kernels"]
+    if len(kernels) < 2:
+        raise BuildError(f"rounds: {len(kernels)} kernel(s) given; a comparison needs two")
+    rounds = max(1, int(payload.get("rounds", ROUNDS)))
+    repeat = max(1, int(payload.get("repeat", REPEAT)))
+    min_repeat_ms = float(payload.get("min_repeat_ms", MIN_REPEAT_MS))
+    dev = device(target)
+    inputs, expected = _reference(chain_to_json(chain), 0)
+    prepared = []
+    for i, steps in enumerate(kernels):
+        ex, _ = _executable({"chain": chain, "steps": steps, "target": target})
+        args, out, check = _run_once(ex, inputs, expected, chain, dev)
+        if not check["correct"]:
+            raise BuildError(f"rounds: kernel {i} computes a wrong result "
+                             f"(max abs error {check['max_abs_error']:.3g})")
+        # Warm-up and calibration, once (the method's): every round then times the same
+        # number of calls of a warm kernel, so the rounds skip the warm-up.
+        first = measure(ex.mod, [*args, out], dev, repeat=1, min_repeat_ms=min_repeat_ms)
+        prepared.append((ex, [*args, out], first.number))
+    timings: list[list[dict]] = [[] for _ in kernels]
+    for _ in range(rounds):
+        for i, (ex, args, number) in enumerate(prepared):
+            timings[i].append(measure(ex.mod, args, dev, number=number, repeat=repeat,
+                                      warmup_ms=0.0).to_dict())
+    return {"rounds_ms": [[t["median_ms"] for t in ts] for ts in timings],
+            "timings": timings, "number": [n for _, _, n in prepared],
+            "under_load": any(bool((t.get("load") or {}).get("under_load"))
+                              for ts in timings for t in ts)}

@@ -1,0 +1,91 @@
+"""Tests of :mod:`playground.build.stats`: the ratio, its interval and the call, on synthetic
+rounds (no kernels: fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from playground.build.stats import (
+    FASTER,
+    SAME,
+    SLOWER,
+    RatioInterval,
+    bootstrap_median,
+    compare_rounds,
+    decide,
+    spread_interval,
+)
+from playground.errors import PlaygroundError
+
+FUSED = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00]
+
+
+def test_a_clear_win_is_faster_with_an_interval_around_the_ratio():
+    r = compare_rounds([1.12, 1.14, 1.11, 1.13, 1.15, 1.10, 1.12], FUSED)
+    assert r.low <= r.ratio <= r.high
+    assert 1.10 < r.ratio < 1.15 and r.low > 1.05
+    assert decide(r) == FASTER
+    assert r.text("unfused / fused").startswith("unfused / fused = 1.1")
+    assert "95% interval" in r.text()
+
+
+def test_a_clear_loss_is_slower():
+    r = compare_rounds([4.46, 4.51, 4.40, 4.49, 4.47, 4.52, 4.44],
+                       [5.50, 5.44, 5.61, 5.47, 5.52, 5.49, 5.55])
+    assert r.high < 1 / 1.05
+    assert decide(r) == SLOWER
+
+
+def test_an_interval_reaching_into_the_band_is_no_difference():
+    # Median ratio 1.06 (outside the band) but rounds from 0.97 to 1.15: not sure enough.
+    r = compare_rounds([1.06, 0.97, 1.15, 1.00, 1.12, 1.06, 1.09], FUSED)
+    assert r.ratio > 1.05 and r.low < 1.05
+    assert decide(r) == SAME
+
+
+def test_overlapping_times_are_no_difference():
+    r = compare_rounds([1.0, 1.02, 0.97, 1.01, 0.99, 1.03, 1.0], FUSED)
+    assert r.low < 1 < r.high
+    assert decide(r) == SAME
+
+
+@pytest.mark.parametrize("wild", [5.0, 0.2])
+def test_one_wild_round_does_not_flip_the_call(wild):
+    base = [1.12, 1.14, 1.11, 1.13, 1.15, 1.10, 1.12]
+    calm = decide(compare_rounds(base, FUSED))
+    noisy = list(base)
+    noisy[3] = wild  # another process woke up in the middle of one round
+    r = compare_rounds(noisy, FUSED)
+    assert decide(r) == calm == FASTER
+    assert wild / FUSED[3] in r.ratios  # the outlier is kept and shown, not hidden
+
+
+def test_the_interval_is_deterministic():
+    a = compare_rounds([1.1, 1.3, 0.9, 1.2, 1.0], [1.0] * 5)
+    b = compare_rounds([1.1, 1.3, 0.9, 1.2, 1.0], [1.0] * 5)
+    assert a == b
+    assert RatioInterval.from_dict(a.to_dict()) == a
+
+
+def test_one_round_never_decides():
+    r = compare_rounds([2.0], [1.0])
+    assert (r.ratio, r.low, r.high) == (2.0, 2.0, 2.0)
+    assert decide(r) == SAME
+
+
+def test_bootstrap_of_one_value_is_that_value():
+    assert bootstrap_median([3.0]) == (3.0, 3.0, 3.0)
+
+
+@pytest.mark.parametrize("base, cand, said", [([], [], "no rounds"),
+                                              ([1.0], [1.0, 2.0], "paired"),
+                                              ([1.0], [0.0], "positive")])
+def test_bad_rounds_say_what_is_wrong(base, cand, said):
+    with pytest.raises(PlaygroundError, match=said):
+        compare_rounds(base, cand)
+
+
+def test_spread_interval_brackets_the_median_of_the_samples():
+    samples = [1.0, 1.1, 0.9, 1.05, 3.0, 1.02, 0.98, 1.04, 1.01, 0.97]
+    low, high = spread_interval(samples)
+    assert low <= 1.015 <= high and high < 1.2  # ten samples: the one at 3.0 stays out
