@@ -27,6 +27,7 @@ from playground.errors import ChainError, PlaygroundError
 from playground.io.presets import list_presets, load_preset, preset_paths
 from playground.schedule.session import Session
 from ui import state
+from ui.io_ui import render_flash, replaced_text
 from ui.text import ERROR_ICON, WARNING_ICON, escape
 
 _PREFIX = {"conv2d": "conv", "max_pool2d": "maxpool", "avg_pool2d": "avgpool",
@@ -84,9 +85,10 @@ def _preset_ui() -> tuple[str, Any] | None:
                           key="preset.name", placeholder="Choose a worked schedule…",
                           help="Worked schedules from schedules/*.py; loading one replaces the "
                                "chain and the steps.")
-    if right.button("Load preset", key="preset.load", width="stretch", disabled=name is None):
-        return ("preset", name)
-    return None
+    pressed = right.button("Load preset", key="preset.load", width="stretch",
+                           disabled=name is None)
+    render_flash("preset")
+    return ("preset", name) if pressed else None
 
 
 def _input_ui(spec: dict) -> dict:
@@ -272,10 +274,11 @@ def handle_chain_input(inp: ChainInput) -> None:
     try:
         if inp.action is not None and inp.action[0] == "preset":
             loaded, target = _load_preset(inp.action[1])
-            state.commit(loaded)
+            state.replace_session(loaded, f"preset {inp.action[1]}")
             state.ui().pending_target = target
-            state.ui().flash.append(("success", f"Loaded preset {inp.action[1]}"
-                                                + (f" (target {target})." if target else ".")))
+            state.say("success", f"Loaded preset {inp.action[1]}"
+                      + (f" (target {target})" if target else "")
+                      + f". {replaced_text(current)}", "preset")
         elif inp.action is not None:
             state.commit(current.with_chain(restructured(current.chain, *inp.action)))
         else:
