@@ -42,6 +42,10 @@ _CONV_FIELDS = (("channels", "channels"), ("in ch.", "in_channels"), ("groups", 
 _POOL_FIELDS = (("kernel h", "kernel", 0), ("kernel w", "kernel", 1), ("stride h", "stride", 0),
                 ("stride w", "stride", 1), ("pad h", "padding", 0), ("pad w", "padding", 1))
 _POOLS = ("max_pool2d", "avg_pool2d")
+#: Pixels of a layer's number field and of its name: wide enough for every label on one
+#: line and for "auto" in an empty "in ch." (the row wraps between fields instead).
+FIELD_WIDTH = 92
+HEAD_WIDTH = 150
 _IN_CHANNELS_HELP = ("Optional: the input channels this conv's weight was made for. Empty: "
                      "whatever the layer before gives. Set, it is checked against the tensor "
                      "the layer receives (a 3-channel weight after a 10-channel layer is "
@@ -105,66 +109,71 @@ def _input_ui(spec: dict) -> dict:
     return values
 
 
-def _window_fields(i: int, layer: dict, cols, fields: tuple) -> dict:
+def _window_fields(i: int, layer: dict, fields: tuple) -> dict:
     """The number fields of a conv or pool layer (pairs such as kernel h / kernel w), as
     editor field -> value (``0.kernel_h``, ``0.channels``)."""
     values: dict[str, Any] = {}
-    for col, (label, name, *pos) in zip(cols, fields, strict=True):
+    for label, name, *pos in fields:
         field = f"{i}.{name}_{'hw'[pos[0]]}" if pos else f"{i}.{name}"
         key = state.editor_key(field)
         if name == "in_channels":  # optional: empty follows the incoming tensor
-            value = col.number_input(label, value=layer.get(name), min_value=1, step=1,
-                                     placeholder="auto", key=key, help=_IN_CHANNELS_HELP)
+            value = st.number_input(label, value=layer.get(name), min_value=1, step=1,
+                                    placeholder="auto", key=key, help=_IN_CHANNELS_HELP,
+                                    width=FIELD_WIDTH)
             values[field] = None if value is None else int(value)
             continue
         start = layer[name][pos[0]] if pos else layer[name]
-        values[field] = col.number_input(label, value=int(start), step=1, key=key)
+        values[field] = st.number_input(label, value=int(start), step=1, key=key,
+                                        width=FIELD_WIDTH)
     return values
 
 
-def _layer_fields(i: int, layer: dict, earlier: list[str], cols) -> dict:
+def _layer_fields(i: int, layer: dict, earlier: list[str]) -> dict:
     op = layer["op"]
     if op == "conv2d":
-        return _window_fields(i, layer, cols, _CONV_FIELDS)
+        return _window_fields(i, layer, _CONV_FIELDS)
     if op in _POOLS:
-        return _window_fields(i, layer, cols, _POOL_FIELDS)
+        return _window_fields(i, layer, _POOL_FIELDS)
     values: dict[str, Any] = {}
     if op == "clip":
-        values[f"{i}.min"] = cols[0].number_input("min", value=float(layer["min"]), step=0.5,
-                                                  key=state.editor_key(f"{i}.min"))
-        values[f"{i}.max"] = cols[1].number_input("max", value=float(layer["max"]), step=0.5,
-                                                  key=state.editor_key(f"{i}.max"))
+        for name in ("min", "max"):
+            values[f"{i}.{name}"] = st.number_input(
+                name, value=float(layer[name]), step=0.5, key=state.editor_key(f"{i}.{name}"),
+                width=FIELD_WIDTH)
     elif op == "batch_norm":
-        values[f"{i}.eps"] = cols[0].number_input("eps", value=float(layer["eps"]), step=1e-5,
-                                                  format="%.1e",
-                                                  key=state.editor_key(f"{i}.eps"))
+        values[f"{i}.eps"] = st.number_input("eps", value=float(layer["eps"]), step=1e-5,
+                                             format="%.1e", key=state.editor_key(f"{i}.eps"),
+                                             width=FIELD_WIDTH)
     elif op == "add":
         options = earlier if layer["other"] in earlier else [layer["other"], *earlier]
-        values[f"{i}.other"] = cols[0].selectbox("other (added tensor)", options,
-                                                 index=options.index(layer["other"]),
-                                                 key=state.editor_key(f"{i}.other"))
+        values[f"{i}.other"] = st.selectbox("other (added tensor)", options,
+                                            index=options.index(layer["other"]),
+                                            key=state.editor_key(f"{i}.other"), width=220)
     else:
-        cols[0].caption("no parameters")
+        st.caption("no parameters", width="content")
     return values
 
 
 def _layer_ui(i: int, layer: dict, n: int, shape: list[int] | None,
               earlier: list[str]) -> tuple[dict, tuple[str, Any] | None, Any]:
+    """One layer: its name and output shape, its fields, its buttons, on one row that wraps
+    between whole fields on a narrow page (never inside a label)."""
     action = None
     with st.container(border=True):
-        head, body, tail = st.columns([1.7, 10, 1.9], vertical_alignment="bottom")
-        head.markdown(f"**{escape(layer['name'])}** ({layer['op']})  \n"
-                      + (f":gray[→ {_shape_text(shape)}]" if shape else ""))
-        width = {"conv2d": len(_CONV_FIELDS), **dict.fromkeys(_POOLS, len(_POOL_FIELDS))}
-        fields = body.columns(width.get(layer["op"], 4))
-        edited = _layer_fields(i, layer, earlier, fields)
-        with tail.container(horizontal=True, gap="xsmall", horizontal_alignment="right"):
-            if st.button("↑", key=f"layer.up.{i}", disabled=i == 0, help="move up"):
-                action = ("up", i)
-            if st.button("↓", key=f"layer.down.{i}", disabled=i == n - 1, help="move down"):
-                action = ("down", i)
-            if st.button("✕", key=f"layer.remove.{i}", disabled=n == 1, help="remove"):
-                action = ("remove", i)
+        with st.container(horizontal=True, wrap=True, vertical_alignment="bottom",
+                          gap="small"):
+            st.markdown(f"**{escape(layer['name'])}** ({layer['op']})  \n"
+                        + (f":gray[→ {_shape_text(shape)}]" if shape else ""),
+                        width=HEAD_WIDTH)
+            edited = _layer_fields(i, layer, earlier)
+            with st.container(horizontal=True, gap="xsmall", width="content"):
+                if st.button("↑", key=f"layer.up.{i}", disabled=i == 0, help="move up"):
+                    action = ("up", i)
+                if st.button("↓", key=f"layer.down.{i}", disabled=i == n - 1,
+                             help="move down"):
+                    action = ("down", i)
+                if st.button("✕", key=f"layer.remove.{i}", disabled=n == 1, help="remove"):
+                    action = ("remove", i)
         slot = st.empty()
     return edited, action, slot
 
@@ -251,6 +260,8 @@ def render_chain_error(inp: ChainInput, error: PlaygroundError, chain: dict) -> 
                icon=WARNING_ICON)
 
 
+#: The bordered box of a number field and of a select, outlined when refused.
+_BOXES = ('[data-testid="stNumberInputContainer"]', '[data-baseweb="select"] > div')
 _LABELS = {name + (f"_{'hw'[pos[0]]}" if pos else ""): label
            for label, name, *pos in (*_CONV_FIELDS, *_POOL_FIELDS)}
 
@@ -278,8 +289,8 @@ def render_field_errors(inp: ChainInput, errors: list[FieldError], chain: dict) 
                 st.error(f"{escape(field_label(e.field, chain))} = {shown}: "
                          f"{escape(e.message)} — not applied: the chain still uses {kept}.",
                          icon=WARNING_ICON)
-    outlined = ", ".join(f".st-key-{state.editor_key(e.field).replace('.', '-')} "
-                         '[data-baseweb="input"]' for e in errors)
+    outlined = ", ".join(f".st-key-{state.editor_key(e.field).replace('.', '-')} {box}"
+                         for e in errors for box in _BOXES)
     st.html(f"<style>{outlined} {{border: 2px solid #ff2b2b !important;}}</style>")
 
 
