@@ -160,15 +160,18 @@ def render_experiment(r: dict) -> None:
             ("median", fmt_ms(r["median_ms"])), ("p10–p90", spread),
             ("GFLOP/s", None if r["gflops"] is None else f"{r['gflops']:.2f}"),
             ("error", r["error"])], key=f"exp.fields.{r['id']}")
-        st.code("\n".join(step_labels(r["steps"])) or "(no steps: the unscheduled chain)",
-                language=None)
+        # Collapsed: a searched schedule has dozens of steps, a sweep dozens of points.
+        with st.expander(f"Steps ({len(r['steps'])})"):
+            st.code("\n".join(step_labels(r["steps"])) or "(no steps: the unscheduled chain)",
+                    language=None)
         if r["children"]:
-            st.caption(f"{len(r['children'])} candidate(s); the group stands for the fastest "
-                       "validated one (tick “list … candidates too” to pick one):")
-            st.dataframe(pd.DataFrame([{"#": c["id"], "label": c["label"],
-                                        "status": c["status"], "median ms": c["median_ms"]}
-                                       for c in r["children"]]),
-                         hide_index=True, key=f"exp.children.{r['id']}")
+            with st.expander(f"{len(r['children'])} candidate(s)"):
+                st.caption("The group stands for the fastest validated one (tick “list … "
+                           "candidates too” to pick one).")
+                st.dataframe(pd.DataFrame([{"#": c["id"], "label": c["label"],
+                                            "status": c["status"], "median ms": c["median_ms"]}
+                                           for c in r["children"]]),
+                             hide_index=True, key=f"exp.children.{r['id']}")
     with right:
         st.button("Restore into the session", key="exp.restore", type="primary",
                   on_click=_restore_experiment, args=(r["id"],), width="stretch")
