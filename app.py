@@ -27,8 +27,11 @@ PAGE_MODULE = "ui.app_page"
 def page_module() -> ModuleType:
     """:mod:`ui.app_page`, imported under a spinner where the chain editor will be when it
     is not imported yet (the first visit after the server started)."""
-    if PAGE_MODULE in sys.modules:
-        return sys.modules[PAGE_MODULE]
+    loaded = sys.modules.get(PAGE_MODULE)
+    # LOADED is its last line: a module that the server's warm-up thread is still importing
+    # is in sys.modules already, half made (import_module waits for it).
+    if getattr(loaded, "LOADED", False):
+        return loaded
     slot = st.empty()
     with slot.container(), st.expander("**1 · Chain** — input and layers", expanded=True), \
             st.spinner("Loading TVM and the chain editor (the first visit since the server "

@@ -57,6 +57,7 @@ def test_fields_labels_imports_and_history_on_the_playground(page: App, tmp_path
     # and the empty "in ch." box shows "auto" whole.
     app.tab.set_viewport_size({"width": 1024, "height": 1300})
     labels = app.tab.locator('[class*="st-key-chain-0-"] [data-testid="stWidgetLabel"] p')
+    labels.nth(10).wait_for()  # the fields are drawn as placeholders first
     assert labels.count() == 11
     for text, height, line in labels.evaluate_all(
             "ps => ps.map(p => [p.innerText, p.offsetHeight,"

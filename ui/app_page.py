@@ -116,3 +116,7 @@ def warm() -> None:
     from playground.schedule.views import scheduled_script
 
     scheduled_script(Session.new(state.DEFAULT_CHAIN))
+
+
+#: Set last: ``app.py`` shows its spinner until the module is whole.
+LOADED = True
