@@ -44,7 +44,7 @@ _POOL_FIELDS = (("kernel h", "kernel", 0), ("kernel w", "kernel", 1), ("stride h
 _POOLS = ("max_pool2d", "avg_pool2d")
 #: Pixels of a layer's number field and of its name: wide enough for every label on one
 #: line and for "auto" in an empty "in ch." (the row wraps between fields instead).
-FIELD_WIDTH = 92
+FIELD_WIDTH = 72
 HEAD_WIDTH = 150
 _IN_CHANNELS_HELP = ("Optional: the input channels this conv's weight was made for. Empty: "
                      "whatever the layer before gives. Set, it is checked against the tensor "
