@@ -298,7 +298,9 @@ def render_comparison() -> None:
 
 
 def _comparison_table(rows) -> None:
-    st.dataframe(compare.rows_to_records(rows), hide_index=True, key="fusion.compare.table")
+    with st.container(key="fusion.compare.box"):
+        st.dataframe(compare.rows_to_records(rows), hide_index=True,
+                     key="fusion.compare.table")
 
 
 # ----------------------------------------------------------------------------- roofline
