@@ -110,11 +110,14 @@ def render() -> None:
 
 
 def warm() -> None:
-    """Fill the in-process caches a first visit needs: the default chain's schedule and its
-    TVMScript (called by ``ui.serve`` when the server starts)."""
+    """Do what a first visit would wait for (called by ``ui.serve`` when the server starts):
+    start the worker pools (each worker imports TVM), list the presets, and fill the
+    default chain's schedule and TVMScript caches."""
     from playground.schedule.session import Session
     from playground.schedule.views import scheduled_script
 
+    state.get_pool()
+    chain_ui.presets()
     scheduled_script(Session.new(state.DEFAULT_CHAIN))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from playground.chain.spec import chain_to_json, normalize_chain
 from playground.errors import PlaygroundError, StepError
 from playground.schedule.replay import apply_step, replay_prefix, scheduled
-from playground.schedule.steps import Step, steps_from_json, steps_to_json
+from playground.schedule.steps import Step, normalize_step, steps_from_json, steps_to_json
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,12 @@ class Session:
     def new(chain: Any, steps: Any = ()) -> Session:
         """A session on ``chain`` (raw or normalized) with ``steps`` all applied (validated)."""
         chain = normalize_chain(chain)
-        steps = tuple(s if isinstance(s, Step) else Step.from_dict(s) for s in steps)
-        normalized = []
-        for i, s in enumerate(steps):
-            sch = scheduled(chain, tuple(normalized)).copy()
-            normalized.append(apply_step(sch, s, i))
-        return Session(chain, tuple(normalized), len(normalized))
+        steps = tuple(normalize_step(s if isinstance(s, Step) else Step.from_dict(s), i)
+                      for i, s in enumerate(steps))
+        # Applies each step once (checked as apply_step checks it) and caches every prefix:
+        # the same steps again (a short link opened twice, undo after redo) cost nothing.
+        scheduled(chain, steps)
+        return Session(chain, steps, len(steps))
 
     @property
     def active(self) -> tuple[Step, ...]:
