@@ -1,119 +1,51 @@
 """Schedule Playground: build a convolution chain, schedule it with TensorIR primitives, read
 the IR each step makes, validate and time it, and export it as a standalone script.
 
-A thin shell over :mod:`playground`: ``main()`` sets the page up and dispatches; the panels in
-:mod:`ui` draw widgets and return plain values, the ``handle_*`` functions apply them to the one
-session in ``st.session_state``. Run with ``./run.sh`` (or ``streamlit run app.py``).
+A thin shell over :mod:`playground`: ``main()`` sets the page up, draws the title, and hands
+the rest to :mod:`ui.app_page`, whose panels (in :mod:`ui`) draw widgets and return plain
+values, and whose ``handle_*`` functions apply them to the one session in
+``st.session_state``. Only streamlit is imported here, so the title shows at once; the first
+visit after the server started imports the library (TVM) under a spinner in the "1 · Chain"
+box. Run with ``./run.sh`` (or ``streamlit run app.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import sys
+from types import ModuleType
 
 import streamlit as st
-
-from playground.errors import PlaygroundError
-from playground.worker.pool import WorkerPool
-from ui import (
-    chain_ui,
-    experiments_ui,
-    fusion_ui,
-    history,
-    inspect_ui,
-    io_ui,
-    measure_ui,
-    schedule_ui,
-    state,
-)
 
 TITLE = "Schedule Playground"
 INTRO = ("Build a chain of convolutions, schedule its loops with TensorIR primitives "
          "(split, reorder, compute_at, …), see the IR each step makes, then validate it "
          "against numpy and time it — every build runs in a separate worker process.")
+PAGE_MODULE = "ui.app_page"
 
 
-def playground_page(pool: WorkerPool, target: str) -> None:
-    """Chain, schedule and history, inspect, validate and measure."""
-    with st.expander("**1 · Chain** — input and layers", expanded=True):
-        edit = chain_ui.chain_ui(state.session().chain)
-        chain_ui.handle_chain_input(edit)
-    steps_section(pool, target)
-
-
-@st.fragment
-def steps_section(pool: WorkerPool, target: str) -> None:
-    """Schedule, history, inspect and measure: a fragment, so that applying a step reruns
-    this part of the page only, not the chain editor and the sidebar.
-
-    A step applied (or undone) here is drawn at once with the new session: history, IR and
-    result below the form. Then the whole page reruns, so that the form's pickers, the
-    sidebar's export and link and the URL follow; the new IR is on the page before that.
-    """
-    drawn = state.session()
-    left, right = st.columns([4, 7], gap="large")
-    with left:
-        st.subheader("2 · Schedule")
-        step = schedule_ui.schedule_ui(drawn, target)
-        schedule_ui.handle_apply(step, target)
-        schedule_ui.render_step_error(state.ui().step_error)
-        st.subheader("History")
-        schedule_ui.handle_history(schedule_ui.history_ui(state.session()))
-    session = state.session()
-    with right:
-        st.subheader("3 · Inspect")
-        inspect_ui.inspect_panel(pool, session, target)
-    st.subheader("4 · Validate & measure")
-    pressed, timing = measure_ui.measure_ui(target)
-    measure_ui.handle_measure(pressed, timing, pool, session, target)
-    measure_ui.render_result(measure_ui.current_result(session, target))
-    measure_ui.render_history_chart(session)
-    if session is not drawn:
-        st.rerun()  # the form, the sidebar and the URL still show the session before
-
-
-#: The pages, as tabs; a page is ``page(pool, target)``.
-PAGES: list[tuple[str, Callable[[WorkerPool, str], None]]] = [
-    ("Playground", playground_page),
-    ("Fusion explorer", fusion_ui.page),
-    ("Experiments", experiments_ui.page),
-]
-
-
-def sidebar(session) -> str:
-    """Target, export, import and the shareable link; returns the target."""
-    with st.sidebar:
-        st.header("Target")
-        target = measure_ui.target_ui()
-        st.header("Export")
-        io_ui.export_ui(session, target)
-        st.header("Import")
-        io_ui.handle_import(io_ui.import_ui())
-        with st.expander("Shareable link"):
-            io_ui.share_ui(session, target)
-    return target
+def page_module() -> ModuleType:
+    """:mod:`ui.app_page`, imported under a spinner where the chain editor will be when it
+    is not imported yet (the first visit after the server started)."""
+    loaded = sys.modules.get(PAGE_MODULE)
+    # LOADED is its last line: a module that the server's warm-up thread is still importing
+    # is in sys.modules already, half made (import_module waits for it).
+    if getattr(loaded, "LOADED", False):
+        return loaded
+    slot = st.empty()
+    with slot.container(), st.expander("**1 · Chain** — input and layers", expanded=True), \
+            st.spinner("Loading TVM and the chain editor (the first visit since the server "
+                       "started)…"):
+        module = importlib.import_module(PAGE_MODULE)
+    slot.empty()
+    return module
 
 
 def main() -> None:
     st.set_page_config(page_title=TITLE, page_icon=":material/grid_view:", layout="wide")
-    state.init(io_ui.restore_from_url)
-    try:
-        pool = state.get_pool()
-    except PlaygroundError as e:  # a deployment mistake (a malformed PLAYGROUND_* variable)
-        st.error(f"The server cannot start its workers: {e.message}")
-        st.stop()
-    target = sidebar(state.session())
     st.title(TITLE)
     st.caption(INTRO)
-    io_ui.render_flash()
-    history.render_problem()
-    # Lazy tabs: only the open page runs, so that applying a step on the Playground does
-    # not wait for the Fusion explorer's analysis jobs.
-    tabs = st.tabs([n for n, _ in PAGES], key="page", on_change="rerun")
-    for tab, (_, page) in zip(tabs, PAGES, strict=True):
-        if tab.open:
-            with tab:
-                page(pool, target)
-    io_ui.sync_url(state.session())
+    page_module().render()
 
 
 if __name__ == "__main__":

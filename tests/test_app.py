@@ -218,6 +218,10 @@ def test_measure_fills_the_result_panel_and_the_chart(monkeypatch):
     assert [r["label"] for r in records] == ["0: unscheduled", "1: split relu1.h factors=[None, 7]"]
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][0]["y"] == [2.0, 2.0]
+    # Each point's label sits above its bar (not on the marker), whole or cut in the middle.
+    labels = chart["layout"]["annotations"]
+    assert [a["text"] for a in labels] == ["0: unscheduled", "1: split rel…ors=[None, 7]"]
+    assert all(a["yanchor"] == "bottom" and a["yshift"] > 0 for a in labels)
 
 
 def test_a_time_measured_under_load_is_flagged(monkeypatch):
@@ -353,6 +357,11 @@ def test_link_restores_the_state():
     restored = session(at)
     assert restored.chain == s.chain and restored.steps == s.steps and restored.cursor == 0
     assert at.number_input(key=editor_key(at, "input.h")).value == 16
+    # Opening the link is a history entry: Undo goes back to the default chain, Redo to it.
+    at.button(key="hist.undo").click()
+    assert session(run(at)).chain["input"]["shape"] == [1, 3, 64, 64]
+    at.button(key="hist.redo").click()
+    assert session(run(at)) == restored
     apply(at, "parallel", block="relu1", **{"loop.relu1": "c"})
     link = at.query_params[QUERY_KEY]
     again = start({QUERY_KEY: link[0] if isinstance(link, list) else link})

@@ -140,9 +140,14 @@ def test_search_and_verdict_on_the_page_load_their_schedules():
     assert not at.exception, [e.value for e in at.exception]
     table = _table(at, "candidate")
     assert len(table) == len(task.result.candidates) and "ok" in set(table["status"])
+    before = at.session_state["session"]
     at.button(key="fusion.search.load").click().run()
     session = at.session_state["session"]
     assert session.active == best.steps and session.chain == task.result.chain
+    # One history entry, said under the search: Undo brings the session before it back.
+    assert session.at_replacement
+    assert session.before_replacement() == before
+    assert any("Undo brings back" in m.value for m in at.success)
 
     from playground.store import get_store  # the search is kept as one group
 

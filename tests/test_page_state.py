@@ -27,6 +27,7 @@ from playground.schedule.replay import blocks
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
 from ui import io_ui, schedule_ui, text
+from ui.state import DEFAULT_CHAIN
 
 CRAFTED = "[click here to fix](http://example.invalid/x)"
 TILED = [Step("split", {"block": "conv2", "loop": "h", "factors": [None, 8]}),
@@ -77,9 +78,18 @@ def test_editor_shows_the_chain_of_a_loaded_preset_import_and_history():
         loaded.chain["input"]["shape"] == [1, 64, 56, 56]
     assert not [w for w in at.number_input if w.key.startswith("chain.") and
                 not w.key.endswith(f".v{at.session_state['ui'].editor_generation}")]
+    at.button(key="hist.undo").click()  # the preset is one entry: Undo goes back before it
+    run(at)
+    assert session(at) == Session.new(DEFAULT_CHAIN)
+    assert at.number_input(key=editor_key(at, "input.c")).value == 3
+    at.button(key="hist.redo").click()
+    run(at)
+    assert session(at) == loaded
+    at.button(key="hist.goto.2").click()  # inside it, steps are undone one by one
+    run(at)
     at.button(key="hist.undo").click()
     run(at)
-    assert session(at).cursor == loaded.cursor - 1 and session(at).chain == loaded.chain
+    assert session(at).cursor == 1 and session(at).chain == loaded.chain
     assert at.number_input(key=editor_key(at, "0.channels")).value == 64
     # An import of another chain: the editor shows it.
     small = Session.new(CONV_RELU_CONV, TILED)

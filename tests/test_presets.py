@@ -13,6 +13,7 @@ import pytest
 from playground import service
 from playground.io.export import export_script
 from playground.io.presets import list_presets, load_preset, preset_paths
+from playground.io.script_import import read_header
 from playground.schedule.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,9 @@ def test_there_are_presets_and_all_load():
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_re_exports_to_the_same_text(name):
     chain, steps, meta = load_preset(name)
+    # The listing reads the same chain and number of steps without replaying them.
+    assert read_header((ROOT / "schedules" / f"{name}.py").read_text())[:2] == (chain,
+                                                                                 len(steps))
     text = export_script(chain, steps, target=meta.get("target", "cpu"),
                          title=meta.get("title", ""), description=meta.get("description", ""))
     assert text == (ROOT / "schedules" / f"{name}.py").read_text(), (

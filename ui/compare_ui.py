@@ -90,20 +90,27 @@ def compare_ui(pool: WorkerPool, rows: list[dict], target: str) -> None:
     table = times_table(a, b)
     st.dataframe(table, hide_index=True, key="exp.compare.table",
                  height=table_height(len(table)))
-    left, right = st.columns(2)
-    for col, r in ((left, a), (right, b)):
-        col.code("\n".join(step_lines(r)) or "(no steps)", language=None)
     steps_diff = _diff(step_lines(a), step_lines(b), f"#{a_id} steps", f"#{b_id} steps")
-    st.caption("Steps diff" + ("" if steps_diff else ": the same steps"))
-    if steps_diff:
-        st.code(steps_diff, language="diff")
+    # Collapsed: two searched schedules are a hundred steps and a few thousand IR lines.
+    with st.expander("Steps, side by side" + (" and their diff" if steps_diff
+                                              else ": the same steps")):
+        left, right = st.columns(2)
+        for col, r in ((left, a), (right, b)):
+            col.code("\n".join(step_lines(r)) or "(no steps)", language=None)
+        if steps_diff:
+            st.code(steps_diff, language="diff")
+    with st.expander("IR diff"):
+        _ir_diff(pool, a, b)
+
+
+def _ir_diff(pool: WorkerPool, a: dict, b: dict) -> None:
     kind = st.radio("IR diff", IR_KINDS, key="exp.compare.ir", horizontal=True)
     try:
         texts = [ir_text(pool, r, kind).splitlines() for r in (a, b)]
     except PlaygroundError as e:
         st.error(f"No IR diff: {e.message}")
         return
-    ir_diff = _diff(*texts, f"#{a_id}", f"#{b_id}")
+    ir_diff = _diff(*texts, f"#{a['id']}", f"#{b['id']}")
     if not ir_diff:
         st.caption(f"The same {kind}.")
         return

@@ -207,8 +207,19 @@ def render_load(timing: dict) -> None:
         st.caption(f"Load while timing: {load.summary()}.")
 
 
+def short_label(label: str, most: int = 26) -> str:
+    """``label`` in at most ``most`` characters: its start and its end with "…" between, so
+    that labels of different steps (``3: split conv1.h factors=[None, 8]`` and ``…[None,
+    4]``) stay different when cut."""
+    if len(label) <= most:
+        return label
+    head = (most - 1) // 2
+    return label[:head] + "…" + label[-(most - 1 - head):]
+
+
 def history_figure(records: list[dict]) -> go.Figure | None:
-    """Median time (with p10–p90 bars) of each measurement, labelled with its step."""
+    """Median time (with p10–p90 bars) of each measurement, labelled with its step: above
+    the bar, slanted (neighbours do not overlap), never cut by the plot's edge."""
     points = [r for r in records if r.get("median_ms") is not None]
     if not points:
         return None
@@ -217,9 +228,8 @@ def history_figure(records: list[dict]) -> go.Figure | None:
         rs = [r for r in points if r["target"] == target]
         fig.add_trace(go.Scatter(
             x=[r["n"] for r in rs], y=[r["median_ms"] for r in rs], name=target,
+            mode="lines+markers",
             # Plotly reads tags (<a href>) in text: the labels are escaped.
-            mode="lines+markers+text", text=[html.escape(r["label"][:28]) for r in rs],
-            textposition="top center",
             hovertext=[html.escape(r["label"]) + (" (under load)" if r.get("under_load") else "")
                        for r in rs],
             marker={"symbol": ["x" if r.get("under_load") else "circle" for r in rs],
@@ -229,10 +239,17 @@ def history_figure(records: list[dict]) -> go.Figure | None:
                      "array": [(r["p90_ms"] or r["median_ms"]) - r["median_ms"] for r in rs],
                      "arrayminus": [r["median_ms"] - (r["p10_ms"] or r["median_ms"])
                                     for r in rs]}))
+    top = max(r["p90_ms"] or r["median_ms"] for r in points)
+    for r in points:
+        fig.add_annotation(x=r["n"], y=r["p90_ms"] or r["median_ms"], yshift=8,
+                           text=html.escape(short_label(r["label"])), showarrow=False,
+                           textangle=-20, xanchor="left", yanchor="bottom",
+                           font={"size": 11})
     fig.update_layout(xaxis_title="measurement #", yaxis_title="median time (ms)",
-                      yaxis_rangemode="tozero", height=320, margin={"l": 10, "r": 10, "t": 30,
-                                                                     "b": 10},
+                      height=360, margin={"l": 60, "r": 150, "t": 20, "b": 50},
                       xaxis={"dtick": 1, "range": [0.5, len(records) + 0.5]},
+                      # Room above the highest bar for its slanted label.
+                      yaxis={"range": [0, top * 1.6]},
                       showlegend=len(fig.data) > 1)
     return fig
 
@@ -248,9 +265,9 @@ def render_history_chart(session: Session) -> None:
         return
     st.plotly_chart(fig, key="measure.chart")
     if stored is not None:
-        st.caption(f"The last {len(records)} timed runs of this chain in the experiment store "
-                   "(every tab and the command line), oldest first; the Experiments tab has "
-                   "them all.")
+        runs = "timed run" if len(records) == 1 else f"{len(records)} timed runs"
+        st.caption(f"The last {runs} of this chain in the experiment store (every tab and the "
+                   "command line), oldest first; the Experiments tab has them all.")
     else:
         st.caption("The runs measured in this tab (history is not being saved).")
     if any(r.get("under_load") for r in records):

@@ -74,21 +74,25 @@ def _row(name: str, kind: str, result: JobResult, steps: int) -> CompareRow:
 def matching_presets(chain: dict) -> list[tuple[str, tuple[Step, ...]]]:
     """(name, steps) of every CPU preset written for exactly this chain.
 
-    Empty when the presets module is missing or a preset fails to load.
+    Empty when the presets module is missing or a preset fails to load. Each preset's chain
+    is read without replaying its steps; only the matching ones are loaded (replayed), so a
+    chain no preset was written for costs a few parses, not a replay of every preset.
     """
-    from playground.io.presets import list_presets, load_preset
+    from playground.io.presets import load_preset, preset_paths
+    from playground.io.script_import import read_header
 
     key = chain_to_json(chain)
     out = []
-    for info in list_presets():
-        if info.get("error") or info.get("target", "cpu") != "cpu":
-            continue
+    for path in preset_paths():
         try:
-            p_chain, steps, _ = load_preset(info["name"])
+            p_chain, _, meta = read_header(path.read_text())
+            if meta.get("target", "cpu") != "cpu" or \
+                    chain_to_json(normalize_chain(p_chain)) != key:
+                continue
+            _, steps, _ = load_preset(path.stem)
         except PlaygroundError:
             continue
-        if chain_to_json(normalize_chain(p_chain)) == key:
-            out.append((info["name"], tuple(steps)))
+        out.append((path.stem, tuple(steps)))
     return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from playground.errors import PlaygroundError, ScriptError
-from playground.io.script_import import import_script
+from playground.io.script_import import import_script, read_header
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "schedules"
 
@@ -20,13 +20,15 @@ def preset_paths() -> list[Path]:
 
 
 def list_presets() -> list[dict]:
-    """Name, title, target and path of every preset that loads (broken ones are reported)."""
+    """Name, title, target and path of every preset that reads (broken ones are reported).
+    Read without replaying the steps (:func:`read_header`): the page lists the presets on
+    its first load; loading one replays and checks its steps."""
     out = []
     for path in preset_paths():
         try:
-            _, steps, meta = import_script(path.read_text())
+            _, steps, meta = read_header(path.read_text())
             out.append({"name": path.stem, "title": meta.get("title") or path.stem,
-                        "target": meta.get("target", "cpu"), "steps": len(steps),
+                        "target": meta.get("target", "cpu"), "steps": steps,
                         "path": str(path), "error": ""})
         except PlaygroundError as e:
             out.append({"name": path.stem, "title": path.stem, "target": "?", "steps": 0,

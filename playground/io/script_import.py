@@ -369,3 +369,26 @@ def import_script(text: str) -> tuple[dict, tuple[Step, ...], dict]:
                               "warnings": warnings}
     except (RecursionError, MemoryError):
         raise err(None, "the script is nested too deeply to read") from None
+
+
+def read_header(text: str) -> tuple[dict, int, dict]:
+    """(chain, number of steps, meta) of a script, read like :func:`import_script` but
+    without replaying its steps: what a listing of presets needs, in a fraction of the time
+    (replaying every preset's steps took seconds). Loading it still checks every step.
+
+    Raises
+    ------
+    PlaygroundError
+        As :func:`import_script`, for anything but a step that would not apply.
+    """
+    try:
+        text = check_size(text)
+        if text.lstrip().startswith("{"):
+            chain, steps, meta = _import_json(text)
+            return chain, len(steps), meta
+        tree = parse_script(text)
+        scan(tree)
+        chain, meta, fn = _top_level(tree)
+        return chain, len(_read_schedule(fn)), {**meta, "format": "script"}
+    except (RecursionError, MemoryError):
+        raise err(None, "the script is nested too deeply to read") from None
