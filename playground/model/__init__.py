@@ -3,7 +3,7 @@
 Owns the importer (:mod:`.onnx_read` checks and sorts the file and infers shapes;
 :mod:`.layers` is the one table mapping ONNX nodes to chain layers), the plain-data model it
 produces (:mod:`.graph`), the cutter (:mod:`.cut`), the scan of a model's chains with the
-search and the verdict (:mod:`.scan`: long jobs, recorded in the store as one group,
+search and the verdict (:mod:`.scanner`: long jobs, recorded in the store as one group,
 resumable, cancellable), the command line's ``model`` command (:mod:`.cli`) and three example
 networks written with ``onnx.helper`` (:mod:`.examples`). Reading a file a user uploads
 happens in a worker (job ``model_read``, :func:`read_in_worker`), never in the server.
@@ -62,10 +62,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ModelChain": ("playground.model.cut", "ModelChain"),
     "cut_chains": ("playground.model.cut", "cut_chains"),
     "left_out": ("playground.model.cut", "left_out"),
-    "read_in_worker": ("playground.model.scan", "read_in_worker"),
-    "scan": ("playground.model.scan", "scan"),
-    "ScanResult": ("playground.model.scan", "ScanResult"),
-    "ChainResult": ("playground.model.scan", "ChainResult"),
+    "read_in_worker": ("playground.model.scanner", "read_in_worker"),
+    "scan": ("playground.model.scanner", "scan"),
+    "ScanResult": ("playground.model.scanner", "ScanResult"),
+    "ChainResult": ("playground.model.scanner", "ChainResult"),
 }
 
 __all__ = sorted(_EXPORTS)

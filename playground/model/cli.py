@@ -3,7 +3,7 @@
 Prints, per distinct chain: its source nodes, the chain JSON, the multiplicity, ``auto_ms``,
 ``valid``, ``correct``, the verdict and its ratio; then the network's totals (the sum of the
 best times x multiplicity, the same unfused, the ops left out). ``--json`` prints one object
-(:meth:`~playground.model.scan.ScanResult.to_json`); ``-o DIR`` writes each chain's best
+(:meth:`~playground.model.scanner.ScanResult.to_json`); ``-o DIR`` writes each chain's best
 schedule as a standalone script plus an index; ``--cut-only`` stops after the cutting (no
 kernel is built). Exits 1 when the model cannot be read or a chain has no correct schedule.
 """
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace, model, chains) -> int:
-    from playground.model.scan import export_schedules, scan
+    from playground.model.scanner import export_schedules, scan
     from playground.store import problem
     from playground.worker.pool import WorkerPool
 
