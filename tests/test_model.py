@@ -301,3 +301,27 @@ def test_nodes_are_counted_from_the_wire(name):
     proto = build(name, weights="random", size=32) if name != "yolo_tiny" else build(name)
     assert count_nodes(proto.SerializeToString()) == len(proto.graph.node)
     assert count_nodes(proto.SerializeToString(), limit=5) == 6  # stops past the limit
+
+
+def test_command_line_cut_only(capsys):
+    from playground.__main__ import main
+
+    assert main(["model", "mobilenet_v2", "--cut-only", "--json", "--max-convs", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sum(c["count"] for c in out["chains"]) > 18  # more, shorter chains than with 3
+    assert all(sum(x["op"] == "conv2d" for x in c["chain"]["layers"]) <= 2
+               for c in out["chains"])
+    assert out["model_flop"] == pytest.approx(sum(c["flop"] * c["count"]
+                                                  for c in out["chains"]))
+
+
+@pytest.mark.parametrize(("case", "args"), [("truncated", []), ("dynamic dims", []),
+                                            ("dynamic dims", ["--input-shape", "1,3,8,8"])])
+def test_command_line_says_what_is_wrong_in_one_line(tmp_path, capsys, case, args):
+    from playground.__main__ import main
+
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(BAD[case][0]())
+    assert main(["model", str(path), "--cut-only", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

@@ -221,7 +221,9 @@ def scan(pool: Any, model: Model, chains: list[ModelChain], facts: Any = None, *
     machine = _machine(pool, target)
     store = store or get_store()
     result = ScanResult(model.name, [ChainResult(c) for c in chains], left_out(model, chains),
-                        budget, model.flop, machine=facts.summary())
+                        budget, model.flop,
+                        machine=f"farm {machine['remote']}" if "remote" in machine
+                        else facts.summary())
     group = None
     if record and chains:
         group = record_group("model", chains[0].chain, target, machine, source=source,
