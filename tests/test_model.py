@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from model_graphs import const, conv, init, model, op, tensor, to_bytes
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from playground.chain.spec import normalize_chain, tensor_shapes
 from playground.model import ModelError, cut_chains, left_out, load_model
@@ -325,3 +325,29 @@ def test_command_line_says_what_is_wrong_in_one_line(tmp_path, capsys, case, arg
     assert main(["model", str(path), "--cut-only", *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+ODD = {
+    "no output name": (lambda: model([helper.make_node("Conv", ["x", "w"], [""], name="c"),
+                                      op("Relu", ["x"], "y")], weights=W), "writes no output"),
+    "weight of rank 2": (lambda: model([conv("x", "y", "w")], weights={"w": [8, 4]}),
+                         "kernel shape is unknown"),
+    "groups": (lambda: model([conv("x", "y", "w", group=3)], weights=W), "groups=3"),
+    "stride 0": (lambda: model([conv("x", "y", "w", strides=[0, 0])], weights=W),
+                 "stride must be >= 1"),
+    "window too large": (lambda: model([op("MaxPool", ["x"], "y", kernel_shape=[99, 99])]),
+                         "larger than its input"),
+    "training batch norm": (lambda: model([helper.make_node(
+        "BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], name="bn",
+        training_mode=1)], weights={k: [4] for k in "sbmv"}), "training mode"),
+    "clip bound not a scalar": (lambda: model([op("Clip", ["x", "lo"], "y")],
+                                              inits=[init("lo", [0.0, 1.0])]), "not a scalar"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD))
+def test_odd_nodes_are_not_layers_and_say_why(case):
+    make, said = ODD[case]
+    m = _load(make())
+    assert not m.nodes[0].layers and said in m.nodes[0].reason
+    cut_chains(m)

@@ -108,3 +108,24 @@ def _check_layers_follow_nodes(piece, by_name) -> None:
                 assert tensor_of[layer["other"]] in node.inputs
             tensor_of[layer["name"]] = node.outputs[0]
     assert next(layers, None) is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
+                     max_size=4),
+       end=st.integers(0, 10**6))
+def test_damaged_files_are_read_or_refused_in_one_line(cuts, end):
+    """Bytes changed or cut off anywhere: a model, or a ModelError, never anything else."""
+    from playground.model import ModelError
+    from playground.model.examples import example_bytes
+
+    data = bytearray(example_bytes("mobilenet_v2", size=32))
+    for at, value in cuts:
+        data[at % len(data)] = value
+    data = bytes(data[: max(1, end % (len(data) + 1))])
+    try:
+        m = load_model(data)
+    except ModelError as e:
+        assert "\n" not in e.message
+        return
+    cut_chains(m, 2)

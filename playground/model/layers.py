@@ -257,13 +257,15 @@ def map_nodes(proto: Any, names: list[str], input_name: str, shapes: dict[str, t
         layers: list[dict] = []
         reason, flop, shape = "", 0.0, None
         try:
+            if not node.output or not node.output[0]:
+                raise _Skip("it writes no output")
             layers = _layers(g, node, data, shapes, opset)
             out = shapes.get(node.output[0])
             shape, flop = _checked(layers, shapes[data[0]], out, dtype)
             shapes.setdefault(node.output[0], shape)
         except _Skip as e:
             layers, reason = [], str(e)
-            shape = shapes.get(node.output[0]) if node.output else None
+            shape = shapes.get(node.output[0]) if node.output and node.output[0] else None
         nodes.append(Node(name, node.op_type, tuple(data), tuple(o for o in node.output if o),
                           tuple(layers), reason, shape, flop))
     outputs = [g.resolve(o.name) for o in proto.graph.output]
