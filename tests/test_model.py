@@ -351,3 +351,18 @@ def test_odd_nodes_are_not_layers_and_say_why(case):
     m = _load(make())
     assert not m.nodes[0].layers and said in m.nodes[0].reason
     cut_chains(m)
+
+
+def test_public_api_resolves_without_tvm():
+    """The page imports the importer and the cutter in the server: they never load TVM."""
+    import subprocess
+    import sys
+
+    code = ("import sys, playground.model as m\n"
+            "[getattr(m, n) for n in m.__all__]\n"
+            "m.cut_chains(m.load_model(__import__('playground.model.examples', fromlist=['x'])"
+            ".example_bytes('yolo_tiny')))\n"
+            "print('tvm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
