@@ -340,6 +340,9 @@ ODD = {
     "training batch norm": (lambda: model([helper.make_node(
         "BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], name="bn",
         training_mode=1)], weights={k: [4] for k in "sbmv"}), "training mode"),
+    "batch norm per element": (lambda: model([op(
+        "BatchNormalization", ["x", "s", "b", "m", "v"], "y", spatial=0)], opset=8,
+        weights={k: [4, 8, 8] for k in "sbmv"}), "spatial=0"),
     "clip bound not a scalar": (lambda: model([op("Clip", ["x", "lo"], "y")],
                                               inits=[init("lo", [0.0, 1.0])]), "not a scalar"),
 }

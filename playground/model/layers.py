@@ -206,6 +206,8 @@ def _layers(g: _Graph, node: Any, data: list[str], shapes: dict, opset: int
     if op == "BatchNormalization":
         if attrs.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
             raise _Skip("it is in training mode")
+        if not attrs.get("spatial", 1):  # opsets 7-8: one scale per element, not per channel
+            raise _Skip("spatial=0 (its parameters are per element, not per channel)")
         # ONNX keeps epsilon as float32: 1e-5 reads 9.9999997e-06; say what was meant
         return [{"op": "batch_norm", "eps": float(f"{attrs.get('epsilon', 1e-5):.7g}")}]
     if op == "Relu":
