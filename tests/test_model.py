@@ -298,7 +298,8 @@ def test_nodes_are_counted_from_the_wire(name):
     from playground.model.examples import build
     from playground.model.onnx_read import count_nodes
 
-    proto = build(name, weights="random", size=32) if name != "yolo_tiny" else build(name)
+    # random weights: initializers' raw data among the fields the count skips
+    proto = build(name, weights="random") if name == "mobilenet_v2" else build(name)
     assert count_nodes(proto.SerializeToString()) == len(proto.graph.node)
     assert count_nodes(proto.SerializeToString(), limit=5) == 6  # stops past the limit
 
@@ -356,6 +357,7 @@ def test_odd_nodes_are_not_layers_and_say_why(case):
     cut_chains(m)
 
 
+@pytest.mark.slow
 def test_public_api_resolves_without_tvm():
     """The page imports the importer and the cutter in the server: they never load TVM."""
     import subprocess

@@ -110,7 +110,7 @@ def _check_layers_follow_nodes(piece, by_name) -> None:
     assert next(layers, None) is None
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
                      max_size=4),
        end=st.integers(0, 10**6))
