@@ -1,5 +1,5 @@
 """Command line: ``python -m playground presets | run | lower | export | auto | fusion |
-experiments``.
+experiments | model``.
 
 ``run`` loads a schedule file (an exported script or a preset name), validates it against the
 numpy reference and measures it in a worker process; it exits 1 when the schedule is invalid
@@ -12,7 +12,8 @@ would without ``--record``, and one line on stderr says that it was not recorded
 ``auto CHAIN`` searches the schedule templates for the chain (a JSON chain, a JSON session, an
 exported script or a preset) within ``--budget-s`` and prints the best schedule; ``fusion
 CHAIN`` answers "should I fuse?" with the best fused and unfused schedules measured side by
-side.
+side. ``model MODEL.onnx`` cuts a network into chains and scans them
+(:mod:`playground.model.cli`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from playground.build.sampling import METHOD
 from playground.errors import PlaygroundError
+from playground.model.cli import add_parser as add_model_parser
 from playground.store.cli import add_parser as add_experiments_parser
 
 
@@ -281,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_fusion)
     add_experiments_parser(sub)
+    add_model_parser(sub)
     args = parser.parse_args(argv)
     args.started = started
     try:

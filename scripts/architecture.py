@@ -32,6 +32,7 @@ CAPTIONS = {
     "store": "experiment store (SQLite)",
     "explore": "analysis, halo, sweep, tuning, compare",
     "templates": "templates + search + verdict",
+    "model": "ONNX import, cutting, network scan",
     "cli": "python -m playground",
     "api": "lazy public API",
 }

@@ -57,6 +57,11 @@ DERIVED_SUFFIXES = ("_pad", "_weight", "_bias", "_gamma", "_beta", "_mean", "_va
                     "_shift")
 
 
+def default_name(op: str, n: int) -> str:
+    """The name :func:`normalize_chain` gives the ``n``-th (from 1) unnamed ``op`` layer."""
+    return f"{_PREFIX[op]}{n}"
+
+
 def _err(layer: str, field: str, message: str) -> ChainError:
     where = f"layer:{layer}.{field}" if field else f"layer:{layer}"
     return ChainError(message, where=where)
@@ -144,7 +149,7 @@ def _normalize_layer(raw: Any, index: int, counts: dict[str, int]) -> dict:
         raise ChainError(f"layer {index + 1}: unknown op {op!r} (choose one of {', '.join(OPS)})",
                          where=f"layer:#{index + 1}.op")
     counts[op] = counts.get(op, 0) + 1
-    name = raw.get("name") or f"{_PREFIX[op]}{counts[op]}"
+    name = raw.get("name") or default_name(op, counts[op])
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ChainError(f"layer {index + 1}: name {name!r} must be lower-case letters, digits "
                          "and '_', starting with a letter, at most 32 characters",
