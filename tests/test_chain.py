@@ -117,3 +117,26 @@ def test_padding_forms_and_depthwise():
 def test_normalization_is_idempotent():
     chain = normalize_chain(SEED_1)
     assert normalize_chain(chain) == chain
+
+
+def test_an_edit_of_several_fields_keeps_the_valid_ones_and_says_why_for_each_other():
+    """H = 100000, W = 100000 and C = 3 typed in turn: C is applied at once, H and W each
+    get their own error and the value the chain still uses (issue 22, point 5)."""
+    from playground.chain.edits import apply_fields, field_values
+
+    chain = normalize_chain({"input": {"shape": [1, 32, 64, 64]},
+                             "layers": [{"op": "conv2d", "channels": 64, "kernel": 3},
+                                        {"op": "relu"}]})
+    values = {**field_values(chain), "input.h": 100000, "input.w": 100000, "input.c": 3}
+    new, errors = apply_fields(chain, values)
+    assert new["input"]["shape"] == [1, 3, 64, 64]
+    assert [(e.field, e.kept) for e in errors] == [("input.h", 64), ("input.w", 64)]
+    assert all("larger than" in e.message for e in errors)
+    # Two changed fields of one layer, both valid: both kept.
+    values = {**field_values(new), "0.channels": 6, "0.groups": 3}
+    together, errors = apply_fields(new, values)
+    assert errors == [] and together["layers"][0]["groups"] == 3
+    # Unchanged values change nothing; a kernel pair edits one side; "auto" in channels.
+    assert apply_fields(chain, field_values(chain)) == (chain, [])
+    wide, _ = apply_fields(chain, {**field_values(chain), "0.kernel_w": 5, "0.in_channels": 32})
+    assert wide["layers"][0]["kernel"] == [3, 5] and wide["layers"][0]["in_channels"] == 32

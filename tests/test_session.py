@@ -73,3 +73,26 @@ def test_serialization_round_trip():
     t = Session.from_dict(s.to_dict())
     assert t.chain == s.chain and t.steps == s.steps and t.cursor == s.cursor
     assert Session.from_dict({"chain": CONV_RELU, "steps": []}).cursor == 0
+
+
+def test_a_replacement_is_one_entry_that_undo_reverses_and_redo_brings_back():
+    built = Session.new(CONV_RELU_CONV, fuse_two_convs())
+    imported = Session.new(CONV_RELU, [Step("parallel", {"block": "conv1", "loop": "k"}),
+                                       Step("vectorize", {"block": "relu1", "loop": "w"})])
+    s = imported.replacing(built, "imported x.py")
+    assert s == imported and s.at_replacement and s.key() == imported.key()
+    back = s.undo()  # not the import's last step: the whole session before it
+    assert back == built and back.cursor == 7 and back.can_redo
+    assert back.redo() == imported and back.redo().at_replacement
+    # Steps after the replacement undo one by one, then the replacement itself.
+    more = s.apply(Step("unroll", {"block": "relu1", "loop": "h"}))
+    assert more.replaced is s.replaced and not more.at_replacement
+    assert more.undo().undo() == built
+    # Going into the imported steps and applying there keeps what is left of them.
+    inside = s.goto(1).apply(Step("unroll", {"block": "relu1", "loop": "h"}))
+    assert inside.replaced.steps == 1 and inside.goto(1).undo() == built
+    assert s.delete(0).replaced.steps == 1
+    # A new step after undoing the replacement drops its redo, as a new step always does.
+    assert not back.apply(Step("parallel", {"block": "conv2", "loop": "k"})).can_redo
+    with pytest.raises(StepError, match="replaced none"):
+        built.before_replacement()

@@ -8,6 +8,7 @@ dilations, odd sizes, batch > 1, pools, every elementwise op) and random templat
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fuzzing import HypothesisDraw
+from helpers import CONV_RELU_CONV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +28,7 @@ from playground.io.script_import import import_script
 from playground.schedule.session import Session
 from playground.templates.conv import Tile
 from playground.templates.plan import Group, Plan, plan_steps
-from playground.templates.search import search
+from playground.templates.search import candidate_plans, search
 from playground.templates.space import fusion_options, registers, tile_candidates
 from playground.templates.stages import stages
 from playground.templates.verdict import fusion_verdict
@@ -340,3 +342,21 @@ def test_verdict_without_a_fused_schedule_that_fits_is_dont_fuse(pool):
     v = fusion_verdict(pool, chain, machine_facts(), budget_s=5)
     assert v.fused is None and v.unfused is not None and v.unfused.ok
     assert v.verdict == "don't fuse" and "no fused schedule fits" in v.reason
+
+
+def test_a_template_history_groups_by_layer_and_stage():
+    """Long histories (a searched schedule) read as stages: a layer's weights and layout,
+    its register tiling, its fusion into another layer."""
+    from playground.schedule.views import GROUP_FROM
+    from playground.schedule.views import stages as history_stages
+
+    chain = normalize_chain(CONV_RELU_CONV)
+    _, plan, _ = next(candidate_plans(chain, machine_facts(), fused=False))
+    steps = plan_steps(chain, plan).steps
+    groups = history_stages(chain, steps)
+    labels = [g.label.split(" (")[0] for g in groups]
+    assert "conv1 · register tiling" in labels and "conv2 · register tiling" in labels, labels
+    assert all(g.end - g.start >= 3 for g in groups)
+    assert [g.start for g in groups] == sorted(g.start for g in groups)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(groups))
+    assert history_stages(chain, steps[:GROUP_FROM - 1]) == []  # a short history stays flat

@@ -2,8 +2,10 @@
 
 :func:`chain_ui` draws the editor from the session's chain and returns what the user asked
 for as plain data (:class:`ChainInput`); :func:`handle_chain_input` applies it to the session.
-An invalid edit never reaches the session: the library's message is shown under the layer (or
-the input row) its ``where`` names, and the editor keeps the user's values so they can be fixed.
+The editor returns its fields' values; every valid changed field reaches the session at once
+and no invalid one does (:func:`playground.chain.edits.apply_fields`): each refused field's
+message is shown under its row, all at once, with the value the chain still uses, the field
+outlined in red, and the editor keeps the user's values so they can be fixed.
 The editor's widget keys come from :func:`ui.state.editor_key`: a new generation after every
 change made elsewhere (preset, import, history), so it always shows the session's chain.
 """
@@ -15,18 +17,19 @@ from typing import Any
 
 import streamlit as st
 
+from playground.chain.edits import FieldError, apply_fields
 from playground.chain.spec import (
     DTYPES,
     INPUT_NAME,
     OPS,
     chain_flop,
-    normalize_chain,
     tensor_shapes,
 )
 from playground.errors import ChainError, PlaygroundError
 from playground.io.presets import list_presets, load_preset, preset_paths
 from playground.schedule.session import Session
 from ui import state
+from ui.io_ui import render_flash, replaced_text
 from ui.text import ERROR_ICON, WARNING_ICON, escape
 
 _PREFIX = {"conv2d": "conv", "max_pool2d": "maxpool", "avg_pool2d": "avgpool",
@@ -47,9 +50,9 @@ _IN_CHANNELS_HELP = ("Optional: the input channels this conv's weight was made f
 
 @dataclass
 class ChainInput:
-    """What the chain editor returns: the edited chain and at most one button action."""
+    """What the chain editor returns: its fields' values and at most one button action."""
 
-    draft: dict
+    values: dict  # editor field ("input.h", "0.kernel_w") -> the value it shows
     action: tuple[str, Any] | None = None  # ("add", op) ("remove", i) ("up", i) ("down", i)
     #                                         ("preset", name)
     slots: dict = field(default_factory=dict)  # "input" | "layer:<i>" | "chain" -> st.empty()
@@ -84,49 +87,39 @@ def _preset_ui() -> tuple[str, Any] | None:
                           key="preset.name", placeholder="Choose a worked schedule…",
                           help="Worked schedules from schedules/*.py; loading one replaces the "
                                "chain and the steps.")
-    if right.button("Load preset", key="preset.load", width="stretch", disabled=name is None):
-        return ("preset", name)
-    return None
+    pressed = right.button("Load preset", key="preset.load", width="stretch",
+                           disabled=name is None)
+    render_flash("preset")
+    return ("preset", name) if pressed else None
 
 
 def _input_ui(spec: dict) -> dict:
     cols = st.columns([1, 1, 1, 1, 1.4])
-    dims = [cols[i].number_input(f"input {'NCHW'[i]}", value=int(v), step=1,
-                                 key=state.editor_key(f"input.{'nchw'[i]}"))
-            for i, v in enumerate(spec["shape"])]
-    dtype = cols[4].selectbox("dtype", DTYPES, index=DTYPES.index(spec["dtype"]),
-                              key=state.editor_key("input.dtype"))
-    return {"shape": dims, "dtype": dtype}
+    values: dict[str, Any] = {
+        f"input.{d}": cols[i].number_input(f"input {d.upper()}", value=int(v), step=1,
+                                           key=state.editor_key(f"input.{d}"))
+        for i, (d, v) in enumerate(zip("nchw", spec["shape"], strict=True))}
+    values["input.dtype"] = cols[4].selectbox("dtype", DTYPES,
+                                              index=DTYPES.index(spec["dtype"]),
+                                              key=state.editor_key("input.dtype"))
+    return values
 
 
 def _window_fields(i: int, layer: dict, cols, fields: tuple) -> dict:
-    """The number fields of a conv or pool layer (pairs such as kernel h / kernel w)."""
-    out = dict(layer)
-    pairs: dict[str, list[int]] = {"kernel": [], "stride": [], "padding": [], "dilation": []}
+    """The number fields of a conv or pool layer (pairs such as kernel h / kernel w), as
+    editor field -> value (``0.kernel_h``, ``0.channels``)."""
+    values: dict[str, Any] = {}
     for col, (label, name, *pos) in zip(cols, fields, strict=True):
-        suffix = f"{name}_{'hw'[pos[0]]}" if pos else name  # chain.0.kernel_h, chain.0.groups
-        key = state.editor_key(f"{i}.{suffix}")
+        field = f"{i}.{name}_{'hw'[pos[0]]}" if pos else f"{i}.{name}"
+        key = state.editor_key(field)
         if name == "in_channels":  # optional: empty follows the incoming tensor
             value = col.number_input(label, value=layer.get(name), min_value=1, step=1,
                                      placeholder="auto", key=key, help=_IN_CHANNELS_HELP)
-            if value is None:
-                out.pop(name, None)
-            else:
-                out[name] = int(value)
+            values[field] = None if value is None else int(value)
             continue
         start = layer[name][pos[0]] if pos else layer[name]
-        value = col.number_input(label, value=int(start), step=1, key=key)
-        if pos:
-            pairs[name].append(value)
-        else:
-            out[name] = value
-    out.update(kernel=pairs["kernel"], stride=pairs["stride"])
-    if pairs["dilation"]:
-        out["dilation"] = pairs["dilation"]
-    t, left = layer["padding"][0], layer["padding"][1]
-    # Asymmetric padding (top != bottom) is kept as it is until the user edits it.
-    out["padding"] = layer["padding"] if pairs["padding"] == [t, left] else pairs["padding"]
-    return out
+        values[field] = col.number_input(label, value=int(start), step=1, key=key)
+    return values
 
 
 def _layer_fields(i: int, layer: dict, earlier: list[str], cols) -> dict:
@@ -135,23 +128,24 @@ def _layer_fields(i: int, layer: dict, earlier: list[str], cols) -> dict:
         return _window_fields(i, layer, cols, _CONV_FIELDS)
     if op in _POOLS:
         return _window_fields(i, layer, cols, _POOL_FIELDS)
-    out = dict(layer)
+    values: dict[str, Any] = {}
     if op == "clip":
-        out["min"] = cols[0].number_input("min", value=float(layer["min"]), step=0.5,
-                                          key=state.editor_key(f"{i}.min"))
-        out["max"] = cols[1].number_input("max", value=float(layer["max"]), step=0.5,
-                                          key=state.editor_key(f"{i}.max"))
+        values[f"{i}.min"] = cols[0].number_input("min", value=float(layer["min"]), step=0.5,
+                                                  key=state.editor_key(f"{i}.min"))
+        values[f"{i}.max"] = cols[1].number_input("max", value=float(layer["max"]), step=0.5,
+                                                  key=state.editor_key(f"{i}.max"))
     elif op == "batch_norm":
-        out["eps"] = cols[0].number_input("eps", value=float(layer["eps"]), step=1e-5,
-                                          format="%.1e", key=state.editor_key(f"{i}.eps"))
+        values[f"{i}.eps"] = cols[0].number_input("eps", value=float(layer["eps"]), step=1e-5,
+                                                  format="%.1e",
+                                                  key=state.editor_key(f"{i}.eps"))
     elif op == "add":
         options = earlier if layer["other"] in earlier else [layer["other"], *earlier]
-        out["other"] = cols[0].selectbox("other (added tensor)", options,
-                                         index=options.index(layer["other"]),
-                                         key=state.editor_key(f"{i}.other"))
+        values[f"{i}.other"] = cols[0].selectbox("other (added tensor)", options,
+                                                 index=options.index(layer["other"]),
+                                                 key=state.editor_key(f"{i}.other"))
     else:
         cols[0].caption("no parameters")
-    return out
+    return values
 
 
 def _layer_ui(i: int, layer: dict, n: int, shape: list[int] | None,
@@ -180,15 +174,14 @@ def chain_ui(chain: dict) -> ChainInput:
     shapes = tensor_shapes(chain)
     action = _preset_ui()
     slots: dict[str, Any] = {}
-    draft: dict = {"input": _input_ui(chain["input"]), "layers": [],
-                   "layout": chain.get("layout", "NCHW")}
+    values = _input_ui(chain["input"])
     slots["input"] = st.empty()
     earlier = [INPUT_NAME]
     n = len(chain["layers"])
     for i, layer in enumerate(chain["layers"]):
         edited, layer_action, slots[f"layer:{i}"] = _layer_ui(
             i, layer, n, shapes.get(layer["name"]), earlier)
-        draft["layers"].append(edited)
+        values.update(edited)
         action = action or layer_action
         earlier.append(layer["name"])
     left, mid, right = st.columns([2, 1, 5], vertical_alignment="bottom")
@@ -198,7 +191,7 @@ def chain_ui(chain: dict) -> ChainInput:
     right.caption(f"{chain_flop(chain) / 1e6:,.1f} MFLOP · output "
                   f"{_shape_text(shapes[chain['layers'][-1]['name']])}")
     slots["chain"] = st.empty()
-    return ChainInput(draft, action, slots)
+    return ChainInput(values, action, slots)
 
 
 # ----------------------------------------------------------------------------- actions
@@ -239,23 +232,55 @@ def restructured(chain: dict, kind: str, arg: Any) -> dict:
     return {**chain, "layers": layers}
 
 
-def _slot_for(where: str, draft: dict) -> str:
+def _slot_for(where: str, chain: dict) -> str:
     if where.startswith("input"):
         return "input"
     if where.startswith("layer:"):
         name = where[len("layer:"):].split(".")[0]
         if name.startswith("#") and name[1:].isdigit():
             return f"layer:{int(name[1:]) - 1}"
-        for i, layer in enumerate(draft["layers"]):
+        for i, layer in enumerate(chain["layers"]):
             if layer.get("name") == name:
                 return f"layer:{i}"
     return "chain"
 
 
-def render_chain_error(inp: ChainInput, error: PlaygroundError) -> None:
-    slot = inp.slots.get(_slot_for(error.where, inp.draft)) or inp.slots["chain"]
+def render_chain_error(inp: ChainInput, error: PlaygroundError, chain: dict) -> None:
+    slot = inp.slots.get(_slot_for(error.where, chain)) or inp.slots["chain"]
     slot.error(f"{escape(error.message)} — not applied; the last valid chain is kept.",
                icon=WARNING_ICON)
+
+
+_LABELS = {name + (f"_{'hw'[pos[0]]}" if pos else ""): label
+           for label, name, *pos in (*_CONV_FIELDS, *_POOL_FIELDS)}
+
+
+def field_label(field: str, chain: dict) -> str:
+    """``input H``, ``conv1 kernel w``: an editor field as the page names it."""
+    where, name = field.split(".", 1)
+    if where == "input":
+        return f"input {name.upper()}" if name != "dtype" else "input dtype"
+    return f"{chain['layers'][int(where)]['name']} {_LABELS.get(name, name)}"
+
+
+def render_field_errors(inp: ChainInput, errors: list[FieldError], chain: dict) -> None:
+    """Every refused field's error under its row, at once, saying what the chain still
+    uses; a red outline on those fields only."""
+    by_slot: dict[str, list[FieldError]] = {}
+    for e in errors:
+        where = e.field.split(".")[0]
+        by_slot.setdefault("input" if where == "input" else f"layer:{where}", []).append(e)
+    for slot, errs in by_slot.items():
+        with inp.slots[slot].container():
+            for e in errs:
+                shown = "auto" if inp.values[e.field] is None else inp.values[e.field]
+                kept = "auto" if e.kept is None else e.kept
+                st.error(f"{escape(field_label(e.field, chain))} = {shown}: "
+                         f"{escape(e.message)} — not applied: the chain still uses {kept}.",
+                         icon=WARNING_ICON)
+    outlined = ", ".join(f".st-key-{state.editor_key(e.field).replace('.', '-')} "
+                         '[data-baseweb="input"]' for e in errors)
+    st.html(f"<style>{outlined} {{border: 2px solid #ff2b2b !important;}}</style>")
 
 
 def _load_preset(name: str) -> tuple[Session, str]:
@@ -267,24 +292,29 @@ def _load_preset(name: str) -> tuple[Session, str]:
 
 
 def handle_chain_input(inp: ChainInput) -> None:
-    """Apply the editor's action or edit to the session (rerun on change), or show the error."""
+    """Apply the editor's action, or every valid field of its edit, to the session (rerun on
+    change); show the refused fields' errors (see :func:`playground.chain.edits.apply_fields`).
+    """
     current = state.session()
     try:
         if inp.action is not None and inp.action[0] == "preset":
             loaded, target = _load_preset(inp.action[1])
-            state.commit(loaded)
+            state.replace_session(loaded, f"preset {inp.action[1]}")
             state.ui().pending_target = target
-            state.ui().flash.append(("success", f"Loaded preset {inp.action[1]}"
-                                                + (f" (target {target})." if target else ".")))
+            state.say("success", f"Loaded preset {inp.action[1]}"
+                      + (f" (target {target})" if target else "")
+                      + f". {replaced_text(current)}", "preset")
         elif inp.action is not None:
             state.commit(current.with_chain(restructured(current.chain, *inp.action)))
         else:
-            chain = normalize_chain(inp.draft)
+            chain, errors = apply_fields(current.chain, inp.values)
+            if errors:
+                render_field_errors(inp, errors, current.chain)
             if chain == current.chain:
                 return
             state.commit(current.with_chain(chain), from_editor=True)
     except ChainError as e:
-        render_chain_error(inp, e if inp.action is None else ChainError(e.message, where="chain"))
+        render_chain_error(inp, ChainError(e.message, where="chain"), current.chain)
         return
     except PlaygroundError as e:
         inp.slots["chain"].error(escape(e.message), icon=ERROR_ICON)

@@ -21,6 +21,7 @@ from playground.store.records import chain_key, iso, machine_key
 from playground.worker.pool import WorkerPool
 from ui import compare_ui, history, state
 from ui.history import step_labels
+from ui.io_ui import replaced_text
 
 #: Rows the list shows at most (newest first); filters narrow the rest down.
 MAX_ROWS = 500
@@ -46,13 +47,15 @@ def restore(chain: dict, steps: list[dict], target: str, what: str) -> None:
     try:
         new = Session.new(chain, steps)
     except PlaygroundError as e:
-        state.ui().flash.append(("error", f"{what} cannot be restored, the session is "
-                                          f"unchanged: {e.message}"))
+        state.say("error", f"{what} cannot be restored, the session is unchanged: "
+                           f"{e.message}")
         return
-    state.commit(new)
+    before = state.session()
+    state.replace_session(new, f"restored {what}")
     if target in TARGETS:
         state.ui().pending_target = target
-    state.ui().flash.append(("success", f"Restored {what}: {len(new.steps)} step(s)."))
+    state.say("success", f"Restored {what}: {len(new.steps)} step(s). "
+                         f"{replaced_text(before)}", "history")
     st.session_state["page"] = "Playground"
 
 
@@ -125,11 +128,11 @@ def _save_note(experiment_id: int) -> None:
 
 def _delete(experiment_id: int) -> None:
     if not st.session_state.get("exp.delete.confirm"):
-        state.ui().flash.append(("warning", "Tick “yes, delete it” first."))
+        state.say("warning", "Tick “yes, delete it” first.")
         return
     st.session_state["exp.delete.confirm"] = False
     if _act(lambda s: s.delete(experiment_id) or True):
-        state.ui().flash.append(("success", f"Deleted experiment #{experiment_id}."))
+        state.say("success", f"Deleted experiment #{experiment_id}.")
 
 
 def _act(change):
@@ -137,7 +140,7 @@ def _act(change):
     try:
         return change(get_store())
     except StoreError as e:
-        state.ui().flash.append(("error", e.message))
+        state.say("error", e.message)
         return None
 
 
@@ -221,9 +224,9 @@ def _save_session(session: Session, target: str) -> None:
         get_store().save_session(name, session, st.session_state.get("exp.save.note", ""),
                                  target)
     except StoreError as e:
-        state.ui().flash.append(("error", f"Not saved: {e.message}"))
+        state.say("error", f"Not saved: {e.message}")
         return
-    state.ui().flash.append(("success", "Session saved."))
+    state.say("success", "Session saved.")
 
 
 def _load_session(name: str) -> None:

@@ -27,8 +27,8 @@ from playground.worker.pool import WorkerPool
 from ui import background, search_ui, state
 from ui.text import ERROR_ICON, code, escape
 
-#: This tab's background jobs, as their progress bars list them.
-TASK_NAMES = ("sweep", "tune", "compare", *search_ui.TASKS)
+#: Session-state key (not a widget): the comparison rows shown while new ones are measured.
+PREVIOUS_COMPARISON = "fusion._previous_comparison"
 INTRO = (
     "Fusing with `compute_at` keeps a producer's tile in cache (producer–consumer locality) "
     "but recomputes the halo that neighbouring tiles share (redundant work). Whether it pays "
@@ -248,10 +248,12 @@ def render_tuning(result, session: Session) -> None:
             st.code("\n".join(tuned.dropped), language="text")
     if st.button("Import the tuned steps into the session", key="fusion.tune.import"):
         try:
-            state.commit(Session.new(session.chain, [s.to_dict() for s in tuned.steps]))
-            st.rerun()
+            new = Session.new(session.chain, [s.to_dict() for s in tuned.steps])
         except PlaygroundError as e:
             st.error(escape(e.message), icon=ERROR_ICON)
+            return
+        state.replace_session(new, "the tuned schedule")
+        st.rerun()
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -276,7 +278,27 @@ def start_comparison(pool: WorkerPool, session: Session) -> None:
         return compare.comparison_table(pool, session, tuned=tuned_steps, auto=auto_steps,
                                         on_progress=progress, cancel=task.cancel)
 
+    old = background.get("compare")
+    if old is not None and old.done and old.result:
+        st.session_state[PREVIOUS_COMPARISON] = old.result
     background.start("compare", work)
+
+
+def render_comparison() -> None:
+    """The last comparison table; while a new one is measured, the one before stays (with a
+    line saying so) instead of an empty space."""
+    task = background.get("compare")
+    if task is not None and task.running:
+        rows = st.session_state.get(PREVIOUS_COMPARISON)
+        if rows:
+            st.caption("The table measured before; the new one replaces it when it is done.")
+            _comparison_table(rows)
+        return
+    _render_task_result("compare", _comparison_table)
+
+
+def _comparison_table(rows) -> None:
+    st.dataframe(compare.rows_to_records(rows), hide_index=True, key="fusion.compare.table")
 
 
 # ----------------------------------------------------------------------------- roofline
@@ -316,26 +338,28 @@ def render_roofline(pool: WorkerPool, session: Session, analysis: dict | None) -
 
 # ----------------------------------------------------------------------------- page
 
+def render_tasks(*names: str) -> None:
+    """Progress and Cancel of this tab's background jobs ``names``, drawn where it is called
+    (beside the button that started them), refreshed every second while any of them runs;
+    nothing (and no polling) while none does."""
+    if any(t is not None and t.running for t in map(background.get, names)):
+        _poll_tasks(names)
+
+
 @st.fragment(run_every=1.0)
-def render_tasks() -> None:
-    """Progress of this tab's background jobs, refreshed every second while any runs."""
+def _poll_tasks(names: tuple[str, ...]) -> None:
     running = False
-    for name in TASK_NAMES:
+    for name in names:
         task = background.get(name)
         if task is None or task.done:
             continue
         running = True
-        cols = st.columns([6, 1])
+        cols = st.columns([6, 1], vertical_alignment="bottom")
         cols[0].progress(task.progress, text=f"{name}: {task.text}")
         if cols[1].button("Cancel", key=f"fusion.cancel.{name}"):
             task.cancel.set()
-    seen = st.session_state.setdefault("fusion.tasks_seen", {})
-    for name in TASK_NAMES:
-        task = background.get(name)
-        if task is not None and task.done and seen.get(name) is not task:
-            seen[name] = task
-            if not running:
-                st.rerun()  # show the finished job's results on the whole page
+    if not running:
+        st.rerun()  # show the finished job's results on the whole page
 
 
 def _render_task_result(name: str, render) -> None:
@@ -352,9 +376,8 @@ def page(pool: WorkerPool, target: str) -> None:
     """The Fusion explorer tab (CPU analysis and measurements)."""
     session = state.session()
     st.markdown(INTRO)
-    render_tasks()
     st.markdown("#### Search schedules, and fuse or not")
-    search_ui.search_section(pool, session, target)
+    search_ui.search_section(pool, session, target, lambda: render_tasks(*search_ui.TASKS))
     analysis = render_analysis(pool, session)
 
     st.markdown("#### One tile and its halo")
@@ -368,6 +391,7 @@ def page(pool: WorkerPool, target: str) -> None:
                                         disabled=not chosen[1]):
         start_sweep(pool, session, *chosen)
         st.rerun()
+    render_tasks("sweep")
     _render_task_result("sweep", render_sweep)
 
     st.markdown("#### Roofline")
@@ -375,20 +399,22 @@ def page(pool: WorkerPool, target: str) -> None:
 
     st.markdown("#### Auto-tuning baseline (MetaSchedule)")
     cols = st.columns([1, 2])
-    trials = cols[0].number_input("trials", min_value=1, max_value=tuning.MAX_TRIALS, value=32,
-                                  step=16, key="fusion.tune.trials")
+    state.keep("fusion.tune.trials", 32)
+    trials = cols[0].number_input("trials", min_value=1, max_value=tuning.MAX_TRIALS, step=16,
+                                  key="fusion.tune.trials")
     cols[1].caption(f"About {tuning.estimate_seconds(int(trials)):.0f} s on this machine; the "
                     "best schedule comes back as steps you can import and keep editing.")
     if st.button("Tune", key="fusion.tune.run"):
         start_tuning(pool, session, int(trials))
         st.rerun()
+    render_tasks("tune")
     _render_task_result("tune", lambda r: render_tuning(r, session))
 
     st.markdown("#### Comparison")
     if st.button("Measure the comparison table", key="fusion.compare.run"):
         start_comparison(pool, session)
         st.rerun()
-    _render_task_result("compare", lambda rows: st.dataframe(
-        compare.rows_to_records(rows), hide_index=True, key="fusion.compare.table"))
+    render_tasks("compare")
+    render_comparison()
     if target != "cpu":
         st.caption("The explorer analyses and measures on the host CPU.")

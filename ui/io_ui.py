@@ -3,7 +3,9 @@ shareable links: a short link ``?s=<id>`` to the session kept in the experiment 
 the chain and steps in the URL's query string (``?state=``), both restored on first load.
 
 Imports are read by :mod:`playground.io.script_import`, which parses and never executes them; a
-refused import leaves the session as it was. With both a file in the uploader and text in the
+refused import leaves the session as it was (and a refused file leaves the uploader); an
+accepted one is a history entry that Undo reverses. Messages appear under the Import button.
+With both a file in the uploader and text in the
 paste box, the one touched last is imported, and the page says which.
 """
 
@@ -29,6 +31,8 @@ SHORT_KEY = "s"
 SHORT_LINK = "io._short_link"
 #: Session-state key (not a widget): "upload" or "paste", whichever the user touched last.
 SOURCE_KEY = "io._source"
+#: Session-state key (not a widget): the uploader's key generation (see :func:`upload_key`).
+UPLOAD_GENERATION = "io._upload_generation"
 
 
 def restore_from_url() -> Session | None:
@@ -88,9 +92,15 @@ def _touched(source: str) -> None:
     st.session_state[SOURCE_KEY] = source
 
 
+def upload_key() -> str:
+    """The uploader's key: a new one after a refused file, which clears it from the uploader
+    (a file uploader's value cannot be set)."""
+    return f"io.upload.v{st.session_state.get(UPLOAD_GENERATION, 0)}"
+
+
 def _held() -> dict:
     """The import sources that hold something: "upload" (the file), "paste" (the text)."""
-    held = {"upload": st.session_state.get("io.upload"),
+    held = {"upload": st.session_state.get(upload_key()),
             "paste": (st.session_state.get("io.paste") or "").strip()}
     return {name: value for name, value in held.items() if value}
 
@@ -105,7 +115,7 @@ def import_source() -> str | None:
 def _read_import(source: str | None) -> tuple[str, str]:
     """(text, what it is) of the chosen source."""
     if source == "upload":
-        upload = st.session_state["io.upload"]
+        upload = st.session_state[upload_key()]
         if upload.size > MAX_UPLOAD_BYTES:
             raise PlaygroundError(f"{upload.name} is {upload.size:,} bytes, above the "
                                   f"{MAX_UPLOAD_BYTES // 1024} KiB limit")
@@ -119,9 +129,11 @@ def _read_import(source: str | None) -> tuple[str, str]:
 
 
 def import_ui() -> bool:
-    """Upload or paste a script / JSON session; returns whether Import was pressed."""
+    """Upload or paste a script / JSON session; returns whether Import was pressed. The
+    import's messages are drawn under the button (:func:`render_flash`)."""
     st.file_uploader("Upload a script or session", type=["py", "json", "txt"],
-                     key="io.upload", max_upload_size=1, on_change=_touched, args=("upload",))
+                     key=upload_key(), max_upload_size=1, on_change=_touched,
+                     args=("upload",))
     st.text_area("…or paste one", key="io.paste", height=120, on_change=_touched,
                  args=("paste",), placeholder="an exported schedule.py or a JSON session")
     held, source = _held(), import_source()
@@ -133,27 +145,42 @@ def import_ui() -> bool:
                    + (f" (touched last); {other[0]} is ignored." if other else "."))
     # Never disabled: text typed into the paste box counts only once the box loses focus,
     # which is when this button is clicked.
-    return st.button("Import", key="io.import", width="stretch")
+    pressed = st.button("Import", key="io.import", width="stretch")
+    render_flash("import")
+    return pressed
 
 
 def handle_import(pressed: bool) -> None:
-    """Replace the session with the imported one (rerun), or keep it and say why not."""
+    """Replace the session with the imported one as a history entry that Undo reverses
+    (rerun), or keep it and say why not beside the button; a refused file leaves the
+    uploader."""
     if not pressed:
         return
+    source = import_source()
     try:
-        text, source = _read_import(import_source())
+        text, name = _read_import(source)
         chain, steps, meta = import_script(text)
         new = Session.new(chain, steps)
         cursor = meta.get("cursor")
         new = new.goto(cursor) if isinstance(cursor, int) else new
     except PlaygroundError as e:
-        state.ui().flash.append(("error", f"Import refused, the session is unchanged: "
-                                          f"{e.message}"))
-        return
-    state.commit(new)
+        state.say("error", f"Import refused, the session is unchanged: {e.message}", "import")
+        if source == "upload":
+            st.session_state[UPLOAD_GENERATION] = st.session_state.get(UPLOAD_GENERATION, 0) + 1
+        st.rerun()
+    before = state.session()
+    state.replace_session(new, f"imported {name}")
     state.ui().pending_target = meta.get("target", "")
-    state.ui().flash.append(("success", f"Imported {source}: {len(new.steps)} step(s)."))
+    state.say("success", f"Imported {name}: {len(new.steps)} step(s). "
+                         f"{replaced_text(before)}", "import")
     st.rerun()
+
+
+def replaced_text(before: Session) -> str:
+    """What Undo brings back after a replacement, in a few words."""
+    layers = " → ".join(layer["op"] for layer in before.chain["layers"])
+    return (f"Undo brings back the session it replaced ({layers}, "
+            f"{len(before.steps)} step(s)).")
 
 
 def share_link(page_url: str, key: str, text: str) -> str:
@@ -167,7 +194,7 @@ def make_short_link(session: Session, target: str) -> None:
     try:
         link = get_store().share(session, target)
     except StoreError as e:
-        state.ui().flash.append(("error", f"No short link: {e.message}"))
+        state.say("error", f"No short link: {e.message}", "share")
         return
     st.session_state[SHORT_LINK] = (link, session.key())
 
@@ -177,6 +204,7 @@ def share_ui(session: Session, target: str = "cpu") -> None:
     st.button("Make a short link", key="io.share", on_click=make_short_link,
               args=(session, target), width="stretch",
               help="Keeps this session on the server; the link restores it in any browser.")
+    render_flash("share")
     link, key = st.session_state.get(SHORT_LINK) or ("", "")
     if link and key == session.key():
         st.code(share_link(st.context.url, SHORT_KEY, link), language=None, wrap_lines=True)
@@ -189,8 +217,10 @@ def share_ui(session: Session, target: str = "cpu") -> None:
     st.code(share_link(st.context.url, QUERY_KEY, text), language=None, wrap_lines=True)
 
 
-def render_flash() -> None:
-    """Messages from the last action (import, preset, link), shown once."""
-    for level, text in state.ui().flash:  # plain text that may quote a file or a link
+def render_flash(where: str = "top") -> None:
+    """The messages of the last action taken at ``where`` (import, preset, link...), shown
+    once, in the place that caused them."""
+    flash = state.ui().flash
+    for level, text, _ in [m for m in flash if m[2] == where]:  # plain text: may quote a file
         getattr(st, level)(escape(text), icon=ERROR_ICON if level == "error" else None)
-    state.ui().flash.clear()
+    flash[:] = [m for m in flash if m[2] != where]

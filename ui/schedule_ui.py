@@ -1,5 +1,6 @@
 """The schedule form (a primitive and its arguments, picked from the current schedule) and
-the history (undo, redo, jump to a step, delete a step).
+the history (undo, redo, jump to a step, delete a step; an import or a load is one entry, and
+a long history is grouped by stage).
 
 Pickers are filled from :func:`playground.schedule.replay.blocks` of the session's schedule: block
 names, that block's loops with their extents ("h_0 (7)"), divisors of a loop's extent for split
@@ -14,6 +15,7 @@ block furthest down the chain that the moved block feeds, at its innermost outer
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -31,7 +33,9 @@ from playground.schedule.steps import (
     normalize_step,
     step_code,
 )
+from playground.schedule.views import stages
 from ui import state
+from ui.io_ui import render_flash
 from ui.text import ERROR_ICON, WARNING_ICON, code, escape
 
 _DEFAULT_INDEX_MAP = "lambda n, c, h, w: (n, c, h, w)"
@@ -260,33 +264,73 @@ def render_step_error(error: dict | None) -> None:
 
 # ----------------------------------------------------------------------------- history
 
+def _history_row(session: Session, k: int, text: str) -> tuple[str, int] | None:
+    """One history entry (``k``: its cursor) with its go and delete buttons."""
+    action = None
+    with st.container(horizontal=True, vertical_alignment="center", gap="xsmall", wrap=False):
+        if k == session.cursor:
+            st.markdown(f"▶ **{text}**", width="stretch")
+        elif k > session.cursor:
+            st.markdown(f":gray[{text} (undone)]", width="stretch")
+        else:
+            st.markdown(text, width="stretch")
+        if st.button("go", key=f"hist.goto.{k}", disabled=k == session.cursor,
+                     help=f"make the first {k} steps active", type="tertiary"):
+            action = ("goto", k)
+        if k and st.button("✕", key=f"hist.delete.{k - 1}", help="delete this step",
+                           type="tertiary"):
+            action = ("delete", k - 1)
+    return action
+
+
+def _replacement_row(label: str, before: Session, key: str, undone: bool) -> bool:
+    """The history entry of a replacement (an import, a preset, a load, a link); True when
+    its button was pressed (going back before it, or forward to it when undone)."""
+    text = (f"⟲ {escape(label)} — replaced {len(before.steps)} step(s) on "
+            f"{escape(' → '.join(layer['op'] for layer in before.chain['layers']))}")
+    with st.container(horizontal=True, vertical_alignment="center", gap="xsmall", wrap=False):
+        st.markdown(f":gray[{text} (undone)]" if undone else text, width="stretch")
+        return st.button("redo" if undone else "back", key=key, type="tertiary",
+                         help="bring this replacement back" if undone else
+                         "go back to the session before it (Undo at its last step does too)")
+
+
 def history_ui(session: Session) -> tuple[str, int] | None:
-    """The steps with undo / redo / go to / delete; returns the action pressed."""
+    """The steps with undo / redo / go to / delete; returns the action pressed. A
+    replacement (import, preset, load, link) is an entry of its own; a long history is
+    grouped by stage (:func:`playground.schedule.views.stages`), the stage being worked on
+    open."""
     action = None
     with st.container(horizontal=True):
-        if st.button("↶ Undo", key="hist.undo", disabled=not session.can_undo):
+        if st.button("↶ Undo", key="hist.undo", disabled=not session.can_undo,
+                     help=f"back to before {session.replaced.label}"
+                     if session.at_replacement else None):
             action = ("undo", 0)
         if st.button("↷ Redo", key="hist.redo", disabled=not session.can_redo):
             action = ("redo", 0)
+    render_flash("history")
     if session.notice:
         st.warning(escape(session.notice), icon=WARNING_ICON)
-    labels = ["unscheduled chain", *(s.label() for s in session.steps)]
-    for k, label in enumerate(labels):
-        with st.container(horizontal=True, vertical_alignment="center", gap="xsmall",
-                          wrap=False):
-            text = f"{k} · {code(label)}" if k else f"{k} · {label}"
-            if k == session.cursor:
-                st.markdown(f"▶ **{text}**", width="stretch")
-            elif k > session.cursor:
-                st.markdown(f":gray[{text} (undone)]", width="stretch")
-            else:
-                st.markdown(text, width="stretch")
-            if st.button("go", key=f"hist.goto.{k}", disabled=k == session.cursor,
-                         help=f"make the first {k} steps active", type="tertiary"):
-                action = ("goto", k)
-            if k and st.button("✕", key=f"hist.delete.{k - 1}", help="delete this step",
-                               type="tertiary"):
-                action = ("delete", k - 1)
+    if session.replaced is not None and _replacement_row(
+            session.replaced.label, session.replaced.before, "hist.before", undone=False):
+        action = ("before", 0)
+    action = _history_row(session, 0, "0 · unscheduled chain") or action
+    groups = {g.start: g for g in stages(session.chain, session.steps)}
+    k = 1
+    while k <= len(session.steps):
+        group = groups.get(k - 1)
+        ks = range(k, group.end + 1) if group else (k,)
+        with (st.expander(f"{group.start + 1}–{group.end} · {group.label}",
+                          expanded=group.start < session.cursor <= group.end)
+              if group else contextlib.nullcontext()):
+            for j in ks:
+                action = _history_row(
+                    session, j, f"{j} · {code(session.steps[j - 1].label())}") or action
+        k = ks[-1] + 1
+    forward = session.redo_replace
+    if forward is not None and forward.replaced is not None and _replacement_row(
+            forward.replaced.label, session, "hist.forward", undone=True):
+        action = ("forward", 0)
     return action
 
 
@@ -298,7 +342,9 @@ def handle_history(action: tuple[str, int] | None) -> None:
     kind, arg = action
     try:
         new = {"undo": lambda: current.undo(), "redo": lambda: current.redo(),
-               "goto": lambda: current.goto(arg), "delete": lambda: current.delete(arg)}[kind]()
+               "goto": lambda: current.goto(arg), "delete": lambda: current.delete(arg),
+               "before": current.before_replacement,
+               "forward": lambda: current.redo_replace}[kind]()
     except PlaygroundError as e:
         st.error(escape(e.message), icon=ERROR_ICON)
         return

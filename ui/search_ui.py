@@ -1,14 +1,17 @@
 """The Fusion explorer's answers: the template search and the fuse-or-not verdict.
 
 Both run in a background thread of this tab (:mod:`ui.background`): the page shows progress,
-the best schedule found so far and a Cancel button (:func:`ui.fusion_ui.render_tasks`), and
-stays usable meanwhile. Every build and run happens in the worker pools (a search is a long
-job: it never holds up another user's IR view). The results are plain steps: one click loads
-the best, fused or unfused schedule into the session, where it can be edited, undone and
+the best schedule found so far and a Cancel button under its buttons
+(:func:`ui.fusion_ui.render_tasks`), and stays usable meanwhile. Every build and run happens
+in the worker pools (a search is a long job: it never holds up another user's IR view). The
+results are plain steps: one click loads the best, fused or unfused schedule into the
+session (one history entry that Undo reverses), where it can be edited, undone and
 exported like any other.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -19,6 +22,7 @@ from playground.templates.search import Candidate, SearchResult, search
 from playground.templates.verdict import Verdict, fusion_verdict
 from playground.worker.pool import WorkerPool
 from ui import background, state
+from ui.io_ui import render_flash, replaced_text
 from ui.text import ERROR_ICON, code, escape
 
 #: Background task names of this section (the explorer's progress bar lists them).
@@ -55,13 +59,22 @@ def start_verdict(pool: WorkerPool, session: Session, budget_s: float) -> None:
 
 
 def load(session: Session, cand: Candidate, what: str) -> None:
-    """Replace the session's steps with the candidate's (the chain stays)."""
+    """Replace the session's steps with the candidate's (the chain stays), as a history entry
+    that Undo reverses; the message shows under the search's results."""
     try:
-        state.commit(Session.new(session.chain, [s.to_dict() for s in cand.steps]))
-        state.ui().flash.append(("success", f"Loaded the {what} schedule: {len(cand.steps)} "
-                                            "steps."))
+        new = Session.new(session.chain, [s.to_dict() for s in cand.steps])
     except PlaygroundError as e:
-        state.ui().flash.append(("error", f"Could not load the {what} schedule: {e.message}"))
+        state.say("error", f"Could not load the {what} schedule: {e.message}", _where(what))
+        return
+    before = state.session()
+    state.replace_session(new, f"the {what} schedule found")
+    state.say("success", f"Loaded the {what} schedule: {len(cand.steps)} steps. "
+              f"{replaced_text(before)}", _where(what))
+
+
+def _where(what: str) -> str:
+    """Where a load's message shows: under the search's button, or under the verdict's."""
+    return "search" if what == "best" else "verdict"
 
 
 def _same_chain(result_chain: dict, session: Session) -> bool:
@@ -113,13 +126,16 @@ def render_verdict(verdict: Verdict, session: Session) -> None:
                                                   for group in verdict.fused_layers))
 
 
-def search_section(pool: WorkerPool, session: Session, target: str) -> None:
-    """Budget, the two buttons, and the last results."""
+def search_section(pool: WorkerPool, session: Session, target: str,
+                   progress: Callable[[], None]) -> None:
+    """Budget, the two buttons, ``progress()`` (their jobs' progress and Cancel), and the last
+    results. The budget keeps its value while another tab is open."""
     st.caption("Templates write ordinary steps for this chain from the machine's facts "
                f"({escape(machine_facts().summary())}); the search builds, validates and times "
                "their variants (tiles, vector axis, fusion, tile rows) within the budget.")
     cols = st.columns([1, 1, 1])
-    budget = cols[0].number_input("budget (s)", min_value=5, max_value=600, value=60, step=5,
+    state.keep("fusion.search.budget", 60)
+    budget = cols[0].number_input("budget (s)", min_value=5, max_value=600, step=5,
                                   key="fusion.search.budget")
     if cols[1].button("Search schedules", key="fusion.search.run", width="stretch",
                       disabled=target != "cpu"):
@@ -129,6 +145,7 @@ def search_section(pool: WorkerPool, session: Session, target: str) -> None:
                       disabled=target != "cpu"):
         start_verdict(pool, session, float(budget))
         st.rerun()
+    progress()
     for name, render in (("search", render_search), ("verdict", render_verdict)):
         task = background.get(name)
         if task is None or task.running:
@@ -137,3 +154,4 @@ def search_section(pool: WorkerPool, session: Session, target: str) -> None:
             st.error(f"{name}: {escape(task.error)}", icon=ERROR_ICON)
         elif task.result is not None:
             render(task.result, session)
+        render_flash(name)

@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -59,7 +60,8 @@ class UIState:
     measurements: list = field(default_factory=list)
     #: The last refused step: ``{"message", "detail"}``, cleared by the next change.
     step_error: dict | None = None
-    #: Messages to show once at the top of the page: ``(level, text)``.
+    #: Messages to show once: ``(level, text, where)``, drawn by ``ui.io_ui.render_flash(where)``
+    #: beside the control that caused them ("top": the top of the page).
     flash: list = field(default_factory=list)
     #: The URL state last written, so the URL is rewritten only on change.
     url_state: str = ""
@@ -109,9 +111,12 @@ def init(restore: Callable[[], Session | None]) -> None:
         try:
             session = restore()
         except PlaygroundError as e:
-            ui().flash.append(("error", f"The link's state could not be restored: {e.message}. "
-                                        "Showing the default chain instead."))
-        st.session_state[SESSION_KEY] = session or Session.new(DEFAULT_CHAIN)
+            say("error", f"The link's state could not be restored: {e.message}. "
+                         "Showing the default chain instead.")
+        default = Session.new(DEFAULT_CHAIN)
+        # A link's session is a history entry: Undo goes back to the default chain.
+        st.session_state[SESSION_KEY] = (session.replacing(default, "opened a link")
+                                         if session is not None else default)
 
 
 def session() -> Session:
@@ -135,6 +140,29 @@ def commit(new: Session, *, from_editor: bool = False) -> None:
     ui().step_error = None
     if not from_editor:
         ui().editor_generation += 1
+
+
+def replace_session(new: Session, label: str) -> None:
+    """Make ``new`` the session as one history entry, ``label`` (e.g. "imported x.py"): Undo
+    brings back the session it replaced, whole (see :meth:`Session.replacing`)."""
+    commit(new.replacing(session(), label))
+
+
+def keep(key: str, default: Any) -> None:
+    """Give widget ``key`` its last value (else ``default``) before it is drawn, even after a
+    run without it: Streamlit forgets the value of a widget a run does not draw (a lazy tab
+    that was closed), so it is copied under ``_kept.<key>`` too. Draw the widget with no
+    ``value=``."""
+    shadow = f"_kept.{key}"
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(shadow, default)
+    st.session_state[shadow] = st.session_state[key]
+
+
+def say(level: str, text: str, where: str = "top") -> None:
+    """Keep a message (``level``: success, info, warning, error) to show once, beside the
+    control ``where`` names (see ``ui.io_ui.render_flash``)."""
+    ui().flash.append((level, text, where))
 
 
 def result_key(job: str, current: Session, target: str, extra: str = "") -> str:

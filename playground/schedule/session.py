@@ -5,6 +5,12 @@ the cursor back, redo forward, applying a new step drops the undone ones after t
 Every operation returns a new :class:`Session` or raises :class:`PlaygroundError` and leaves
 the old one as it was, so a UI that keeps one session object never shows half-applied state.
 Everything else (IR, lowered code, timings, exported script) is derived from it.
+
+Replacing the whole session (an import, a preset, a loaded search result, a link) is a history
+entry too: :meth:`Session.replacing` keeps the session it replaced in a :class:`Replaced`
+record, and Undo at the replacement's own steps brings that session back whole (Redo the
+replacement again), so no import or load loses what the user built. The record is not part of
+the session's JSON, its key or its equality: the exported and linked formats are unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +26,19 @@ from playground.schedule.steps import Step, steps_from_json, steps_to_json
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """The history entry of a replacement: what replaced the session, and the session before.
+
+    ``steps`` is how many of the new session's first steps came with the replacement (Undo
+    with exactly those active goes back to ``before``).
+    """
+
+    label: str
+    before: Session
+    steps: int
+
+
+@dataclass(frozen=True)
 class Session:
     """A chain (normalized) and its steps; ``cursor`` steps are active."""
 
@@ -28,6 +47,10 @@ class Session:
     cursor: int = 0
     # Set when a chain edit left later steps inactive: why the first of them no longer applies.
     notice: str = field(default="", compare=False)
+    #: The replacement this session came from (Undo can go back past it), if any.
+    replaced: Replaced | None = field(default=None, compare=False, repr=False)
+    #: After undoing a replacement: the replacing session, which Redo brings back.
+    redo_replace: Session | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
     def new(chain: Any, steps: Any = ()) -> Session:
@@ -59,22 +82,51 @@ class Session:
         step = apply_step(sch, step, self.cursor, target)
         new_steps = (*self.active, step)
         scheduled(self.chain, new_steps)  # cache the result for the views
-        return Session(self.chain, new_steps, len(new_steps))
+        return replace(self, steps=new_steps, cursor=len(new_steps), notice="",
+                       replaced=self._kept_replaced(self.cursor), redo_replace=None)
+
+    def _kept_replaced(self, kept: int) -> Replaced | None:
+        """The replacement record once only the first ``kept`` steps stay."""
+        r = self.replaced
+        return r if r is None or r.steps <= kept else replace(r, steps=kept)
+
+    # -- replacing the whole session, as one history entry -----------------------------------
+    def replacing(self, before: Session, label: str) -> Session:
+        """This session as the replacement of ``before`` (``label``: what replaced it, e.g.
+        "imported schedule.py"): Undo with this session's own steps active restores
+        ``before``, whole."""
+        return replace(self, replaced=Replaced(label, before, self.cursor), redo_replace=None)
+
+    @property
+    def at_replacement(self) -> bool:
+        """Undo now goes back to the session before the replacement."""
+        return self.replaced is not None and self.cursor == self.replaced.steps
 
     @property
     def can_undo(self) -> bool:
-        return self.cursor > 0
+        return self.cursor > 0 or self.at_replacement
 
     @property
     def can_redo(self) -> bool:
-        return self.cursor < len(self.steps)
+        return self.cursor < len(self.steps) or (
+            self.redo_replace is not None and self.cursor == len(self.steps))
+
+    def before_replacement(self) -> Session:
+        """The session this one replaced, with this one to Redo."""
+        if self.replaced is None:
+            raise StepError("this session replaced none")
+        return replace(self.replaced.before, redo_replace=self, notice="")
 
     def undo(self) -> Session:
+        if self.at_replacement:
+            return self.before_replacement()
         if not self.can_undo:
             raise StepError("nothing to undo")
         return replace(self, cursor=self.cursor - 1, notice="")
 
     def redo(self) -> Session:
+        if self.cursor == len(self.steps) and self.redo_replace is not None:
+            return self.redo_replace
         if not self.can_redo:
             raise StepError("nothing to redo")
         scheduled(self.chain, self.steps[: self.cursor + 1])
@@ -97,7 +149,11 @@ class Session:
         if error is not None:
             raise StepError(f"cannot delete step {index + 1}: {error.message}",
                             detail=error.detail) from None
-        return Session(self.chain, steps, cursor)
+        r = self.replaced
+        if r is not None and index < r.steps:
+            r = replace(r, steps=r.steps - 1)
+        return replace(self, steps=steps, cursor=cursor, notice="", replaced=r,
+                       redo_replace=None)
 
     def with_chain(self, chain: Any) -> Session:
         """The same steps on an edited chain.
@@ -111,7 +167,8 @@ class Session:
         if error is not None:
             notice = (f"{len(self.active) - ok} step(s) undone because the chain changed: "
                       f"{error.message}")
-        return Session(chain, self.steps, ok, notice)
+        return replace(self, chain=chain, cursor=ok, notice=notice,
+                       replaced=self._kept_replaced(ok), redo_replace=None)
 
     # -- serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict:
