@@ -1,0 +1,282 @@
+"""The Model tab, driven with AppTest: an example opens with its drawing, chain table and
+totals; bad uploads get one line beside the uploader; a chain opens in the playground as a
+history entry that Undo reverses; "Scan all" runs in the background with progress and
+Cancel, and its times fill the table and the chart.
+
+The fast tests patch the expensive backend: the page's worker pools run the ``model_open``
+job in this process (the real job function) and nothing else, and the scan is a stand-in
+that reports progress and times each chain by its FLOPs. The slow test scans a one-conv model
+for real, twice: the second scan reuses what the store kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from helpers import shown
+from streamlit.testing.v1 import AppTest
+
+import playground.model as model_api
+from playground.errors import PlaygroundError
+from playground.model import ChainResult, ScanResult, left_out
+from playground.worker.jobs.model_open import model_open_job
+from playground.worker.result import JobResult
+from ui import state
+from ui.model_ui import UPLOAD_MB, parse_shape
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+class InProcessPools:
+    """The page's pools for these tests: ``model_open`` runs here; other jobs are refused
+    (the Playground's IR panel then says so, which these tests do not read)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[str] = []
+
+    def run(self, job: str, payload: dict | None = None, **options) -> JobResult:
+        self.jobs.append(job)
+        if job == "model_open":
+            return JobResult("ok", model_open_job(payload))
+        return JobResult("error", None, f"no {job} worker in this test")
+
+
+@pytest.fixture
+def pools(monkeypatch) -> InProcessPools:
+    fake = InProcessPools()
+    monkeypatch.setattr(state, "get_pool", lambda: fake)
+    return fake
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def model_tab() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["page"] = "Model"  # tabs are lazy: open this one
+    return run(at)
+
+
+def open_example(name: str) -> AppTest:
+    at = model_tab()
+    at.selectbox(key="model.example").set_value(name)
+    at.button(key="model.example.open").click()
+    return run(at)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def figure(at: AppTest, key: str) -> dict:
+    """The plotly figure of ``st.plotly_chart(key=key)``, as its JSON."""
+    charts = [e for e in at.get("plotly_chart")
+              if getattr(e.proto, "id", "").endswith(key) or key in e.proto.id]
+    assert charts, f"no chart {key}"
+    return json.loads(charts[0].proto.spec)
+
+
+def chain_table(at: AppTest):
+    return next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+
+
+def test_an_example_opens_with_its_drawing_chains_and_what_was_left_out(pools):
+    at = open_example("resnet18")
+    assert pools.jobs == ["model_open"]
+    opened = at.session_state["model._opened"]["opened"]
+    table = chain_table(at)
+    # ResNet-18 cut at 3 window layers per chain: 20 convs in 12 occurrences of 11 chains.
+    assert len(table) == len(opened.chains) == 11
+    assert table["count"].sum() == opened.occurrences == 12
+    assert table["chain"][1].startswith("[1, 64, 56, 56] conv3x3/1 64 + bn, relu")
+    assert metric(at, "conv + pool GFLOP") == f"{opened.model.flop / 1e9:,.2f}"
+    assert metric(at, "chains") == "11 distinct"
+    left = next(c.value for c in at.caption if "Left out" in c.value)
+    assert "`Gemm` ×1" in left and "Chains cover 100.0%" in left
+    drawing = figure(at, "model.drawing")
+    markers = [t for t in drawing["data"] if t.get("mode") == "markers"]
+    assert sum(len(t["x"]) for t in markers) == len(opened.model.nodes)
+    assert {t["name"] for t in markers} == {f"chain {i + 1} ×{c.count}"
+                                            for i, c in enumerate(opened.chains)} | {"left out"}
+    assert len(drawing["layout"]["shapes"]) == 12  # a box per occurrence
+    # Nothing scanned yet: no times, no chart of them.
+    assert table["time (ms)"].isna().all()
+    assert not [e for e in at.get("plotly_chart") if "model.time" in e.proto.id]
+
+
+def test_the_cut_follows_max_convs_and_opening_again_reads_nothing(pools):
+    at = open_example("yolo_tiny")
+    assert len(chain_table(at)) == 6
+    at.number_input(key="model.max_convs").set_value(1)
+    run(at)
+    opened = at.session_state["model._opened"]["opened"]
+    assert all(c.windows == 1 for c in opened.chains)  # one conv or pool per chain...
+    assert len(chain_table(at)) == len(opened.chains) > 6
+    run(at)
+    assert pools.jobs == ["model_open", "model_open"]  # ...read once per setting
+
+
+@pytest.mark.parametrize(("content", "line"), [
+    (b"\x08\x07\x12\x04abc", "not a valid ONNX model"),
+    (b"hello, I am not a model", "not a valid ONNX model"),
+])
+def test_a_bad_upload_gets_one_line_beside_the_uploader(pools, content, line):
+    at = open_example("yolo_tiny")
+    at.file_uploader(key="model.upload").upload("evil.onnx", content)
+    run(at)
+    (error,) = at.error
+    text = shown(error.value)
+    assert text.startswith("evil.onnx: ") and "\n" not in text, text
+    assert line in text.lower() or "onnx" in text.lower(), text
+    # The model open before stays open.
+    assert at.session_state["model._opened"]["opened"].model.name == "yolo_tiny"
+    run(at)
+    assert pools.jobs.count("model_open") == 2  # the refused file is not read again
+
+
+def test_an_upload_above_the_cap_is_refused_before_any_worker_reads_it(pools, monkeypatch):
+    from ui import model_ui
+
+    monkeypatch.setattr(model_ui, "MAX_BYTES", 1000)
+    at = model_tab()
+    at.file_uploader(key="model.upload").upload("big.onnx", b"\0" * 1001)
+    run(at)
+    assert "above the 64 MB cap" in shown(at.error[0].value) and UPLOAD_MB == 64
+    assert pools.jobs == []
+
+
+def test_an_input_shape_that_does_not_read_gets_one_line():
+    assert parse_shape("1, 3, 224x224") == (1, 3, 224, 224)
+    assert parse_shape(" ") is None
+    for bad in ("1,3,224", "1,3,-2,4", "a,b,c,d"):
+        with pytest.raises(PlaygroundError, match="N, C, H, W"):
+            parse_shape(bad)
+
+
+def test_a_chain_opens_in_the_playground_and_undo_brings_the_session_back(pools):
+    at = open_example("resnet18")
+    before = at.session_state["session"]
+    opened = at.session_state["model._opened"]["opened"]
+    at.selectbox(key="model.open.pick").select_index(1)
+    at.button(key="model.open").click()
+    run(at)
+    session = at.session_state["session"]
+    assert session.chain == opened.chains[1].chain and session.cursor == 0
+    assert at.session_state["page"] == "Playground"
+    (said,) = [shown(s.value) for s in at.success]
+    assert said.startswith("Opened chain 2 of resnet18 ([1, 64, 56, 56] conv3x3/1 64")
+    assert "Undo brings back the session it replaced" in said
+    at.button(key="hist.undo").click()
+    run(at)
+    assert at.session_state["session"] == before
+
+
+def fake_scan(pool, model, chains, facts=None, *, budget_s_per_chain, cancel=None,
+              on_progress=None, source="", **options) -> ScanResult:
+    """The scan's contract without the search: each chain timed at 1 ms per GFLOP, its
+    unfused schedule 1.5x slower; progress after a candidate and a chain; stops on cancel."""
+    rows = [ChainResult(c) for c in chains]
+    result = ScanResult(model.name, rows, left_out(model, chains), budget_s_per_chain,
+                        model.flop)
+    for i, (c, row) in enumerate(zip(chains, rows, strict=True)):
+        on_progress({"event": "candidate", "index": i, "of": len(rows), "label": "tiles 8",
+                     "status": "ok", "median_ms": 0.5})
+        if cancel.wait(fake_scan.pause_s):
+            row.status, result.cancelled = "cancelled", True
+            break
+        row.auto_ms = row.fused_ms = c.flop / 1e9
+        row.unfused_ms, row.ratio, row.verdict = 1.5 * row.auto_ms, 1.5, "fuse"
+        row.valid = row.correct = True
+        row.status = "done"
+        on_progress({"event": "chain", "index": i, "of": len(rows), "row": row,
+                     "reused": False})
+    return result
+
+
+fake_scan.pause_s = 0.0
+
+
+def wait_done(at: AppTest, timeout_s: float = 30):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task = at.session_state["tasks"].get("scan")
+        if task is not None and task.done:
+            return task
+        time.sleep(0.05)
+    raise AssertionError("the scan did not finish")
+
+
+def test_scan_all_fills_the_table_the_totals_and_the_time_chart(pools, monkeypatch):
+    monkeypatch.setattr(model_api, "scan", fake_scan)
+    at = open_example("resnet18")
+    at.button(key="model.scan.run").click()
+    run(at)
+    task = wait_done(at)
+    assert not task.error, task.error
+    assert task.text.startswith("chain 11/11 done")
+    run(at)
+    opened = at.session_state["model._opened"]["opened"]
+    table = chain_table(at)
+    assert list(table["time (ms)"]) == [round(c.flop / 1e9, 4) for c in opened.chains]
+    assert set(table["verdict"]) == {"fuse"} and set(table["scan"]) == {"done"}
+    best = sum(c.flop / 1e9 * c.count for c in opened.chains)
+    assert metric(at, "network, best schedules") == f"{best:.2f} ms"
+    assert metric(at, "network, unfused") == f"{1.5 * best:.2f} ms"
+    assert metric(at, "fusion saves") == "33%"
+    chart = figure(at, "model.time")
+    assert len(chart["data"]) == 11  # a segment per chain in each bar
+    assert sum(t["x"][0] for t in chart["data"]) == pytest.approx(best)
+    assert any("Scanned: 11 of 11 chains" in m.value for m in at.markdown)
+
+
+def test_a_cancelled_scan_keeps_what_it_finished(pools, monkeypatch):
+    monkeypatch.setattr(model_api, "scan", fake_scan)
+    monkeypatch.setattr(fake_scan, "pause_s", 10.0)
+    at = open_example("yolo_tiny")
+    at.button(key="model.scan.run").click()
+    run(at)
+    assert at.button(key="model.scan.run").disabled  # no second scan while one runs
+    cancel = at.button(key="fusion.cancel.scan")  # beside the button, while it runs
+    cancel.click()
+    run(at)
+    task = wait_done(at, 5)
+    assert task.result.cancelled
+    run(at)
+    assert any("Cancelled: 0 of 6 chains" in m.value for m in at.markdown)
+    assert chain_table(at)["time (ms)"].isna().all()
+
+
+@pytest.mark.slow
+def test_a_real_scan_then_a_rerun_reuses_the_stored_outcome(close_page_pool):
+    """One conv on 1x3x16x16, scanned in the page's worker pools within 5 s; "Scan all"
+    again reuses the outcome the store kept for this machine and budget."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 3, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    at = model_tab()
+    at.file_uploader(key="model.upload").upload("tiny.onnx", data.SerializeToString())
+    run(at)
+    assert len(chain_table(at)) == 1
+    at.number_input(key="model.scan.budget").set_value(5)
+    for how in ("done", "reused"):
+        at.button(key="model.scan.run").click()
+        run(at)
+        task = wait_done(at, 240)
+        assert not task.error, task.error
+        (row,) = task.result.rows
+        assert row.status == how and row.auto_ms > 0 and row.correct
+        run(at)
+        assert chain_table(at)["scan"][0] == how
+    assert any("(1 reused from the store)" in m.value for m in at.markdown)
