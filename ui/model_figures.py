@@ -138,7 +138,7 @@ def network_figure(model, chains: Sequence) -> go.Figure:
                                font={"size": 10, "color": chain_colour(i)})
     rows = max((abs(y) for _, y in pos.values()), default=0)
     fig.update_layout(
-        height=int(260 + 70 * rows), margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        height=int(190 + 70 * rows), margin={"l": 10, "r": 10, "t": 10, "b": 10},
         plot_bgcolor="white", hovermode="closest", dragmode="pan",
         legend={"orientation": "h", "yanchor": "top", "y": -0.02, "x": 0},
         xaxis={"visible": False}, yaxis={"visible": False, "range": [-rows - 1.0, rows + 1.3]})

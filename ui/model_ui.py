@@ -183,7 +183,8 @@ def render_summary(opened: Opened) -> None:
                    help="FLOPs of the model's convolutions and pools (a multiply-add is 2)")
     cols[1].metric("nodes", f"{len(m.nodes):,}")
     cols[2].metric("chains", f"{len(opened.chains)} distinct",
-                   delta=f"{opened.occurrences} in the model", delta_color="off")
+                   delta=f"{opened.occurrences} in the model", delta_color="off",
+                   delta_arrow="off")
     cols[3].metric("ops left out", f"{sum(opened.left_out.values()):,}")
     left = ", ".join(f"{code(op)} ×{n}" for op, n in opened.left_out.items())
     covered = opened.chains_flop / m.flop if m.flop else 1.0
@@ -224,7 +225,12 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+#: The table's columns that only a scan fills (hidden until one has).
+SCAN_COLUMNS = ("time (ms)", "× count (ms)", "unfused (ms)", "verdict", "ratio", "scan")
+
+
 def table_rows(opened: Opened, rows: list) -> list[dict]:
+    """One row per distinct chain: what it is, and what the scan found (when it has run)."""
     out = []
     for i, (c, r) in enumerate(zip(opened.chains, rows, strict=True)):
         out.append({"#": i + 1, "chain": c.describe(), "count": c.count,
@@ -236,6 +242,8 @@ def table_rows(opened: Opened, rows: list) -> list[dict]:
                     "ratio": round(r.ratio, 3) if r and r.ratio else None,
                     "scan": r.status if r else "",
                     "nodes": ", ".join(c.nodes)})
+    if not any(rows):
+        out = [{k: v for k, v in row.items() if k not in SCAN_COLUMNS} for row in out]
     return out
 
 
@@ -318,7 +326,8 @@ def start_scan(pool: WorkerPool, opened: Opened, budget_s: float) -> None:
                 task.progress = (i + 1) / n
                 how = "reused from the store" if event.get("reused") else row.status
                 ms = f"{row.auto_ms:.3f} ms" if row.auto_ms is not None else "no time"
-                task.text = f"chain {i + 1}/{n} {how}: {ms}"
+                task.text = f"chain {i + 1}/{n} {how}: {ms}" + (
+                    f"; searching chain {i + 2}…" if i + 1 < n else "")
             else:
                 if started.get("index") != i:
                     started.update(index=i, at=task.elapsed_s)
@@ -328,6 +337,7 @@ def start_scan(pool: WorkerPool, opened: Opened, budget_s: float) -> None:
                     event.get("status", "")
                 task.text = f"chain {i + 1}/{n}: {event.get('label', '')} → {shown}"
 
+        task.text = f"chain 1/{n}: searching…"
         return model_api.scan(pool, opened.model, list(opened.chains), facts,
                               budget_s_per_chain=budget_s, cancel=task.cancel,
                               on_progress=on_progress, source="page")
