@@ -172,5 +172,6 @@ def time_figure(rows: Sequence, chains: Sequence) -> go.Figure:
                       xaxis={"title": "ms per inference (chain time × count)",
                              "range": [0, max(totals, default=1.0) * 1.15 or 1.0]},
                       yaxis={"autorange": "reversed"},
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.35, "x": 0})
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.35, "x": 0,
+                              "traceorder": "normal"})
     return fig
