@@ -3,15 +3,18 @@
 Prints, per distinct chain: its source nodes, the chain JSON, the multiplicity, ``auto_ms``,
 ``valid``, ``correct``, the verdict and its ratio; then the network's totals (the sum of the
 best times x multiplicity, the same unfused, the ops left out). ``--json`` prints one object
-(:meth:`~playground.model.scan.ScanResult.to_json`); ``-o DIR`` writes each chain's best
+(:meth:`~playground.model.scanner.ScanResult.to_json`); ``-o DIR`` writes each chain's best
 schedule as a standalone script plus an index; ``--cut-only`` stops after the cutting (no
-kernel is built). Exits 1 when the model cannot be read or a chain has no correct schedule.
+kernel is built). With ``PLAYGROUND_TRACKER`` set, timings go to the RPC farm. A scan is
+resumable: run the same command again and the chains already stored are reused. Exits 1
+when the model cannot be read or a chain has no correct schedule.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace, model, chains) -> int:
-    from playground.model.scan import export_schedules, scan
+    from playground import service
+    from playground.model.scanner import export_schedules, scan
     from playground.store import problem
     from playground.worker.pool import WorkerPool
 
@@ -108,7 +112,10 @@ def _scan(args: argparse.Namespace, model, chains) -> int:
 
     if not args.json:
         print(model.summary(), file=sys.stderr)
-    with WorkerPool(1) as pool:
+    # With a measurement farm (PLAYGROUND_TRACKER), timings go to its RPC servers, as the
+    # page's do; otherwise one local worker, as `auto` uses.
+    farm = os.environ.get("PLAYGROUND_TRACKER", "").strip()
+    with service.server_pools() if farm else WorkerPool(1) as pool:
         result = scan(pool, model, chains, budget_s_per_chain=args.budget_s_per_chain,
                       on_progress=progress, source="cli", resume=not args.no_resume)
     out = result.to_json()

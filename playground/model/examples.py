@@ -121,21 +121,33 @@ class _Net:
         return self.node("Gemm", [flat, self.weight("fc_w", [classes, c]),
                                   self.weight("fc_b", [classes])], classes, "fc", transB=1)
 
-    def model(self, output: str, out_shape: list[Any]) -> Any:
+    def end(self, x: str, classifier: bool) -> Any:
+        """The model, its output ``x`` or (with ``classifier``) the classifier's."""
+        return self.model(self.classifier(x)) if classifier else self.model(x)
+
+    def model(self, output: str) -> Any:
+        """The ``onnx.ModelProto``, its output's shape filled in by shape inference."""
+        import onnx
         from onnx import TensorProto, helper
 
         graph = helper.make_graph(
             self.nodes, self.name,
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(self.shape)),
              *self.inputs],
-            [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
             initializer=self.inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                                 producer_name="playground.model.examples")
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                  producer_name="playground.model.examples")
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+        shape = next(v for v in (*inferred.value_info, *inferred.output) if v.name == output)
+        model.graph.output[0].CopyFrom(shape)
+        return model
 
 
-def resnet18(batch: int = 1, size: int = 224, weights: str = "declared") -> Any:
-    """torchvision's ResNet-18 as an ``onnx.ModelProto`` (see the module docstring)."""
+def resnet18(batch: int = 1, size: int = 224, weights: str = "declared",
+             classifier: bool = True) -> Any:
+    """torchvision's ResNet-18 as an ``onnx.ModelProto`` (see the module docstring); without
+    ``classifier`` it ends at the last block (the conv part alone)."""
     net = _Net("resnet18", (batch, 3, size, size), weights)
     x = net.relu(net.bn(net.conv("input", 64, 7, 2)))
     x = net.maxpool(x, 3, 2, [1, 1, 1, 1])
@@ -148,7 +160,7 @@ def resnet18(batch: int = 1, size: int = 224, weights: str = "declared") -> Any:
             if stride != 1 or net.channels[x] != width:
                 shortcut = net.bn(net.conv(x, width, 1, stride))
             x = net.relu(net.add(y, shortcut))
-    return net.model(net.classifier(x), [batch, 1000])
+    return net.end(x, classifier)
 
 
 #: MobileNet v2's inverted residual settings: expansion t, channels c, repeats n, stride s.
@@ -156,8 +168,10 @@ MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 
                 (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def mobilenet_v2(batch: int = 1, size: int = 224, weights: str = "declared") -> Any:
-    """torchvision's MobileNet v2 as an ``onnx.ModelProto`` (see the module docstring)."""
+def mobilenet_v2(batch: int = 1, size: int = 224, weights: str = "declared",
+                 classifier: bool = True) -> Any:
+    """torchvision's MobileNet v2 as an ``onnx.ModelProto`` (see the module docstring);
+    without ``classifier`` it ends at the last 1x1 conv (the conv part alone)."""
     net = _Net("mobilenet_v2", (batch, 3, size, size), weights)
     x = net.relu6(net.conv("input", 32, 3, 2, bias=True))
     for t, c, n, s in MOBILENET_V2:
@@ -169,13 +183,16 @@ def mobilenet_v2(batch: int = 1, size: int = 224, weights: str = "declared") -> 
             y = net.conv(y, c, 1, bias=True)
             x = net.add(y, x) if stride == 1 and cin == c else y
     x = net.relu6(net.conv(x, 1280, 1, bias=True))
-    return net.model(net.classifier(x), [batch, 1000])
+    return net.end(x, classifier)
 
 
 def yolo_tiny(batch: int = 1, size: int = 416, weights: str = "declared",
-              activation: str = "relu") -> Any:
+              activation: str = "relu", classifier: bool = False) -> Any:
     """YOLOv3-tiny's backbone and first head as an ``onnx.ModelProto`` (see the module
-    docstring); ``activation`` is ``"relu"`` or ``"leaky"`` (Darknet's own)."""
+    docstring); ``activation`` is ``"relu"`` or ``"leaky"`` (Darknet's own). It has no
+    classifier (``classifier`` is accepted for a uniform signature and must be False)."""
+    if classifier:
+        raise ValueError("yolo_tiny has no classifier")
     if activation not in ("relu", "leaky"):
         raise ValueError(f"activation must be 'relu' or 'leaky', got {activation!r}")
     net = _Net("yolo_tiny", (batch, 3, size, size), weights)
@@ -189,9 +206,7 @@ def yolo_tiny(batch: int = 1, size: int = 416, weights: str = "declared",
         x = net.maxpool(cba(x, width, 3), 2, 2, [0, 0, 0, 0])
     x = net.maxpool(cba(x, 512, 3), 2, 1, [0, 0, 1, 1])  # Darknet's stride-1 pool, padded
     x = cba(cba(x, 1024, 3), 256, 1)
-    x = net.conv(cba(x, 512, 3), 255, 1, bias=True)
-    side = size // 32
-    return net.model(x, [batch, 255, side, side])
+    return net.end(net.conv(cba(x, 512, 3), 255, 1, bias=True), False)
 
 
 def build(name: str, **options: Any) -> Any:

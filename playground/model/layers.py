@@ -206,6 +206,8 @@ def _layers(g: _Graph, node: Any, data: list[str], shapes: dict, opset: int
     if op == "BatchNormalization":
         if attrs.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
             raise _Skip("it is in training mode")
+        if not attrs.get("spatial", 1):  # opsets 7-8: one scale per element, not per channel
+            raise _Skip("spatial=0 (its parameters are per element, not per channel)")
         # ONNX keeps epsilon as float32: 1e-5 reads 9.9999997e-06; say what was meant
         return [{"op": "batch_norm", "eps": float(f"{attrs.get('epsilon', 1e-5):.7g}")}]
     if op == "Relu":
@@ -257,13 +259,15 @@ def map_nodes(proto: Any, names: list[str], input_name: str, shapes: dict[str, t
         layers: list[dict] = []
         reason, flop, shape = "", 0.0, None
         try:
+            if not node.output or not node.output[0]:
+                raise _Skip("it writes no output")
             layers = _layers(g, node, data, shapes, opset)
             out = shapes.get(node.output[0])
             shape, flop = _checked(layers, shapes[data[0]], out, dtype)
             shapes.setdefault(node.output[0], shape)
         except _Skip as e:
             layers, reason = [], str(e)
-            shape = shapes.get(node.output[0]) if node.output else None
+            shape = shapes.get(node.output[0]) if node.output and node.output[0] else None
         nodes.append(Node(name, node.op_type, tuple(data), tuple(o for o in node.output if o),
                           tuple(layers), reason, shape, flop))
     outputs = [g.resolve(o.name) for o in proto.graph.output]

@@ -74,11 +74,69 @@ def read_bytes(source: bytes | str | Path, max_bytes: int = MAX_BYTES) -> tuple[
     return data, name
 
 
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ModelError("not an ONNX model: the file does not parse as one (truncated, "
+                             "or another format)")
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _fields(data: bytes, start: int, end: int, wanted: int,
+            limit: int | None = None) -> list[tuple[int, int]]:
+    """(start, end) of each length-delimited field ``wanted`` of the message in
+    ``data[start:end]`` (the first ``limit`` + 1 at most), read from the wire format without
+    building any object."""
+    out, i = [], start
+    while i < end and (limit is None or len(out) <= limit):
+        key = data[i]
+        if key < 0x80:  # every ONNX field number fits a one-byte key
+            i += 1
+        else:
+            key, i = _varint(data, i)
+        wire = key & 7
+        if wire == 2:
+            n = data[i] if i < end else 0x80
+            if n < 0x80:
+                i += 1
+            else:
+                n, i = _varint(data, i)
+            if key >> 3 == wanted and i + n <= end:
+                out.append((i, i + n))
+            i += n
+        elif wire == 0:
+            _, i = _varint(data, i)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ModelError("not an ONNX model: the file does not parse as one (truncated, "
+                             "or another format)")
+    return out
+
+
+def count_nodes(data: bytes, limit: int = MAX_NODES) -> int:
+    """The graph's node count (counting stops past ``limit``), read from the wire before
+    parsing: a file of a million nodes is refused without building a million objects."""
+    count = 0
+    for g0, g1 in _fields(data, 0, len(data), 7):  # ModelProto.graph (repeated: merged)
+        count += len(_fields(data, g0, g1, 1, limit - count))  # GraphProto.node
+        if count > limit:
+            break
+    return count
+
+
 def parse(data: bytes) -> Any:
     """The ``onnx.ModelProto`` in ``data``, checked for a graph, an opset and a size."""
     import onnx
     from google.protobuf.message import DecodeError
 
+    if count_nodes(data) > MAX_NODES:
+        raise ModelError(f"the model has more than {MAX_NODES:,} nodes (the cap)")
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
@@ -88,9 +146,6 @@ def parse(data: bytes) -> Any:
     if not proto.HasField("graph") or not proto.ir_version:
         raise ModelError("not an ONNX model: the file has no graph (truncated, or another "
                          "format)")
-    if len(proto.graph.node) > MAX_NODES:
-        raise ModelError(f"the model has {len(proto.graph.node):,} nodes, above the cap of "
-                         f"{MAX_NODES:,}")
     if not proto.graph.node:
         raise ModelError("the model's graph has no nodes")
     opset = opset_of(proto)

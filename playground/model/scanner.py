@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from playground.errors import PlaygroundError
 from playground.model.cut import ModelChain, left_out
 from playground.model.graph import Model, ModelError
 from playground.model.onnx_read import MAX_BYTES
@@ -50,7 +51,7 @@ class ChainResult:
     steps: list[dict] = field(default_factory=list)
     label: str = ""
     search_s: float = 0.0
-    status: str = "pending"  # pending | done | reused | cancelled
+    status: str = "pending"  # pending | done | reused | cancelled | failed
 
     @property
     def unfused_or_auto_ms(self) -> float | None:
@@ -221,7 +222,9 @@ def scan(pool: Any, model: Model, chains: list[ModelChain], facts: Any = None, *
     machine = _machine(pool, target)
     store = store or get_store()
     result = ScanResult(model.name, [ChainResult(c) for c in chains], left_out(model, chains),
-                        budget, model.flop, machine=facts.summary())
+                        budget, model.flop,
+                        machine=f"farm {machine['remote']}" if "remote" in machine
+                        else facts.summary())
     group = None
     if record and chains:
         group = record_group("model", chains[0].chain, target, machine, source=source,
@@ -252,14 +255,19 @@ def scan(pool: Any, model: Model, chains: list[ModelChain], facts: Any = None, *
                 emit({"event": "candidate", "index": i, "of": n, "label": cand.label,
                       "status": cand.status, "median_ms": cand.median_ms})
 
-            _search(pool, row, facts, budget, target, cancel, on_candidate)
+            try:
+                _search(pool, row, facts, budget, target, cancel, on_candidate)
+            except PlaygroundError as e:  # this chain fails; the network's scan goes on
+                row.status, row.reason = "failed", e.message
         if group is not None and group.id is not None and row.status != "cancelled":
             try:
                 store.record_run(row.chain.chain, row.steps, target, machine,
                                  status="ok" if row.correct else "no_schedule",
                                  value={**row.outcome(), "median_ms": row.auto_ms,
                                         "correct": row.correct, "budget_s": budget,
-                                        "status": "done", "count": row.chain.count,
+                                        # a failure is kept, never reused
+                                        "status": "failed" if row.status == "failed"
+                                        else "done", "count": row.chain.count,
                                         "nodes": list(row.chain.nodes)},
                                  label=f"{row.chain.count}x {row.chain.describe()}"[:200],
                                  source=source, kind=CHAIN_KIND, parent=group.id)
