@@ -38,7 +38,8 @@ def test_open_an_example_then_a_chain_in_the_playground_and_undo(page: App, tmp_
     opened = app.url_state()["chain"]
     assert opened["input"]["shape"] == [1, 64, 56, 56]
     assert [layer["op"] for layer in opened["layers"]][:3] == ["conv2d", "batch_norm", "relu"]
-    app.tab.get_by_text("Opened chain 2 of resnet18").wait_for()
+    app.tab.locator('[data-testid="stAlertContentSuccess"]').filter(
+        has_text="Opened chain 2 of resnet18").wait_for()
     app.tab.locator(css("hist.undo")).wait_for()  # the Playground is shown
     save_screenshot(app, tmp_path, "model-opened-in-playground.png")
 

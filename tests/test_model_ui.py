@@ -122,18 +122,14 @@ def test_the_cut_follows_max_convs_and_opening_again_reads_nothing(pools):
     assert pools.jobs == ["model_open", "model_open"]  # ...read once per setting
 
 
-@pytest.mark.parametrize(("content", "line"), [
-    (b"\x08\x07\x12\x04abc", "not a valid ONNX model"),
-    (b"hello, I am not a model", "not a valid ONNX model"),
-])
-def test_a_bad_upload_gets_one_line_beside_the_uploader(pools, content, line):
+@pytest.mark.parametrize("content", [b"\x08\x07\x12\x04abc", b"hello, I am not a model"])
+def test_a_bad_upload_gets_one_line_beside_the_uploader(pools, content):
     at = open_example("yolo_tiny")
     at.file_uploader(key="model.upload").upload("evil.onnx", content)
     run(at)
     (error,) = at.error
-    text = shown(error.value)
-    assert text.startswith("evil.onnx: ") and "\n" not in text, text
-    assert line in text.lower() or "onnx" in text.lower(), text
+    assert shown(error.value) == ("evil.onnx: not an ONNX model: the file does not parse as "
+                                  "one (truncated, or another format)")
     # The model open before stays open.
     assert at.session_state["model._opened"]["opened"].model.name == "yolo_tiny"
     run(at)

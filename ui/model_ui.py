@@ -363,8 +363,9 @@ def scan_ui(pool: WorkerPool, opened: Opened, target: str) -> None:
         fusion_ui.render_tasks(TASK)
         if not running:
             n = len(opened.chains)
-            st.caption(f"{n} distinct chain(s) × {budget} s: about {n * budget / 60:.0f} min "
-                       "at most; outcomes stored for this machine and budget are reused."
+            st.caption(f"{n} distinct chain(s), each searched for {budget} s (building and "
+                       "timing the verdict's pair come on top); outcomes stored for this "
+                       "machine and budget are reused."
                        if target == "cpu" else "The scan runs on the host CPU: pick cpu.")
     live = st.session_state.get(LIVE)
     if task is None or running or live is None or live.key != model_key(opened):
