@@ -5,8 +5,9 @@ Cancel, and its times fill the table and the chart.
 
 The fast tests patch the expensive backend: the page's worker pools run the ``model_open``
 job in this process (the real job function) and nothing else, and the scan is a stand-in
-that reports progress and times each chain by its FLOPs. The slow test scans a one-conv model
-for real, twice: the second scan reuses what the store kept.
+that reports progress and times each chain by its FLOPs (the real scan, its resume and its
+cancel are tested in test_model_scan.py). The slow test reads and cuts models in a real
+worker, within its limits.
 """
 
 from __future__ import annotations
@@ -156,17 +157,18 @@ def test_an_input_shape_that_does_not_read_gets_one_line():
 
 
 def test_a_chain_opens_in_the_playground_and_undo_brings_the_session_back(pools):
-    at = open_example("resnet18")
+    at = open_example("yolo_tiny")
     before = at.session_state["session"]
     opened = at.session_state["model._opened"]["opened"]
-    at.selectbox(key="model.open.pick").select_index(1)
+    at.selectbox(key="model.open.pick").select_index(5)
     at.button(key="model.open").click()
     run(at)
     session = at.session_state["session"]
-    assert session.chain == opened.chains[1].chain and session.cursor == 0
+    assert session.chain == opened.chains[5].chain and session.cursor == 0
     assert at.session_state["page"] == "Playground"
     (said,) = [shown(s.value) for s in at.success]
-    assert said.startswith("Opened chain 2 of resnet18 ([1, 64, 56, 56] conv3x3/1 64")
+    assert said.startswith("Opened chain 6 of yolo_tiny ([1, 512, 13, 13] conv1x1/1 255 + bias; "
+                           "its nodes conv10)")
     assert "Undo brings back the session it replaced" in said
     at.button(key="hist.undo").click()
     run(at)
@@ -189,6 +191,7 @@ def fake_scan(pool, model, chains, facts=None, *, budget_s_per_chain, cancel=Non
         row.auto_ms = row.fused_ms = c.flop / 1e9
         row.unfused_ms, row.ratio, row.verdict = 1.5 * row.auto_ms, 1.5, "fuse"
         row.valid = row.correct = True
+        row.steps = list(PARALLEL)
         row.status = "done"
         on_progress({"event": "chain", "index": i, "of": len(rows), "row": row,
                      "reused": False})
@@ -196,6 +199,8 @@ def fake_scan(pool, model, chains, facts=None, *, budget_s_per_chain, cancel=Non
 
 
 fake_scan.pause_s = 0.0
+#: The best schedule the stand-in finds for every chain: one step.
+PARALLEL = [{"primitive": "parallel", "args": {"block": "conv1", "loop": "k"}}]
 
 
 def opened_flop(at: AppTest, index: int) -> float:
@@ -234,6 +239,15 @@ def test_scan_all_fills_the_table_the_totals_and_the_time_chart(pools, monkeypat
     assert sum(t["x"][0] for t in chart["data"]) == pytest.approx(best)
     assert any("Scanned: 11 of 11 chains" in m.value for m in at.markdown)
 
+    # A scanned chain opens with its best schedule, one history entry Undo reverses.
+    at.selectbox(key="model.open.pick").select_index(2)
+    at.button(key="model.open").click()
+    run(at)
+    session = at.session_state["session"]
+    assert session.chain == opened.chains[2].chain
+    assert [s.to_dict() for s in session.active] == PARALLEL
+    assert "with the scan's best schedule (1 step)" in shown(at.success[0].value)
+
 
 def test_a_cancelled_scan_keeps_what_it_finished(pools, monkeypatch):
     monkeypatch.setattr(model_api, "scan", fake_scan)
@@ -254,30 +268,25 @@ def test_a_cancelled_scan_keeps_what_it_finished(pools, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_real_scan_then_a_rerun_reuses_the_stored_outcome(close_page_pool):
-    """One conv on 1x3x16x16, scanned in the page's worker pools within 5 s; "Scan all"
-    again reuses the outcome the store kept for this machine and budget."""
+def test_a_model_is_read_and_cut_in_a_worker_within_its_limits(pool):
+    """The page's path through a real worker: an example opens; a truncated file and a graph
+    whose cut would take minutes (8,000 Relus in a row) each end as one line."""
     from onnx import TensorProto, helper
 
+    from playground.model import ModelError
+    from playground.model.examples import example_bytes
+    from playground.model.opened import open_in_worker
+
+    opened = open_in_worker(pool, example="mobilenet_v2")
+    assert sum(c.count for c in opened.chains) == opened.occurrences
+    assert opened.chains_flop == pytest.approx(opened.model.flop)
+    with pytest.raises(ModelError, match=r"^not an ONNX model: the file does not parse"):
+        open_in_worker(pool, example_bytes("resnet18")[:-100])
+    n = 8000
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16]),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 3, 3, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])])
+        [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(n)], "relus",
+        [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 3, 8, 8])])
     data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    at = model_tab()
-    at.file_uploader(key="model.upload").upload("tiny.onnx", data.SerializeToString())
-    run(at)
-    assert len(chain_table(at)) == 1
-    at.number_input(key="model.scan.budget").set_value(5)
-    for how in ("done", "reused"):
-        at.button(key="model.scan.run").click()
-        run(at)
-        task = wait_done(at, 240)
-        assert not task.error, task.error
-        (row,) = task.result.rows
-        assert row.status == how and row.auto_ms > 0 and row.correct
-        run(at)
-        assert chain_table(at)["scan"][0] == how
-    assert any("(1 reused from the store)" in m.value for m in at.markdown)
+    with pytest.raises(ModelError, match=r"^the model could not be read \(timeout\)"):
+        open_in_worker(pool, data.SerializeToString(), timeout_s=3)

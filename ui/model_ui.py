@@ -277,10 +277,14 @@ def open_chain(opened: Opened) -> None:
         return
     before = state.session()
     state.replace_session(new, f"opened {where}")
-    schedule = f" with the scan's best schedule ({len(steps)} steps)" if steps else ""
-    state.say("success", f"Opened {where} ({c.describe()}){schedule}. "
-                         f"{replaced_text(before)}")
+    schedule = f" with the scan's best schedule ({_steps(steps)})" if steps else ""
+    state.say("success", f"Opened {where} ({c.describe()}; its nodes "
+                         f"{', '.join(c.nodes)}){schedule}. {replaced_text(before)}")
     st.session_state["page"] = "Playground"
+
+
+def _steps(steps: list) -> str:
+    return f"{len(steps)} step" + ("" if len(steps) == 1 else "s")
 
 
 def best_steps(opened: Opened, index: int) -> list[dict]:
@@ -302,8 +306,8 @@ def open_ui(opened: Opened) -> None:
                    on_click=open_chain, args=(opened,))
     render_flash("model.open")
     steps = best_steps(opened, index)
-    st.caption("It becomes the session" + (f", with the scan's best schedule ({len(steps)} "
-                                            "steps)" if steps else "")
+    st.caption("It becomes the session" + (f", with the scan's best schedule ({_steps(steps)})"
+                                           if steps else "")
                + ": edit, measure and export it there; Undo brings back the session you had.")
 
 
