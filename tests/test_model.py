@@ -42,7 +42,12 @@ def test_resnet18_is_torchvision_resnet18():
     inputs = Counter(tuple(c.chain["input"]["shape"]) for c in chains for _ in c.occurrences)
     assert inputs[(1, 64, 56, 56)] == 4  # two identical blocks + a stride-2 block + its shortcut
     assert [c.count for c in chains].count(2) == 1  # layer1's two blocks are one chain, x2
-    assert sum(c.count for c in chains) == 12
+    assert sum(c.count for c in chains) == 15
+    # after each downsampling add, its relu is a chain of its own and the next block reads
+    # it as its input: every residual add reads its chain's input
+    assert [len(c.chain["layers"]) for c in chains].count(1) == 3
+    assert all(x["other"] == "data" for c in chains for x in c.chain["layers"]
+               if x["op"] == "add")
     # the three downsampling adds read two chains' outputs: they are left out
     assert left_out(m, chains) == {"Add": 3, "Flatten": 1, "Gemm": 1, "GlobalAveragePool": 1}
 
@@ -189,9 +194,14 @@ def test_residual_add_from_the_chain_input_and_from_inside():
              conv("r", "c", "w2", pads=[1, 1, 1, 1]), op("Add", ["c", "r"], "s"),
              op("Add", ["x", "s"], "t")]
     m = _load(model(nodes, weights={"w1": [4, 4, 3, 3], "w2": [4, 4, 3, 3]}))
-    (c,) = cut_chains(m)
+    (c,) = cut_chains(m, inner_residuals=True)
     adds = [x for x in c.chain["layers"] if x["op"] == "add"]
     assert [x["other"] for x in adds] == ["relu1", "data"]
+    # by default an add reads only its chain's input: the chain is cut at relu's output
+    first, second = cut_chains(m)
+    assert first.nodes == ("a", "r") and second.nodes == ("c", "s")
+    assert second.chain["layers"][1]["other"] == "data"
+    assert left_out(m, [first, second]) == {"Add": 1}  # x + s: x is neither chain's input
 
 
 def test_dynamic_dims_ask_for_the_input_shape():

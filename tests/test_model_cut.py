@@ -65,10 +65,10 @@ def graphs(draw):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(proto=graphs(), max_convs=st.integers(1, 4))
-def test_cutting_invariants(proto, max_convs):
+@given(proto=graphs(), max_convs=st.integers(1, 4), inner=st.booleans())
+def test_cutting_invariants(proto, max_convs, inner):
     m = load_model(proto.SerializeToString())
-    pieces = cut(m, max_convs)
+    pieces = cut(m, max_convs, inner_residuals=inner)
     by_name = {n.name: n for n in m.nodes}
     covered = Counter(name for p in pieces for name in p.nodes)
     # every conv and pool in exactly one chain; no node in two
@@ -88,7 +88,9 @@ def test_cutting_invariants(proto, max_convs):
             t = by_name[name].outputs[0]
             assert readers.get(t, set()) <= inside and t not in m.outputs
         _check_layers_follow_nodes(p, by_name)
-    chains = cut_chains(m, max_convs)
+        if not inner:
+            assert all(x["other"] == INPUT_NAME for x in p.chain["layers"] if x["op"] == "add")
+    chains = cut_chains(m, max_convs, inner_residuals=inner)
     assert sum(c.count for c in chains) == len(pieces)
     assert len({c.key for c in chains}) == len(chains)
 

@@ -8,7 +8,8 @@ a chain layer. A long run is split so that each chain holds at most ``max_convs`
 layers (conv, pool), each with its epilogue (bias, batch norm, activations, a residual add).
 
 The cutter walks the nodes in topological order. From each layer not yet in a chain it grows
-the longest run greedily (an add joins when its other input is already in the run), then keeps
+the longest run greedily (an add joins when its other input is the run's input — or, with
+``inner_residuals``, any tensor already in the run), then keeps
 the longest prefix that is a valid chain: within ``max_convs`` window layers and the spec's
 32 layers, no inner tensor read from outside, and accepted by
 :func:`~playground.chain.spec.normalize_chain` (caps on size and work). The rest of the run is
@@ -17,6 +18,13 @@ left for the chains that start after it. An add whose other input comes from ano
 
 Identical chains (the same normalized JSON: shapes, layers and their order) are returned once
 by :func:`cut_chains`, with every occurrence's nodes.
+
+Why residuals read the chain's input by default: the templates fold an add into the window
+layer before it, and cannot yet place a second producer (an earlier layer of the chain) under
+that layer's tiles, so a chain whose add reads an inner layer has no schedule (measured on
+ResNet-18: its three blocks after a downsampling add came out as relu -> block with
+``add.other = "relu1"``, and every candidate failed). Cut at that tensor instead, the block is
+the same chain as the others (``other = "data"``) and the leading relu a chain of its own.
 """
 
 from __future__ import annotations
@@ -125,10 +133,11 @@ class _Graph:
         self.outputs = set(model.outputs)
 
 
-def _grow(g: _Graph, start: int, taken: set[int]) -> list[int]:
+def _grow(g: _Graph, start: int, taken: set[int], inner_residuals: bool) -> list[int]:
     """The longest straight run from ``start`` (see the module docstring)."""
     first = g.nodes[start]
     run, seen = [start], {first.inputs[0], first.outputs[0]}
+    allowed = seen if inner_residuals else {first.inputs[0]}
     current = first.outputs[0]
     while True:
         nxt = None
@@ -137,7 +146,8 @@ def _grow(g: _Graph, start: int, taken: set[int]) -> list[int]:
             if j in taken or j in run or not n.layers:
                 continue
             if n.layers[0]["op"] == "add":
-                ok = current in n.inputs and all(t in seen for t in n.inputs)
+                other = n.inputs[1] if n.inputs[0] == current else n.inputs[0]
+                ok = current in n.inputs and other in allowed
             else:
                 ok = n.inputs[0] == current
             if ok:
@@ -196,7 +206,7 @@ def _startable(n: Node) -> bool:
     return bool(n.layers) and (n.layers[0]["op"] != "add" or n.inputs[0] == n.inputs[-1])
 
 
-def cut(model: Model, max_convs: int = 3) -> list[Piece]:
+def cut(model: Model, max_convs: int = 3, *, inner_residuals: bool = False) -> list[Piece]:
     """Every chain occurrence, in model order (see the module docstring)."""
     if isinstance(max_convs, bool) or not isinstance(max_convs, int) or max_convs < 1:
         raise ModelError(f"max_convs must be an integer >= 1, got {max_convs!r}")
@@ -206,7 +216,7 @@ def cut(model: Model, max_convs: int = 3) -> list[Piece]:
     for i, node in enumerate(model.nodes):
         if i in taken or not _startable(node):
             continue
-        run = _grow(g, i, taken)
+        run = _grow(g, i, taken, inner_residuals)
         length = _valid_prefix(g, run, max_convs)
         while length:
             members = [model.nodes[k] for k in run[:length]]
@@ -222,8 +232,12 @@ def cut(model: Model, max_convs: int = 3) -> list[Piece]:
     return pieces
 
 
-def cut_chains(model: Model, max_convs: int = 3) -> list[ModelChain]:
+def cut_chains(model: Model, max_convs: int = 3, *,
+               inner_residuals: bool = False) -> list[ModelChain]:
     """The model's distinct chains, in order of first occurrence, each with its count.
+
+    ``inner_residuals`` lets an add read any earlier layer of its chain, not only the chain's
+    input (see the module docstring for why that is off by default).
 
     Raises
     ------
@@ -231,7 +245,7 @@ def cut_chains(model: Model, max_convs: int = 3) -> list[ModelChain]:
         For a ``max_convs`` below 1.
     """
     by_key: dict[str, list[Piece]] = {}
-    for piece in cut(model, max_convs):
+    for piece in cut(model, max_convs, inner_residuals=inner_residuals):
         by_key.setdefault(chain_to_json(piece.chain), []).append(piece)
     return [ModelChain(ps[0].chain, tuple(p.nodes for p in ps), ps[0].flop)
             for ps in by_key.values()]
