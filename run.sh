@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 bash scripts/setup.sh
 exec .venv/bin/python -m ui.serve run app.py --server.address "${PLAYGROUND_ADDRESS:-127.0.0.1}" \
   --server.port "${PLAYGROUND_PORT:-8501}" --server.headless true \
-  --browser.gatherUsageStats false --server.maxUploadSize 1 --server.fileWatcherType none \
+  --browser.gatherUsageStats false --server.maxUploadSize 64 --server.fileWatcherType none \
   --server.runOnSave false --runner.postScriptGC false "$@"

@@ -22,6 +22,7 @@ from ui import (
     inspect_ui,
     io_ui,
     measure_ui,
+    model_ui,
     schedule_ui,
     state,
 )
@@ -71,6 +72,7 @@ PAGES: list[tuple[str, Callable[[WorkerPool, str], None]]] = [
     ("Playground", playground_page),
     ("Fusion explorer", fusion_ui.page),
     ("Experiments", experiments_ui.page),
+    ("Model", model_ui.page),
 ]
 
 
