@@ -85,6 +85,7 @@ class SearchResult:
     search_s: float = 0.0
     cancelled: bool = False
     facts: dict | None = None
+    tile_local: bool = True  # candidates built with the tile-local step
 
     def best(self, fused: bool | None = None) -> Candidate | None:
         """The fastest validated candidate (only fused / only unfused ones when asked)."""
@@ -145,8 +146,9 @@ def _describe_tiles(st: list[Stage], tiles: tuple[Tile | None, ...]) -> str:
 def measure_candidate(pool: Any, chain: dict, label: str, plan: Plan, *, target: str = "cpu",
                       cancel: threading.Event | None = None,
                       fusion: FusionOption | None = None, repeat: int = REPEAT,
-                      min_repeat_ms: float = MIN_REPEAT_MS) -> Candidate:
-    """Write the plan as steps, then validate and time it in the worker."""
+                      min_repeat_ms: float = MIN_REPEAT_MS, tile_local: bool = True) -> Candidate:
+    """Write the plan as steps, then validate and time it in the worker (built with the
+    tile-local step unless ``tile_local`` is False)."""
     try:
         recorder = plan_steps(chain, plan, target=target)
     except PlaygroundError as e:
@@ -154,7 +156,7 @@ def measure_candidate(pool: Any, chain: dict, label: str, plan: Plan, *, target:
     steps = tuple(recorder.steps)
     session = Session(recorder.chain, steps, len(steps))
     result = service.run(pool, session, target, measure=True, repeat=repeat,
-                         min_repeat_ms=min_repeat_ms, cancel=cancel)
+                         min_repeat_ms=min_repeat_ms, cancel=cancel, tile_local=tile_local)
     value = result.value or {}
     status = result.status if result.status != "ok" or value.get("correct") else "wrong_result"
     return Candidate(label, plan, steps, status, value.get("median_ms"), value.get("gflops"),
@@ -166,7 +168,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
            target: str = "cpu", fused: bool | None = None,
            cancel: threading.Event | None = None,
            on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-           record: str = "") -> SearchResult:
+           record: str = "", tile_local: bool = True) -> SearchResult:
     """Measure template choices for ``chain`` until the budget is spent (or all are tried).
 
     Parameters
@@ -184,9 +186,11 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     record
         When given (the source: ``"page"``, ``"cli"``), the search goes into the experiment
         store as one group, every candidate under it (failures included).
+    tile_local
+        Build every candidate with the tile-local step (:mod:`playground.build.tile_local`).
     """
     chain = normalize_chain(chain)
-    result = SearchResult(chain, facts=facts.to_dict())
+    result = SearchResult(chain, facts=facts.to_dict(), tile_local=tile_local)
     st = stages(chain)
     tiles: list[Tile | None] = [None] * len(st)
     t0 = time.monotonic()
@@ -206,7 +210,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
             break  # over budget, and (where there is one) a fused schedule was tried
         tried_fused = tried_fused or option is not None
         cand = measure_candidate(pool, chain, label, plan, target=target, cancel=cancel,
-                                 fusion=option)
+                                 fusion=option, tile_local=tile_local)
         result.candidates.append(cand)
         if group is not None:
             group.add(cand.steps, status=cand.status, error=cand.message, label=label,
@@ -254,24 +258,26 @@ def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 2,
     waking up, say) should not pick the answer. Returns None when nothing validated."""
     ok = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:top]
     if len(ok) <= 1:
-        return remeasure(pool, result.chain, ok[0], target=target) if ok else None
+        return remeasure(pool, result.chain, ok[0], target=target,
+                         tile_local=result.tile_local) if ok else None
     times: dict[int, list[float]] = {i: [] for i in range(len(ok))}
     for _ in range(rounds):
         for i, cand in enumerate(ok):
             again = measure_candidate(pool, result.chain, cand.label, cand.plan, target=target,
-                                      fusion=cand.fusion)
+                                      fusion=cand.fusion, tile_local=result.tile_local)
             if again.ok:
                 times[i].append(again.median_ms)
     scored = [(sorted(ts)[len(ts) // 2], i) for i, ts in times.items() if ts]
     if not scored:
         return ok[0]
     _, i = min(scored)
-    return remeasure(pool, result.chain, ok[i], target=target)
+    return remeasure(pool, result.chain, ok[i], target=target, tile_local=result.tile_local)
 
 
 def remeasure(pool: Any, chain: dict, cand: Candidate, *, target: str = "cpu",
-              repeat: int = 10) -> Candidate:
+              repeat: int = 10, tile_local: bool = True) -> Candidate:
     """The candidate timed again with more samples (for the final answer)."""
     again = measure_candidate(pool, chain, cand.label, cand.plan, target=target,
-                              fusion=cand.fusion, repeat=repeat, min_repeat_ms=80.0)
+                              fusion=cand.fusion, repeat=repeat, min_repeat_ms=80.0,
+                              tile_local=tile_local)
     return again if again.ok else replace(cand, message=again.message or cand.message)

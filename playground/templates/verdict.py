@@ -137,15 +137,15 @@ def _prod(shape: Any) -> int:
 
 
 def _epilogue_pair(pool: Any, chain: dict, best: Candidate, target: str,
-                   cancel: threading.Event | None) -> Candidate:
+                   cancel: threading.Event | None, tile_local: bool) -> Candidate:
     """The best schedule with its epilogue run as separate passes (the unfused twin)."""
     plan = replace(best.plan, fold_epilogue=False)
     return measure_candidate(pool, chain, best.label + " (epilogue as separate passes)", plan,
-                             target=target, cancel=cancel)
+                             target=target, cancel=cancel, tile_local=tile_local)
 
 
 def _side_by_side(pool: Any, chain: dict, a: Candidate, b: Candidate, target: str,
-                  cancel: threading.Event | None) -> tuple[float, float]:
+                  cancel: threading.Event | None, tile_local: bool) -> tuple[float, float]:
     """Median times of ``a`` and ``b`` over alternating rounds."""
     times_a, times_b = [], []
     for _ in range(ROUNDS):
@@ -153,7 +153,7 @@ def _side_by_side(pool: Any, chain: dict, a: Candidate, b: Candidate, target: st
             if cancel is not None and cancel.is_set():
                 break
             again = measure_candidate(pool, chain, cand.label, cand.plan, target=target,
-                                      cancel=cancel, fusion=cand.fusion)
+                                      cancel=cancel, fusion=cand.fusion, tile_local=tile_local)
             if again.ok:
                 times.append(again.median_ms)
     return (statistics.median(times_a) if times_a else a.median_ms,
@@ -192,22 +192,24 @@ def _unpaired(result: SearchResult, st: list[Stage], windows: list[Stage],
 def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
                    target: str = "cpu", cancel: threading.Event | None = None,
                    on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-                   result: SearchResult | None = None) -> Verdict:
+                   result: SearchResult | None = None, tile_local: bool = True) -> Verdict:
     """Search (unless ``result`` is a search already done for this chain), then time the best
-    fused and best unfused schedules side by side."""
+    fused and best unfused schedules side by side (built with the tile-local step unless
+    ``tile_local`` is False; a given ``result`` keeps its own setting)."""
     chain = normalize_chain(chain)
     st = stages(chain)
     windows = [s for s in st if s.kind != "elementwise"]
     if result is None:
         result = search(pool, chain, facts, budget_s=budget_s * 0.7, target=target,
-                        cancel=cancel, on_progress=on_progress)
+                        cancel=cancel, on_progress=on_progress, tile_local=tile_local)
+    tile_local = result.tile_local
     if len(windows) >= 2:
         fused, unfused = result.best(fused=True), result.best(fused=False)
     else:
         fused = result.best()
         unfused = None
         if fused is not None and any(s.epilogue for s in st):
-            unfused = _epilogue_pair(pool, chain, fused, target, cancel)
+            unfused = _epilogue_pair(pool, chain, fused, target, cancel, tile_local)
             result.candidates.append(unfused)
     if fused is None or unfused is None or not unfused.ok:
         only = fused or unfused
@@ -216,7 +218,8 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
                        only.median_ms if only and only is fused else None,
                        only.median_ms if only and only is unfused else None, None, why,
                        [], fused, unfused, result)
-    fused_ms, unfused_ms = _side_by_side(pool, chain, fused, unfused, target, cancel)
+    fused_ms, unfused_ms = _side_by_side(pool, chain, fused, unfused, target, cancel,
+                                         tile_local)
     ratio = unfused_ms / fused_ms
     reason = _reason(pool, chain, st, fused, ratio, facts)
     return Verdict(_call(ratio), fused_ms, unfused_ms, ratio, reason,
