@@ -48,8 +48,7 @@ def _decisions(chain: dict, steps, target: str = "cpu") -> dict[str, str]:
 
 def _allocations(mod: tvm.IRModule) -> dict[str, int]:
     """Elements of every buffer allocated in the lowered module, by name."""
-    found = re.findall(r"(\w+) = T\.alloc_(?:buffer|local)\(\((\d+),\)", mod.script())
-    return {name: int(n) for name, n in found}
+    return _allocations_in(mod.script())
 
 
 def test_fused_producers_lose_predicates_and_shrink_to_the_tile():
@@ -226,3 +225,35 @@ def test_random_fused_chains_stay_correct_with_the_step(pool, chain, data):
         said = pool.run("lower", service.payload(session, "cpu")).value["tile_local"]
         with open(os.environ["PLAYGROUND_TILE_LOCAL_LOG"], "a") as log:
             log.write(f"{rows}x{cols} {[ly['op'] for ly in chain['layers']]}: {said}\n")
+
+
+def test_cli_lowers_the_halo_preset_with_tile_sized_intermediates(capsys):
+    from playground.__main__ import main
+
+    sizes = {}
+    for flag in ([], ["--no-tile-local"]):
+        assert main(["lower", "schedules/conv_relu_conv_halo.py", *flag]) == 0
+        sizes[bool(flag)] = _allocations_in(capsys.readouterr().out)
+    full = {"conv1_pad": 64 * 58 * 58, "relu1": 64 * 56 * 56}
+    assert {k: sizes[True][k] for k in full} == full  # TVM's default: whole images
+    for name, whole in full.items():  # 7-row tiles: 11 and 9 rows of the image
+        assert sizes[False][name] < whole / 4, (name, sizes[False][name])
+
+
+def _allocations_in(text: str) -> dict[str, int]:
+    return {name: int(n) for name, n in
+            re.findall(r"(\w+) = T\.alloc_(?:buffer|local)\(\((\d+),\)", text)}
+
+
+def test_max_pool_padding_with_minus_infinity_is_dropped_and_stays_correct(pool):
+    # -inf padding never reaches the output either: in-image results read in-image values
+    chain = normalize_chain({"input": {"shape": [1, 4, 12, 12]}, "layers": [
+        {"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}, {"op": "relu"},
+        {"op": "max_pool2d", "kernel": 3, "stride": 1, "padding": 1},
+        {"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}]})
+    steps = _fusion_steps(chain, 5, 5, vectorize=True)
+    said = _decisions(chain, steps)
+    assert said["maxpool1_pad"].startswith("predicate dropped")
+    assert said["maxpool1"].startswith("predicate dropped")
+    result = service.run(pool, Session.new(chain, steps), "cpu", measure=False)
+    assert result.status == "ok" and result.value["correct"], result
