@@ -671,7 +671,7 @@ def decisions(func) -> list[tuple[str, str]]:
             for name, reason in out]
 
 
-def report(mod) -> list[tuple[str, str]]:
+def predicate_decisions(mod) -> list[tuple[str, str]]:
     """What the step decides for ``mod``'s ``main`` (a scheduled module): (block, reason the
     predicate is kept, or "" where it is dropped), without lowering further."""
     return decisions(tvm.transform.Sequential(_before_plan())(mod)["main"])

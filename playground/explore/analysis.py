@@ -40,7 +40,7 @@ from typing import Any
 import tvm
 
 from playground.build.machine import cache_sizes
-from playground.build.tile_local import report
+from playground.build.tile_local import predicate_decisions
 from playground.chain.spec import INPUT_NAME, chain_flop
 from playground.explore.space import AnalysisError, Space, block_nests
 from playground.explore.traffic import traffic
@@ -275,7 +275,7 @@ def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str 
     mod = scheduled(chain, tuple(steps)).mod
     func = mod["main"]
     nests = block_nests(func)
-    decided = tuple(report(mod)) if tile_local else ()
+    decided = tuple(predicate_decisions(mod)) if tile_local else ()
     dropped = {name for name, reason in decided if not reason}
     work = tuple(BlockWork(n.name, n.flop_per_iter,
                            math.prod(lp.extent for lp in n.loops) if n.name in dropped
