@@ -257,3 +257,57 @@ def test_max_pool_padding_with_minus_infinity_is_dropped_and_stays_correct(pool)
     assert said["maxpool1"].startswith("predicate dropped")
     result = service.run(pool, Session.new(chain, steps), "cpu", measure=False)
     assert result.status == "ok" and result.value["correct"], result
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+def _cuda_fused_with_conv1_input_in_shared_memory():
+    """The CUDA preset with conv1's padded input also staged per thread block in shared
+    memory (6 + 2 x 10 + 2 pixels of 64 channels) instead of read from global memory."""
+    from playground.io.presets import load_preset
+
+    chain, steps, _ = load_preset("cuda_fused_two_conv")
+    steps = list(steps)
+    k = next(i for i, s in enumerate(steps)
+             if s.primitive == "compute_inline" and s.args["block"] == "conv1_pad")
+    stage = [Step("set_scope", {"block": "conv1_pad", "buffer_index": 0,
+                                "storage_scope": "shared"}),
+             Step("compute_at", {"block": "conv1_pad", "target_block": "conv2",
+                                 "target_loop": "n_h_0_w_0_fused"}),
+             Step("fuse", {"block": "conv1_pad", "loops": ["ax0", "ax1", "ax2"]}),
+             Step("split", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused",
+                            "factors": [None, 256]}),
+             Step("bind", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused_1",
+                           "thread": "threadIdx.x"})]
+    return chain, [*steps[:k], *stage, *steps[k + 1:]]
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["preset", "conv1_input_staged"])
+def test_cuda_fused_convs_fit_a_thread_block_and_match_on_cpu_emulation(staged):
+    from playground.build.gpu import serialize_threads
+    from playground.build.lowering import generated_code
+    from playground.errors import BuildError
+    from playground.io.presets import load_preset
+
+    chain, steps = (_cuda_fused_with_conv1_input_in_shared_memory() if staged
+                    else load_preset("cuda_fused_two_conv")[:2])
+    mod = scheduled(chain, tuple(steps)).mod
+    source = generated_code(compile_module(mod, "cuda"), "cuda", "cuda")
+    threads = {int(n) for n in re.findall(r"__launch_bounds__\((\d+)\)", source)}
+    shared = sum(int(n) * 4 for n in re.findall(r"__shared__ alignas\(\d+\) float \w+\[(\d+)\]",
+                                                source))
+    assert threads == {256} and max(threads) <= 1024
+    assert 0 < shared <= 48 * 1024, shared
+    if staged:  # relu(conv1) with halo and conv1's input with halo, both per block
+        assert shared == 64 * 8 * 12 * 4 + 64 * 6 * 10 * 4
+        with pytest.raises(BuildError, match="bytes of shared memory"):
+            compile_module(mod, "cuda", tile_local=False)  # TVM alone keeps a whole image
+    emulated = compile_module(serialize_threads(mod), "cpu", validation=True)
+    inputs = make_inputs(chain, 0)
+    expected = reference_output(chain, inputs)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
+    out = tvm.runtime.tensor(np.full(expected.shape, np.nan, "float32"), dev)
+    emulated["main"](*args, out)
+    result = compare(out.numpy(), expected, "float32")
+    assert result["correct"], result["message"]

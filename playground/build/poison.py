@@ -35,7 +35,10 @@ def _fill(buffer):
 
 
 def _poisonable(buffer) -> bool:
-    return str(buffer.dtype) in _FLOAT_BITS and buffer.scope() in ("global", "local", "")
+    # "shared": a CUDA schedule validated on the CPU (its thread loops made serial) keeps its
+    # shared-memory tiles, which must start as NaN like any other
+    return str(buffer.dtype) in _FLOAT_BITS and buffer.scope() in ("global", "local", "shared",
+                                                                    "")
 
 
 def _rewrite(stmt):
