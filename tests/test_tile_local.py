@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 import tvm
-from helpers import CONV_RELU_CONV, fuse_two_convs
+from helpers import CONV_RELU_CONV, cuda_fused_with_conv1_input_in_shared_memory, fuse_two_convs
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -261,27 +261,6 @@ def test_max_pool_padding_with_minus_infinity_is_dropped_and_stays_correct(pool)
 
 # ----------------------------------------------------------------------------- CUDA
 
-def _cuda_fused_with_conv1_input_in_shared_memory():
-    """The CUDA preset with conv1's padded input also staged per thread block in shared
-    memory (6 + 2 x 10 + 2 pixels of 64 channels) instead of read from global memory."""
-    from playground.io.presets import load_preset
-
-    chain, steps, _ = load_preset("cuda_fused_two_conv")
-    steps = list(steps)
-    k = next(i for i, s in enumerate(steps)
-             if s.primitive == "compute_inline" and s.args["block"] == "conv1_pad")
-    stage = [Step("set_scope", {"block": "conv1_pad", "buffer_index": 0,
-                                "storage_scope": "shared"}),
-             Step("compute_at", {"block": "conv1_pad", "target_block": "conv2",
-                                 "target_loop": "n_h_0_w_0_fused"}),
-             Step("fuse", {"block": "conv1_pad", "loops": ["ax0", "ax1", "ax2"]}),
-             Step("split", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused",
-                            "factors": [None, 256]}),
-             Step("bind", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused_1",
-                           "thread": "threadIdx.x"})]
-    return chain, [*steps[:k], *stage, *steps[k + 1:]]
-
-
 @pytest.mark.parametrize("staged", [False, True], ids=["preset", "conv1_input_staged"])
 def test_cuda_fused_convs_fit_a_thread_block_and_match_on_cpu_emulation(staged):
     from playground.build.gpu import serialize_threads
@@ -289,7 +268,7 @@ def test_cuda_fused_convs_fit_a_thread_block_and_match_on_cpu_emulation(staged):
     from playground.errors import BuildError
     from playground.io.presets import load_preset
 
-    chain, steps = (_cuda_fused_with_conv1_input_in_shared_memory() if staged
+    chain, steps = (cuda_fused_with_conv1_input_in_shared_memory() if staged
                     else load_preset("cuda_fused_two_conv")[:2])
     mod = scheduled(chain, tuple(steps)).mod
     source = generated_code(compile_module(mod, "cuda"), "cuda", "cuda")
