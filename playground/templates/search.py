@@ -133,7 +133,7 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
     if fused is not False:
         for option in fusion_options(st, facts)[:6]:
             names = "+".join(s.name for s in st[option.group.first:option.group.last + 1])
-            yield (f"fuse {names} at {option.group.rows}-row tiles",
+            yield (f"fuse {names} at {option.group.tile_label} tiles",
                    Plan(tuple(tiles), _with_group(st, option.group), lanes), option)
 
 

@@ -83,24 +83,31 @@ def _call(ratio: float) -> str:
     return "no difference"
 
 
-def _redundancy(pool: Any, chain: dict, cand: Candidate, producers: list[str]) -> float | None:
-    """Work done / needed by the producer layers' blocks, read from the fused schedule's TIR
-    (job ``analyze``); None when the analysis is not available."""
+def _measured(pool: Any, chain: dict, cand: Candidate, producers: list[str],
+              anchor: str, tile_local: bool) -> tuple[float | None, int | None]:
+    """Work done / needed by the producer layers' blocks, and the bytes of the intermediate
+    tiles one parallel iteration allocates (compacted buffers, weight copies and the anchor's
+    own accumulators aside), read from the fused schedule's lowered TIR (job ``analyze``);
+    None where the analysis is not available."""
     session = Session(chain, cand.steps, len(cand.steps))
-    res = pool.run("analyze", service.payload(session, "cpu"), timeout_s=120.0)
+    res = pool.run("analyze", service.payload(session, "cpu", tile_local=tile_local),
+                   timeout_s=120.0)
     if not res.ok:
-        return None
+        return None, None
     done = needed = 0
     for block in res.value.get("blocks", []):
         if any(block["block"] == p or block["block"].startswith(p + "_") for p in producers) \
                 and block["flop_needed"]:
             done += block["flop_done"]
             needed += block["flop_needed"]
-    return done / needed if needed else None
+    footprint = sum(b["bytes"] for b in res.value.get("buffers", [])
+                    if b["role"] == "intermediate" and "_weight" not in b["name"]
+                    and (b["name"] == f"{anchor}_pad" or not b["name"].startswith(anchor)))
+    return (done / needed if needed else None), footprint or None
 
 
 def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate, ratio: float,
-            facts: MachineFacts) -> str:
+            facts: MachineFacts, tile_local: bool = True) -> str:
     tail = f"{ratio:.2f}x, {_call(ratio)}"
     if fused.fusion is None:  # the epilogue question
         s = st[0] if len(st) == 1 else next(x for x in st if x.kind != "elementwise")
@@ -110,12 +117,13 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate, ratio: fl
                 f"{_where(nbytes, facts)}): {tail}")
     g = fused.fusion.group
     producers = [st[i].name for i in range(g.first, g.last)]
-    measured = _redundancy(pool, chain, fused, producers)
+    measured, footprint = _measured(pool, chain, fused, producers, st[g.last].name, tile_local)
     redundancy = measured if measured is not None else fused.fusion.redundancy
+    tile_bytes = footprint or fused.fusion.tile_bytes
     inter = sum(4 * _prod(st[i].out_shape) for i in range(g.first, g.last))
     what = " and ".join(producers)
-    tile_at, whole_at = _where(fused.fusion.tile_bytes, facts), _where(inter, facts)
-    head = (f"fusing {what} into {st[g.last].name} at {g.rows}-row tiles repeats "
+    tile_at, whole_at = _where(tile_bytes, facts), _where(inter, facts)
+    head = (f"fusing {what} into {st[g.last].name} at {g.tile_label} tiles repeats "
             f"{max(0.0, redundancy - 1) * 100:.0f}% of {what}'s work")
     if tile_at == whole_at:
         if _call(ratio) == "fuse":  # no cache level gained, yet faster: a pass saved
@@ -125,7 +133,8 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate, ratio: fl
         return (f"{head}, and buys no locality: the whole {_kib(inter)} intermediate fits in "
                 f"{whole_at} anyway: {tail}")
     slower = ", yet measured slower" if _call(ratio) == "don't fuse" else ""
-    return (f"{head} and keeps a {_kib(fused.fusion.tile_bytes)} tile of the intermediate in "
+    lowered = " (as lowered)" if footprint else ""
+    return (f"{head} and keeps a {_kib(tile_bytes)} tile of the intermediate{lowered} in "
             f"{tile_at} instead of streaming {_kib(inter)} through {whole_at}{slower}: {tail}")
 
 
@@ -221,7 +230,7 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
     fused_ms, unfused_ms = _side_by_side(pool, chain, fused, unfused, target, cancel,
                                          tile_local)
     ratio = unfused_ms / fused_ms
-    reason = _reason(pool, chain, st, fused, ratio, facts)
+    reason = _reason(pool, chain, st, fused, ratio, facts, tile_local)
     return Verdict(_call(ratio), fused_ms, unfused_ms, ratio, reason,
                    fused.plan.fused_layers(st) if fused.fusion else
                    [[windows[0].name, *windows[0].epilogue_blocks]] if windows else [],
