@@ -290,3 +290,22 @@ def test_cuda_fused_convs_fit_a_thread_block_and_match_on_cpu_emulation(staged):
     emulated["main"](*args, out)
     result = compare(out.numpy(), expected, "float32")
     assert result["correct"], result["message"]
+
+
+def test_an_exported_script_builds_with_and_without_the_step(tmp_path):
+    """Scripts embed the step (tvm + numpy only): both builds validate on poisoned buffers."""
+    import json
+    import subprocess
+    import sys
+
+    from playground.io.export import export_script
+
+    path = tmp_path / "fused.py"
+    path.write_text(export_script(CONV_RELU_CONV, fuse_two_convs(5)))
+    assert "TILE_LOCAL_PIPELINE" in path.read_text()
+    for flag in ([], ["--no-tile-local"]):
+        proc = subprocess.run([sys.executable, str(path), "--json", "--repeat", "1", *flag],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "correct"
