@@ -426,7 +426,10 @@ def _fill(buffer):
 
 
 def _poisonable(buffer) -> bool:
-    return str(buffer.dtype) in _FLOAT_BITS and buffer.scope() in ("global", "local", "")
+    # "shared": a CUDA schedule validated on the CPU (its thread loops made serial) keeps its
+    # shared-memory tiles, which must start as NaN like any other
+    return str(buffer.dtype) in _FLOAT_BITS and buffer.scope() in ("global", "local", "shared",
+                                                                    "")
 
 
 def _rewrite(stmt):
@@ -502,7 +505,6 @@ TILE_LOCAL_PIPELINE = "playground_tile_local"
 TILE_LOCAL_ATTR = "playground.tile_local"
 
 
-
 def _before_plan():
     """The passes TVM's default pipeline runs up to buffer placement, in its order."""
     t = s_tir.transform
@@ -516,8 +518,6 @@ def _compact():
     t = s_tir.transform
     return [t.ConvertBlocksToOpaque(), t.LiftThreadBinding(),
             t.ManifestSharedMemoryLocalStage(), t.CompactBufferAllocation(is_strict=False)]
-
-
 
 
 def _is_true(expr) -> bool:

@@ -37,7 +37,6 @@ TILE_LOCAL_PIPELINE = "playground_tile_local"
 TILE_LOCAL_ATTR = "playground.tile_local"
 
 
-
 def _before_plan():
     """The passes TVM's default pipeline runs up to buffer placement, in its order."""
     t = s_tir.transform
@@ -51,8 +50,6 @@ def _compact():
     t = s_tir.transform
     return [t.ConvertBlocksToOpaque(), t.LiftThreadBinding(),
             t.ManifestSharedMemoryLocalStage(), t.CompactBufferAllocation(is_strict=False)]
-
-
 
 
 def _is_true(expr) -> bool:
