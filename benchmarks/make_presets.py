@@ -132,7 +132,7 @@ def generate(name: str, preset: Preset, pool, facts, budget_s: float) -> str:
                                                                strict=True) if t)
     groups = best.plan.fused_layers(st)
     fused = ("; fused: " + ", ".join("+".join(g) for g in groups) +
-             f" at {next(g.rows for g in best.plan.groups if g.fused)}-row tiles") \
+             f" at {next(g.tile_label for g in best.plan.groups if g.fused)} tiles") \
         if groups else ""
     epilogue = "" if preset.fold else "; epilogue as separate passes"
     description = (

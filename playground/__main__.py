@@ -88,7 +88,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _report(out, args, 1)
     with WorkerPool(1) as pool:
         result = service.run(pool, session, target, measure=not args.no_measure,
-                             repeat=args.repeat)
+                             repeat=args.repeat, tile_local=not args.no_tile_local)
     value = result.value or {}
     out.update({k: value.get(k) for k in ("correct", "max_abs_error", "max_rel_error",
                                           "median_ms", "gflops", "message")})
@@ -140,7 +140,8 @@ def _cmd_lower(args: argparse.Namespace) -> int:
     chain, steps, meta = _load(args.file)
     session = Session.new(chain, steps)
     with WorkerPool(1) as pool:
-        result = service.lower(pool, session, args.target or meta.get("target", "cpu"))
+        result = service.lower(pool, session, args.target or meta.get("target", "cpu"),
+                               tile_local=not args.no_tile_local)
     if result.status != "ok":
         print(f"error ({result.status}): {result.message}", file=sys.stderr)
         return 1
@@ -191,7 +192,8 @@ def _cmd_auto(args: argparse.Namespace) -> int:
     with WorkerPool(1) as pool:
         result, best = search_and_finalize(pool, chain, facts, budget_s=args.budget_s,
                                            started=args.started, on_progress=progress,
-                                           record="cli" if args.record else "")
+                                           record="cli" if args.record else "",
+                                           tile_local=not args.no_tile_local)
     out.update(candidates=result.measured, tried=len(result.candidates),
                search_s=round(result.search_s, 2))
     if args.record:
@@ -238,9 +240,15 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
     chain, facts = _search_setup(args)
     with WorkerPool(1) as pool:
         verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s,
-                                 started=args.started)
+                                 started=args.started, tile_local=not args.no_tile_local)
     out = {"file": args.file, "machine": facts.summary(), **verdict.to_dict()}
     return _report(out, args, 0 if verdict.fused or verdict.unfused else 1)
+
+
+def _no_tile_local(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-tile-local", action="store_true",
+                   help="build without the tile-local step (TVM's default lowering keeps "
+                        "full-size intermediates and border predicates)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,10 +267,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed samples (the median is reported)")
     p.add_argument("--record", action="store_true",
                    help="also store the run in the experiment store ($PLAYGROUND_DATA)")
+    _no_tile_local(p)
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("lower", help="print the lowered TIR of a schedule file or preset")
     p.add_argument("file")
     p.add_argument("--target", choices=("cpu", "cuda"))
+    _no_tile_local(p)
     p.set_defaults(func=_cmd_lower)
     p = sub.add_parser("export", help="re-export a schedule file with this version's runtime")
     p.add_argument("file")
@@ -276,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", help="write the best schedule as a script here")
     p.add_argument("--record", action="store_true",
                    help="keep the search and every candidate in the experiment store")
+    _no_tile_local(p)
     p.set_defaults(func=_cmd_auto)
     p = sub.add_parser("fusion", help="fuse or not: best fused vs best unfused, measured")
     p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")
     p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
     p.add_argument("--json", action="store_true")
+    _no_tile_local(p)
     p.set_defaults(func=_cmd_fusion)
     add_experiments_parser(sub)
     add_model_parser(sub)

@@ -52,23 +52,27 @@ def payload(session: Session, target: str = "cpu", **extra: object) -> dict:
             "target": target, **extra}
 
 
-def lower(pool: WorkerPool, session: Session, target: str = "cpu") -> JobResult:
-    """Lowered TIR text (``value["text"]``) of the session's schedule."""
-    return pool.run("lower", payload(session, target), timeout_s=TIMEOUTS_S["lower"])
+def lower(pool: WorkerPool, session: Session, target: str = "cpu", *,
+          tile_local: bool = True) -> JobResult:
+    """Lowered TIR text (``value["text"]``) of the session's schedule; ``tile_local=False``
+    lowers without the tile-local step (:mod:`playground.build.tile_local`)."""
+    return pool.run("lower", payload(session, target, tile_local=tile_local),
+                    timeout_s=TIMEOUTS_S["lower"])
 
 
 def codegen(pool: WorkerPool, session: Session, target: str = "cpu",
-            kind: str = "asm") -> JobResult:
+            kind: str = "asm", *, tile_local: bool = True) -> JobResult:
     """Generated code (``value["text"]``): ``asm`` or ``llvm`` on the CPU, ``cuda`` for GPUs."""
-    return pool.run("codegen", payload(session, target, kind=kind),
+    return pool.run("codegen", payload(session, target, kind=kind, tile_local=tile_local),
                     timeout_s=TIMEOUTS_S["codegen"])
 
 
 def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: bool = True,
         repeat: int = METHOD["repeat"], min_repeat_ms: float = METHOD["min_repeat_ms"],
         on_event=None, cancel: threading.Event | None = None,
-        timeout_s: float | None = None) -> JobResult:
-    """Validate against the numpy reference and, if ``measure``, time the kernel.
+        timeout_s: float | None = None, tile_local: bool = True) -> JobResult:
+    """Validate against the numpy reference and, if ``measure``, time the kernel (built with
+    the tile-local step unless ``tile_local`` is False).
 
     Timing jobs hold the machine-wide measurement lock (``exclusive``), so two timings never
     share the CPU; ``on_event`` receives the queue position while waiting. When ``pool``
@@ -82,23 +86,25 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
                            min_repeat_ms=min_repeat_ms, on_event=on_event, cancel=cancel,
                            job_timeout_s=timeout_s)
     return pool.run("run", payload(session, target, measure=measure, repeat=repeat,
-                                   min_repeat_ms=min_repeat_ms),
+                                   min_repeat_ms=min_repeat_ms, tile_local=tile_local),
                     timeout_s=timeout_s or TIMEOUTS_S["run"], exclusive=measure,
                     on_event=on_event, cancel=cancel)
 
 
 def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
            rounds: int = 7, repeat: int = 3, min_repeat_ms: float = METHOD["min_repeat_ms"],
-           cancel: threading.Event | None = None, timeout_s: float | None = None) -> JobResult:
+           cancel: threading.Event | None = None, timeout_s: float | None = None,
+           tile_local: bool = True) -> JobResult:
     """Time two or more schedules of ``chain`` (``kernels``: step tuples) in paired,
-    alternating rounds, under one hold of the measurement lock (job ``rounds``).
+    alternating rounds, under one hold of the measurement lock (job ``rounds``), built with
+    the tile-local step unless ``tile_local`` is False.
 
     ``value["rounds_ms"][k][i]`` is kernel ``k``'s median in round ``i``; turn them into a
     ratio with an interval with :func:`playground.build.stats.compare_rounds`. Always on this
     machine (a farm's servers are not held for a whole comparison).
     """
     job = {"chain": chain, "target": target, "rounds": rounds, "repeat": repeat,
-           "min_repeat_ms": min_repeat_ms,
+           "min_repeat_ms": min_repeat_ms, "tile_local": tile_local,
            "kernels": [[s.to_dict() for s in steps] for steps in kernels]}
     return pool.run("rounds", job, timeout_s=timeout_s or TIMEOUTS_S["rounds"], exclusive=True,
                     cancel=cancel)

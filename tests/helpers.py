@@ -34,6 +34,28 @@ def fuse_two_convs(tile: int = 8) -> list[Step]:
     ]
 
 
+def cuda_fused_with_conv1_input_in_shared_memory() -> tuple[dict, list[Step]]:
+    """The CUDA preset ``cuda_fused_two_conv`` with conv1's padded input also staged per
+    thread block in shared memory (its 64 channels of (6 + 2) x (10 + 2) pixels) instead of
+    inlined into conv1's reads of global memory."""
+    from playground.io.presets import load_preset
+
+    chain, steps, _ = load_preset("cuda_fused_two_conv")
+    steps = list(steps)
+    k = next(i for i, s in enumerate(steps)
+             if s.primitive == "compute_inline" and s.args["block"] == "conv1_pad")
+    stage = [Step("set_scope", {"block": "conv1_pad", "buffer_index": 0,
+                                "storage_scope": "shared"}),
+             Step("compute_at", {"block": "conv1_pad", "target_block": "conv2",
+                                 "target_loop": "n_h_0_w_0_fused"}),
+             Step("fuse", {"block": "conv1_pad", "loops": ["ax0", "ax1", "ax2"]}),
+             Step("split", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused",
+                            "factors": [None, 256]}),
+             Step("bind", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused_1",
+                           "thread": "threadIdx.x"})]
+    return chain, [*steps[:k], *stage, *steps[k + 1:]]
+
+
 def check_numerics(chain: dict, mod: tvm.IRModule) -> dict:
     """Build ``mod`` for the CPU here (tests only), run it, compare with the reference."""
     ex = tvm.compile(mod, target="llvm")

@@ -40,9 +40,10 @@ def test_unscheduled_chain_does_exactly_the_needed_work():
 
 def test_fused_tile_dividing_the_extent():
     # 16x16 image, 8x8 tiles of conv2 (pad 1): conv1 rows per tile are [8t-1, 8t+9) clipped
-    # to [0, 16): 9 + 9 = 18 rows for 16 needed, same for columns.
+    # to [0, 16): 9 + 9 = 18 rows for 16 needed, same for columns (the clipping predicates
+    # kept: the tile-local step off).
     chain = conv_relu_conv(16)
-    a = analyze(chain, fused_steps(8), caches=CACHES)
+    a = analyze(chain, fused_steps(8), caches=CACHES, tile_local=False)
     conv1 = a.block("conv1")
     assert conv1.iterations_done == 16 * 18 * 18 * 72
     assert conv1.iterations_needed == 16 * 16 * 16 * 72
@@ -58,9 +59,10 @@ def test_fused_tile_dividing_the_extent():
 
 def test_fused_tile_not_dividing_the_extent():
     # 30x30 image, tile 8 -> 4 tiles per axis, the last one 6 wide (guard h_0*8+h_1 < 30).
-    # conv1 rows per tile: [0,9) [7,17) [15,25) [23,30) -> 9+10+10+7 = 36 for 30 needed.
+    # conv1 rows per tile: [0,9) [7,17) [15,25) [23,30) -> 9+10+10+7 = 36 for 30 needed
+    # (the clipping predicates kept: the tile-local step off).
     chain = conv_relu_conv(30)
-    a = analyze(chain, fused_steps(8), caches=CACHES)
+    a = analyze(chain, fused_steps(8), caches=CACHES, tile_local=False)
     assert a.block("conv2").iterations_done == 16 * 30 * 30 * 144
     assert a.block("conv2").iterations_unguarded == 16 * 32 * 32 * 144
     assert a.block("conv1").iterations_done == 16 * 36 * 36 * 72
@@ -96,11 +98,25 @@ def test_footprints_when_the_border_clips_the_tile():
     # With padding on conv2, border tiles clip conv1's region with a T.where; TVM 0.27's
     # CompactBufferAllocation cannot bound that by a constant and keeps the full buffer.
     chain = conv_relu_conv(16)
-    a = analyze(chain, fused_steps(8), caches=CACHES)
+    a = analyze(chain, fused_steps(8), caches=CACHES, tile_local=False)
     assert a.buffer("conv2_pad").compact_shape == (1, 16, 10, 10)
     assert a.buffer("conv1").compact_shape == (1, 16, 16, 16)
     # StorageRewrite shares memory: conv1_pad with conv2_pad, conv1 with relu1
     assert a.allocated_bytes == (8 * 18 * 18 + 16 * 16 * 16) * 4
+    assert a.tile_local == ()
+
+
+def test_footprints_with_the_tile_local_step():
+    # The step drops the border predicates: every intermediate is the unclipped tile, and
+    # the producers compute the ring outside the image too (done = loop extents).
+    chain = conv_relu_conv(16)
+    a = analyze(chain, fused_steps(8), caches=CACHES)
+    assert a.buffer("conv1_pad").compact_shape == (1, 8, 12, 12)
+    assert a.buffer("conv1").compact_shape == (1, 16, 10, 10)
+    assert a.buffer("relu1").compact_shape == (1, 16, 10, 10)
+    assert dict(a.tile_local)["conv1"] == ""
+    assert a.block("conv1").iterations_done == 4 * 16 * 10 * 10 * 8 * 3 * 3
+    assert a.allocated_bytes < (8 * 18 * 18 + 16 * 16 * 16) * 4 / 2
 
 
 def test_bytes_moved_model():
@@ -128,7 +144,9 @@ def test_to_dict_is_json():
     a = analyze(conv_relu_conv(16), fused_steps(8), caches=CACHES)
     d = json.loads(json.dumps(a.to_dict()))
     assert d["blocks"][1]["block"] == "conv1"
-    assert d["blocks"][1]["redundancy"] == pytest.approx((18 / 16) ** 2)
+    # the tile-local step drops conv1's border predicate: each 8x8 tile computes 10x10
+    assert d["blocks"][1]["redundancy"] == pytest.approx((20 / 16) ** 2)
+    assert d["tile_local"][1] == ["conv1", ""]
     assert len(a.rows()) == 5 and len(a.buffer_rows()) == 8
 
 
@@ -157,5 +175,5 @@ def test_analyze_job_in_worker(pool):
                       timeout_s=120)
     assert result.status == "ok", result.message
     conv1 = next(b for b in result.value["blocks"] if b["block"] == "conv1")
-    assert conv1["redundancy"] == pytest.approx((18 / 16) ** 2)
+    assert conv1["redundancy"] == pytest.approx((20 / 16) ** 2)  # tile-local: 10x10 per tile
     assert tvm  # the parent imports tvm for schedules; analysis itself ran in the worker

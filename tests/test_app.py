@@ -186,7 +186,11 @@ def test_inspect_tabs_diff_outline_and_lowered():
     at.session_state["inspect.tab"] = "Lowered TIR"
     run(at)  # lowered in the real worker, then cached in the tab's state
     assert any("def main" in c for c in codes(at)), errors(at)
-    assert any(k.startswith("lower|cpu|") for k in at.session_state["ui"].results)
+    assert any(k.startswith("lower|cpu|tile_local|") for k in at.session_state["ui"].results)
+    at.toggle(key="inspect.tile_local").set_value(False)  # TVM's default lowering, to compare
+    run(at)
+    assert any(k.startswith("lower|cpu||") for k in at.session_state["ui"].results)
+    assert any("def main" in c for c in codes(at)), errors(at)
 
 
 # ----------------------------------------------------------------------------- measure

@@ -11,6 +11,7 @@ import re
 
 import pytest
 import tvm
+from helpers import cuda_fused_with_conv1_input_in_shared_memory
 
 from playground.build.gpu import (
     check_cuda_lowered,
@@ -152,37 +153,27 @@ def test_too_many_threads_are_refused():
 
 def test_shared_tile_that_tvm_cannot_bound_is_refused():
     # conv1's input staged in shared memory per block: the halo is clipped at the border, TVM
-    # cannot bound the tile and keeps the whole padded input (64 x 58 x 58 floats).
-    chain, steps = preset("cuda_fused_two_conv")
-    k = next(i for i, s in enumerate(steps)
-             if s.primitive == "compute_inline" and s.args["block"] == "conv1_pad")
-    stage = [Step("set_scope", {"block": "conv1_pad", "buffer_index": 0,
-                                "storage_scope": "shared"}),
-             Step("compute_at", {"block": "conv1_pad", "target_block": "conv2",
-                                 "target_loop": "n_h_0_w_0_fused"}),
-             Step("fuse", {"block": "conv1_pad", "loops": ["ax0", "ax1", "ax2"]}),
-             Step("split", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused",
-                            "factors": [None, 256]}),
-             Step("bind", {"block": "conv1_pad", "loop": "ax0_ax1_ax2_fused_1",
-                           "thread": "threadIdx.x"})]
-    mod = scheduled(chain, [*steps[:k], *stage, *steps[k + 1:]]).mod
+    # cannot bound the tile and keeps the whole padded input (64 x 58 x 58 floats). (The
+    # tile-local step, off here, bounds it: tests/test_tile_local.py.)
+    chain, steps = cuda_fused_with_conv1_input_in_shared_memory()
+    mod = scheduled(chain, steps).mod
     assert check_cuda_schedule(mod) == []
-    problems = check_cuda_lowered(_lower_unchecked(mod))
+    problems = check_cuda_lowered(_lower_unchecked(mod, tile_local=False))
     assert len(problems) == 1
     assert problems[0].startswith("kernel main_kernel needs 885,760 bytes of shared memory "
                                   "(conv1_pad_shared 861,184 B, ")
     with pytest.raises(BuildError, match="bytes of shared memory"):
-        compile_module(mod, "cuda")
+        compile_module(mod, "cuda", tile_local=False)
 
 
-def _lower_unchecked(mod: tvm.IRModule) -> tvm.IRModule:
+def _lower_unchecked(mod: tvm.IRModule, **options) -> tvm.IRModule:
     """The lowered module without the GPU checks (to look at what they refuse)."""
     import playground.build.lowering as lowering
 
     saved = lowering.require_cuda_lowered
     lowering.require_cuda_lowered = lambda _: None
     try:
-        return lower(mod, "cuda")
+        return lower(mod, "cuda", **options)
     finally:
         lowering.require_cuda_lowered = saved
 

@@ -47,8 +47,15 @@ def test_lowered_tir_shows_the_buffers_after_compaction(pool):
     result = service.lower(pool, Session.new(CONV_RELU_CONV, fuse_two_convs(8)))
     assert result.status == "ok", result.message
     text = result.value["text"]
-    # TVM 0.27 keeps conv1 and conv1_pad at full size here (the image-border guards stop
-    # CompactBufferAllocation), while relu1 and conv2_pad shrink to a tile and share memory.
-    assert "conv1_pad = T.alloc_buffer((2592,))" in text  # 8 x 18 x 18
-    assert "conv1 = T.alloc_buffer((2048,))" in text  # 8 x 16 x 16
+    # The tile-local step drops the image-border guards, so conv1 and conv1_pad are tiles;
+    # relu1 and conv2_pad shrink to a tile and share memory with them.
+    assert "conv1_pad = T.alloc_buffer((1152,))" in text  # 8 x 12 x 12
+    assert "conv1 = T.alloc_buffer((800,))" in text  # 8 x 10 x 10
     assert "relu1 = T.alloc_buffer" not in text and "T.prim_func" in text
+    assert "conv1: predicate dropped" in result.value["tile_local"]
+    # Without it, TVM 0.27 keeps conv1 and conv1_pad at full size (the guards stop
+    # CompactBufferAllocation).
+    off = service.lower(pool, Session.new(CONV_RELU_CONV, fuse_two_convs(8)), tile_local=False)
+    assert "conv1_pad = T.alloc_buffer((2592,))" in off.value["text"]  # 8 x 18 x 18
+    assert "conv1 = T.alloc_buffer((2048,))" in off.value["text"]  # 8 x 16 x 16
+    assert off.value["tile_local"] == ""

@@ -84,8 +84,15 @@ def test_fusion_options_respect_l2_redundancy_and_cores():
     options = fusion_options(st, facts)
     assert options
     for o in options:
-        assert o.redundancy <= 1.5 and o.tile_bytes <= facts.caches["L2"]
+        limit = 1.6 if o.group.cols else 1.5  # 2-D tiles repeat a halo on two sides
+        assert o.redundancy <= limit and o.tile_bytes <= facts.caches["L2"]
         assert o.tiles >= facts.cores
+    # row tiles and 2-D tiles both among the first three (a short search measures both)
+    assert {o.group.cols is None for o in options[:3]} == {True, False}
+    flat = next(o for o in options if o.group.cols)
+    assert 56 % flat.group.cols == 0 and flat.group.cols >= 8
+    assert next(o for o in options if o.group.cols == 8 and o.group.rows == 8).redundancy \
+        == pytest.approx(1.5625)  # 10x10 of conv1 per 8x8 tile
 
 
 def test_a_plan_is_plain_steps_that_export_and_import():
@@ -371,3 +378,25 @@ def test_a_template_history_groups_by_layer_and_stage():
     assert [g.start for g in groups] == sorted(g.start for g in groups)
     assert all(a.end <= b.start for a, b in itertools.pairwise(groups))
     assert history_stages(chain, steps[:GROUP_FROM - 1]) == []  # a short history stays flat
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("groups", [1, 4, 16], ids=["dense", "grouped", "depthwise"])
+def test_two_convs_fused_at_2d_tiles_validate_with_tile_sized_intermediates(pool, groups):
+    """A 2-D fused group (rows x cols tiles of conv2) for dense, grouped and depthwise
+    producers: validated in the worker (poisoned buffers) with the tile-local step, which
+    drops the producers' border predicates."""
+    from playground import service
+
+    chain = normalize_chain({"input": {"shape": [1, 16, 12, 16]}, "layers": [
+        {"op": "conv2d", "channels": 16, "kernel": 3, "padding": 1, "groups": groups},
+        {"op": "relu"}, {"op": "conv2d", "channels": 16, "kernel": 3, "padding": 1}]})
+    st_ = stages(chain)
+    tiles = tuple(tile_candidates(s, facts_with(256))[0] if s.kind == "conv" else None
+                  for s in st_)
+    r = plan_steps(chain, Plan(tiles, (Group(0, len(st_) - 1, 4, 8),), lanes=8))
+    session = Session.new(chain, r.steps)
+    result = service.run(pool, session, "cpu", measure=False)
+    assert result.status == "ok" and result.value["correct"], result
+    said = service.lower(pool, session).value["tile_local"]
+    assert "conv1: predicate dropped" in said or "conv1_local: predicate dropped" in said, said

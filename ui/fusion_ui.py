@@ -80,6 +80,13 @@ def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
                    "moved KiB": round(b["traffic_bytes"] / 1024, 1)} for b in a["buffers"]],
                  hide_index=True, key="fusion.buffers")
     st.caption(f"Caches of this machine: {caches}.")
+    decided = a.get("tile_local") or []
+    if decided:
+        dropped = [b for b, why in decided if not why]
+        kept = [f"{b} ({why})" for b, why in decided if why]
+        st.caption("Tile-local step: " + "; ".join(
+            ([f"border predicate dropped, tile-sized: {', '.join(dropped)}"] if dropped else [])
+            + ([f"predicate kept: {'; '.join(kept)}"] if kept else [])))
     return a
 
 

@@ -41,12 +41,23 @@ def render_worker_text(key: str, result) -> None:
         st.rerun()
 
 
-def render_lowered(pool: WorkerPool, session: Session, target: str) -> None:
-    key = state.result_key("lower", session, target)
-    result = state.run_cached(key, lambda: service.lower(pool, session, target),
-                              "Lowering in the worker…")
+def tile_local_ui() -> bool:
+    """Whether the lowered TIR shows the playground's tile-local step (on by default)."""
+    return st.toggle("Tile-local step", value=True, key="inspect.tile_local",
+                     help="Intermediates computed under a tile loop become tile-sized and lose "
+                          "their border predicates where that is provably harmless. Switch "
+                          "off to see TVM's default lowering.")
+
+
+def render_lowered(pool: WorkerPool, session: Session, target: str, tile_local: bool) -> None:
+    key = state.result_key("lower", session, target, "tile_local" if tile_local else "")
+    result = state.run_cached(
+        key, lambda: service.lower(pool, session, target, tile_local=tile_local),
+        "Lowering in the worker…")
     st.caption(f"The module just before `tirx.MakePackedAPI` for {target}: buffers compacted, "
                "loops flattened.")
+    if result.ok and result.value.get("tile_local"):
+        st.caption(f"Tile-local step: {result.value['tile_local']}")
     render_worker_text(key, result)
 
 
@@ -106,7 +117,7 @@ def inspect_panel(pool: WorkerPool, session: Session, target: str) -> None:
     tabs = st.tabs(list(TABS), key="inspect.tab", on_change="rerun")
     draw = {
         TABS[0]: lambda: render_script(session),
-        TABS[1]: lambda: render_lowered(pool, session, target),
+        TABS[1]: lambda: render_lowered(pool, session, target, tile_local_ui()),
         TABS[2]: lambda: render_diff(session, diff_ui(session)),
         TABS[3]: lambda: render_outline(session),
         TABS[4]: lambda: render_codegen(pool, session, target, codegen_ui(target)),

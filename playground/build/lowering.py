@@ -16,10 +16,17 @@ import tvm
 from playground.build.gpu import require_cuda_lowered, require_cuda_ready
 from playground.build.poison import compile_validation
 from playground.build.targets import resolve
+from playground.build.tile_local import TILE_LOCAL_PIPELINE
 from playground.errors import BuildError
 from playground.explain import explain_build, plain
 
 CODE_KINDS = {"cpu": ("asm", "llvm"), "cuda": ("cuda",)}
+
+
+def pipeline_name(tile_local: bool = True) -> str:
+    """The TIR pipeline of a build: TVM's default, with the playground's tile-local step in
+    front unless ``tile_local`` is False (:mod:`playground.build.tile_local`)."""
+    return TILE_LOCAL_PIPELINE if tile_local else "default"
 
 
 @tvm.instrument.pass_instrument
@@ -77,11 +84,13 @@ def require_cpu_ready(mod: tvm.IRModule) -> None:
                          "the target to cuda", where="target")
 
 
-def run_tir_pipeline(mod: tvm.IRModule, target_name: str, instrument) -> None:
-    """Run TVM's default TIR pipeline for a target name, watched by a pass ``instrument``
-    (which keeps the snapshots it wants); a pass that refuses raises :class:`BuildError`."""
+def run_tir_pipeline(mod: tvm.IRModule, target_name: str, instrument, *,
+                     tile_local: bool = True) -> None:
+    """Run the TIR pipeline of a build (:func:`pipeline_name`) for a target name, watched by a
+    pass ``instrument`` (which keeps the snapshots it wants); a pass that refuses raises
+    :class:`BuildError`."""
     target = resolve(target_name)
-    pipeline, _, _ = tvm.tirx.get_default_tir_pipeline(target)
+    pipeline, _, _ = tvm.tirx.get_tir_pipeline(pipeline_name(tile_local))
     try:
         bound = tvm.tirx.transform.BindTarget(target.with_host(target.host or target))(mod)
         with tvm.transform.PassContext(opt_level=3, instruments=[instrument]):
@@ -90,8 +99,10 @@ def run_tir_pipeline(mod: tvm.IRModule, target_name: str, instrument) -> None:
         raise _failed(f"lowering for {target_name} failed", e) from None
 
 
-def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
-    """The module after TIR lowering, just before MakePackedAPI.
+def lower(mod: tvm.IRModule, target_name: str = "cpu", *,
+          tile_local: bool = True) -> tvm.IRModule:
+    """The module after TIR lowering, just before MakePackedAPI (with the tile-local step
+    unless ``tile_local`` is False).
 
     Raises
     ------
@@ -105,7 +116,7 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
     else:
         require_cpu_ready(mod)
     keep = _KeepBefore("tirx.MakePackedAPI")
-    run_tir_pipeline(mod, target_name, keep)
+    run_tir_pipeline(mod, target_name, keep, tile_local=tile_local)
     if keep.kept is None:
         raise BuildError("lowering did not reach MakePackedAPI")
     if target_name == "cuda":
@@ -113,28 +124,32 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu") -> tvm.IRModule:
     return keep.kept
 
 
-def lowered_text(mod: tvm.IRModule, target_name: str = "cpu") -> str:
+def lowered_text(mod: tvm.IRModule, target_name: str = "cpu", *,
+                 tile_local: bool = True) -> str:
     """The lowered module as TVMScript text."""
-    return lower(mod, target_name).script()
+    return lower(mod, target_name, tile_local=tile_local).script()
 
 
-def compile_module(mod: tvm.IRModule, target_name: str = "cpu", *, validation: bool = False):
+def compile_module(mod: tvm.IRModule, target_name: str = "cpu", *, validation: bool = False,
+                   tile_local: bool = True):
     """``tvm.compile`` for a target name, with failures as :class:`BuildError`.
 
     For ``cuda`` the module is lowered first (:func:`lower`) for the GPU checks: TVM itself
     compiles unbound loops as host code and oversized shared buffers without a word.
     ``validation=True`` builds the CPU kernel with every intermediate allocation NaN-filled
     (:mod:`playground.build.poison`), so that reading unwritten memory is caught every time;
-    such a build is for checking results, never for timing.
+    such a build is for checking results, never for timing. Both run the tile-local step
+    unless ``tile_local`` is False.
     """
     if target_name == "cuda":
-        lower(mod, target_name)
+        lower(mod, target_name, tile_local=tile_local)
     else:
         require_cpu_ready(mod)
+    pipeline = pipeline_name(tile_local)
     try:
         if validation and target_name == "cpu":
-            return compile_validation(mod, resolve(target_name))
-        return tvm.compile(mod, target=resolve(target_name))
+            return compile_validation(mod, resolve(target_name), pipeline)
+        return tvm.compile(mod, target=resolve(target_name), tir_pipeline=pipeline)
     except (RuntimeError, ValueError, TypeError) as e:
         hint = ""
         text = str(e)

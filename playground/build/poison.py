@@ -35,7 +35,10 @@ def _fill(buffer):
 
 
 def _poisonable(buffer) -> bool:
-    return str(buffer.dtype) in _FLOAT_BITS and buffer.scope() in ("global", "local", "")
+    # "shared": a CUDA schedule validated on the CPU (its thread loops made serial) keeps its
+    # shared-memory tiles, which must start as NaN like any other
+    return str(buffer.dtype) in _FLOAT_BITS and buffer.scope() in ("global", "local", "shared",
+                                                                    "")
 
 
 def _rewrite(stmt):
@@ -83,8 +86,9 @@ def poison_allocations(func, mod, ctx):
     return func if body.same_as(func.body) else func.with_body(body)
 
 
-def compile_validation(mod, target):
-    """``tvm.compile`` with every intermediate allocation NaN-filled (validation only).
+def compile_validation(mod, target, pipeline="default"):
+    """``tvm.compile`` with every intermediate allocation NaN-filled (validation only), through
+    the TIR pipeline named ``pipeline``.
 
     TVM 0.27 offers no hook to add a pass to its default pipeline (the pass list is built
     inside the pipeline function), so ``tvm.tirx.transform.FlattenBuffer`` is wrapped to run
@@ -99,6 +103,6 @@ def compile_validation(mod, target):
 
     passes.FlattenBuffer = flatten_then_poison
     try:
-        return tvm.compile(mod, target=target)
+        return tvm.compile(mod, target=target, tir_pipeline=pipeline)
     finally:
         passes.FlattenBuffer = original

@@ -18,7 +18,12 @@
   total allocation after ``StorageRewrite`` (which lets buffers share memory), from
   ``calculate_allocated_bytes`` on the module before ``MakePackedAPI``. TVM 0.27 compacts only
   regions it can bound by constants: a tile whose region is clipped by a ``T.where`` at the
-  image border keeps the buffer's full size. The numbers say what the code allocates.
+  image border keeps the buffer's full size, unless the playground's tile-local step
+  (:mod:`playground.build.tile_local`, on by default) drops that predicate: then the buffer is
+  the unclipped tile. The numbers say what the code allocates.
+* **Tile-local decisions**: per predicated block under a loop, whether the step dropped its
+  predicate, or why it kept it. A dropped predicate means the block also computes the ring
+  outside the image: its *done* iterations are then its loop extents.
 * **Bytes moved** past a cache level, by a working-set model over the loop tree (documented at
   :func:`traffic`), and **arithmetic intensity** = FLOP done / those bytes.
 
@@ -35,6 +40,7 @@ from typing import Any
 import tvm
 
 from playground.build.machine import cache_sizes
+from playground.build.tile_local import predicate_decisions
 from playground.chain.spec import INPUT_NAME, chain_flop
 from playground.explore.space import AnalysisError, Space, block_nests
 from playground.explore.traffic import traffic
@@ -97,6 +103,8 @@ class Analysis:
     allocated_bytes: int  # after StorageRewrite (buffers sharing memory)
     cache_level: str
     caches: dict[str, int] = field(default_factory=dict)
+    # (block, reason its predicate is kept or "" where dropped); empty with the step off
+    tile_local: tuple[tuple[str, str], ...] = ()
 
     @property
     def flop_done(self) -> int:
@@ -186,12 +194,12 @@ class _Snapshots:
             self.compacted = mod
 
 
-def lowered_snapshots(mod: tvm.IRModule, target_name: str = "cpu"):
+def lowered_snapshots(mod: tvm.IRModule, target_name: str = "cpu", *, tile_local: bool = True):
     """(module after CompactBufferAllocation, module before MakePackedAPI)."""
     from playground.build.lowering import run_tir_pipeline
 
     keep = _Snapshots()
-    run_tir_pipeline(mod, target_name, keep)
+    run_tir_pipeline(mod, target_name, keep, tile_local=tile_local)
     return keep.compacted, keep.lowered
 
 
@@ -240,7 +248,8 @@ def _roles(func: Any, chain: dict) -> dict[str, tuple[str, tuple[int, ...], int]
 
 
 def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str = "cpu", *,
-            cache_level: str = "L2", caches: dict[str, int] | None = None) -> Analysis:
+            cache_level: str = "L2", caches: dict[str, int] | None = None,
+            tile_local: bool = True) -> Analysis:
     """Analyze the schedule ``steps`` of ``chain`` (normalized) on ``target``.
 
     Parameters
@@ -250,6 +259,8 @@ def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str 
     caches
         Cache sizes in bytes (default: this machine's,
         :func:`playground.build.machine.cache_sizes`).
+    tile_local
+        Lower with the tile-local step (as every build does unless switched off).
 
     Raises
     ------
@@ -264,10 +275,14 @@ def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str 
     mod = scheduled(chain, tuple(steps)).mod
     func = mod["main"]
     nests = block_nests(func)
-    work = tuple(BlockWork(n.name, n.flop_per_iter, Space(n).count(), n.needed,
+    decided = tuple(predicate_decisions(mod)) if tile_local else ()
+    dropped = {name for name, reason in decided if not reason}
+    work = tuple(BlockWork(n.name, n.flop_per_iter,
+                           math.prod(lp.extent for lp in n.loops) if n.name in dropped
+                           else Space(n).count(), n.needed,
                            math.prod(lp.extent for lp in n.loops)) for n in nests)
 
-    compacted, lowered = lowered_snapshots(mod, target)
+    compacted, lowered = lowered_snapshots(mod, target, tile_local=tile_local)
     compact = _alloc_shapes(compacted["main"])
     allocated = tvm.s_tir.analysis.calculate_allocated_bytes(lowered)
     allocated_bytes = sum(int(v) for per in allocated.values() for v in per.values())
@@ -288,7 +303,7 @@ def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str 
                                  moved.get(name, 0)))
     return Analysis(work, tuple(buffers), chain_flop(chain),
                     float(tvm.s_tir.analysis.estimate_tir_flops(mod)), allocated_bytes,
-                    cache_level, dict(caches))
+                    cache_level, dict(caches), decided)
 
 
 def _buffer_dtypes(func: Any) -> dict[str, int]:

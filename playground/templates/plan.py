@@ -3,10 +3,11 @@
 A :class:`Plan` says, for every stage of the chain (:mod:`playground.templates.stages`), how
 its window layer is tiled (:class:`~playground.templates.conv.Tile`), and how stages are
 *grouped*: a group of consecutive stages is computed tile by tile of its last stage's output
-rows (``rows``), each earlier stage computing just the rows (plus halo) that tile needs, so
-its output lives in a tile-sized buffer instead of a whole tensor. A group of one stage is an
-unfused stage. :func:`plan_steps` turns a plan into ordinary playground steps; every template
-choice the search makes is a plan.
+rows (``rows``), or of ``rows`` x ``cols`` 2-D tiles, each earlier stage computing just the
+rows (and columns) plus halo that tile needs, so its output lives in a tile-sized buffer
+instead of a whole tensor (tile-sized once lowered: :mod:`playground.build.tile_local`). A
+group of one stage is an unfused stage. :func:`plan_steps` turns a plan into ordinary
+playground steps; every template choice the search makes is a plan.
 """
 
 from __future__ import annotations
@@ -31,15 +32,22 @@ from playground.templates.stages import Stage, stages
 @dataclass(frozen=True)
 class Group:
     """Consecutive stages ``first..last`` computed per tile of ``rows`` output rows of the
-    last one (``rows`` None: a single stage, tiled on its own)."""
+    last one, or of ``rows`` x ``cols`` pixels (``rows`` None: a single stage, tiled on its
+    own)."""
 
     first: int
     last: int
     rows: int | None = None
+    cols: int | None = None  # None: whole rows
 
     @property
     def fused(self) -> bool:
         return self.last > self.first
+
+    @property
+    def tile_label(self) -> str:
+        """``"8-row"`` or ``"8x16"``: the tile shape, for labels and reasons."""
+        return f"{self.rows}-row" if self.cols is None else f"{self.rows}x{self.cols}"
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,8 @@ class Plan:
         return {"template": self.template, "lanes": self.lanes,
                 "fold_epilogue": self.fold_epilogue,
                 "tiles": [t.to_dict() if t else None for t in self.tiles],
-                "groups": [{"first": g.first, "last": g.last, "rows": g.rows}
-                           for g in self.groups]}
+                "groups": [{"first": g.first, "last": g.last, "rows": g.rows,
+                            "cols": g.cols} for g in self.groups]}
 
 
 def _prepare(r: Recorder, stage: Stage, tile: Tile | None, fold: bool) -> list[str]:
@@ -128,14 +136,17 @@ def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Grou
                 if r.has(block):
                     elementwise_pass(r, block, lanes)
         return
-    # The anchor's output rows in tiles of `rows`: the parallel loop of the whole group.
+    # The anchor's output in tiles of `rows` (x `cols`): the parallel loop of the whole group.
     loops = r.loops(anchor.name)
     n, h = loops[0], loops[2]
     h_tile, h_rest = r.split(anchor.name, h, [None, group.rows])
-    r("reorder", anchor.name, loops=[n, h_tile])
-    inner = [n, loops[1], h_rest, *loops[3:]]
+    outer, inner = [n, h_tile], [n, loops[1], h_rest, *loops[3:]]
+    if group.cols is not None:
+        w_tile, w_rest = r.split(anchor.name, loops[3], [None, group.cols])
+        outer, inner = [n, h_tile, w_tile], [n, loops[1], h_rest, w_rest, *loops[4:]]
+    r("reorder", anchor.name, loops=outer)
     top = _tile(r, anchor, plan.tiles[group.last], lanes, backs[group.last],
-                outer=[n, h_tile], parallel=True, loops=inner)
+                outer=outer, parallel=True, loops=inner)
     for block in _producer_blocks(r, chain_stages, plan, group):
         r("compute_at", block, target_block=anchor.name, target_loop=top,
           preserve_unit_loops=True)

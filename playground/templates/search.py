@@ -120,6 +120,7 @@ class SearchResult:
     #: The last side-by-side comparison of its best (:func:`finalize` or the verdict): which
     #: candidates, and the ratio with its interval (see :class:`Final`).
     final: Final | None = None
+    tile_local: bool = True  # candidates built with the tile-local step
 
     def best(self, fused: bool | None = None) -> Candidate | None:
         """The fastest validated candidate (only fused / only unfused ones when asked).
@@ -173,7 +174,7 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
     if fused is not False:
         for option in fusion_options(st, facts)[:6]:
             names = "+".join(s.name for s in st[option.group.first:option.group.last + 1])
-            yield (f"fuse {names} at {option.group.rows}-row tiles",
+            yield (f"fuse {names} at {option.group.tile_label} tiles",
                    Plan(tuple(tiles), _with_group(st, option.group), lanes), option)
 
 
@@ -186,8 +187,9 @@ def _describe_tiles(st: list[Stage], tiles: tuple[Tile | None, ...]) -> str:
 def measure_candidate(pool: Any, chain: dict, label: str, plan: Plan, *, target: str = "cpu",
                       cancel: threading.Event | None = None,
                       fusion: FusionOption | None = None, repeat: int = REPEAT,
-                      min_repeat_ms: float = MIN_REPEAT_MS) -> Candidate:
-    """Write the plan as steps, then validate and time it in the worker."""
+                      min_repeat_ms: float = MIN_REPEAT_MS, tile_local: bool = True) -> Candidate:
+    """Write the plan as steps, then validate and time it in the worker (built with the
+    tile-local step unless ``tile_local`` is False)."""
     try:
         recorder = plan_steps(chain, plan, target=target)
     except PlaygroundError as e:
@@ -195,7 +197,7 @@ def measure_candidate(pool: Any, chain: dict, label: str, plan: Plan, *, target:
     steps = tuple(recorder.steps)
     session = Session(recorder.chain, steps, len(steps))
     result = service.run(pool, session, target, measure=True, repeat=repeat,
-                         min_repeat_ms=min_repeat_ms, cancel=cancel)
+                         min_repeat_ms=min_repeat_ms, cancel=cancel, tile_local=tile_local)
     value = result.value or {}
     status = result.status if result.status != "ok" or value.get("correct") else "wrong_result"
     return Candidate(label, plan, steps, status, value.get("median_ms"), value.get("gflops"),
@@ -207,7 +209,8 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
            target: str = "cpu", fused: bool | None = None,
            cancel: threading.Event | None = None,
            on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-           record: str = "", started: float | None = None) -> SearchResult:
+           record: str = "", started: float | None = None,
+           tile_local: bool = True) -> SearchResult:
     """Measure template choices for ``chain`` until the budget is spent (or all are tried).
 
     Parameters
@@ -228,9 +231,11 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     record
         When given (the source: ``"page"``, ``"cli"``), the search goes into the experiment
         store as one group, every candidate under it (failures included).
+    tile_local
+        Build every candidate with the tile-local step (:mod:`playground.build.tile_local`).
     """
     chain = normalize_chain(chain)
-    result = SearchResult(chain, facts=facts.to_dict())
+    result = SearchResult(chain, facts=facts.to_dict(), tile_local=tile_local)
     st = stages(chain)
     tiles: list[Tile | None] = [None] * len(st)
     t0 = time.monotonic() if started is None else started
@@ -259,7 +264,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
         tried_fused = tried_fused or option is not None
         began = time.monotonic() - t0
         cand = measure_candidate(pool, chain, label, plan, target=target, cancel=cancel,
-                                 fusion=option)
+                                 fusion=option, tile_local=tile_local)
         result.timeline.append((began, time.monotonic() - t0, -1.0 if must else predicted))
         result.candidates.append(cand)
         if group is not None:
@@ -308,7 +313,7 @@ def retime(pool: Any, result: SearchResult, cands: list[Candidate], *, target: s
     ``median_ms``: the search's table, its best and the verdict then show the same numbers.
     Returns the re-timed candidates (in the order given), or None when the rounds failed."""
     res = service.rounds(pool, result.chain, [c.steps for c in cands], target, rounds=rounds,
-                         cancel=cancel)
+                         cancel=cancel, tile_local=result.tile_local)
     if not res.ok:
         return None
     flop_ = chain_flop(result.chain)
@@ -341,7 +346,8 @@ def finalize(pool: Any, result: SearchResult, *, top: int = 3, rounds: int = 7,
     against the runner-up with its interval. Returns None when nothing validated."""
     ok = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:top]
     if len(ok) <= 1:
-        return remeasure(pool, result.chain, ok[0], target=target) if ok else None
+        return remeasure(pool, result.chain, ok[0], target=target,
+                         tile_local=result.tile_local) if ok else None
     again = retime(pool, result, ok, target=target, rounds=rounds, cancel=cancel)
     if again is None:
         return ok[0]
@@ -361,14 +367,16 @@ def search_and_finalize(pool: Any, chain: dict, facts: MachineFacts, *, budget_s
                         cancel: threading.Event | None = None,
                         on_progress: Callable[[Candidate, SearchResult], None] | None = None,
                         on_finalize: Callable[[int], None] | None = None,
-                        record: str = "") -> tuple[SearchResult, Candidate | None]:
+                        record: str = "", tile_local: bool = True
+                        ) -> tuple[SearchResult, Candidate | None]:
     """:func:`search` for :data:`SEARCH_SHARE` of the budget, then :func:`finalize` in the
     rounds that fit in what is left: the answer of ``auto`` and of the page's search, within
     ``budget_s`` of ``started`` (the click or the command). ``on_finalize(n)`` is called
     before the ``n`` fastest are re-timed."""
     t0 = time.monotonic() if started is None else started
     result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
-                    cancel=cancel, on_progress=on_progress, record=record, started=t0)
+                    cancel=cancel, on_progress=on_progress, record=record, started=t0,
+                    tile_local=tile_local)
     top = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:3]
     if cancel is not None and cancel.is_set():
         return result, result.best()
@@ -380,9 +388,9 @@ def search_and_finalize(pool: Any, chain: dict, facts: MachineFacts, *, budget_s
 
 
 def remeasure(pool: Any, chain: dict, cand: Candidate, *, target: str = "cpu",
-              repeat: int = METHOD["repeat"]) -> Candidate:
+              repeat: int = METHOD["repeat"], tile_local: bool = True) -> Candidate:
     """The candidate timed again with more samples (for the final answer)."""
     again = measure_candidate(pool, chain, cand.label, cand.plan, target=target,
                               fusion=cand.fusion, repeat=repeat,
-                              min_repeat_ms=METHOD["min_repeat_ms"])
+                              min_repeat_ms=METHOD["min_repeat_ms"], tile_local=tile_local)
     return again if again.ok else replace(cand, message=again.message or cand.message)

@@ -119,8 +119,8 @@ def _weights_outweigh_activations(stage: Stage) -> bool:
 
 @dataclass(frozen=True)
 class FusionOption:
-    """Fusing stages ``first..last`` at tiles of ``rows`` output rows of the last one, with
-    the model's numbers behind the choice."""
+    """Fusing stages ``first..last`` at tiles of ``rows`` output rows (or ``rows`` x ``cols``
+    pixels) of the last one, with the model's numbers behind the choice."""
 
     group: Group
     redundancy: float  # work done / needed by the earlier stages (halo recomputation)
@@ -128,24 +128,56 @@ class FusionOption:
     tiles: int  # parallel iterations
 
 
-def _rows_needed(stages_: list[Stage], first: int, last: int, rows: int) -> list[int]:
-    """Rows of each earlier stage's output that ``rows`` output rows of ``last`` read."""
+def _rows_needed(stages_: list[Stage], first: int, last: int, rows: int,
+                 axis: int = 0) -> list[int]:
+    """Rows (``axis`` 1: columns) of each earlier stage's output that ``rows`` output rows
+    (columns) of ``last`` read."""
     need, out = rows, []
     for i in range(last, first, -1):
         layer = stages_[i].layer
-        kh, sh = layer["kernel"][0], layer["stride"][0]
-        dh = layer.get("dilation", [1, 1])[0]
+        kh, sh = layer["kernel"][axis], layer["stride"][axis]
+        dh = layer.get("dilation", [1, 1])[axis]
         need = (need - 1) * sh + (kh - 1) * dh + 1
-        out.append(min(need, stages_[i - 1].out_shape[2]))
+        out.append(min(need, stages_[i - 1].out_shape[2 + axis]))
     return out
 
 
+#: 2-D tiles recompute a halo on two sides: a 3x3 -> 3x3 pair at 8x8 tiles does 1.56x.
+MAX_REDUNDANCY = {False: 1.5, True: 1.6}
+
+
+def _option(stages_: list[Stage], first: int, last: int, rows: int, cols: int | None,
+            facts: MachineFacts) -> FusionOption | None:
+    """The model's numbers for one tile shape; None when it repeats too much work, needs
+    more than L2 per tile or leaves fewer tiles than cores."""
+    anchor = stages_[last]
+    n, _, oh, ow = anchor.out_shape
+    producers = range(last - 1, first - 1, -1)
+    need_h = _rows_needed(stages_, first, last, rows)
+    need_w = (_rows_needed(stages_, first, last, cols, axis=1) if cols is not None
+              else [stages_[i].out_shape[3] for i in producers])
+    area = rows * (ow if cols is None else cols)
+    done = sum(h * w * stages_[i].flop / (stages_[i].out_shape[2] * stages_[i].out_shape[3])
+               for h, w, i in zip(need_h, need_w, producers, strict=True))
+    needed = sum(stages_[i].flop * area / (oh * ow) for i in range(first, last))
+    redundancy = done / needed if needed else 1.0
+    tile_bytes = sum(h * w * stages_[i].out_shape[1] * 4
+                     for h, w, i in zip(need_h, need_w, producers, strict=True))
+    tiles = n * math.ceil(oh / rows) * (1 if cols is None else math.ceil(ow / cols))
+    if redundancy > MAX_REDUNDANCY[cols is not None] or tile_bytes > facts.caches.get(
+            "L2", 512 * 1024) or tiles < facts.cores:
+        return None
+    return FusionOption(Group(first, last, rows, cols), redundancy, tile_bytes, tiles)
+
+
 def fusion_options(stages_: list[Stage], facts: MachineFacts) -> list[FusionOption]:
-    """Ways to fuse pairs (and triples) of consecutive window stages, best first: tiles whose
-    intermediate rows fit in L2, recompute at most ~50% more of the earlier stage, and still
-    leave a few tiles per core."""
-    out: list[FusionOption] = []
-    l2 = facts.caches.get("L2", 512 * 1024)
+    """Ways to fuse pairs (and triples) of consecutive window stages, best first: row tiles
+    and 2-D tiles (``rows`` x ``cols``, columns a divisor of the width of at least 8) whose
+    intermediate tile fits in L2, recompute at most ~50% (2-D: 60%) more of the earlier stage,
+    and still leave a few tiles per core. The list alternates two row options with one 2-D
+    option, so that a search measuring only the first few measures both shapes."""
+    rows_out: list[FusionOption] = []
+    flat_out: list[FusionOption] = []
     for first in range(len(stages_) - 1):
         for last in (first + 1, first + 2):
             if last >= len(stages_):
@@ -153,24 +185,22 @@ def fusion_options(stages_: list[Stage], facts: MachineFacts) -> list[FusionOpti
             group = stages_[first:last + 1]
             if any(s.kind == "elementwise" for s in group):
                 continue
-            anchor = stages_[last]
-            n, _, oh, _ = anchor.out_shape
+            n, _, oh, ow = stages_[last].out_shape
             for rows in _divisors(oh, 1):
                 if rows == oh and n == 1:
                     continue  # one tile per image and one image: no parallelism left
-                need = _rows_needed(stages_, first, last, rows)
-                done = sum(r * stages_[i].flop / stages_[i].out_shape[2]
-                           for r, i in zip(need, range(last - 1, first - 1, -1), strict=True))
-                needed = sum(stages_[i].flop * rows / oh for i in range(first, last))
-                redundancy = done / needed if needed else 1.0
-                tile_bytes = sum(r * stages_[i].out_shape[1] * stages_[i].out_shape[3] * 4
-                                 for r, i in zip(need, range(last - 1, first - 1, -1),
-                                                 strict=True))
-                tiles = n * math.ceil(oh / rows)
-                if redundancy > 1.5 or tile_bytes > l2 or tiles < facts.cores:
-                    continue
-                out.append(FusionOption(Group(first, last, rows), redundancy, tile_bytes,
-                                        tiles))
+                option = _option(stages_, first, last, rows, None, facts)
+                if option is not None:
+                    rows_out.append(option)
+                for cols in _divisors(ow, 8, ow - 1):
+                    option = _option(stages_, first, last, rows, cols, facts)
+                    if option is not None:
+                        flat_out.append(option)
     # few redundant rows first, then bigger tiles (fewer loop overheads)
-    out.sort(key=lambda o: (round(o.redundancy, 1), -o.tile_bytes))
+    for options in (rows_out, flat_out):
+        options.sort(key=lambda o: (round(o.redundancy, 1), -o.tile_bytes))
+    out: list[FusionOption] = []
+    while rows_out or flat_out:
+        out += rows_out[:2] + flat_out[:1]
+        rows_out, flat_out = rows_out[2:], flat_out[1:]
     return out

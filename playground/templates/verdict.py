@@ -114,24 +114,31 @@ def _call(interval: RatioInterval) -> str:
     return CALLS[decide(interval, NO_DIFFERENCE)]
 
 
-def _redundancy(pool: Any, chain: dict, cand: Candidate, producers: list[str]) -> float | None:
-    """Work done / needed by the producer layers' blocks, read from the fused schedule's TIR
-    (job ``analyze``); None when the analysis is not available."""
+def _measured(pool: Any, chain: dict, cand: Candidate, producers: list[str],
+              anchor: str, tile_local: bool) -> tuple[float | None, int | None]:
+    """Work done / needed by the producer layers' blocks, and the bytes of the intermediate
+    tiles one parallel iteration allocates (compacted buffers, weight copies and the anchor's
+    own accumulators aside), read from the fused schedule's lowered TIR (job ``analyze``);
+    None where the analysis is not available."""
     session = Session(chain, cand.steps, len(cand.steps))
-    res = pool.run("analyze", service.payload(session, "cpu"), timeout_s=120.0)
+    res = pool.run("analyze", service.payload(session, "cpu", tile_local=tile_local),
+                   timeout_s=120.0)
     if not res.ok:
-        return None
+        return None, None
     done = needed = 0
     for block in res.value.get("blocks", []):
         if any(block["block"] == p or block["block"].startswith(p + "_") for p in producers) \
                 and block["flop_needed"]:
             done += block["flop_done"]
             needed += block["flop_needed"]
-    return done / needed if needed else None
+    footprint = sum(b["bytes"] for b in res.value.get("buffers", [])
+                    if b["role"] == "intermediate" and "_weight" not in b["name"]
+                    and (b["name"] == f"{anchor}_pad" or not b["name"].startswith(anchor)))
+    return (done / needed if needed else None), footprint or None
 
 
 def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
-            interval: RatioInterval, facts: MachineFacts) -> str:
+            interval: RatioInterval, facts: MachineFacts, tile_local: bool = True) -> str:
     call = _call(interval)
     tail = f"{interval.text('unfused / fused')}: {call}"
     if fused.fusion is None:  # the epilogue question
@@ -142,12 +149,13 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
                 f"{_where(nbytes, facts)}): {tail}")
     g = fused.fusion.group
     producers = [st[i].name for i in range(g.first, g.last)]
-    measured = _redundancy(pool, chain, fused, producers)
+    measured, footprint = _measured(pool, chain, fused, producers, st[g.last].name, tile_local)
     redundancy = measured if measured is not None else fused.fusion.redundancy
+    tile_bytes = footprint or fused.fusion.tile_bytes
     inter = sum(4 * _prod(st[i].out_shape) for i in range(g.first, g.last))
     what = " and ".join(producers)
-    tile_at, whole_at = _where(fused.fusion.tile_bytes, facts), _where(inter, facts)
-    head = (f"fusing {what} into {st[g.last].name} at {g.rows}-row tiles repeats "
+    tile_at, whole_at = _where(tile_bytes, facts), _where(inter, facts)
+    head = (f"fusing {what} into {st[g.last].name} at {g.tile_label} tiles repeats "
             f"{max(0.0, redundancy - 1) * 100:.0f}% of {what}'s work")
     if tile_at == whole_at:
         if call == "fuse":  # no cache level gained, yet faster: a pass saved
@@ -157,7 +165,8 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
         return (f"{head}, and buys no locality: the whole {_kib(inter)} intermediate fits in "
                 f"{whole_at} anyway: {tail}")
     slower = ", yet measured slower" if call == "don't fuse" else ""
-    return (f"{head} and keeps a {_kib(fused.fusion.tile_bytes)} tile of the intermediate in "
+    lowered = " (as lowered)" if footprint else ""
+    return (f"{head} and keeps a {_kib(tile_bytes)} tile of the intermediate{lowered} in "
             f"{tile_at} instead of streaming {_kib(inter)} through {whole_at}{slower}: {tail}")
 
 
@@ -169,11 +178,11 @@ def _prod(shape: Any) -> int:
 
 
 def _epilogue_pair(pool: Any, chain: dict, best: Candidate, target: str,
-                   cancel: threading.Event | None) -> Candidate:
+                   cancel: threading.Event | None, tile_local: bool) -> Candidate:
     """The best schedule with its epilogue run as separate passes (the unfused twin)."""
     plan = replace(best.plan, fold_epilogue=False)
     return measure_candidate(pool, chain, best.label + " (epilogue as separate passes)", plan,
-                             target=target, cancel=cancel)
+                             target=target, cancel=cancel, tile_local=tile_local)
 
 
 def _loaded_now(seconds: float = 1.0) -> bool:
@@ -238,24 +247,28 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
                    target: str = "cpu", cancel: threading.Event | None = None,
                    on_progress: Callable[[Candidate, SearchResult], None] | None = None,
                    result: SearchResult | None = None,
-                   started: float | None = None) -> Verdict:
+                   started: float | None = None, tile_local: bool = True) -> Verdict:
     """Search (unless ``result`` is a search already done for this chain), then time the best
-    fused and best unfused schedules side by side; the answer comes within ``budget_s`` of
-    ``started`` (a :func:`time.monotonic` reading: the click or the command; default now)."""
+    fused and best unfused schedules side by side (built with the tile-local step unless
+    ``tile_local`` is False; a given ``result`` keeps its own setting); the answer comes
+    within ``budget_s`` of ``started`` (a :func:`time.monotonic` reading: the click or the
+    command; default now)."""
     t0 = time.monotonic() if started is None else started
     chain = normalize_chain(chain)
     st = stages(chain)
     windows = [s for s in st if s.kind != "elementwise"]
     if result is None:
         result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
-                        cancel=cancel, on_progress=on_progress, started=t0)
+                        cancel=cancel, on_progress=on_progress, started=t0,
+                        tile_local=tile_local)
+    tile_local = result.tile_local
     if len(windows) >= 2:
         fused, unfused = result.best(fused=True), result.best(fused=False)
     else:
         fused = result.best()
         unfused = None
         if fused is not None and any(s.epilogue for s in st):
-            unfused = _epilogue_pair(pool, chain, fused, target, cancel)
+            unfused = _epilogue_pair(pool, chain, fused, target, cancel, tile_local)
             result.candidates.append(unfused)
     if fused is None or unfused is None or not unfused.ok:
         only = fused or unfused
@@ -274,7 +287,7 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
     unfused, fused, loaded, remeasured = timed
     interval = compare_rounds(unfused.rounds_ms, fused.rounds_ms)
     call = _call(interval)
-    reason = _reason(pool, chain, st, fused, interval, facts)
+    reason = _reason(pool, chain, st, fused, interval, facts, tile_local)
     if loaded:
         reason += (" (measured under load, also when taken again: unreliable)" if remeasured
                    else " (measured under load: unreliable)")

@@ -21,14 +21,16 @@ def _steps(payload: dict) -> tuple:
 
 @job("analyze")
 def analyze_job(payload: dict) -> dict:
-    """Payload ``chain`` (normalized), ``steps``, ``target``, optional ``cache_level``.
+    """Payload ``chain`` (normalized), ``steps``, ``target``, optional ``cache_level`` and
+    ``tile_local`` (default True: lowered with the tile-local step).
 
     Returns :meth:`playground.explore.analysis.Analysis.to_dict`.
     """
     from playground.explore.analysis import analyze
 
     result = analyze(payload["chain"], _steps(payload), payload.get("target", "cpu"),
-                     cache_level=payload.get("cache_level", "L2"))
+                     cache_level=payload.get("cache_level", "L2"),
+                     tile_local=bool(payload.get("tile_local", True)))
     return result.to_dict()
 
 

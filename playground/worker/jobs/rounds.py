@@ -30,7 +30,7 @@ ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, METHOD["min_repeat_ms"]
 @job("rounds")
 def rounds_job(payload: dict) -> dict:
     """Payload ``chain``, ``target`` (``"cpu"``), ``kernels`` (a list of step lists),
-    ``rounds``, ``repeat``, ``min_repeat_ms``.
+    ``rounds``, ``repeat``, ``min_repeat_ms``, ``tile_local`` (default true).
 
     Returns ``rounds_ms`` (per kernel, each round's median in ms per call), ``timings`` (per
     kernel, each round's :meth:`~playground.build.timing.Timing.to_dict`), ``number`` (per
@@ -49,7 +49,8 @@ def rounds_job(payload: dict) -> dict:
     inputs, expected = _reference(chain_to_json(chain), 0)
     prepared = []
     for i, steps in enumerate(kernels):
-        ex, _ = _executable({"chain": chain, "steps": steps, "target": target})
+        ex, _ = _executable({"chain": chain, "steps": steps, "target": target,
+                             "tile_local": payload.get("tile_local", True)})
         args, out, check = _run_once(ex, inputs, expected, chain, dev)
         if not check["correct"]:
             raise BuildError(f"rounds: kernel {i} computes a wrong result "

@@ -16,9 +16,10 @@ from collections import OrderedDict
 import numpy as np
 import tvm
 
-from playground.build.lowering import compile_module, generated_code, lowered_text
+from playground.build.lowering import compile_module, generated_code, lower
 from playground.build.sampling import METHOD
 from playground.build.targets import device, info
+from playground.build.tile_local import TILE_LOCAL_ATTR
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import chain_flop, chain_to_json
 from playground.errors import BuildError
@@ -40,6 +41,11 @@ def _unpack(payload: dict) -> tuple[dict, tuple, str]:
     return chain, steps, payload.get("target", "cpu")
 
 
+def _tile_local(payload: dict) -> bool:
+    """Whether the build runs the tile-local step (payload ``tile_local``, on by default)."""
+    return bool(payload.get("tile_local", True))
+
+
 def _module(payload: dict) -> tvm.IRModule:
     chain, steps, _ = _unpack(payload)
     return scheduled(chain, steps).mod
@@ -52,12 +58,15 @@ def _executable(payload: dict, *, validation: bool = False):
     others are the kernels that get timed.
     """
     chain, steps, target = _unpack(payload)
-    key = "|".join((chain_to_json(chain), steps_to_json(steps), target, str(validation)))
+    tile_local = _tile_local(payload)
+    key = "|".join((chain_to_json(chain), steps_to_json(steps), target, str(validation),
+                    str(tile_local)))
     if key in _EXECUTABLES:
         _EXECUTABLES.move_to_end(key)
         return _EXECUTABLES[key], 0.0
     t0 = time.perf_counter()
-    ex = compile_module(scheduled(chain, steps).mod, target, validation=validation)
+    ex = compile_module(scheduled(chain, steps).mod, target, validation=validation,
+                        tile_local=tile_local)
     elapsed = time.perf_counter() - t0
     _EXECUTABLES[key] = ex
     while len(_EXECUTABLES) > MAX_EXECUTABLES:
@@ -74,11 +83,15 @@ def _reference(chain_json: str, seed: int):
 
 @job("lower")
 def lower_job(payload: dict) -> dict:
-    """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module."""
+    """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module, and what the
+    tile-local step decided per predicated block (``tile_local``: one line, "" when off)."""
     _, _, target = _unpack(payload)
     t0 = time.perf_counter()
-    text = lowered_text(_module(payload), target)
-    return {"text": text, "seconds": time.perf_counter() - t0}
+    lowered = lower(_module(payload), target, tile_local=_tile_local(payload))
+    decided = [str(f.attrs[TILE_LOCAL_ATTR]) for f in lowered.functions.values()
+               if f.attrs is not None and TILE_LOCAL_ATTR in f.attrs]
+    return {"text": lowered.script(), "seconds": time.perf_counter() - t0,
+            "tile_local": "; ".join(decided)}
 
 
 @job("codegen")
@@ -139,10 +152,10 @@ def run_job(payload: dict) -> dict:
     """Build, validate against the numpy reference, and (if ``measure``) time the kernel.
 
     Payload: ``chain``, ``steps``, ``target``, ``measure`` (bool), ``repeat``,
-    ``min_repeat_ms``, ``seed``. Validation uses a build whose intermediates start as NaN and
-    two input seeds (:func:`validate`); timing uses the normal build. The result's ``correct``
-    is False for a wrong output; timing is skipped then (a wrong kernel's speed means
-    nothing).
+    ``min_repeat_ms``, ``seed``, ``tile_local`` (bool, default True: the tile-local step).
+    Validation uses a build whose intermediates start as NaN and two input seeds
+    (:func:`validate`); timing uses the normal build. The result's ``correct`` is False for a
+    wrong output; timing is skipped then (a wrong kernel's speed means nothing).
     """
     chain, _, target = _unpack(payload)
     target_info = info(target)

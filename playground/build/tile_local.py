@@ -1,0 +1,290 @@
+"""Tile-local fusion: tile-sized intermediates without border predicates (a TIR pipeline).
+
+When a producer is ``compute_at`` a consumer's tile loop, TensorIR clips the producer's
+region to the image with a block predicate (``T.where``). The clipped region's extent then
+depends on the tile loop, so ``CompactBufferAllocation`` keeps the intermediate at full image
+size, and inside 2-D tiles the predicate scalarises the vector loops. This pass drops those
+predicates where it can prove that the extra (out-of-image) iterations are harmless, then
+compacts with ``is_strict=False`` so every intermediate allocated under the tile loop shrinks
+to the unclipped region one tile touches (its indices offset by the tile's origin).
+
+Why dropping is safe where it is dropped: an in-image element of any buffer is computed, as
+before, from in-image elements only (the original program reads in bounds). The new
+iterations only write out-of-image positions of tile-local buffers, which only other new
+iterations read: their values never reach the output. A predicate is kept, and the reason
+recorded, when a new iteration could do harm:
+
+* it writes a buffer that is not allocated under a loop (a function output, or an
+  intermediate shared by tiles): it would write outside that buffer;
+* it reads a buffer that is not tile-local (the chain's input, a residual, a per-pixel
+  parameter) at an index not provably in bounds (guards such as a pad's ``if_then_else``
+  count);
+* the predicate clips a reduction axis (dropping it would add terms to in-image results);
+* a spatial axis it extends is not written as a plain index of its own (after a layout
+  change an out-of-image iteration could alias an in-image element).
+
+The decisions are stored on the function as the attribute :data:`TILE_LOCAL_ATTR`, so the
+lowered TIR shows which blocks lost their predicate and why the others kept theirs.
+
+This module imports only tvm: exported scripts embed it verbatim and build with
+``tvm.compile(mod, target=target, tir_pipeline=TILE_LOCAL_PIPELINE)``.
+"""
+
+import tvm
+from tvm import s_tir, tirx
+
+TILE_LOCAL_PIPELINE = "playground_tile_local"
+TILE_LOCAL_ATTR = "playground.tile_local"
+
+
+def _before_plan():
+    """The passes TVM's default pipeline runs up to buffer placement, in its order."""
+    t = s_tir.transform
+    return [t.CanonicalizeLoop(), t.LowerCrossThreadReduction(), t.LowerInitBlock(),
+            t.PlanAndUpdateBufferAllocationLocation()]
+
+
+def _compact():
+    """The rest of the default pipeline's passes up to compaction, which here is not strict
+    (a region may start before the buffer's first element: the ring outside the image)."""
+    t = s_tir.transform
+    return [t.ConvertBlocksToOpaque(), t.LiftThreadBinding(),
+            t.ManifestSharedMemoryLocalStage(), t.CompactBufferAllocation(is_strict=False)]
+
+
+def _is_true(expr) -> bool:
+    return isinstance(expr, tirx.IntImm) and int(expr.value) == 1
+
+
+def _loads(expr, guards, out) -> None:
+    """Collect (load, guard conditions) in ``expr``; the then-branch of an ``if_then_else``
+    or ``Select`` is guarded by its condition. (TVM 0.27 names a load ``TensorLoad``, with
+    the buffer in ``source``.)"""
+    if isinstance(expr, tvm.ir.TensorLoad):
+        out.append((expr, guards))
+        for index in expr.indices:
+            _loads(index, guards, out)
+    elif isinstance(expr, tvm.ir.Call):
+        if str(expr.op.name if hasattr(expr.op, "name") else "").endswith("if_then_else"):
+            cond, then, other = expr.args
+            _loads(cond, guards, out)
+            _loads(then, (*guards, cond), out)
+            _loads(other, guards, out)
+        else:
+            for arg in expr.args:
+                _loads(arg, guards, out)
+    elif isinstance(expr, tirx.Select):
+        _loads(expr.condition, guards, out)
+        _loads(expr.true_value, (*guards, expr.condition), out)
+        _loads(expr.false_value, guards, out)
+    elif isinstance(expr, tirx.Ramp):
+        _loads(expr.base, guards, out)
+        _loads(expr.stride, guards, out)
+    elif isinstance(expr, tirx.Let):
+        _loads(expr.value, guards, out)
+        _loads(expr.body, guards, out)
+    elif isinstance(expr, tirx.Cast | tirx.Broadcast):
+        _loads(expr.value, guards, out)
+    elif hasattr(expr, "a"):  # binary operators, comparisons, Not
+        _loads(expr.a, guards, out)
+        if hasattr(expr, "b"):
+            _loads(expr.b, guards, out)
+
+
+def _body_loads(stmt, guards, out, loops) -> bool:
+    """Loads of a block body (with their guards, and loops met inside); False when the body
+    holds something this analysis does not read (a nested block)."""
+    if isinstance(stmt, tirx.BufferStore):
+        _loads(stmt.value, guards, out)
+        for index in stmt.indices:
+            _loads(index, guards, out)
+        return True
+    if isinstance(stmt, tirx.Evaluate):
+        _loads(stmt.value, guards, out)
+        return True
+    if isinstance(stmt, tirx.SeqStmt):
+        return all(_body_loads(s, guards, out, loops) for s in stmt.seq)
+    if isinstance(stmt, tirx.For):
+        loops.append(stmt)
+        return _body_loads(stmt.body, guards, out, loops)
+    if isinstance(stmt, tirx.IfThenElse):
+        _loads(stmt.condition, guards, out)
+        ok = _body_loads(stmt.then_case, (*guards, stmt.condition), out, loops)
+        return ok and (stmt.else_case is None
+                       or _body_loads(stmt.else_case, guards, out, loops))
+    return False
+
+
+def _in_bounds(analyzer, load, guards) -> bool:
+    """Whether every index of ``load`` is within its buffer under ``guards``."""
+    def check() -> bool:
+        for index, extent in zip(load.indices, load.source.shape, strict=True):
+            if not isinstance(extent, tirx.IntImm) or isinstance(index, tirx.Ramp):
+                return False
+            bound = analyzer.const_int_bound(index)
+            if bound.min_value < 0 or bound.max_value >= int(extent.value):
+                return False
+        return True
+
+    if not guards:
+        return check()
+    with analyzer.constraint_scope(tirx.all(*guards)):
+        return check()
+
+
+def _decide(realize, loops, local, analyzer) -> str:
+    """Why the predicate of ``realize`` must stay, or "" when it can go."""
+    block = realize.block
+    for region in block.writes:
+        if not any(region.source.same_as(b) for b in local):
+            return (f"writes {region.source.name}, which is not allocated under a loop "
+                    "(an output, or shared by tiles)")
+    for loop in loops:
+        analyzer.bind(loop.loop_var, tvm.ir.Range.from_min_extent(loop.min, loop.extent))
+    extended = []
+    for iv, value in zip(block.iter_vars, realize.iter_values, strict=True):
+        bound = analyzer.const_int_bound(value)
+        lo, hi = int(iv.dom.min), int(iv.dom.min) + int(iv.dom.extent) - 1
+        if bound.min_value < lo or bound.max_value > hi:
+            if int(iv.iter_type) != tirx.IterVar.DataPar:
+                return f"its predicate clips the reduction axis {iv.var.name}"
+            extended.append(iv)
+        analyzer.bind(iv.var, tvm.ir.Range(bound.min_value, bound.max_value + 1))
+    for iv in extended:
+        for region in block.writes:
+            plain = any(isinstance(r.min, tirx.Var) and r.min.same_as(iv.var)
+                        and int(iv.dom.min) == 0 and isinstance(extent, tirx.IntImm)
+                        and int(extent.value) == int(iv.dom.extent)
+                        for r, extent in zip(region.region, region.source.shape, strict=True))
+            if not plain:
+                return (f"it writes {region.source.name} without {iv.var.name} as an index of "
+                        "its own (a layout change could alias an in-image element)")
+    found, inner = [], []
+    if not _body_loads(block.body, (), found, inner):
+        return "its body holds nested blocks"
+    for loop in inner:
+        analyzer.bind(loop.loop_var, tvm.ir.Range.from_min_extent(loop.min, loop.extent))
+    for load, guards in found:
+        if any(load.source.same_as(b) for b in local):
+            continue
+        if not _in_bounds(analyzer, load, guards):
+            return (f"it reads {load.source.name} unguarded outside its bounds at the "
+                    "border (an unpadded window, a residual add or another per-pixel read "
+                    "of a buffer that is not tile-local)")
+    return ""
+
+
+def decisions(func) -> list[tuple[str, str]]:
+    """(block name, reason kept or "") for every predicated block under a loop of ``func``
+    (a PrimFunc after ``PlanAndUpdateBufferAllocationLocation``)."""
+    out: list[tuple[str, str]] = []
+
+    def visit(stmt, loops, local) -> None:
+        if isinstance(stmt, tirx.SeqStmt):
+            for s in stmt.seq:
+                visit(s, loops, local)
+        elif isinstance(stmt, tirx.For):
+            visit(stmt.body, (*loops, stmt), local)
+        elif isinstance(stmt, s_tir.SBlockRealize):
+            block = stmt.block
+            if loops and block.alloc_buffers:
+                local = (*local, *block.alloc_buffers)
+            if loops and not _is_true(stmt.predicate):
+                out.append((block.name_hint,
+                            _decide(stmt, loops, local, tvm.sym.Analyzer())))
+            visit(block.body, loops, local)
+        elif isinstance(stmt, tirx.IfThenElse):
+            visit(stmt.then_case, loops, local)
+            if stmt.else_case is not None:
+                visit(stmt.else_case, loops, local)
+        elif isinstance(stmt, tirx.AttrStmt | tirx.LetStmt):
+            visit(stmt.body, loops, local)
+
+    visit(func.body, (), ())
+    names = [name for name, _ in out]
+    return [(name, reason or ("" if names.count(name) == 1 and name else
+                              "its block name is not unique"))
+            for name, reason in out]
+
+
+def predicate_decisions(mod) -> list[tuple[str, str]]:
+    """What the step decides for ``mod``'s ``main`` (a scheduled module): (block, reason the
+    predicate is kept, or "" where it is dropped), without lowering further."""
+    return decisions(tvm.transform.Sequential(_before_plan())(mod)["main"])
+
+
+def _strip(stmt, names):
+    """``stmt`` with the predicates of the blocks named in ``names`` set to True."""
+    if isinstance(stmt, tirx.SeqStmt):
+        seq = [_strip(s, names) for s in stmt.seq]
+        same = all(a.same_as(b) for a, b in zip(seq, stmt.seq, strict=True))
+        return stmt if same else tirx.SeqStmt(seq)
+    if isinstance(stmt, tirx.For):
+        body = _strip(stmt.body, names)
+        return stmt if body.same_as(stmt.body) else tirx.For(
+            stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
+            stmt.annotations)
+    if isinstance(stmt, s_tir.SBlockRealize):
+        b = stmt.block
+        body = _strip(b.body, names)
+        block = b if body.same_as(b.body) else s_tir.SBlock(
+            b.iter_vars, b.reads, b.writes, b.name_hint, body, b.init, b.alloc_buffers,
+            b.match_buffers, b.annotations)
+        predicate = True if b.name_hint in names else stmt.predicate
+        if block.same_as(b) and b.name_hint not in names:
+            return stmt
+        return s_tir.SBlockRealize(stmt.iter_values, predicate, block)
+    if isinstance(stmt, tirx.IfThenElse):
+        then = _strip(stmt.then_case, names)
+        other = None if stmt.else_case is None else _strip(stmt.else_case, names)
+        return tirx.IfThenElse(stmt.condition, then, other)
+    if isinstance(stmt, tirx.AttrStmt):
+        body = _strip(stmt.body, names)
+        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(
+            stmt.node, stmt.attr_key, stmt.value, body)
+    return stmt
+
+
+def describe(found: list[tuple[str, str]]) -> str:
+    """The decisions as one line per block (the attribute's text)."""
+    if not found:
+        return "no predicated block under a tile loop"
+    return "; ".join(f"{name}: predicate dropped, tile-local" if not reason
+                     else f"{name}: predicate kept, {reason}" for name, reason in found)
+
+
+@tvm.transform.module_pass(opt_level=0, name="playground.TileLocal")
+def tile_local(mod, ctx):
+    """Drop provably harmless border predicates, then compact non-strictly (see module doc).
+
+    A module where no predicate can go is returned unchanged but for the attribute, so that
+    TVM's own pipeline lowers it exactly as it would without this pass.
+    """
+    planned = tvm.transform.Sequential(_before_plan())(mod)
+    found_by = {gvar: decisions(func) for gvar, func in planned.functions.items()
+                if isinstance(func, tirx.PrimFunc)}
+    if not any(not reason for found in found_by.values() for _, reason in found):
+        return _with_functions(mod, {gvar: mod[gvar].with_attr(TILE_LOCAL_ATTR, describe(found))
+                                     for gvar, found in found_by.items()})
+    stripped = {}
+    for gvar, found in found_by.items():
+        func = planned[gvar]
+        body = _strip(func.body, {name for name, reason in found if not reason})
+        stripped[gvar] = func.with_body(body).with_attr(TILE_LOCAL_ATTR, describe(found))
+    return tvm.transform.Sequential(_compact())(_with_functions(planned, stripped))
+
+
+def _with_functions(mod, funcs):
+    """A new module: ``mod`` with the functions in ``funcs`` replaced."""
+    merged = {gvar: funcs.get(gvar, func) for gvar, func in mod.functions.items()}
+    return tvm.IRModule(merged, attrs=mod.attrs)
+
+
+def tile_local_pipeline():
+    """TVM's default TIR pipeline with :func:`tile_local` in front (a pipeline factory for
+    ``tvm.tirx.register_tir_pipeline``)."""
+    default, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir")
+    return tvm.transform.Sequential([tile_local, default]), finalize_host, finalize_device
+
+
+tvm.tirx.register_tir_pipeline(TILE_LOCAL_PIPELINE, tile_local_pipeline)
