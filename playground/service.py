@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from playground.errors import PlaygroundError
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.pools import WorkerPools
@@ -24,6 +25,8 @@ from playground.worker.result import JobResult
 
 #: Per-job limits: lowering is quick, a build + validation of a large chain is not.
 TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0}
+#: Build modes of the weights (see :func:`run`): re-laid out on every call, or once.
+WEIGHT_MODES = ("per-call", "constant")
 
 
 def server_pools(environ: Mapping[str, str] | None = None, **worker_options) -> WorkerPools:
@@ -51,9 +54,12 @@ def payload(session: Session, target: str = "cpu", **extra: object) -> dict:
             "target": target, **extra}
 
 
-def lower(pool: WorkerPool, session: Session, target: str = "cpu") -> JobResult:
-    """Lowered TIR text (``value["text"]``) of the session's schedule."""
-    return pool.run("lower", payload(session, target), timeout_s=TIMEOUTS_S["lower"])
+def lower(pool: WorkerPool, session: Session, target: str = "cpu", *,
+          weights: str = "per-call") -> JobResult:
+    """Lowered TIR text (``value["text"]``) of the session's schedule (with constant
+    ``weights``: the ``pack`` function and the kernel ``main``)."""
+    return pool.run("lower", payload(session, target, weights=weights),
+                    timeout_s=TIMEOUTS_S["lower"])
 
 
 def codegen(pool: WorkerPool, session: Session, target: str = "cpu",
@@ -65,8 +71,13 @@ def codegen(pool: WorkerPool, session: Session, target: str = "cpu",
 
 def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: bool = True,
         repeat: int = 10, min_repeat_ms: float = 50.0, on_event=None,
-        cancel: threading.Event | None = None, timeout_s: float | None = None) -> JobResult:
+        cancel: threading.Event | None = None, timeout_s: float | None = None,
+        weights: str = "per-call") -> JobResult:
     """Validate against the numpy reference and, if ``measure``, time the kernel.
+
+    ``weights="constant"`` builds the weight re-layouts as a ``pack`` function run once
+    before timing (:mod:`playground.build.constant`); the value's ``weights`` says which mode
+    a time was taken in. Constant weights are measured on this machine only.
 
     Timing jobs hold the machine-wide measurement lock (``exclusive``), so two timings never
     share the CPU; ``on_event`` receives the queue position while waiting. When ``pool``
@@ -74,13 +85,16 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
     for ``target``, a timing runs there (job ``remote_run``: its value also names the
     ``server``); validation alone stays here.
     """
+    if weights not in WEIGHT_MODES:
+        raise PlaygroundError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got "
+                              f"{weights!r}", where="weights")
     farm = getattr(pool, "farm", None)
-    if measure and farm is not None and farm.target == target:
+    if measure and farm is not None and farm.target == target and weights == "per-call":
         return _remote_job(pool, session, farm, measure=True, repeat=repeat,
                            min_repeat_ms=min_repeat_ms, on_event=on_event, cancel=cancel,
                            job_timeout_s=timeout_s)
     return pool.run("run", payload(session, target, measure=measure, repeat=repeat,
-                                   min_repeat_ms=min_repeat_ms),
+                                   min_repeat_ms=min_repeat_ms, weights=weights),
                     timeout_s=timeout_s or TIMEOUTS_S["run"], exclusive=measure,
                     on_event=on_event, cancel=cancel)
 

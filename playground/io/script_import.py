@@ -37,7 +37,8 @@ MAX_STEPS = 256
 
 
 TARGETS = ("cpu", "cuda")
-_META = {"TARGET": "target", "TITLE": "title", "DESCRIPTION": "description"}
+_META = {"TARGET": "target", "TITLE": "title", "DESCRIPTION": "description",
+         "WEIGHTS": "weights"}
 _JSON_KEYS = ("chain", "steps", "cursor", "target", "title", "description")
 
 
@@ -229,7 +230,11 @@ def _check_meta(meta: dict, lines: Mapping[str, int]) -> dict:
     if target not in TARGETS:
         raise err(lines.get("TARGET"), f"TARGET must be one of {', '.join(TARGETS)}, got "
                                         f"{target!r:.60}")
-    out = {"target": target}
+    weights = meta.get("weights", "per-call")
+    if weights not in ("per-call", "constant"):
+        raise err(lines.get("WEIGHTS"), "WEIGHTS must be 'per-call' or 'constant', got "
+                                         f"{weights!r:.60}")
+    out = {"target": target, "weights": weights}
     for key in ("title", "description"):
         value = meta.get(key, "")
         if not isinstance(value, str):

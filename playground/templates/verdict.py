@@ -192,15 +192,16 @@ def _unpaired(result: SearchResult, st: list[Stage], windows: list[Stage],
 def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.0,
                    target: str = "cpu", cancel: threading.Event | None = None,
                    on_progress: Callable[[Candidate, SearchResult], None] | None = None,
-                   result: SearchResult | None = None) -> Verdict:
+                   result: SearchResult | None = None, weights: str = "per-call") -> Verdict:
     """Search (unless ``result`` is a search already done for this chain), then time the best
-    fused and best unfused schedules side by side."""
+    fused and best unfused schedules side by side (both with ``weights`` as the search's
+    plans carry them)."""
     chain = normalize_chain(chain)
     st = stages(chain)
     windows = [s for s in st if s.kind != "elementwise"]
     if result is None:
         result = search(pool, chain, facts, budget_s=budget_s * 0.7, target=target,
-                        cancel=cancel, on_progress=on_progress)
+                        cancel=cancel, on_progress=on_progress, weights=weights)
     if len(windows) >= 2:
         fused, unfused = result.best(fused=True), result.best(fused=False)
     else:

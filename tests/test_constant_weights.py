@@ -1,0 +1,138 @@
+"""Constant weights: the weight re-layouts run once (``pack``), the timed kernel reads them.
+
+Both build modes must validate (on NaN-poisoned buffers, packed ones included) on random
+chains; the packed kernel must no longer copy the weights (read in its lowered TIR); and the
+command line's ``auto --weights constant -o best.py`` must give a file that ``run --weights
+constant`` and the script itself accept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fuzzing import HypothesisDraw
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_templates import _random_template_chain, facts_with
+
+from playground import service
+from playground.build.constant import split_constant_weights
+from playground.build.lowering import lower
+from playground.chain.spec import normalize_chain
+from playground.errors import PlaygroundError
+from playground.io.export import export_script
+from playground.io.script_import import import_script
+from playground.schedule.replay import scheduled
+from playground.schedule.session import Session
+from playground.templates.conv import Tile
+from playground.templates.plan import Group, Plan, plan_steps
+from playground.templates.space import tile_candidates
+from playground.templates.stages import stages
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAIN = normalize_chain({"input": {"shape": [1, 16, 8, 8]},
+                         "layers": [{"op": "conv2d", "channels": 32, "kernel": 3, "padding": 1},
+                                    {"op": "bias_add"}, {"op": "relu"}]})
+
+
+def _plan(weights: str, order: str = "channels") -> Plan:
+    tile = Tile("k", 8, 1, 1, 8, order=order)
+    return Plan((tile,), (Group(0, 0),), lanes=8, weights=weights)
+
+
+def _stores(text: str, buffer: str) -> bool:
+    """Whether lowered TIR ``text`` stores into ``buffer`` (or a view of it)."""
+    return re.search(rf"^\s*{buffer}(_\d+)?\[[^\n]*\] = ", text, re.M) is not None
+
+
+def test_the_packed_kernel_no_longer_copies_the_weights():
+    per_call = plan_steps(CHAIN, _plan("per-call", order="rows")).sch.mod
+    assert _stores(lower(per_call)["main"].script(), "conv1_weight_global")
+    constant = plan_steps(CHAIN, _plan("constant")).sch.mod
+    mod, packed = split_constant_weights(constant)
+    assert packed == [("conv1_weight_global", [4, 16, 3, 3, 8], "float32")]
+    lowered = lower(mod)
+    main, pack = lowered["main"].script(), lowered["pack"].script()
+    assert not _stores(main, "conv1_weight_global") and "conv1_weight_1" not in main
+    assert "conv1_weight_global" in main  # the kernel reads the packed buffer instead
+    assert _stores(pack, "conv1_weight_global")
+
+
+def test_constant_weights_keep_the_copy_top_level_where_per_call_moves_it_into_the_conv():
+    """With channel blocks outermost, per-call weights are copied block by block inside the
+    conv's parallel loop (nothing to hoist); constant weights keep the copy whole."""
+    per_call = plan_steps(CHAIN, _plan("per-call")).sch.mod
+    assert split_constant_weights(per_call)[1] == []
+    assert split_constant_weights(plan_steps(CHAIN, _plan("constant")).sch.mod)[1]
+
+
+def test_a_schedule_without_weight_copies_builds_unchanged():
+    mod = scheduled(CHAIN, ()).mod
+    split, packed = split_constant_weights(mod)
+    assert split is mod and packed == []
+
+
+def test_weight_modes_travel_through_export_and_import():
+    steps = plan_steps(CHAIN, _plan("constant")).steps
+    text = export_script(CHAIN, steps, weights="constant")
+    assert "WEIGHTS = 'constant'" in text
+    assert import_script(text)[2]["weights"] == "constant"
+    assert import_script(export_script(CHAIN, steps))[2]["weights"] == "per-call"
+    with pytest.raises(PlaygroundError, match="weights must be one of"):
+        export_script(CHAIN, steps, weights="folded")
+    with pytest.raises(PlaygroundError, match="WEIGHTS must be 'per-call' or 'constant'"):
+        import_script(text.replace("WEIGHTS = 'constant'", "WEIGHTS = 'folded'"))
+
+
+def test_an_unknown_weight_mode_is_refused_before_any_job():
+    with pytest.raises(PlaygroundError, match="weights must be one of per-call, constant"):
+        service.run(None, Session.new(CHAIN, ()), weights="folded")
+
+
+@settings(max_examples=8, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+@pytest.mark.slow
+def test_both_weight_modes_validate_on_random_chains(pool, data):
+    d = HypothesisDraw(data)
+    chain = _random_template_chain(d)
+    facts = facts_with(d.choice((256, 512)))
+    tiles = [d.choice(c) if (c := tile_candidates(s, facts)) else None for s in stages(chain)]
+    groups = tuple(Group(i, i) for i in range(len(tiles)))
+    for weights in ("per-call", "constant"):
+        plan = Plan(tuple(tiles), groups, lanes=facts.lanes(), weights=weights)
+        r = plan_steps(chain, plan)
+        result = pool.run("run", {"chain": r.chain, "steps": [s.to_dict() for s in r.steps],
+                                  "target": "cpu", "measure": False, "weights": weights},
+                          timeout_s=300)
+        assert result.status == "ok" and result.value["correct"], (chain, plan, result.message)
+        assert result.value["weights"] == weights
+
+
+@pytest.mark.slow
+def test_auto_with_constant_weights_then_run_and_the_script(tmp_path):
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps(CHAIN))
+    best = tmp_path / "best.py"
+    cli = [sys.executable, "-m", "playground"]
+    auto = subprocess.run([*cli, "auto", str(chain), "--weights", "constant", "--budget-s", "4",
+                           "--json", "-o", str(best)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert auto.returncode == 0, auto.stderr[-2000:]
+    found = json.loads(auto.stdout)
+    assert found["weights"] == "constant" and found["params"]["weights"] == "constant"
+    run = subprocess.run([*cli, "run", str(best), "--weights", "constant", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    data = json.loads(run.stdout)
+    assert data["correct"] and data["weights"] == "constant" and data["median_ms"] > 0
+    script = subprocess.run([sys.executable, str(best), "--json", "--repeat", "2"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert script.returncode == 0, script.stdout[-2000:] + script.stderr[-2000:]
+    data = json.loads(script.stdout)
+    assert data["correct"] and data["weights"] == "constant"  # the file's WEIGHTS
