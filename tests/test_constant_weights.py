@@ -33,6 +33,7 @@ from playground.templates.conv import Tile
 from playground.templates.plan import Group, Plan, plan_steps
 from playground.templates.space import tile_candidates
 from playground.templates.stages import stages
+from playground.worker.result import JobResult
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = normalize_chain({"input": {"shape": [1, 16, 8, 8]},
@@ -136,3 +137,34 @@ def test_auto_with_constant_weights_then_run_and_the_script(tmp_path):
     assert script.returncode == 0, script.stdout[-2000:] + script.stderr[-2000:]
     data = json.loads(script.stdout)
     assert data["correct"] and data["weights"] == "constant"  # the file's WEIGHTS
+
+
+def test_the_page_measures_with_the_constant_weights_toggle_and_says_so(monkeypatch,
+                                                                        close_page_pool):
+    from page import run as run_page
+    from page import start
+
+    asked = []
+
+    def fake_run(pool, session, target="cpu", *, weights="per-call", **kw):
+        asked.append(weights)
+        timing = {"median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0, "p10_ms": 1.0,
+                  "p90_ms": 1.0, "spread": 0.0, "repeats": 10, "number": 5,
+                  "samples_ms": [1.0] * 10}
+        return JobResult("ok", {"valid": True, "correct": True, "median_ms": 1.0,
+                                "gflops": 1.0, "timing": timing, "weights": weights,
+                                "packed": ["conv1_weight_global"] if weights == "constant"
+                                else []})
+
+    monkeypatch.setattr(service, "run", fake_run)
+    at = start()
+    at.button(key="measure.run").click()
+    run_page(at)
+    assert any("weights re-laid out on every call" in c.value for c in at.caption)
+    at.toggle(key="measure.constant_weights").set_value(True)
+    at.button(key="measure.run").click()
+    run_page(at)
+    assert asked == ["per-call", "constant"]
+    assert any("constant weights (1 buffer(s) packed once" in c.value for c in at.caption)
+    assert [r["weights"] for r in at.session_state["ui"].measurements] == ["per-call",
+                                                                           "constant"]

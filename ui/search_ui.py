@@ -18,7 +18,7 @@ from playground.schedule.session import Session
 from playground.templates.search import Candidate, SearchResult, search
 from playground.templates.verdict import Verdict, fusion_verdict
 from playground.worker.pool import WorkerPool
-from ui import background, state
+from ui import background, measure_ui, state
 from ui.text import ERROR_ICON, code, escape
 
 #: Background task names of this section (the explorer's progress bar lists them).
@@ -36,20 +36,22 @@ def _progress(task: background.Task, budget_s: float):
 
 def start_search(pool: WorkerPool, session: Session, budget_s: float) -> None:
     facts = machine_facts()
+    weights = measure_ui.weights_mode()  # read here: the background thread has no page state
 
     def work(task: background.Task) -> SearchResult:
         return search(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
-                      on_progress=_progress(task, budget_s), record="page")
+                      on_progress=_progress(task, budget_s), record="page", weights=weights)
 
     background.start("search", work)
 
 
 def start_verdict(pool: WorkerPool, session: Session, budget_s: float) -> None:
     facts = machine_facts()
+    weights = measure_ui.weights_mode()
 
     def work(task: background.Task) -> Verdict:
         return fusion_verdict(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
-                              on_progress=_progress(task, budget_s))
+                              on_progress=_progress(task, budget_s), weights=weights)
 
     background.start("verdict", work)
 
@@ -78,7 +80,8 @@ def render_search(result: SearchResult, session: Session) -> None:
             sorted({c.message for c in result.candidates if c.message})[:3])), icon=ERROR_ICON)
         return
     st.markdown(f"Best: {code(best.label)}, **{best.median_ms:.3f} ms** "
-                f"({best.gflops:.1f} GFLOP/s), {len(best.steps)} steps.")
+                f"({best.gflops:.1f} GFLOP/s), {len(best.steps)} steps; times taken with "
+                f"{best.plan.weights} weights.")
     st.dataframe([{"candidate": c.label, "status": c.status,
                    "median (ms)": c.median_ms, "GFLOP/s": c.gflops, "fused": c.fused,
                    "note": "" if c.ok else c.message[:120]} for c in result.candidates],
@@ -104,7 +107,7 @@ def render_verdict(verdict: Verdict, session: Session) -> None:
                 st.caption(f"No {what} schedule.")
                 continue
             st.metric(f"best {what}", f"{ms:.3f} ms" if ms else "n/a")
-            st.caption(escape(cand.label))
+            st.caption(escape(cand.label) + f" · {cand.plan.weights} weights")
             if _same_chain(verdict.search.chain if verdict.search else session.chain, session):
                 st.button(f"Load the {what} schedule", key=f"fusion.verdict.load.{what}",
                           on_click=load, args=(session, cand, what))
