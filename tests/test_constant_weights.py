@@ -168,3 +168,25 @@ def test_the_page_measures_with_the_constant_weights_toggle_and_says_so(monkeypa
     assert any("constant weights (1 buffer(s) packed once" in c.value for c in at.caption)
     assert [r["weights"] for r in at.session_state["ui"].measurements] == ["per-call",
                                                                            "constant"]
+
+
+def test_a_recorded_run_says_which_weights_its_time_was_taken_with(tmp_path, monkeypatch,
+                                                                  capsys):
+    from playground.__main__ import main
+
+    monkeypatch.setenv("PLAYGROUND_DATA", str(tmp_path / "data"))
+    script = tmp_path / "best.py"
+    script.write_text(export_script(CHAIN, plan_steps(CHAIN, _plan("constant")).steps,
+                                    weights="constant"))
+    asked = []
+
+    def fake_run(pool, session, target="cpu", *, weights="per-call", **kw):
+        asked.append(weights)
+        return JobResult("ok", {"correct": True, "median_ms": 0.5, "weights": weights})
+
+    monkeypatch.setattr(service, "run", fake_run)
+    assert main(["run", str(script), "--record", "--json"]) == 0  # the file's WEIGHTS
+    out = json.loads(capsys.readouterr().out)
+    assert asked == ["constant"] and out["weights"] == "constant"
+    assert main(["experiments", "show", str(out["experiment"])]) == 0
+    assert "0.5" in (shown := capsys.readouterr().out) and "(constant weights)" in shown
