@@ -1,7 +1,8 @@
 """From a scheduled chain to machine code, and the machine it runs on.
 
 Owns compilation targets (:mod:`.targets`), the lowered TIR and generated code
-(:mod:`.lowering`), the CUDA checks TVM skips and their CPU emulation (:mod:`.gpu`), all
+(:mod:`.lowering`), constant-weight builds that pack the weights once (:mod:`.constant`),
+the CUDA checks TVM skips and their CPU emulation (:mod:`.gpu`), all
 kernel timing (:mod:`.timing`) and the machine's facts: cores, vector width, caches, peak
 (:mod:`.machine`). Functions that compile run in the worker process only.
 
