@@ -190,3 +190,28 @@ def test_a_recorded_run_says_which_weights_its_time_was_taken_with(tmp_path, mon
     assert asked == ["constant"] and out["weights"] == "constant"
     assert main(["experiments", "show", str(out["experiment"])]) == 0
     assert "0.5" in (shown := capsys.readouterr().out) and "(constant weights)" in shown
+
+
+def test_fusion_on_the_command_line_takes_the_weights_mode(tmp_path, monkeypatch, capsys):
+    """``fusion --weights constant`` searches and times in that mode and says so."""
+    import contextlib
+
+    from playground.__main__ import main
+    from playground.templates import verdict as verdict_module
+    from playground.templates.verdict import Verdict
+    from playground.worker import pool as pool_module
+
+    asked = {}
+
+    def fake_verdict(pool, chain, facts, *, budget_s, weights="per-call", **kw):
+        asked["weights"] = weights
+        return Verdict("no difference", None, None, None, "nothing to fuse", [], None, None,
+                       None)
+
+    monkeypatch.setattr(verdict_module, "fusion_verdict", fake_verdict)
+    monkeypatch.setattr(pool_module, "WorkerPool", lambda size: contextlib.nullcontext())
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps(CHAIN))
+    main(["fusion", str(chain), "--weights", "constant", "--json"])
+    assert asked == {"weights": "constant"}
+    assert json.loads(capsys.readouterr().out)["weights"] == "constant"
