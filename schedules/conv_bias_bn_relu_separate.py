@@ -550,10 +550,13 @@ def split_constant_weights(mod):
     realize = func.body
     root = realize.block
     stmts = list(root.body.seq) if isinstance(root.body, tirx.SeqStmt) else [root.body]
+    # Only global buffers can become arguments (a "local" copy stays in the kernel).
+    local = {b.name for b in root.alloc_buffers if str(b.ty.storage_scope) != "global"}
     hoisted, kept, made = [], [], set()
     for stmt in stmts:
         reads, writes = _accesses(stmt)
-        if writes and reads <= constant | made and not writes & {p.name for p in params}:
+        if writes and reads <= constant | made and not writes & ({p.name for p in params}
+                                                                 | local):
             hoisted.append(stmt)
             made |= writes
         else:

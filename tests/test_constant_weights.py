@@ -215,3 +215,16 @@ def test_fusion_on_the_command_line_takes_the_weights_mode(tmp_path, monkeypatch
     main(["fusion", str(chain), "--weights", "constant", "--json"])
     assert asked == {"weights": "constant"}
     assert json.loads(capsys.readouterr().out)["weights"] == "constant"
+
+
+def test_a_weight_copy_into_local_memory_stays_in_the_kernel():
+    """Only global buffers become ``pack``'s outputs: a copy a user put in ``local`` scope is
+    left where it is (per call) and the module builds unchanged."""
+    from playground.templates.recorder import Recorder
+
+    r = Recorder(CHAIN)
+    r("cache_read", "conv1", read_buffer_index=r.reads("conv1").index("conv1_weight"),
+      storage_scope="local")
+    mod = r.sch.mod
+    split, packed = split_constant_weights(mod)
+    assert split is mod and packed == []
