@@ -4,16 +4,20 @@
 Run through ``benchmarks/run.sh auto`` (it sets up ``.venv-bench`` with PyTorch CPU). The method
 was fixed before anything was measured:
 
-* threads: ``TVM_NUM_THREADS`` = ``torch.set_num_threads`` = the machine's cores;
+* threads: ``TVM_NUM_THREADS`` = ``torch.set_num_threads`` = ONNX Runtime's intra-op threads
+  = the machine's cores;
 * per chain, in this order: MetaSchedule with 64 trials (the page's tuning job, timed wall
   clock); ``auto`` (:func:`playground.templates.search.search`) with a budget of
   ``min(60 s, MetaSchedule's time)``; the fuse-or-not verdict on the same search
   (:func:`playground.templates.verdict.fusion_verdict`);
 * then every competitor is checked against the float64 reference (a wrong one is reported,
   never timed) and timed side by side in ``--rounds`` interleaved rounds (one sample each per
-  round, calls calibrated to ~``--sample-ms``): auto's best, MetaSchedule's best, PyTorch
-  (``F.conv2d`` and the same elementwise ops, NCHW as is, ``no_grad``, in a process of its
-  own: ``torch_timer.py``), the unscheduled chain
+  round, calls calibrated to ~``--sample-ms``): auto's best, MetaSchedule's best (both built
+  with ``--weights``, by default ``constant``: the weight re-layouts run once, before timing),
+  PyTorch (``F.conv2d`` and the same elementwise ops, NCHW as is, ``no_grad``, the weights
+  passed on every call, in a process of its own: ``torch_timer.py``), ONNX Runtime (the chain
+  as an ONNX graph whose weights are initializers, pre-packed at session start; all graph
+  optimizations, ``CORES`` intra-op threads; ``ort_timer.py``), the unscheduled chain
   (estimated instead when it would take more than 10 s), and the best fused and unfused
   schedules (the verdict is checked against their ratio in these rounds);
 * the FMA peak (the TVM kernel of :mod:`playground.build.peak`, sized from the machine's vector
@@ -23,7 +27,8 @@ was fixed before anything was measured:
 
 Usage::
 
-    benchmarks/run.sh auto [--only NAME ...] [--rounds 7] [--json benchmarks/auto_results.json]
+    benchmarks/run.sh [--only NAME ...] [--rounds 7] [--weights constant|per-call]
+        [--without PyTorch] [--json benchmarks/auto_results.json]
 """
 
 from __future__ import annotations
@@ -80,29 +85,40 @@ class Competitor:
         return statistics.median(self.samples)
 
 
-def tvm_competitor(pool: WorkerPool, name: str, chain: dict, steps) -> tuple[Competitor | None,
-                                                                             str]:
+def tvm_competitor(pool: WorkerPool, name: str, chain: dict, steps,
+                   weights: str = "per-call") -> tuple[Competitor | None, str]:
     """A schedule timed in the playground's worker (the ``run`` job: NaN-poisoned validation
-    on two seeds first; the compiled kernels stay cached in the worker between samples)."""
+    on two seeds first; the compiled kernels stay cached in the worker between samples), its
+    weights re-laid out per call or once (``weights``)."""
     session = Session(chain, tuple(steps), len(steps))
-    first = service.run(pool, session, "cpu", measure=True, repeat=3, min_repeat_ms=40)
+    first = service.run(pool, session, "cpu", measure=True, repeat=3, min_repeat_ms=40,
+                        weights=weights)
     if not first.ok:
         return None, first.message or (first.value or {}).get("message", first.status)
+    if not first.value.get("correct"):
+        return None, first.value.get("message", "wrong result")
 
     def sample() -> float:
         time.sleep(SETTLE_S)
-        result = service.run(pool, session, "cpu", measure=True, repeat=3, min_repeat_ms=40)
+        result = service.run(pool, session, "cpu", measure=True, repeat=3, min_repeat_ms=40,
+                             weights=weights)
         return result.value["median_ms"] if result.ok else math.nan
 
     return Competitor(name, sample), ""
 
 
-class TorchProcess:
-    """PyTorch in its own process (``torch_timer.py``), so that its OpenMP threads and TVM's
-    thread pool never spin against each other."""
+#: The runtimes timed in a process of their own (``timer_protocol.py``): name -> script.
+RUNTIMES = {"PyTorch": "torch_timer.py", "ONNX Runtime": "ort_timer.py"}
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "torch_timer.py")],
+
+class TimerProcess:
+    """A runtime in its own process (PyTorch: ``torch_timer.py``, ONNX Runtime:
+    ``ort_timer.py``), so that its threads and TVM's thread pool never spin against each
+    other."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, str(HERE / RUNTIMES[name])],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(HERE.parent)})
 
@@ -122,7 +138,7 @@ class TorchProcess:
             time.sleep(SETTLE_S)
             return statistics.median(self.ask({"time": number})["ms"] for _ in range(3))
 
-        return Competitor("PyTorch", sample), ""
+        return Competitor(self.name, sample), ""
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -146,11 +162,11 @@ def compulsory_bytes(chain: dict) -> int:
     return 4 * total
 
 
-def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess, facts,
+def bench_chain(name: str, raw: dict, pool: WorkerPool, runtimes: list[TimerProcess], facts,
                 args) -> dict:
     chain = normalize_chain(raw)
     flop = chain_flop(chain)
-    row: dict = {"chain": name, "gflop": flop / 1e9}
+    row: dict = {"chain": name, "gflop": flop / 1e9, "weights": args.weights}
     print(f"\n== {name}: {flop / 1e9:.3f} GFLOP", flush=True)
     # MetaSchedule, 64 trials: the page's tuning job, wall clock
     ms_steps, ms_s = None, float("inf")
@@ -164,7 +180,7 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess
     # auto, budget min(60 s, MetaSchedule's time); the verdict on the same search
     budget = min(args.budget_s, ms_s)
     t0 = time.monotonic()
-    result = search(pool, chain, facts, budget_s=budget)
+    result = search(pool, chain, facts, budget_s=budget, weights=args.weights)
     best = finalize(pool, result)  # the top 3 timed again side by side (what auto prints)
     row["auto_s"] = round(time.monotonic() - t0, 1)
     verdict = fusion_verdict(pool, chain, facts, budget_s=budget, result=result)
@@ -185,10 +201,11 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess
         if steps is None:
             notes.append(f"{label}: none")
             continue
-        comp, why = tvm_competitor(pool, label, chain, steps)
+        comp, why = tvm_competitor(pool, label, chain, steps, args.weights)
         comps.append(comp) if comp else notes.append(f"{label}: WRONG or failed ({why})")
-    comp, why = torch_proc.competitor(chain)
-    comps.append(comp) if comp else notes.append(f"PyTorch: WRONG ({why})")
+    for runtime in runtimes:
+        comp, why = runtime.competitor(chain)
+        comps.append(comp) if comp else notes.append(f"{runtime.name}: WRONG ({why})")
     estimate = flop / 2e9  # the unscheduled chains ran at 1-3 GFLOP/s in earlier runs
     if estimate < UNSCHEDULED_LIMIT_S:
         comp, why = tvm_competitor(pool, "unscheduled", chain, ())
@@ -203,7 +220,7 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, torch_proc: TorchProcess
     if "auto" in times:
         a = times["auto"]
         row["auto_gflops"] = flop / a / 1e6
-        for other in ("PyTorch", "MetaSchedule", "unscheduled"):
+        for other in ("PyTorch", "ONNX Runtime", "MetaSchedule", "unscheduled"):
             if other in times:
                 row[f"vs_{other}"] = times[other] / a
     if "fused" in times and "unfused" in times:
@@ -226,18 +243,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sample-ms", type=float, default=40.0)
     parser.add_argument("--json", type=Path, default=HERE / "auto_results.json")
+    parser.add_argument("--weights", choices=("constant", "per-call"), default="constant",
+                        help="how auto's and MetaSchedule's kernels treat the weights "
+                             "(constant: re-laid out once, as ONNX Runtime pre-packs them)")
+    parser.add_argument("--without", nargs="*", choices=tuple(RUNTIMES), default=[],
+                        help="leave these runtimes out (e.g. where torch is not installed)")
     args = parser.parse_args()
     facts = machine_facts()
     print(f"machine: {facts.summary()}; load {os.getloadavg()}", flush=True)
     names = args.only or list(CHAINS)
     rows = []
-    torch_proc = TorchProcess()
+    runtimes = [TimerProcess(name) for name in RUNTIMES if name not in args.without]
     with WorkerPool(1, num_threads=CORES) as pool:
         peak = measure_peak(pool, cores=CORES, refresh=True)
         print(f"peak: {peak.gflops:.0f} GFLOP/s, {peak.bandwidth_gbs:.1f} GB/s, ridge "
               f"{peak.ridge:.1f} FLOP/B", flush=True)
         for name in names:
-            row = bench_chain(name, CHAINS[name], pool, torch_proc, facts, args)
+            row = bench_chain(name, CHAINS[name], pool, runtimes, facts, args)
             intensity = row["gflop"] * 1e9 / compulsory_bytes(normalize_chain(CHAINS[name]))
             row.update(intensity=intensity, compute_bound=intensity >= peak.ridge)
             if "auto_gflops" in row:
@@ -246,7 +268,8 @@ def main() -> int:
             args.json.write_text(json.dumps({"machine": facts.to_dict(),
                                              "summary": facts.summary(),
                                              "peak": peak.to_dict(), "rows": rows}, indent=1))
-    torch_proc.close()
+    for runtime in runtimes:
+        runtime.close()
     print(f"\nwrote {args.json}; load at the end {os.getloadavg()}")
     return 0
 

@@ -82,6 +82,9 @@ CHAINS: dict[str, dict] = {
     "hires_shallow": chain([1, 16, 256, 256], conv(16), RELU, conv(16), RELU),
     "hires_conv_pool": chain([1, 8, 512, 512], conv(16), RELU,
                              {"op": "max_pool2d", "kernel": 2}),
+    # DenseNet-121 transition (added with ONNX Runtime in the table: a prologue before a conv)
+    "densenet_transition": chain([1, 256, 28, 28], BN, RELU, conv(128, 1),
+                                 {"op": "avg_pool2d", "kernel": 2}),
     # batch 2
     "batch2_conv_bn_relu": chain([2, 64, 56, 56], conv(64), BN, RELU),
     "batch2_pointwise": chain([2, 128, 28, 28], conv(256, 1), RELU),

@@ -1,34 +1,17 @@
-"""PyTorch CPU in a process of its own, timed on request: the benchmark's PyTorch competitor.
-
-TVM's thread pool and PyTorch's OpenMP threads both spin after a kernel; in one process they
-fight over the cores and either side's times double or worse. So PyTorch runs here, and
-``auto_bench.py`` asks for one sample at a time, interleaved with the TVM kernels (timed in
-the playground's worker process). Protocol: one JSON object per line on stdin, one reply per
-line on stdout::
-
-    {"chain": {...}, "threads": 2}        -> {"ok": true, "correct": true, "message": "..."}
-    {"time": 20}                          -> {"ms": 1.234}   (mean of 20 calls, in ms)
+"""PyTorch CPU in a process of its own, timed on request: the benchmark's PyTorch competitor
+(the protocol: ``timer_protocol.py``).
 
 The chain is built with ``F.conv2d``, pooling and the same elementwise ops, NCHW as is, under
-``no_grad``, on the inputs ``playground.chain.reference.make_inputs`` makes, and checked
-against the float64 reference before any timing.
+``no_grad``: PyTorch's functional call, the weights passed as tensors on every call (nothing
+pre-packed), checked against the float64 reference before any timing.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from playground.chain.reference import compare, make_inputs, reference_output
-from playground.chain.spec import normalize_chain
+from timer_protocol import serve
 
 
 def forward_fn(chain: dict, tensors: dict[str, torch.Tensor]):
@@ -67,30 +50,12 @@ def forward_fn(chain: dict, tensors: dict[str, torch.Tensor]):
     return forward
 
 
-def main() -> None:
-    forward = None
-    for line in sys.stdin:
-        request = json.loads(line)
-        if "chain" in request:
-            torch.set_num_threads(int(request["threads"]))
-            chain = normalize_chain(request["chain"])
-            inputs = make_inputs(chain, 0)
-            tensors = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in inputs}
-            forward = forward_fn(chain, tensors)
-            with torch.no_grad():
-                out = forward().numpy()
-            check = compare(out, reference_output(chain, inputs), chain["input"]["dtype"])
-            reply = {"ok": True, "correct": check["correct"], "message": check["message"]}
-        else:
-            number = int(request["time"])
-            with torch.no_grad():
-                forward()
-                t0 = time.perf_counter()
-                for _ in range(number):
-                    forward()
-                reply = {"ms": (time.perf_counter() - t0) / number * 1e3}
-        print(json.dumps(reply), flush=True)
+def prepare(chain: dict, inputs: list, threads: int):
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(False)
+    tensors = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in inputs}
+    return forward_fn(chain, tensors)
 
 
 if __name__ == "__main__":
-    main()
+    serve(prepare)

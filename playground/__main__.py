@@ -80,6 +80,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         chain, steps, meta = _load(args.file)
         target = args.target or meta.get("target", "cpu")
         out["target"] = target
+        out["weights"] = weights = args.weights or meta.get("weights", "per-call")
         session = Session.new(chain, steps)
         out["valid"] = True
     except PlaygroundError as e:
@@ -88,7 +89,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _report(out, args, 1)
     with WorkerPool(1) as pool:
         result = service.run(pool, session, target, measure=not args.no_measure,
-                             repeat=args.repeat, tile_local=not args.no_tile_local)
+                             repeat=args.repeat, tile_local=not args.no_tile_local,
+                             weights=weights)
     value = result.value or {}
     out.update({k: value.get(k) for k in ("correct", "max_abs_error", "max_rel_error",
                                           "median_ms", "gflops", "message")})
@@ -141,7 +143,8 @@ def _cmd_lower(args: argparse.Namespace) -> int:
     session = Session.new(chain, steps)
     with WorkerPool(1) as pool:
         result = service.lower(pool, session, args.target or meta.get("target", "cpu"),
-                               tile_local=not args.no_tile_local)
+                               tile_local=not args.no_tile_local,
+                               weights=args.weights or meta.get("weights", "per-call"))
     if result.status != "ok":
         print(f"error ({result.status}): {result.message}", file=sys.stderr)
         return 1
@@ -155,7 +158,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     chain, steps, meta = _load(args.file)
     text = export_script(chain, steps, target=meta.get("target", "cpu"),
-                         title=meta.get("title", ""), description=meta.get("description", ""))
+                         title=meta.get("title", ""), description=meta.get("description", ""),
+                         weights=meta.get("weights", "per-call"))
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -180,8 +184,8 @@ def _cmd_auto(args: argparse.Namespace) -> int:
     from playground.worker.pool import WorkerPool
 
     chain, facts = _search_setup(args)
-    out: dict = {"file": args.file, "machine": facts.summary(), "valid": False,
-                 "correct": False}
+    out: dict = {"file": args.file, "machine": facts.summary(), "weights": args.weights,
+                 "valid": False, "correct": False}
 
     def progress(cand, result) -> None:
         if not args.json:
@@ -193,7 +197,8 @@ def _cmd_auto(args: argparse.Namespace) -> int:
         result, best = search_and_finalize(pool, chain, facts, budget_s=args.budget_s,
                                            started=args.started, on_progress=progress,
                                            record="cli" if args.record else "",
-                                           tile_local=not args.no_tile_local)
+                                           tile_local=not args.no_tile_local,
+                                           weights=args.weights)
     out.update(candidates=result.measured, tried=len(result.candidates),
                search_s=round(result.search_s, 2))
     if args.record:
@@ -219,9 +224,10 @@ def _cmd_auto(args: argparse.Namespace) -> int:
         from playground.io.export import export_script
 
         Path(args.output).write_text(export_script(
-            result.chain, best.steps, title=f"auto: {best.label}",
+            result.chain, best.steps, title=f"auto: {best.label}", weights=args.weights,
             description=f"Found by `python -m playground auto` in {result.search_s:.0f} s on "
-                        f"{facts.summary()}: {best.median_ms:.3f} ms."))
+                        f"{facts.summary()}: {best.median_ms:.3f} ms ({args.weights} "
+                        "weights)."))
         out["output"] = args.output
     return _report(out, args, 0)
 
@@ -240,8 +246,10 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
     chain, facts = _search_setup(args)
     with WorkerPool(1) as pool:
         verdict = fusion_verdict(pool, chain, facts, budget_s=args.budget_s,
-                                 started=args.started, tile_local=not args.no_tile_local)
-    out = {"file": args.file, "machine": facts.summary(), **verdict.to_dict()}
+                                 started=args.started, tile_local=not args.no_tile_local,
+                                 weights=args.weights)
+    out = {"file": args.file, "machine": facts.summary(), "weights": args.weights,
+           **verdict.to_dict()}
     return _report(out, args, 0 if verdict.fused or verdict.unfused else 1)
 
 
@@ -249,6 +257,13 @@ def _no_tile_local(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tile-local", action="store_true",
                    help="build without the tile-local step (TVM's default lowering keeps "
                         "full-size intermediates and border predicates)")
+
+
+def _weights_option(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--weights", choices=("per-call", "constant"), default=default,
+                   help="constant: the weight re-layouts run once before timing, as in a "
+                        "deployed model (default: " + (default or "the file's WEIGHTS, else "
+                                                       "per-call") + ")")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true",
                    help="also store the run in the experiment store ($PLAYGROUND_DATA)")
     _no_tile_local(p)
+    _weights_option(p, None)
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("lower", help="print the lowered TIR of a schedule file or preset")
     p.add_argument("file")
     p.add_argument("--target", choices=("cpu", "cuda"))
     _no_tile_local(p)
+    _weights_option(p, None)
     p.set_defaults(func=_cmd_lower)
     p = sub.add_parser("export", help="re-export a schedule file with this version's runtime")
     p.add_argument("file")
@@ -287,12 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true",
                    help="keep the search and every candidate in the experiment store")
     _no_tile_local(p)
+    _weights_option(p, "per-call")
     p.set_defaults(func=_cmd_auto)
     p = sub.add_parser("fusion", help="fuse or not: best fused vs best unfused, measured")
     p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")
     p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
     p.add_argument("--json", action="store_true")
     _no_tile_local(p)
+    _weights_option(p, "per-call")
     p.set_defaults(func=_cmd_fusion)
     add_experiments_parser(sub)
     add_model_parser(sub)

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 
 from playground.build.sampling import METHOD
+from playground.errors import PlaygroundError
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.pools import WorkerPools
@@ -25,6 +26,8 @@ from playground.worker.result import JobResult
 
 #: Per-job limits: lowering is quick, a build + validation of a large chain is not.
 TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0, "rounds": 600.0}
+#: Build modes of the weights (see :func:`run`): re-laid out on every call, or once.
+WEIGHT_MODES = ("per-call", "constant")
 
 
 def server_pools(environ: Mapping[str, str] | None = None, **worker_options) -> WorkerPools:
@@ -53,10 +56,11 @@ def payload(session: Session, target: str = "cpu", **extra: object) -> dict:
 
 
 def lower(pool: WorkerPool, session: Session, target: str = "cpu", *,
-          tile_local: bool = True) -> JobResult:
+          tile_local: bool = True, weights: str = "per-call") -> JobResult:
     """Lowered TIR text (``value["text"]``) of the session's schedule; ``tile_local=False``
-    lowers without the tile-local step (:mod:`playground.build.tile_local`)."""
-    return pool.run("lower", payload(session, target, tile_local=tile_local),
+    lowers without the tile-local step (:mod:`playground.build.tile_local`); with constant
+    ``weights``: the ``pack`` function and the kernel ``main``."""
+    return pool.run("lower", payload(session, target, tile_local=tile_local, weights=weights),
                     timeout_s=TIMEOUTS_S["lower"])
 
 
@@ -70,9 +74,15 @@ def codegen(pool: WorkerPool, session: Session, target: str = "cpu",
 def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: bool = True,
         repeat: int = METHOD["repeat"], min_repeat_ms: float = METHOD["min_repeat_ms"],
         on_event=None, cancel: threading.Event | None = None,
-        timeout_s: float | None = None, tile_local: bool = True) -> JobResult:
+        timeout_s: float | None = None, tile_local: bool = True,
+        weights: str = "per-call") -> JobResult:
     """Validate against the numpy reference and, if ``measure``, time the kernel (built with
-    the tile-local step unless ``tile_local`` is False).
+    the tile-local step unless ``tile_local`` is False; with constant ``weights`` the weight
+    re-layouts run once before timing).
+
+    ``weights="constant"`` builds the weight re-layouts as a ``pack`` function run once
+    before timing (:mod:`playground.build.constant`); the value's ``weights`` says which mode
+    a time was taken in. Constant weights are measured on this machine only.
 
     Timing jobs hold the machine-wide measurement lock (``exclusive``), so two timings never
     share the CPU; ``on_event`` receives the queue position while waiting. When ``pool``
@@ -80,13 +90,17 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
     for ``target``, a timing runs there (job ``remote_run``: its value also names the
     ``server``); validation alone stays here.
     """
+    if weights not in WEIGHT_MODES:
+        raise PlaygroundError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got "
+                              f"{weights!r}", where="weights")
     farm = getattr(pool, "farm", None)
-    if measure and farm is not None and farm.target == target:
+    if measure and farm is not None and farm.target == target and weights == "per-call":
         return _remote_job(pool, session, farm, measure=True, repeat=repeat,
                            min_repeat_ms=min_repeat_ms, on_event=on_event, cancel=cancel,
                            job_timeout_s=timeout_s)
     return pool.run("run", payload(session, target, measure=measure, repeat=repeat,
-                                   min_repeat_ms=min_repeat_ms, tile_local=tile_local),
+                                   min_repeat_ms=min_repeat_ms, tile_local=tile_local,
+                                   weights=weights),
                     timeout_s=timeout_s or TIMEOUTS_S["run"], exclusive=measure,
                     on_event=on_event, cancel=cancel)
 
@@ -94,10 +108,10 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
 def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
            rounds: int = 7, repeat: int = 3, min_repeat_ms: float = METHOD["min_repeat_ms"],
            cancel: threading.Event | None = None, timeout_s: float | None = None,
-           tile_local: bool = True) -> JobResult:
+           tile_local: bool = True, weights: str = "per-call") -> JobResult:
     """Time two or more schedules of ``chain`` (``kernels``: step tuples) in paired,
     alternating rounds, under one hold of the measurement lock (job ``rounds``), built with
-    the tile-local step unless ``tile_local`` is False.
+    the tile-local step unless ``tile_local`` is False, with ``weights`` as in :func:`run`.
 
     ``value["rounds_ms"][k][i]`` is kernel ``k``'s median in round ``i``; turn them into a
     ratio with an interval with :func:`playground.build.stats.compare_rounds`. Always on this
@@ -105,6 +119,7 @@ def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
     """
     job = {"chain": chain, "target": target, "rounds": rounds, "repeat": repeat,
            "min_repeat_ms": min_repeat_ms, "tile_local": tile_local,
+           "weights": weights,
            "kernels": [[s.to_dict() for s in steps] for steps in kernels]}
     return pool.run("rounds", job, timeout_s=timeout_s or TIMEOUTS_S["rounds"], exclusive=True,
                     cancel=cancel)

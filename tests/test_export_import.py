@@ -116,7 +116,7 @@ def test_export_imports_back_to_the_same_session(name: str) -> None:
     assert got_steps == expected.steps
     assert meta == {"target": target, "title": f"case {name}", "cursor": len(steps),
                     "description": 'with "quotes", """triples""" and a \\ backslash',
-                    "format": "script", "warnings": []}
+                    "format": "script", "warnings": [], "weights": "per-call"}
     library = scheduled(got_chain, expected.steps).mod
     # The imported steps, replayed on a fresh schedule ...
     fresh = s_tir.Schedule(chain_module(got_chain))

@@ -62,14 +62,26 @@ def measure_ui(target: str) -> tuple[bool, bool]:
     left, right = st.columns([1, 2], vertical_alignment="center")
     timing = right.checkbox("time the kernel (median of 10 repeats)", value=True,
                             key="measure.timing")
+    right.toggle("constant weights (re-laid out once before timing, as a deployed model)",
+                 key="measure.constant_weights", disabled=target != "cpu",
+                 help="The schedule's weight copies (cache_read + transform_layout of "
+                      "weights) run once into packed buffers; only the kernel is timed.")
     runnable = remote is not None or target_info(target).can_run
     pressed = left.button("Validate & measure" if timing else "Validate", key="measure.run",
                           type="primary", disabled=not runnable, width="stretch")
     return pressed, timing
 
 
+def weights_mode(target: str = "cpu") -> str:
+    """``"constant"`` when the page's constant-weights toggle is on (CPU only), else
+    ``"per-call"``: the mode every measurement and search of the page is taken in."""
+    on = target == "cpu" and st.session_state.get("measure.constant_weights", False)
+    return "constant" if on else "per-call"
+
+
 def _key(session: Session, target: str, timing: bool) -> str:
-    return state.result_key("run", session, target, f"measure={timing}")
+    return state.result_key("run", session, target,
+                            f"measure={timing}|weights={weights_mode(target)}")
 
 
 def record(session: Session, target: str, result: JobResult) -> dict:
@@ -80,6 +92,7 @@ def record(session: Session, target: str, result: JobResult) -> dict:
             "cursor": session.cursor, "target": target, "status": result.status,
             "median_ms": value.get("median_ms"), "p10_ms": timing.get("p10_ms"),
             "p90_ms": timing.get("p90_ms"), "gflops": value.get("gflops"),
+            "weights": value.get("weights", "per-call"),
             "load": (timing.get("load") or {}).get("others_cores"),
             "under_load": (timing.get("load") or {}).get("under_load")}
 
@@ -108,7 +121,8 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
                            f"{event.get('worker_pid')}…")
 
         if remote is None:
-            result = service.run(pool, session, target, measure=timing, on_event=on_event)
+            result = service.run(pool, session, target, measure=timing, on_event=on_event,
+                                 weights=weights_mode(target))
         else:
             result = remote_ui.run_remote(pool, session, target, remote, timing, on_event)
         done = "complete" if result.ok else "error"
@@ -161,6 +175,13 @@ def _compiled(value: dict) -> str:
     return f"compiled in {seconds:.2f} s" if seconds else "build reused from the worker's cache"
 
 
+def _weights_text(value: dict) -> str:
+    if value.get("weights") == "constant":
+        packed = len(value.get("packed") or [])
+        return f"constant weights ({packed} buffer(s) packed once, not timed)"
+    return "weights re-laid out on every call"
+
+
 def render_result(result: JobResult | None) -> None:
     """The result panel: valid, correct, errors, time with spread, GFLOP/s, compile time."""
     if result is None:
@@ -180,7 +201,8 @@ def render_result(result: JobResult | None) -> None:
     if timing:
         st.caption(f"p10–p90: {timing['p10_ms']:.3f}–{timing['p90_ms']:.3f} ms "
                    f"(spread {timing['spread']:.1%}) over {timing['repeats']} repeats of "
-                   f"{timing['number']} call(s) · {_compiled(value)}")
+                   f"{timing['number']} call(s) · {_weights_text(value)} · "
+                   f"{_compiled(value)}")
     elif value.get("compile_s") is not None:
         st.caption(_compiled(value))
     render_load(timing)

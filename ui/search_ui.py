@@ -24,7 +24,7 @@ from playground.schedule.session import Session
 from playground.templates.search import Candidate, SearchResult, search_and_finalize
 from playground.templates.verdict import Verdict, fusion_verdict
 from playground.worker.pool import WorkerPool
-from ui import background, state
+from ui import background, measure_ui, state
 from ui.io_ui import render_flash, replaced_text
 from ui.text import ERROR_ICON, code, escape
 
@@ -65,6 +65,7 @@ def _search_done(chain: dict) -> SearchResult | None:
 
 def start_search(pool: WorkerPool, session: Session, budget_s: float) -> None:
     facts = machine_facts()
+    weights = measure_ui.weights_mode()  # read here: the background thread has no page state
 
     def work(task: background.Task) -> SearchResult:
         _ticker(task, budget_s, "search")
@@ -75,7 +76,7 @@ def start_search(pool: WorkerPool, session: Session, budget_s: float) -> None:
         result, _ = search_and_finalize(
             pool, session.chain, facts, budget_s=budget_s, started=task.started,
             cancel=task.cancel, on_progress=_progress(task, budget_s), on_finalize=finalizing,
-            record="page")
+            record="page", weights=weights)
         return result
 
     background.start("search", work)
@@ -85,6 +86,7 @@ def start_verdict(pool: WorkerPool, session: Session, budget_s: float) -> None:
     """The verdict; it re-times the schedules of this tab's finished search (same chain) when
     there is one, so that the search's table and the verdict show the same measurements."""
     facts = machine_facts()
+    weights = measure_ui.weights_mode()
 
     prior = _search_done(session.chain)
 
@@ -92,7 +94,7 @@ def start_verdict(pool: WorkerPool, session: Session, budget_s: float) -> None:
         _ticker(task, budget_s, "verdict")
         return fusion_verdict(pool, session.chain, facts, budget_s=budget_s, cancel=task.cancel,
                               on_progress=_progress(task, budget_s), result=prior,
-                              started=task.started)
+                              started=task.started, weights=weights)
 
     background.start("verdict", work)
 
@@ -140,7 +142,8 @@ def render_search(result: SearchResult, session: Session) -> None:
             sorted({c.message for c in result.candidates if c.message})[:3])), icon=ERROR_ICON)
         return
     st.markdown(f"Best: {code(best.label)}, **{best.median_ms:.3f} ms** "
-                f"({best.gflops:.1f} GFLOP/s), {len(best.steps)} steps.")
+                f"({best.gflops:.1f} GFLOP/s), {len(best.steps)} steps; times taken with "
+                f"{best.plan.weights} weights.")
     final = result.final
     if final is not None:
         by = ("re-timed by the verdict below" if final.by == "verdict"
@@ -182,7 +185,7 @@ def render_verdict(verdict: Verdict, session: Session) -> None:
                 st.caption(f"No {what} schedule.")
                 continue
             st.metric(f"best {what}", f"{ms:.3f} ms" if ms else "n/a")
-            st.caption(escape(cand.label))
+            st.caption(escape(cand.label) + f" · {cand.plan.weights} weights")
             if _same_chain(verdict.search.chain if verdict.search else session.chain, session):
                 st.button(f"Load the {what} schedule", key=f"fusion.verdict.load.{what}",
                           on_click=load, args=(session, cand, what))

@@ -47,6 +47,14 @@ def _step_label(raw: dict) -> str:
         return json.dumps(raw)
 
 
+def _weights(r: dict) -> str:
+    """The build mode a stored time was taken in (records made before the constant mode
+    existed were per-call)."""
+    if r["median_ms"] is None:
+        return ""
+    return f" ({(r.get('result') or {}).get('weights') or 'per-call'} weights)"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     r = get_store().get(args.id)
     if args.json:
@@ -57,7 +65,8 @@ def cmd_show(args: argparse.Namespace) -> int:
               ("chain", f"{r['chain_name']}  [{r['chain_key']}]"), ("target", r["target"]),
               ("machine", f"{r['machine_name']}  [{r['machine_key']}]"),
               ("status", r["status"]), ("correct", r["correct"]),
-              ("median", _fmt_ms(r["median_ms"])), ("error", r["error"]), ("note", r["note"]),
+              ("median", _fmt_ms(r["median_ms"]) + _weights(r)), ("error", r["error"]),
+              ("note", r["note"]),
               ("starred", "yes" if r["starred"] else "")]
     for name, value in fields:
         if value not in ("", None):

@@ -239,8 +239,9 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
 def _copy_weights_per_block(r: Recorder, stage: Stage, top: str, lanes: int) -> None:
     """With channel blocks outermost, each block copies its own weights into the blocked
     layout just before it uses them (the copy's writes stay in cache, and the copy runs in
-    the conv's parallel loop). Only for one image: with more, each image would copy again."""
-    if stage.out_shape[0] != 1:
+    the conv's parallel loop). Only for one image: with more, each image would copy again;
+    never with constant weights (the copy stays top-level, run once before the kernel)."""
+    if stage.out_shape[0] != 1 or r.hoist_weights:
         return
     copy = f"{stage.name}_weight_global"
     if not r.attempt("compute_at", copy, target_block=stage.name, target_loop=top,

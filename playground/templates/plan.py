@@ -60,6 +60,9 @@ class Plan:
     fold_epilogue: bool = True  # False: bias, batch norm, activations as separate passes
     template: str = "tiled"
     notes: tuple[str, ...] = field(default=())
+    #: "constant": the weight re-layouts stay top-level loop nests (never moved into a
+    #: conv's loops), so that the build runs them once before timing; "per-call" otherwise.
+    weights: str = "per-call"
 
     def fused_layers(self, chain_stages: list[Stage]) -> list[list[str]]:
         """The window layers each fused group computes together, e.g. [["conv1", "conv2"]]."""
@@ -68,7 +71,7 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {"template": self.template, "lanes": self.lanes,
-                "fold_epilogue": self.fold_epilogue,
+                "fold_epilogue": self.fold_epilogue, "weights": self.weights,
                 "tiles": [t.to_dict() if t else None for t in self.tiles],
                 "groups": [{"first": g.first, "last": g.last, "rows": g.rows,
                             "cols": g.cols} for g in self.groups]}
@@ -169,6 +172,7 @@ def plan_steps(chain: dict, plan: Plan, *, target: str = "cpu") -> Recorder:
         search skips such plans.
     """
     r = Recorder(chain, target=target)
+    r.hoist_weights = plan.weights == "constant"
     chain_stages = stages(r.chain)
     lanes = plan.lanes
     for group in plan.groups:

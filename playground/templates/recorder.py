@@ -35,6 +35,8 @@ class Recorder:
                  target: str = "cpu") -> None:
         self.chain = normalize_chain(chain)
         self.target = target
+        #: Templates leave weight copies at the top level (constant weights: built once).
+        self.hoist_weights = False
         self.steps: list[Step] = list(start)
         self.sch = scheduled(self.chain, tuple(start)).copy() if start else \
             fresh_schedule(self.chain)

@@ -148,7 +148,8 @@ def _with_group(stages_: list[Stage], group: Group) -> tuple[Group, ...]:
 
 
 def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = None,
-                    best_tiles: list[Tile | None] | None = None) -> Iterator[tuple[str, Plan,
+                    best_tiles: list[Tile | None] | None = None,
+                    weights: str = "per-call") -> Iterator[tuple[str, Plan,
                                                                                      FusionOption |
                                                                                      None]]:
     """Plans in the order the search measures them (see the module docstring); ``fused``
@@ -163,19 +164,22 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
             tiles[i] = cands[0]
     groups = _unfused(st)
     if fused is not True:
-        yield "tiles " + _describe_tiles(st, tuple(tiles)), Plan(tuple(tiles), groups, lanes), None
+        yield "tiles " + _describe_tiles(st, tuple(tiles)), Plan(tuple(tiles), groups, lanes,
+                                                                  weights=weights), None
         order = sorted((i for i, s in enumerate(st) if s.kind == "conv"),
                        key=lambda i: -st[i].flop)
         for i in order:
             for alt in options[i][1:6]:
                 trial = list(tiles)
                 trial[i] = alt
-                yield (f"{st[i].name}: {alt.label()}", Plan(tuple(trial), groups, lanes), None)
+                yield (f"{st[i].name}: {alt.label()}",
+                       Plan(tuple(trial), groups, lanes, weights=weights), None)
     if fused is not False:
         for option in fusion_options(st, facts)[:6]:
             names = "+".join(s.name for s in st[option.group.first:option.group.last + 1])
             yield (f"fuse {names} at {option.group.tile_label} tiles",
-                   Plan(tuple(tiles), _with_group(st, option.group), lanes), option)
+                   Plan(tuple(tiles), _with_group(st, option.group), lanes, weights=weights),
+                   option)
 
 
 def _describe_tiles(st: list[Stage], tiles: tuple[Tile | None, ...]) -> str:
@@ -197,7 +201,8 @@ def measure_candidate(pool: Any, chain: dict, label: str, plan: Plan, *, target:
     steps = tuple(recorder.steps)
     session = Session(recorder.chain, steps, len(steps))
     result = service.run(pool, session, target, measure=True, repeat=repeat,
-                         min_repeat_ms=min_repeat_ms, cancel=cancel, tile_local=tile_local)
+                         min_repeat_ms=min_repeat_ms, cancel=cancel, tile_local=tile_local,
+                         weights=plan.weights)
     value = result.value or {}
     status = result.status if result.status != "ok" or value.get("correct") else "wrong_result"
     return Candidate(label, plan, steps, status, value.get("median_ms"), value.get("gflops"),
@@ -210,7 +215,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
            cancel: threading.Event | None = None,
            on_progress: Callable[[Candidate, SearchResult], None] | None = None,
            record: str = "", started: float | None = None,
-           tile_local: bool = True) -> SearchResult:
+           tile_local: bool = True, weights: str = "per-call") -> SearchResult:
     """Measure template choices for ``chain`` until the budget is spent (or all are tried).
 
     Parameters
@@ -233,6 +238,9 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
         store as one group, every candidate under it (failures included).
     tile_local
         Build every candidate with the tile-local step (:mod:`playground.build.tile_local`).
+    weights
+        ``"constant"``: plans keep the weight re-layouts top-level and are timed with them
+        run once before the kernel (every candidate's plan carries the mode).
     """
     chain = normalize_chain(chain)
     result = SearchResult(chain, facts=facts.to_dict(), tile_local=tile_local)
@@ -240,10 +248,12 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     tiles: list[Tile | None] = [None] * len(st)
     t0 = time.monotonic() if started is None else started
     best_ms: float | None = None
-    group = _record_group(pool, chain, target, budget_s, fused, record) if record else None
+    group = _record_group(pool, chain, target, budget_s, fused, record, weights) \
+        if record else None
     has_fusion = fused is not False and bool(fusion_options(st, facts))
     tried_fused = False
-    for label, plan, option in candidate_plans(chain, facts, fused=fused, best_tiles=tiles):
+    for label, plan, option in candidate_plans(chain, facts, fused=fused, best_tiles=tiles,
+                                              weights=weights):
         if cancel is not None and cancel.is_set():
             result.cancelled = True
             break
@@ -271,7 +281,8 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
             group.add(cand.steps, status=cand.status, error=cand.message, label=label,
                       value={"median_ms": cand.median_ms, "gflops": cand.gflops,
                              "correct": cand.status == "ok", "timing": cand.timing,
-                             "max_abs_error": cand.max_abs_error, "plan": plan.to_dict()})
+                             "max_abs_error": cand.max_abs_error, "plan": plan.to_dict(),
+                             "weights": plan.weights})
         if cand.ok and not cand.fused and (best_ms is None or cand.median_ms < best_ms):
             best_ms = cand.median_ms
             tiles[:] = list(plan.tiles)  # the descent continues from the best tiles
@@ -287,7 +298,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
 
 
 def _record_group(pool: Any, chain: dict, target: str, budget_s: float, fused: bool | None,
-                  source: str):
+                  source: str, weights: str = "per-call"):
     """The store's record of this search: on this machine, or on the pools' measurement farm
     when candidates are timed there (see :func:`playground.service.run`)."""
     from playground.build.machine import host_fingerprint
@@ -298,8 +309,9 @@ def _record_group(pool: Any, chain: dict, target: str, budget_s: float, fused: b
         else host_fingerprint()
     kind = {None: "", True: " (fused only)", False: " (unfused only)"}[fused]
     return record_group("search", chain, target, machine,
-                        label=f"template search{kind}, {budget_s:.0f} s", source=source,
-                        info={"budget_s": budget_s, "fused": fused})
+                        label=f"template search{kind}, {budget_s:.0f} s, {weights} weights",
+                        source=source, info={"budget_s": budget_s, "fused": fused,
+                                             "weights": weights})
 
 
 def flop(chain: dict) -> float:
@@ -313,7 +325,8 @@ def retime(pool: Any, result: SearchResult, cands: list[Candidate], *, target: s
     ``median_ms``: the search's table, its best and the verdict then show the same numbers.
     Returns the re-timed candidates (in the order given), or None when the rounds failed."""
     res = service.rounds(pool, result.chain, [c.steps for c in cands], target, rounds=rounds,
-                         cancel=cancel, tile_local=result.tile_local)
+                         cancel=cancel, tile_local=result.tile_local,
+                         weights=cands[0].plan.weights)
     if not res.ok:
         return None
     flop_ = chain_flop(result.chain)
@@ -367,8 +380,8 @@ def search_and_finalize(pool: Any, chain: dict, facts: MachineFacts, *, budget_s
                         cancel: threading.Event | None = None,
                         on_progress: Callable[[Candidate, SearchResult], None] | None = None,
                         on_finalize: Callable[[int], None] | None = None,
-                        record: str = "", tile_local: bool = True
-                        ) -> tuple[SearchResult, Candidate | None]:
+                        record: str = "", tile_local: bool = True,
+                        weights: str = "per-call") -> tuple[SearchResult, Candidate | None]:
     """:func:`search` for :data:`SEARCH_SHARE` of the budget, then :func:`finalize` in the
     rounds that fit in what is left: the answer of ``auto`` and of the page's search, within
     ``budget_s`` of ``started`` (the click or the command). ``on_finalize(n)`` is called
@@ -376,7 +389,7 @@ def search_and_finalize(pool: Any, chain: dict, facts: MachineFacts, *, budget_s
     t0 = time.monotonic() if started is None else started
     result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
                     cancel=cancel, on_progress=on_progress, record=record, started=t0,
-                    tile_local=tile_local)
+                    tile_local=tile_local, weights=weights)
     top = sorted((c for c in result.candidates if c.ok), key=lambda c: c.median_ms)[:3]
     if cancel is not None and cancel.is_set():
         return result, result.best()

@@ -247,12 +247,13 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
                    target: str = "cpu", cancel: threading.Event | None = None,
                    on_progress: Callable[[Candidate, SearchResult], None] | None = None,
                    result: SearchResult | None = None,
-                   started: float | None = None, tile_local: bool = True) -> Verdict:
+                   started: float | None = None, tile_local: bool = True,
+                   weights: str = "per-call") -> Verdict:
     """Search (unless ``result`` is a search already done for this chain), then time the best
     fused and best unfused schedules side by side (built with the tile-local step unless
-    ``tile_local`` is False; a given ``result`` keeps its own setting); the answer comes
-    within ``budget_s`` of ``started`` (a :func:`time.monotonic` reading: the click or the
-    command; default now)."""
+    ``tile_local`` is False, with ``weights`` as the search's plans carry them; a given
+    ``result`` keeps its own settings); the answer comes within ``budget_s`` of ``started`` (a
+    :func:`time.monotonic` reading: the click or the command; default now)."""
     t0 = time.monotonic() if started is None else started
     chain = normalize_chain(chain)
     st = stages(chain)
@@ -260,7 +261,7 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
     if result is None:
         result = search(pool, chain, facts, budget_s=budget_s * SEARCH_SHARE, target=target,
                         cancel=cancel, on_progress=on_progress, started=t0,
-                        tile_local=tile_local)
+                        tile_local=tile_local, weights=weights)
     tile_local = result.tile_local
     if len(windows) >= 2:
         fused, unfused = result.best(fused=True), result.best(fused=False)

@@ -19,7 +19,7 @@ from playground.build.sampling import METHOD
 from playground.build.targets import device
 from playground.chain.spec import chain_to_json
 from playground.errors import BuildError
-from playground.worker.jobs.run import _executable, _reference, _run_once
+from playground.worker.jobs.run import _executable, _packed, _reference, _run_once
 from playground.worker.registry import job
 
 #: Defaults: seven rounds (one wild round of seven never moves the median) of three samples per
@@ -30,7 +30,8 @@ ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, METHOD["min_repeat_ms"]
 @job("rounds")
 def rounds_job(payload: dict) -> dict:
     """Payload ``chain``, ``target`` (``"cpu"``), ``kernels`` (a list of step lists),
-    ``rounds``, ``repeat``, ``min_repeat_ms``, ``tile_local`` (default true).
+    ``rounds``, ``repeat``, ``min_repeat_ms``, ``tile_local`` (default true), ``weights``
+    (``"per-call"`` or ``"constant"``, as in job ``run``).
 
     Returns ``rounds_ms`` (per kernel, each round's median in ms per call), ``timings`` (per
     kernel, each round's :meth:`~playground.build.timing.Timing.to_dict`), ``number`` (per
@@ -49,16 +50,19 @@ def rounds_job(payload: dict) -> dict:
     inputs, expected = _reference(chain_to_json(chain), 0)
     prepared = []
     for i, steps in enumerate(kernels):
-        ex, _ = _executable({"chain": chain, "steps": steps, "target": target,
-                             "tile_local": payload.get("tile_local", True)})
-        args, out, check = _run_once(ex, inputs, expected, chain, dev)
+        one = {"chain": chain, "steps": steps, "target": target,
+               "tile_local": payload.get("tile_local", True),
+               "weights": payload.get("weights", "per-call")}
+        ex, _ = _executable(one)
+        # With constant weights "pack" runs once here; its buffers follow the output.
+        args, outs, check = _run_once(ex, inputs, expected, chain, dev, _packed(one))
         if not check["correct"]:
             raise BuildError(f"rounds: kernel {i} computes a wrong result "
                              f"(max abs error {check['max_abs_error']:.3g})")
         # Warm-up and calibration, once (the method's): every round then times the same
         # number of calls of a warm kernel, so the rounds skip the warm-up.
-        first = measure(ex.mod, [*args, out], dev, repeat=1, min_repeat_ms=min_repeat_ms)
-        prepared.append((ex, [*args, out], first.number))
+        first = measure(ex.mod, [*args, *outs], dev, repeat=1, min_repeat_ms=min_repeat_ms)
+        prepared.append((ex, [*args, *outs], first.number))
     timings: list[list[dict]] = [[] for _ in kernels]
     for _ in range(rounds):
         for i, (ex, args, number) in enumerate(prepared):

@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 import tvm
 
+from playground.build.constant import pack_once, split_constant_weights
 from playground.build.lowering import compile_module, generated_code, lower
 from playground.build.sampling import METHOD
 from playground.build.targets import device, info
@@ -33,6 +34,8 @@ _EXECUTABLES: OrderedDict[str, object] = OrderedDict()
 #: last dozen candidates, so that re-timing its best side by side (job ``rounds``) does not
 #: compile them again.
 MAX_EXECUTABLES = 24
+#: The packed buffers of each cached executable built with constant weights (same keys).
+_PACKED: dict[str, list] = {}
 
 
 def _unpack(payload: dict) -> tuple[dict, tuple, str]:
@@ -46,9 +49,31 @@ def _tile_local(payload: dict) -> bool:
     return bool(payload.get("tile_local", True))
 
 
+def _split(payload: dict) -> tuple[tvm.IRModule, list]:
+    """The scheduled module and its packed buffers: with ``weights="constant"`` the weight
+    re-layouts move to a ``pack`` function run once (:mod:`playground.build.constant`)."""
+    chain, steps, target = _unpack(payload)
+    mod = scheduled(chain, steps).mod
+    if _weights(payload) != "constant":
+        return mod, []
+    if target != "cpu":
+        raise BuildError(f"constant weights are built for the CPU only, not {target} "
+                         "(use weights per-call)", where="weights")
+    return split_constant_weights(mod)
+
+
+def _weights(payload: dict) -> str:
+    return payload.get("weights") or "per-call"
+
+
 def _module(payload: dict) -> tvm.IRModule:
-    chain, steps, _ = _unpack(payload)
-    return scheduled(chain, steps).mod
+    return _split(payload)[0]
+
+
+def _key(payload: dict, validation: bool) -> str:
+    chain, steps, target = _unpack(payload)
+    return "|".join((chain_to_json(chain), steps_to_json(steps), target, str(validation),
+                     _weights(payload), str(_tile_local(payload))))
 
 
 def _executable(payload: dict, *, validation: bool = False):
@@ -57,21 +82,25 @@ def _executable(payload: dict, *, validation: bool = False):
     ``validation`` builds poison every intermediate with NaN (for checking results); the
     others are the kernels that get timed.
     """
-    chain, steps, target = _unpack(payload)
-    tile_local = _tile_local(payload)
-    key = "|".join((chain_to_json(chain), steps_to_json(steps), target, str(validation),
-                    str(tile_local)))
+    key = _key(payload, validation)
     if key in _EXECUTABLES:
         _EXECUTABLES.move_to_end(key)
         return _EXECUTABLES[key], 0.0
     t0 = time.perf_counter()
-    ex = compile_module(scheduled(chain, steps).mod, target, validation=validation,
-                        tile_local=tile_local)
+    mod, packed = _split(payload)
+    ex = compile_module(mod, _unpack(payload)[2], validation=validation,
+                        tile_local=_tile_local(payload))
     elapsed = time.perf_counter() - t0
     _EXECUTABLES[key] = ex
+    _PACKED[key] = packed
     while len(_EXECUTABLES) > MAX_EXECUTABLES:
-        _EXECUTABLES.popitem(last=False)
+        _PACKED.pop(_EXECUTABLES.popitem(last=False)[0], None)
     return ex, elapsed
+
+
+def _packed(payload: dict, *, validation: bool = False) -> list:
+    """``(name, shape, dtype)`` of the buffers ``pack`` fills (after :func:`_executable`)."""
+    return _PACKED.get(_key(payload, validation), [])
 
 
 @functools.lru_cache(maxsize=6)
@@ -103,21 +132,24 @@ def codegen_job(payload: dict) -> dict:
             "compile_s": seconds}
 
 
-def _run_once(ex, inputs, expected, chain: dict, dev):
-    """Run the kernel once on a NaN-poisoned output and compare with the reference."""
+def _run_once(ex, inputs, expected, chain: dict, dev, packed=()):
+    """Run the kernel once on a NaN-poisoned output and compare with the reference; with
+    ``packed`` buffers (constant weights), ``pack`` runs first into NaN-filled ones, which
+    come back after the output in the returned ``args`` tail: ``args, [out, *packed]``."""
     dtype = chain["input"]["dtype"]
     args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
     poisoned = np.full(expected.shape, np.nan, dtype=dtype)
     out = tvm.runtime.tensor(poisoned, dev)
     try:
-        ex["main"](*args, out)
+        bufs = pack_once(ex, args, list(packed), dev)
+        ex["main"](*args, out, *bufs)
         dev.sync()
     except (RuntimeError, ValueError, TypeError) as e:  # the kernel refuses its arguments
         text = str(e)
         said = explain_build(text) or plain(text.strip().splitlines()[0] if text.strip()
                                             else type(e).__name__)
         raise BuildError(f"calling the kernel failed: {said}", detail=text) from None
-    return args, out, compare(out.numpy(), expected, dtype)
+    return args, [out, *bufs], compare(out.numpy(), expected, dtype)
 
 
 #: Validation runs the kernel on inputs of these seeds (each against its own reference): a
@@ -135,7 +167,8 @@ def validate(payload: dict, result: dict, dev) -> None:
     t0, worst = time.perf_counter(), None
     for seed in VALIDATION_SEEDS:
         inputs, expected = _reference(chain_to_json(chain), base + seed)
-        _, _, check = _run_once(ex, inputs, expected, chain, dev)
+        _, _, check = _run_once(ex, inputs, expected, chain, dev,
+                                _packed(payload, validation=True))
         check["seed"] = base + seed
         if worst is None or not check["correct"] or (
                 worst["correct"] and check["max_abs_error"] > worst["max_abs_error"]):
@@ -152,15 +185,19 @@ def run_job(payload: dict) -> dict:
     """Build, validate against the numpy reference, and (if ``measure``) time the kernel.
 
     Payload: ``chain``, ``steps``, ``target``, ``measure`` (bool), ``repeat``,
-    ``min_repeat_ms``, ``seed``, ``tile_local`` (bool, default True: the tile-local step).
-    Validation uses a build whose intermediates start as NaN and two input seeds
-    (:func:`validate`); timing uses the normal build. The result's ``correct`` is False for a
-    wrong output; timing is skipped then (a wrong kernel's speed means nothing).
+    ``min_repeat_ms``, ``seed``, ``tile_local`` (bool, default True: the tile-local step),
+    ``weights`` (``"per-call"`` or ``"constant"``: the weight re-layouts run once before
+    timing, and only the kernel is timed). Validation uses a build whose intermediates start
+    as NaN and two input seeds (:func:`validate`); timing uses the normal build. The result's
+    ``correct`` is False for a wrong output; timing is skipped then (a wrong kernel's speed
+    means nothing).
     """
     chain, _, target = _unpack(payload)
     target_info = info(target)
     ex, compile_s = _executable(payload)
-    result = {"target": target, "valid": True, "compile_s": compile_s, "ran": False,
+    result = {"target": target, "weights": _weights(payload),
+              "packed": [name for name, _, _ in _packed(payload)],
+              "valid": True, "compile_s": compile_s, "ran": False,
               "correct": None, "flop": chain_flop(chain), "timing": None, "gflops": None}
     if not target_info.can_run:
         # Built (so the schedule is valid) but cannot run here: say so, claim nothing.
@@ -174,7 +211,7 @@ def run_job(payload: dict) -> dict:
     from playground.build.timing import measure
 
     inputs, expected = _reference(chain_to_json(chain), int(payload.get("seed", 0)))
-    args, out, check = _run_once(ex, inputs, expected, chain, dev)
+    args, outs, check = _run_once(ex, inputs, expected, chain, dev, _packed(payload))
     if not check["correct"]:  # the timing build disagrees with the validation build
         result.update(check)
         result["message"] = "the timing build computes a different result than the " \
@@ -182,7 +219,7 @@ def run_job(payload: dict) -> dict:
         return result
     # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
     result["timed_from"] = time.time()
-    timing = measure(ex.mod, [*args, out], dev, func_name="main",
+    timing = measure(ex.mod, [*args, *outs], dev, func_name="main",
                      repeat=int(payload.get("repeat", METHOD["repeat"])),
                      min_repeat_ms=float(payload.get("min_repeat_ms", METHOD["min_repeat_ms"])))
     result["timed_until"] = time.time()
