@@ -27,6 +27,7 @@ from playground.model.opened import Opened, open_in_worker
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from ui import background, fusion_ui, model_figures, state
+from ui.history import table_height
 from ui.io_ui import render_flash, replaced_text
 from ui.text import ERROR_ICON, code, escape
 
@@ -34,6 +35,8 @@ from ui.text import ERROR_ICON, code, escape
 #: it through, and the file is checked again before it is sent to a worker.
 UPLOAD_MB = 64
 MAX_BYTES = UPLOAD_MB << 20
+#: The chain table's tallest (pixels): every chain of the examples without a scroll bar.
+MAX_TABLE_PX = 800
 #: The background task of the scan (its progress bar and Cancel are drawn beside its button).
 TASK = "scan"
 #: The bundled examples as the picker shows them (names from playground.model.examples).
@@ -252,6 +255,7 @@ def render_table(opened: Opened, rows: list) -> None:
         st.info("No chain in this model: none of its nodes is a chain layer.")
         return
     st.dataframe(table_rows(opened, rows), hide_index=True, key="model.table",
+                 height=min(table_height(len(opened.chains)), MAX_TABLE_PX),
                  column_config={"MFLOP": st.column_config.NumberColumn(
                      "MFLOP", help="one occurrence's conv and pool FLOPs", format="%.1f"),
                      "time (ms)": st.column_config.NumberColumn(
