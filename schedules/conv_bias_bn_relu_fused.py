@@ -22,9 +22,9 @@ source was generated and printed), 1 otherwise. The script runs main() when load
 
 import argparse
 import json
+import math
 import sys
 
-import math
 import numpy as np
 import tvm
 from tvm import s_tir, te, tirx
