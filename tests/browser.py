@@ -120,10 +120,11 @@ def browser_page(browser, url: str) -> Iterator[App]:
 
 def css(key: str) -> str:
     """The CSS selector of the widget with ``key=key``. The chain editor's keys end in a
-    generation (``chain.input.h.v3``, see ``ui.state.editor_key``): ``chain.input.h`` finds
-    the field whatever its generation (only one is on the page)."""
+    generation (``chain.input.h.v3``, see ``ui.state.editor_key``), and so does the uploader's
+    (``io.upload.v1`` after a refused file, see ``ui.io_ui.upload_key``): ``chain.input.h``
+    finds the field whatever its generation (only one is on the page)."""
     name = "st-key-" + key.replace(".", "-")
-    if key.startswith("chain."):
+    if key.startswith("chain.") or key == "io.upload":
         return f'[class*="{name}-v"]'
     return "." + name
 
