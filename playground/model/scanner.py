@@ -134,11 +134,9 @@ def read_in_worker(pool: Any, data: bytes, input_shape: Any = None, *,
 
 
 def _machine(pool: Any, target: str) -> dict:
-    from playground.build.machine import host_fingerprint
+    from playground.templates.search import timing_machine
 
-    farm = getattr(pool, "farm", None)
-    return {"remote": farm.label} if farm is not None and farm.target == target \
-        else host_fingerprint()
+    return timing_machine(pool, target)
 
 
 def _stored(store: Any, chain: ModelChain, machine: dict, target: str,

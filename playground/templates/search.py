@@ -301,17 +301,24 @@ def _record_group(pool: Any, chain: dict, target: str, budget_s: float, fused: b
                   source: str, weights: str = "per-call"):
     """The store's record of this search: on this machine, or on the pools' measurement farm
     when candidates are timed there (see :func:`playground.service.run`)."""
-    from playground.build.machine import host_fingerprint
     from playground.store import record_group
 
-    farm = getattr(pool, "farm", None)
-    machine = {"remote": farm.label} if farm is not None and farm.target == target \
-        else host_fingerprint()
+    machine = timing_machine(pool, target)
     kind = {None: "", True: " (fused only)", False: " (unfused only)"}[fused]
     return record_group("search", chain, target, machine,
                         label=f"template search{kind}, {budget_s:.0f} s, {weights} weights",
                         source=source, info={"budget_s": budget_s, "fused": fused,
                                              "weights": weights})
+
+
+def timing_machine(pool: Any, target: str) -> dict:
+    """The machine a ``pool``'s timings for ``target`` are taken on, as the store names it:
+    the pools' measurement farm when it times that target, else this machine."""
+    from playground.build.machine import host_fingerprint
+
+    farm = getattr(pool, "farm", None)
+    return {"remote": farm.label} if farm is not None and farm.target == target \
+        else host_fingerprint()
 
 
 def flop(chain: dict) -> float:
