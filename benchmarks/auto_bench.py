@@ -20,7 +20,7 @@ was fixed before anything was measured:
   optimizations, ``CORES`` intra-op threads; ``ort_timer.py``), the unscheduled chain
   (estimated instead when it would take more than 10 s), and the best fused and unfused
   schedules (the verdict is checked against their ratio in these rounds);
-* the FMA peak (the TVM kernel of :mod:`playground.build.peak`, sized from the machine's vector
+* the FMA peak (the TVM kernel of :mod:`playground.measure.peak`, sized from the machine's vector
   width) and memory bandwidth are measured at the start; a chain is compute-bound when its
   arithmetic intensity (FLOP / compulsory bytes: inputs, weights, output) is at or above the
   roofline's ridge point.
@@ -50,16 +50,16 @@ sys.path.insert(0, str(HERE))
 
 from chains import CHAINS  # noqa: E402
 
-from playground.build.machine import cores as machine_cores  # noqa: E402
+from playground.measure.machine import cores as machine_cores  # noqa: E402
 
 CORES = machine_cores()
 os.environ.setdefault("TVM_NUM_THREADS", str(CORES))
 
 from playground import service  # noqa: E402
-from playground.build.machine import machine_facts  # noqa: E402
-from playground.build.peak import measure_peak  # noqa: E402
 from playground.chain.spec import chain_flop, normalize_chain, tensor_shapes  # noqa: E402
 from playground.explore.tuning import TuneResult, tune  # noqa: E402
+from playground.measure.machine import machine_facts  # noqa: E402
+from playground.measure.peak import measure_peak  # noqa: E402
 from playground.schedule.session import Session  # noqa: E402
 from playground.templates.search import finalize, search  # noqa: E402
 from playground.templates.verdict import NO_DIFFERENCE, fusion_verdict  # noqa: E402

@@ -7,7 +7,7 @@ For each conv3x3 -> relu -> conv3x3 chain below (intermediates larger than a 1-2
 template schedules (:mod:`playground.templates.plan`, each stage at its first-ranked register
 tile from :func:`playground.templates.space.tile_candidates`) are built, validated against the
 float64 reference on NaN-poisoned buffers and timed in the worker, each with and without the
-tile-local lowering step (:mod:`playground.build.tile_local`), side by side in one run:
+tile-local lowering step (:mod:`playground.compile.tile_local`), side by side in one run:
 
 * unfused: each conv a separate parallel pass over its whole output;
 * fused at row tiles: the first row option of :func:`playground.templates.space.fusion_options`;
@@ -31,8 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from playground import service  # noqa: E402
-from playground.build.machine import machine_facts  # noqa: E402
 from playground.chain.spec import chain_flop, normalize_chain  # noqa: E402
+from playground.measure.machine import machine_facts  # noqa: E402
 from playground.schedule.session import Session  # noqa: E402
 from playground.templates.plan import Group, Plan, plan_steps  # noqa: E402
 from playground.templates.space import fusion_options, tile_candidates  # noqa: E402

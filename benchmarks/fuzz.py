@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fuzzing import RandomDraw, build_case, validate_case  # noqa: E402
 
-from playground.build.machine import machine_facts  # noqa: E402
 from playground.io.presets import list_presets, load_preset  # noqa: E402
+from playground.measure.machine import machine_facts  # noqa: E402
 from playground.worker.pool import WorkerPool  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from playground.build.machine import cores
+from playground.measure.machine import cores
 
 os.environ.setdefault("TVM_NUM_THREADS", str(cores()))
 
@@ -46,7 +46,7 @@ def step_latency(name: str) -> list[float]:
 
 
 def main() -> int:
-    from playground.build.machine import machine_facts
+    from playground.measure.machine import machine_facts
 
     print(f"machine: {machine_facts().summary()}")
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -20,9 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from playground.build.machine import machine_facts  # noqa: E402
 from playground.chain.spec import chain_flop, normalize_chain  # noqa: E402
 from playground.io.export import export_script  # noqa: E402
+from playground.measure.machine import machine_facts  # noqa: E402
 from playground.schedule.session import Session  # noqa: E402
 from playground.templates.search import (  # noqa: E402
     finalize,

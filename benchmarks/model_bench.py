@@ -87,7 +87,7 @@ def retime(pool, rows: list, repeat: int = 5) -> float | None:
 
 
 def scan_example(name: str, budget: float, rounds: int, repeat: int) -> dict:
-    from playground.build.machine import machine_facts
+    from playground.measure.machine import machine_facts
     from playground.model import cut_chains, load_model, scan
     from playground.model.examples import example_bytes
     from playground.worker.pool import WorkerPool

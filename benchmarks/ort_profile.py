@@ -29,9 +29,9 @@ from chains import CHAINS  # noqa: E402
 from onnx_chain import chain_to_onnx  # noqa: E402
 from ort_timer import session_options  # noqa: E402
 
-from playground.build.machine import cores  # noqa: E402
 from playground.chain.reference import make_inputs  # noqa: E402
 from playground.chain.spec import normalize_chain  # noqa: E402
+from playground.measure.machine import cores  # noqa: E402
 
 
 def profile(name: str, runs: int) -> None:

@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import CHROMIUM, CHROMIUM_ARGS, css  # noqa: E402
 
-from playground.build.load import LoadProbe  # noqa: E402
 from playground.io.url_state import QUERY_KEY, encode_state  # noqa: E402
+from playground.measure.load import LoadProbe  # noqa: E402
 from playground.remote.cluster import free_port  # noqa: E402
 from playground.schedule.steps import Step  # noqa: E402
 
@@ -231,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     if not os.access(CHROMIUM, os.X_OK):
         raise SystemExit(f"{CHROMIUM} missing (./test.sh installs Debian's chromium)")
-    from playground.build.machine import machine_facts
+    from playground.measure.machine import machine_facts
 
     facts = machine_facts().summary()
     log = Path(tempfile.mkdtemp(prefix="page-latency-")) / "server.log"

@@ -15,7 +15,7 @@ is printed with the table: numbers taken on a loaded machine say little about a 
     PYTHONPATH=. .venv/bin/python benchmarks/repro.py --runs 4 --env TVM_BIND_THREADS=0
 
 Methods (``--methods``, :data:`METHODS`): ``before`` (the ``run`` job's parameters until
-they were chosen by this benchmark) and ``after`` (:data:`playground.build.sampling.METHOD`).
+they were chosen by this benchmark) and ``after`` (:data:`playground.measure.sampling.METHOD`).
 """
 
 from __future__ import annotations
@@ -43,21 +43,21 @@ def _kernels() -> dict[str, dict]:
             "vgg_stem_pool": CHAINS["vgg_stem_pool"]}
 
 
-#: Timing methods compared: keyword arguments of :func:`playground.build.timing.measure`.
+#: Timing methods compared: keyword arguments of :func:`playground.measure.timing.measure`.
 METHODS = {
     # before: what the run job did until the method was chosen (one warm-up call, 10 samples
     # of at least 50 ms)
     "before": {"repeat": 10, "min_repeat_ms": 50.0, "warmup_ms": 0.0},
-    # after: playground.build.sampling.METHOD (100 ms of warm-up, 30 samples of 10 ms)
+    # after: playground.measure.sampling.METHOD (100 ms of warm-up, 30 samples of 10 ms)
     "after": {"repeat": 30, "min_repeat_ms": 10.0, "warmup_ms": 100.0},
 }
 
 
 def build(out: Path) -> dict:
     """Compile each kernel once; returns name -> {"lib", "chain"}."""
-    from playground.build.lowering import compile_module
-    from playground.build.machine import machine_facts
     from playground.chain.spec import normalize_chain
+    from playground.compile.lowering import compile_module
+    from playground.measure.machine import machine_facts
     from playground.templates.plan import plan_steps
     from playground.templates.search import candidate_plans
 
@@ -80,9 +80,9 @@ def one_run(spec: Path, methods: list[str], rotate: int) -> dict:
     import numpy as np
     import tvm
 
-    from playground.build.load import LoadProbe
-    from playground.build.timing import measure
     from playground.chain.reference import compare, make_inputs, reference_output
+    from playground.measure.load import LoadProbe
+    from playground.measure.timing import measure
 
     built = json.loads(spec.read_text())
     dev = tvm.cpu()

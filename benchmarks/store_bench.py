@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from playground.build.machine import host_fingerprint, machine_facts
+from playground.measure.machine import host_fingerprint, machine_facts
 from playground.store import Store, record_run
 from playground.store.records import canonical_chain, chain_key, machine_key
 

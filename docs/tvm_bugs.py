@@ -22,9 +22,9 @@ from tvm import s_tir, te, tirx
 
 def compile_poisoned(mod):
     """Compile with every intermediate allocation NaN-filled (the playground's validation
-    build: see playground/build/poison.py), so unwritten memory reads as NaN every time."""
+    build: see playground/compile/poison.py), so unwritten memory reads as NaN every time."""
     sys.path.insert(0, __file__.rsplit("/docs/", 1)[0])
-    from playground.build.poison import compile_validation
+    from playground.compile.poison import compile_validation
 
     return compile_validation(mod, tvm.target.Target("llvm"))
 

@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from playground.build.sampling import METHOD
 from playground.errors import PlaygroundError
+from playground.measure.sampling import METHOD
 from playground.model.cli import add_parser as add_model_parser
 from playground.store.cli import add_parser as add_experiments_parser
 
@@ -113,7 +113,7 @@ def _record(args: argparse.Namespace, out: dict, chain, steps, target: str, **fi
     is unavailable, say so in one line on stderr and carry on."""
     if not args.record:
         return
-    from playground.build.machine import host_fingerprint
+    from playground.measure.machine import host_fingerprint
     from playground.store import StoreError, get_store
 
     try:
@@ -168,7 +168,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _search_setup(args: argparse.Namespace):
-    from playground.build.machine import machine_facts
+    from playground.measure.machine import machine_facts
 
     chain, _, meta = _load(args.file)
     target = getattr(args, "target", None) or meta.get("target", "cpu")

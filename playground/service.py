@@ -8,7 +8,8 @@ running happen in the worker, never in the caller's process. When the pools carr
 measurement farm (``PLAYGROUND_TRACKER``, see :mod:`playground.remote.farm`), :func:`run`
 times on the farm's RPC servers instead of this machine.
 
-May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.compile`,
+:mod:`playground.measure`,
 :mod:`playground.worker`, :mod:`playground.remote`, :mod:`playground.errors`.
 """
 
@@ -17,8 +18,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from playground.build.sampling import METHOD
 from playground.errors import PlaygroundError
+from playground.measure.sampling import METHOD
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.pools import WorkerPools
@@ -42,7 +43,7 @@ def server_pools(environ: Mapping[str, str] | None = None, **worker_options) -> 
     PlaygroundError
         For a malformed variable (``where`` names it).
     """
-    from playground.build.machine import cores
+    from playground.measure.machine import cores
     from playground.remote.farm import farm_from_env
 
     return WorkerPools.sized(cores(), environ=environ, farm=farm_from_env(environ),
@@ -58,7 +59,7 @@ def payload(session: Session, target: str = "cpu", **extra: object) -> dict:
 def lower(pool: WorkerPool, session: Session, target: str = "cpu", *,
           tile_local: bool = True, weights: str = "per-call") -> JobResult:
     """Lowered TIR text (``value["text"]``) of the session's schedule; ``tile_local=False``
-    lowers without the tile-local step (:mod:`playground.build.tile_local`); with constant
+    lowers without the tile-local step (:mod:`playground.compile.tile_local`); with constant
     ``weights``: the ``pack`` function and the kernel ``main``."""
     return pool.run("lower", payload(session, target, tile_local=tile_local, weights=weights),
                     timeout_s=TIMEOUTS_S["lower"])
@@ -81,7 +82,7 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
     re-layouts run once before timing).
 
     ``weights="constant"`` builds the weight re-layouts as a ``pack`` function run once
-    before timing (:mod:`playground.build.constant`); the value's ``weights`` says which mode
+    before timing (:mod:`playground.compile.constant`); the value's ``weights`` says which mode
     a time was taken in. Constant weights are measured on this machine only.
 
     Timing jobs hold the machine-wide measurement lock (``exclusive``), so two timings never
@@ -114,7 +115,7 @@ def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
     the tile-local step unless ``tile_local`` is False, with ``weights`` as in :func:`run`.
 
     ``value["rounds_ms"][k][i]`` is kernel ``k``'s median in round ``i``; turn them into a
-    ratio with an interval with :func:`playground.build.stats.compare_rounds`. Always on this
+    ratio with an interval with :func:`playground.measure.stats.compare_rounds`. Always on this
     machine (a farm's servers are not held for a whole comparison).
     """
     job = {"chain": chain, "target": target, "rounds": rounds, "repeat": repeat,

@@ -410,7 +410,7 @@ def compare(actual, expected, dtype):
             "mismatches": mismatches, "nonfinite": nonfinite, "message": message}
 
 
-# ---- from playground/build/poison.py (verbatim) ----
+# ---- from playground/compile/poison.py (verbatim) ----
 
 _FLOAT_BITS = {"float16": 16, "float32": 32, "float64": 64, "bfloat16": 16}
 
@@ -502,7 +502,7 @@ def compile_validation(mod, target, pipeline="default"):
         passes.FlattenBuffer = original
 
 
-# ---- from playground/build/sampling.py (verbatim) ----
+# ---- from playground/measure/sampling.py (verbatim) ----
 
 #: Upper bound on calls per sample, so that a kernel timed at ~0 cannot make calibration explode.
 MAX_NUMBER = 1_000_000
@@ -546,7 +546,7 @@ def take_samples(mod, args, dev, *, func_name="main", number=None, repeat=METHOD
     return samples, int(number)
 
 
-# ---- from playground/build/tile_local.py (verbatim) ----
+# ---- from playground/compile/tile_local.py (verbatim) ----
 
 TILE_LOCAL_PIPELINE = "playground_tile_local"
 TILE_LOCAL_ATTR = "playground.tile_local"
@@ -805,7 +805,7 @@ def tile_local_pipeline():
 tvm.tirx.register_tir_pipeline(TILE_LOCAL_PIPELINE, tile_local_pipeline)
 
 
-# ---- from playground/build/constant.py (verbatim) ----
+# ---- from playground/compile/constant.py (verbatim) ----
 
 def _walk(stmt, visit):
     """Pre-order walk over the statements of a scheduled (not lowered) function."""

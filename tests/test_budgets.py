@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from playground.build.machine import machine_facts
+from playground.measure.machine import machine_facts
 from playground.templates.search import SearchResult, search, search_and_finalize
 from playground.templates.verdict import fusion_verdict
 

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from test_templates import _random_template_chain, facts_with
 
 from playground import service
-from playground.build.constant import split_constant_weights
-from playground.build.lowering import lower
 from playground.chain.spec import normalize_chain
+from playground.compile.constant import split_constant_weights
+from playground.compile.lowering import lower
 from playground.errors import PlaygroundError
 from playground.io.export import export_script
 from playground.io.script_import import import_script

@@ -18,9 +18,9 @@ from streamlit.testing.v1 import AppTest
 from test_app import TINY, fake_run
 
 from playground import service
-from playground.build.machine import host_fingerprint
 from playground.chain.spec import normalize_chain
 from playground.io.url_state import QUERY_KEY, encode_state
+from playground.measure.machine import host_fingerprint
 from playground.schedule.session import Session
 from playground.store import Store, StoreError, api, get_store, record_run
 from playground.store.db import DB_NAME

@@ -145,7 +145,7 @@ def test_export_times_with_the_playgrounds_own_timing_code() -> None:
     method, so `run` of an exported script times as the playground does."""
     import inspect
 
-    from playground.build import sampling
+    from playground.measure import sampling
 
     text = export_script(FUSED, FUSED_STEPS)
     assert inspect.getsource(sampling.take_samples) in text

@@ -13,15 +13,15 @@ import pytest
 import tvm
 from helpers import cuda_fused_with_conv1_input_in_shared_memory
 
-from playground.build.gpu import (
+from playground.chain.reference import compare, make_inputs, reference_output
+from playground.chain.spec import normalize_chain
+from playground.compile.gpu import (
     check_cuda_lowered,
     check_cuda_schedule,
     serialize_threads,
     shared_memory,
 )
-from playground.build.lowering import compile_module, generated_code, lower
-from playground.chain.reference import compare, make_inputs, reference_output
-from playground.chain.spec import normalize_chain
+from playground.compile.lowering import compile_module, generated_code, lower
 from playground.errors import BuildError
 from playground.io.presets import load_preset
 from playground.schedule.replay import scheduled
@@ -168,7 +168,7 @@ def test_shared_tile_that_tvm_cannot_bound_is_refused():
 
 def _lower_unchecked(mod: tvm.IRModule, **options) -> tvm.IRModule:
     """The lowered module without the GPU checks (to look at what they refuse)."""
-    import playground.build.lowering as lowering
+    import playground.compile.lowering as lowering
 
     saved = lowering.require_cuda_lowered
     lowering.require_cuda_lowered = lambda _: None

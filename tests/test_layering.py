@@ -25,7 +25,8 @@ UNITS = {
     "playground.explain": "base",
     "playground.chain": "chain",
     "playground.schedule": "schedule",
-    "playground.build": "build",
+    "playground.compile": "compile",
+    "playground.measure": "measure",
     "playground.worker": "worker",
     "playground.worker.jobs": "jobs",
     "playground.io": "io",
@@ -39,25 +40,27 @@ UNITS = {
     "playground": "api",
 }
 
-_LIBRARY = {"base", "chain", "schedule", "build", "worker", "io", "remote", "service", "store",
-            "explore", "templates", "model"}
+_LIBRARY = {"base", "chain", "schedule", "compile", "measure", "worker", "io", "remote",
+            "service", "store", "explore", "templates", "model"}
 
 #: unit -> the units it may import (itself always allowed).
 ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "chain": {"base"},
     "schedule": {"base", "chain"},
-    "build": {"base", "chain", "schedule"},
+    "compile": {"base", "chain", "schedule"},
+    "measure": {"base"},
     "worker": {"base"},
-    "io": {"base", "chain", "schedule", "build"},
-    "remote": {"base", "chain", "schedule", "build"},
+    "io": {"base", "chain", "schedule", "compile", "measure"},
+    "remote": {"base", "chain", "schedule", "compile", "measure"},
     "store": {"base", "chain", "schedule"},
-    "service": {"base", "chain", "schedule", "build", "worker", "remote"},
-    "explore": {"base", "chain", "schedule", "build", "worker", "service", "io", "store"},
-    "templates": {"base", "chain", "schedule", "build", "worker", "service", "explore",
+    "service": {"base", "chain", "schedule", "compile", "measure", "worker", "remote"},
+    "explore": {"base", "chain", "schedule", "compile", "measure", "worker", "service", "io",
+                "store"},
+    "templates": {"base", "chain", "schedule", "compile", "measure", "worker", "service", "explore",
                   "store"},
-    "model": {"base", "chain", "schedule", "build", "worker", "service", "templates", "store",
-              "io"},
+    "model": {"base", "chain", "schedule", "compile", "measure", "worker", "service",
+              "templates", "store", "io"},
     "jobs": _LIBRARY,
     "cli": _LIBRARY | {"jobs"},
     "api": set(),  # lazy re-exports by name only: `import playground` imports nothing else
@@ -147,7 +150,8 @@ def test_subpackages_say_what_they_own_and_may_import():
 def test_layer_table_matches_the_docstrings():
     """Each subpackage's 'May import' line names exactly the units this test allows."""
     names = {"errors": "base", "pyparse": "base", "chain": "chain", "schedule": "schedule",
-             "build": "build", "worker": "worker", "io": "io", "remote": "remote",
+             "compile": "compile", "measure": "measure", "worker": "worker", "io": "io",
+             "remote": "remote",
              "service": "service", "store": "store", "explore": "explore",
              "templates": "templates", "model": "model"}
     for init in sorted(LIB.glob("*/__init__.py")):

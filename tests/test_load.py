@@ -1,4 +1,4 @@
-"""Tests of :mod:`playground.build.load`: the load a time was measured under, and the rule that
+"""Tests of :mod:`playground.measure.load`: the load a time was measured under, and the rule that
 flags it.
 
 The rule is tested on made-up numbers (fast). The probe is tested against processes that spin
@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from playground.build.load import UNDER_LOAD_CORES, Load, LoadProbe, server_pids, threads_of
-from playground.build.timing import Timing
+from playground.measure.load import UNDER_LOAD_CORES, Load, LoadProbe, server_pids, threads_of
+from playground.measure.timing import Timing
 
 
 def _load(**changes) -> Load:
@@ -129,7 +129,7 @@ def test_a_time_measured_while_the_cores_spin_is_flagged():
     import numpy as np
     from tvm import te
 
-    from playground.build.timing import measure
+    from playground.measure.timing import measure
 
     n = 1 << 16
     a = te.placeholder((n,), name="A")

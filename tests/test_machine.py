@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from playground.build import machine, peak
+from playground.measure import machine, peak
 
 
 def fake_sysfs(tmp_path, entries):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from helpers import CONV_RELU, CONV_RELU_CONV, fuse_two_convs
 
-from playground.build.lowering import lower
+from playground.compile.lowering import lower
 from playground.errors import BuildError, StepError
 from playground.schedule.session import Session
 from playground.schedule.steps import Step as S

@@ -1,11 +1,12 @@
-"""Tests of :mod:`playground.build.stats`: the ratio, its interval and the call, on synthetic
+"""Tests of :mod:`playground.measure.stats`: the ratio, its interval and the call, on synthetic
 rounds (no kernels: fast)."""
 
 from __future__ import annotations
 
 import pytest
 
-from playground.build.stats import (
+from playground.errors import PlaygroundError
+from playground.measure.stats import (
     FASTER,
     SAME,
     SLOWER,
@@ -15,7 +16,6 @@ from playground.build.stats import (
     decide,
     spread_interval,
 )
-from playground.errors import PlaygroundError
 
 FUSED = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00]
 

@@ -21,10 +21,10 @@ from helpers import CONV_RELU_CONV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from playground.build.machine import MachineFacts, machine_facts
 from playground.chain.spec import normalize_chain
 from playground.io.export import export_script
 from playground.io.script_import import import_script
+from playground.measure.machine import MachineFacts, machine_facts
 from playground.schedule.session import Session
 from playground.templates.conv import Tile
 from playground.templates.plan import Group, Plan, plan_steps
@@ -305,7 +305,7 @@ def test_avx512_templates_are_generated_for_an_avx512_target():
     compiled for an AVX-512 mcpu and its assembly uses zmm registers (it cannot run there)."""
     import tvm
 
-    from playground.build.lowering import compile_module  # noqa: F401 - same build path
+    from playground.compile.lowering import compile_module  # noqa: F401 - same build path
 
     target = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
     facts = machine_facts(target)

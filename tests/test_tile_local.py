@@ -1,4 +1,4 @@
-"""The tile-local step (playground/build/tile_local.py): which predicates it drops and why the
+"""The tile-local step (playground/compile/tile_local.py): which predicates it drops and why the
 others stay, tile-sized allocations in the lowered TIR, and randomized proof that fused chains
 stay correct with it (validated in the worker on NaN-poisoned buffers, two input seeds).
 """
@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from playground import service
-from playground.build import tile_local
-from playground.build.lowering import compile_module, lower
-from playground.build.poison import compile_validation
-from playground.build.targets import resolve
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import normalize_chain, tensor_shapes
+from playground.compile import tile_local
+from playground.compile.lowering import compile_module, lower
+from playground.compile.poison import compile_validation
+from playground.compile.targets import resolve
 from playground.errors import PlaygroundError
 from playground.schedule.replay import blocks, scheduled
 from playground.schedule.session import Session
@@ -263,8 +263,8 @@ def test_max_pool_padding_with_minus_infinity_is_dropped_and_stays_correct(pool)
 
 @pytest.mark.parametrize("staged", [False, True], ids=["preset", "conv1_input_staged"])
 def test_cuda_fused_convs_fit_a_thread_block_and_match_on_cpu_emulation(staged):
-    from playground.build.gpu import serialize_threads
-    from playground.build.lowering import generated_code
+    from playground.compile.gpu import serialize_threads
+    from playground.compile.lowering import generated_code
     from playground.errors import BuildError
     from playground.io.presets import load_preset
 

@@ -1,4 +1,4 @@
-"""Tests of :mod:`playground.build.timing`: the statistics (fast) and a real kernel (slow).
+"""Tests of :mod:`playground.measure.timing`: the statistics (fast) and a real kernel (slow).
 
 No assertion depends on how fast the machine is: only on the consistency of the record.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from playground.build.timing import Timing, measure
 from playground.errors import PlaygroundError
+from playground.measure.timing import Timing, measure
 
 
 def _consistent(t: Timing) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from playground.build.targets import TARGETS
+from playground.compile.targets import TARGETS
 from playground.errors import PlaygroundError
 from playground.schedule.session import Session
 from playground.store import Store, StoreError, get_store

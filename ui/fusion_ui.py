@@ -17,10 +17,10 @@ import time
 import streamlit as st
 
 from playground import service
-from playground.build import peak as peak_mod
 from playground.errors import PlaygroundError
 from playground.explore import compare, sweep, sweep_report, tuning
 from playground.explore.halo import TileDefaults, TileRegions, halo_figure, tile_defaults
+from playground.measure import peak as peak_mod
 from playground.schedule.replay import blocks
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool

@@ -13,8 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from playground import store
-from playground.build.machine import host_fingerprint
 from playground.errors import PlaygroundError
+from playground.measure.machine import host_fingerprint
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
 from playground.store.records import chain_key, iso

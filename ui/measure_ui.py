@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from playground import service
-from playground.build.load import Load
-from playground.build.targets import TARGETS, TargetInfo, info
+from playground.compile.targets import TARGETS, TargetInfo, info
+from playground.measure.load import Load
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 import playground.model as model_api
-from playground.build.machine import machine_facts
 from playground.errors import PlaygroundError
+from playground.measure.machine import machine_facts
 from playground.model.opened import Opened, open_in_worker
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool

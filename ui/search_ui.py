@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from playground.build.machine import machine_facts
-from playground.build.stats import spread_interval
 from playground.errors import PlaygroundError
+from playground.measure.machine import machine_facts
+from playground.measure.stats import spread_interval
 from playground.schedule.session import Session
 from playground.templates.search import Candidate, SearchResult, search_and_finalize
 from playground.templates.verdict import Verdict, fusion_verdict

@@ -7,7 +7,8 @@ measurement farm in :mod:`.sweep_parallel`; Pareto front, CSV and figures in
 :mod:`.sweep_report`), the
 MetaSchedule baseline as steps (:mod:`.tuning`) and the comparison table (:mod:`.compare`).
 
-May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.compile`,
+:mod:`playground.measure`,
 :mod:`playground.worker`, :mod:`playground.io`, :mod:`playground.service`,
 :mod:`playground.store` (sweeps record their points), :mod:`playground.errors`,
 :mod:`playground.pyparse`.

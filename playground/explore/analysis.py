@@ -19,7 +19,7 @@
   ``calculate_allocated_bytes`` on the module before ``MakePackedAPI``. TVM 0.27 compacts only
   regions it can bound by constants: a tile whose region is clipped by a ``T.where`` at the
   image border keeps the buffer's full size, unless the playground's tile-local step
-  (:mod:`playground.build.tile_local`, on by default) drops that predicate: then the buffer is
+  (:mod:`playground.compile.tile_local`, on by default) drops that predicate: then the buffer is
   the unclipped tile. The numbers say what the code allocates.
 * **Tile-local decisions**: per predicated block under a loop, whether the step dropped its
   predicate, or why it kept it. A dropped predicate means the block also computes the ring
@@ -39,11 +39,11 @@ from typing import Any
 
 import tvm
 
-from playground.build.machine import cache_sizes
-from playground.build.tile_local import predicate_decisions
 from playground.chain.spec import INPUT_NAME, chain_flop
+from playground.compile.tile_local import predicate_decisions
 from playground.explore.space import AnalysisError, Space, block_nests
 from playground.explore.traffic import traffic
+from playground.measure.machine import cache_sizes
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
 
@@ -196,7 +196,7 @@ class _Snapshots:
 
 def lowered_snapshots(mod: tvm.IRModule, target_name: str = "cpu", *, tile_local: bool = True):
     """(module after CompactBufferAllocation, module before MakePackedAPI)."""
-    from playground.build.lowering import run_tir_pipeline
+    from playground.compile.lowering import run_tir_pipeline
 
     keep = _Snapshots()
     run_tir_pipeline(mod, target_name, keep, tile_local=tile_local)
@@ -258,7 +258,7 @@ def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str 
         The cache whose misses count as "bytes moved" (``"L1"``, ``"L2"`` or ``"L3"``).
     caches
         Cache sizes in bytes (default: this machine's,
-        :func:`playground.build.machine.cache_sizes`).
+        :func:`playground.measure.machine.cache_sizes`).
     tile_local
         Lower with the tile-local step (as every build does unless switched off).
 

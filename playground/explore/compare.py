@@ -10,7 +10,7 @@ Columns: ``name``, ``median_ms`` (per call), ``gflops`` (the chain's FLOP / medi
 0.5 twice as fast). Once every row is measured, the kernel rows are timed again side by side
 with the user's in paired, alternating rounds (job ``rounds``): ``ratio`` is then the median
 of the rounds' ratios and ``ratio_low`` / ``ratio_high`` its 95% bootstrap interval
-(:mod:`playground.build.stats`), so that a row 3% faster than yours reads as within noise.
+(:mod:`playground.measure.stats`), so that a row 3% faster than yours reads as within noise.
 
 Example
 -------
@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from playground import service
-from playground.build.sampling import METHOD
-from playground.build.stats import compare_rounds
 from playground.chain.spec import chain_flop, chain_to_json, normalize_chain
 from playground.errors import PlaygroundError
+from playground.measure.sampling import METHOD
+from playground.measure.stats import compare_rounds
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
 from playground.worker.pool import WorkerPool
@@ -50,7 +50,7 @@ class CompareRow:
     correct: bool | None = None
     message: str = ""
     steps: int = 0
-    under_load: bool | None = None  # timed under load (see playground.build.load); None: unknown
+    under_load: bool | None = None  # timed under load (see playground.measure.load); None: unknown
     ratio_low: float | None = None  # 95% interval of ``ratio`` over paired rounds with yours
     ratio_high: float | None = None
 

@@ -44,10 +44,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from playground import service
-from playground.build.sampling import METHOD
-from playground.build.stats import spread_interval
 from playground.errors import PlaygroundError, StepError
 from playground.explore.sweep_parallel import parallel_points, run_parallel
+from playground.measure.sampling import METHOD
+from playground.measure.stats import spread_interval
 from playground.schedule.replay import blocks, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
@@ -116,9 +116,9 @@ class SweepPoint:
     Times are milliseconds per call (median), ``footprint_bytes`` the compacted bytes of all
     intermediate buffers, ``redundancy`` FLOP done / FLOP needed (1.0: no recomputation).
     ``under_load`` and ``others_cores`` say what else ran while the point was timed
-    (:class:`playground.build.load.Load`; ``None`` when unknown). ``ci_low_ms`` /
+    (:class:`playground.measure.load.Load`; ``None`` when unknown). ``ci_low_ms`` /
     ``ci_high_ms`` bound the median with 95% confidence (a bootstrap over the point's samples,
-    :func:`playground.build.stats.spread_interval`): two points whose intervals overlap are not
+    :func:`playground.measure.stats.spread_interval`): two points whose intervals overlap are not
     told apart by this sweep.
     """
 
@@ -388,7 +388,7 @@ def _start_group(pool: Any, session: Session, param: SweepParam, values: tuple,
                  target: str) -> Group:
     """The store's record of this sweep: on this machine, or on the pools' measurement farm
     when its timings go there (see :func:`playground.service.run`)."""
-    from playground.build.machine import host_fingerprint
+    from playground.measure.machine import host_fingerprint
     from playground.store import record_group
 
     farm = getattr(pool, "farm", None)

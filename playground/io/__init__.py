@@ -5,7 +5,8 @@ reading back of scripts without executing them (:mod:`.script_import`, its safet
 :mod:`.script_scan`), shareable URL state (:mod:`.url_state`) and the presets in
 ``schedules/`` (:mod:`.presets`).
 
-May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build` (the
-export embeds :mod:`playground.build.poison`), :mod:`playground.errors`,
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.compile`,
+:mod:`playground.measure` (the
+export embeds :mod:`playground.compile.poison`), :mod:`playground.errors`,
 :mod:`playground.pyparse`.
 """

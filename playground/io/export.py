@@ -27,10 +27,11 @@ from collections.abc import Iterable
 from types import ModuleType
 
 from playground import pyparse
-from playground.build import constant, poison, sampling, tile_local
 from playground.chain import compute, reference
 from playground.chain.spec import normalize_chain
+from playground.compile import constant, poison, tile_local
 from playground.errors import ScriptError
+from playground.measure import sampling
 from playground.schedule import loops
 from playground.schedule.steps import Step, normalize_step, step_code
 

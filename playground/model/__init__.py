@@ -50,7 +50,8 @@ Every bad input (a truncated file, not ONNX, a cycle, too many nodes, an initial
 declares more than the file holds, dynamic dims without ``input_shape``) is a
 :class:`ModelError` with one line.
 
-May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.compile`,
+:mod:`playground.measure`,
 :mod:`playground.worker`, :mod:`playground.service`, :mod:`playground.templates`,
 :mod:`playground.store` (a scan is recorded as one group), :mod:`playground.io` (each chain's
 best schedule exported as a script), :mod:`playground.errors`.

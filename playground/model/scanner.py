@@ -198,7 +198,7 @@ def scan(pool: Any, model: Model, chains: list[ModelChain], facts: Any = None, *
     pool
         A :class:`~playground.worker.pool.WorkerPool` or the server's pools.
     facts
-        The machine's facts (default :func:`playground.build.machine.machine_facts`).
+        The machine's facts (default :func:`playground.measure.machine.machine_facts`).
     on_progress
         Called with ``{"event": "candidate" | "chain", "index": i, "of": n, ...}``: after
         each candidate (``label``, ``status``, ``median_ms``) and each chain (``row``, a
@@ -210,7 +210,7 @@ def scan(pool: Any, model: Model, chains: list[ModelChain], facts: Any = None, *
     store
         Another :class:`~playground.store.Store` than the default (tests).
     """
-    from playground.build.machine import machine_facts
+    from playground.measure.machine import machine_facts
     from playground.store import StoreError, get_store, record_group
 
     if not isinstance(budget_s_per_chain, int | float) or not budget_s_per_chain > 0:

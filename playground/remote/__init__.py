@@ -4,6 +4,7 @@ Owns the device description and the tracker protocol (:mod:`.device`), the remot
 (:mod:`.run`) and a real tracker with servers on loopback for tests and demos
 (:mod:`.cluster`).
 
-May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.compile`,
+:mod:`playground.measure`,
 :mod:`playground.errors`.
 """

@@ -112,8 +112,8 @@ class RemoteDevice:
     session_timeout_s
         Seconds after which the server ends a session (a hung kernel must not hold it forever).
     target
-        The target name to compile for (:data:`playground.build.targets.TARGETS`); ``"cpu"`` is the
-        host CPU of *this* machine, right for a server on the same kind of machine.
+        The target name to compile for (:data:`playground.compile.targets.TARGETS`);
+        ``"cpu"`` is the host CPU of *this* machine, right for a server on the same kind of machine.
 
     Raises
     ------
@@ -141,7 +141,7 @@ class RemoteDevice:
         set_(self, "timeout_s", _check_seconds("timeout_s", self.timeout_s, 0.1, 600))
         set_(self, "session_timeout_s",
              _check_seconds("session_timeout_s", self.session_timeout_s, 1, 3600))
-        from playground.build.targets import TARGETS
+        from playground.compile.targets import TARGETS
 
         if self.target not in TARGETS:
             raise RemoteError(f"remote: unknown target {self.target!r} (choose one of "

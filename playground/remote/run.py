@@ -6,7 +6,7 @@ device key. The worker job
 scheduled chain here, exports it as a shared library, asks the tracker for a free server with
 the key, uploads and loads the library there, runs it once on a NaN-poisoned output, compares
 the output with the numpy reference computed here, and times it on the server with
-:func:`playground.build.timing.measure` (TVM's ``time_evaluator`` runs on the remote device
+:func:`playground.measure.timing.measure` (TVM's ``time_evaluator`` runs on the remote device
 itself)::
 
     remote = RemoteDevice("127.0.0.1", 9190, "local")
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from playground.build.sampling import METHOD
+from playground.measure.sampling import METHOD
 from playground.remote.device import (
     _LOST,
     RemoteDevice,
@@ -51,7 +51,7 @@ def _load_probe(server: str) -> Any:
     the server process (found by its listening port) and its session children as "own". A
     server elsewhere runs on a machine this process cannot see: its load stays unknown.
     """
-    from playground.build.load import LoadProbe, server_pids, threads_of
+    from playground.measure.load import LoadProbe, server_pids, threads_of
 
     host, _, port = server.rpartition(":")
     if not is_local_host(host):
@@ -68,8 +68,8 @@ def _run_on(sess: Any, library: str, remote: RemoteDevice, server: str, inputs: 
     """Upload, load, run once on a poisoned output, compare, and time on the server."""
     import tvm
 
-    from playground.build.timing import measure as measure_module
     from playground.chain.reference import compare
+    from playground.measure.timing import measure as measure_module
 
     t0 = time.perf_counter()
     sess.upload(library)
@@ -131,7 +131,7 @@ def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool =
     remote
         Where to run.
     measure, repeat, min_repeat_ms
-        As for the ``run`` job and :func:`playground.build.timing.measure` (ms per sample).
+        As for the ``run`` job and :func:`playground.measure.timing.measure` (ms per sample).
     seed
         Seed of the random inputs.
 
@@ -151,9 +151,9 @@ def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool =
     StepError, BuildError
         For the schedule and its compilation, as locally.
     """
-    from playground.build.lowering import compile_module
     from playground.chain.reference import make_inputs, reference_output
     from playground.chain.spec import chain_flop
+    from playground.compile.lowering import compile_module
     from playground.schedule.replay import scheduled
 
     t0 = time.perf_counter()
@@ -190,7 +190,7 @@ def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool =
                    "gflops": None, "remote": remote.label, "server": server,
                    "attempts": attempt, "lost": lost})
     if timing is not None:
-        from playground.build.timing import Timing
+        from playground.measure.timing import Timing
 
         parsed = Timing.from_dict(timing)
         result["median_ms"] = parsed.median_ms

@@ -6,7 +6,7 @@ else ``~/.local/share/schedule-playground``); :mod:`.schema` holds its forward-o
 migrations; :mod:`.records` the plain keys, names, dates and CSV; :mod:`.api` what runs call;
 :mod:`.cli` the ``python -m playground experiments list|show|dump`` commands.
 Nothing here reads the machine or runs a kernel: callers pass the machine's fingerprint
-(``playground.build.machine.fingerprint()``) and the job's result.
+(``playground.measure.machine.fingerprint()``) and the job's result.
 
 The API
 -------

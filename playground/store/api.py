@@ -64,7 +64,7 @@ def record_run(chain: Mapping, steps: Sequence, target: str, machine: Mapping, *
     target
         ``"cpu"``, ``"cuda"``, ...
     machine
-        The machine's fingerprint, ``playground.build.machine.fingerprint()``; for a remote
+        The machine's fingerprint, ``playground.measure.machine.fingerprint()``; for a remote
         device ``{"remote": "host:port/key", ...}``.
     status
         The job's outcome: ``"ok"``, ``"wrong_result"``, ``"build_error"``, ``"crash"``, ...

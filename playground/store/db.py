@@ -276,7 +276,7 @@ class Store:
             Top-level records and children alike (dump, benchmarks).
         timing
             Add ``p10_ms``, ``p90_ms`` and ``under_load`` (1, 0 or None: measured under load,
-            see :mod:`playground.build.load`) from the timing record (for charts).
+            see :mod:`playground.measure.load`) from the timing record (for charts).
         """
         where, args = [], []
         for column, value, digits in (("chain", chain, 16), ("machine", machine, 12)):

@@ -1,7 +1,7 @@
 """Plain data in and out of the store, without the database: keys, names, dates, CSV.
 
 A chain is keyed by its normalized JSON (two sessions on the same chain share the key), a
-machine by its fingerprint (``playground.build.machine.fingerprint()``, passed in by the
+machine by its fingerprint (``playground.measure.machine.fingerprint()``, passed in by the
 caller: the store never reads the machine itself). Names are what people read in lists;
 keys are what filters and the leaderboard group by.
 """

@@ -9,7 +9,8 @@ steps through a :class:`~.recorder.Recorder`; :mod:`.space` ranks the choices fr
 machine's vector width, registers and caches; :mod:`.search` measures them within a budget;
 :mod:`.verdict` answers "fuse or not" with both schedules timed side by side.
 
-May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.build`,
+May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.compile`,
+:mod:`playground.measure`,
 :mod:`playground.explore`, :mod:`playground.worker`, :mod:`playground.service`,
 :mod:`playground.store` (a search is recorded as one group), :mod:`playground.errors`.
 """

@@ -22,7 +22,7 @@ Both compute a tile of accumulators in registers (``cache_write`` to ``local``),
 (with the stage's epilogue folded in: bias, batch norm, activations and residual adds, see
 :func:`fold_epilogue`) once the reduction over ``rc, rh, rw`` is done, and pad per parallel
 iteration. ``L`` and the register budget come from the machine
-(:class:`~playground.build.machine.MachineFacts`), never from a constant.
+(:class:`~playground.measure.machine.MachineFacts`), never from a constant.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ its window layer is tiled (:class:`~playground.templates.conv.Tile`), and how st
 *grouped*: a group of consecutive stages is computed tile by tile of its last stage's output
 rows (``rows``), or of ``rows`` x ``cols`` 2-D tiles, each earlier stage computing just the
 rows (and columns) plus halo that tile needs, so its output lives in a tile-sized buffer
-instead of a whole tensor (tile-sized once lowered: :mod:`playground.build.tile_local`). A
+instead of a whole tensor (tile-sized once lowered: :mod:`playground.compile.tile_local`). A
 group of one stage is an unfused stage. :func:`plan_steps` turns a plan into ordinary
 playground steps; every template choice the search makes is a plan.
 """

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from playground import service
-from playground.build.machine import MachineFacts
-from playground.build.sampling import METHOD
-from playground.build.stats import RatioInterval, compare_rounds, decide
 from playground.chain.spec import chain_flop, normalize_chain
 from playground.errors import PlaygroundError
+from playground.measure.machine import MachineFacts
+from playground.measure.sampling import METHOD
+from playground.measure.stats import RatioInterval, compare_rounds, decide
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
 from playground.templates.conv import Tile
@@ -91,7 +91,7 @@ class Candidate:
 class Final:
     """The best candidate against the runner-up (or the verdict's pair), timed in paired
     rounds: ``interval`` is ``other / best`` (above 1: the best is faster), ``call`` what
-    :func:`playground.build.stats.decide` makes of it, ``by`` who timed it."""
+    :func:`playground.measure.stats.decide` makes of it, ``by`` who timed it."""
 
     best: str
     other: str
@@ -223,7 +223,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
     pool
         A worker pool (:class:`~playground.worker.pool.WorkerPool` or the page's pools).
     facts
-        The machine the kernels run on (from :func:`playground.build.machine.machine_facts`).
+        The machine the kernels run on (from :func:`playground.measure.machine.machine_facts`).
     budget_s
         Wall-clock budget, counted from ``started`` (a :func:`time.monotonic` reading: the
         click or the command; default now). A candidate is started only when it should end
@@ -237,7 +237,7 @@ def search(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: float = 60.
         When given (the source: ``"page"``, ``"cli"``), the search goes into the experiment
         store as one group, every candidate under it (failures included).
     tile_local
-        Build every candidate with the tile-local step (:mod:`playground.build.tile_local`).
+        Build every candidate with the tile-local step (:mod:`playground.compile.tile_local`).
     weights
         ``"constant"``: plans keep the weight re-layouts top-level and are timed with them
         run once before the kernel (every candidate's plan carries the mode).
@@ -314,7 +314,7 @@ def _record_group(pool: Any, chain: dict, target: str, budget_s: float, fused: b
 def timing_machine(pool: Any, target: str) -> dict:
     """The machine a ``pool``'s timings for ``target`` are taken on, as the store names it:
     the pools' measurement farm when it times that target, else this machine."""
-    from playground.build.machine import host_fingerprint
+    from playground.measure.machine import host_fingerprint
 
     farm = getattr(pool, "farm", None)
     return {"remote": farm.label} if farm is not None and farm.target == target \

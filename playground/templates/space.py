@@ -1,7 +1,7 @@
 """The template choices for a chain on a machine: tiles per stage, and which stages to fuse.
 
 Everything here is derived from the chain's shapes and the machine's facts
-(:class:`~playground.build.machine.MachineFacts`): the vector width gives the lanes, the
+(:class:`~playground.measure.machine.MachineFacts`): the vector width gives the lanes, the
 register file bounds the accumulator tile, L2 bounds a fused group's tile of intermediate rows.
 Choices are ranked best-first by a simple model (register use, reuse, no guarded loops), so a
 search that can only afford a few measurements measures the likely winners first.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from playground.build.machine import MachineFacts
+from playground.measure.machine import MachineFacts
 from playground.templates.conv import Tile
 from playground.templates.plan import Group
 from playground.templates.stages import Stage

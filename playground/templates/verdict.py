@@ -8,12 +8,12 @@ as separate passes. Both schedules come from the search; then they are timed aga
 alternating rounds (so that a change in the machine's load hits both), and:
 
 * ``ratio`` = unfused / fused time: the median of the rounds' ratios, with a 95% bootstrap
-  interval over the rounds (:mod:`playground.build.stats`); "fuse" when the whole interval is
+  interval over the rounds (:mod:`playground.measure.stats`); "fuse" when the whole interval is
   above 1.05, "don't fuse" when it is below 1/1.05, else "no difference (within noise)";
 * the rounds run in one worker job under the measurement lock (:func:`~playground.templates.
   search.retime`) and replace the two candidates' times in the search's result, so the
   search's table and best show the verdict's numbers, never others that contradict them;
-* rounds taken under load (:mod:`playground.build.load`) are taken again once the load drops
+* rounds taken under load (:mod:`playground.measure.load`) are taken again once the load drops
   (waiting at most what is left of the budget); still loaded, the verdict says it is
   unreliable;
 * the reason says why, in one sentence, from the analysis of both schedules: the work the
@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from playground import service
-from playground.build.load import LoadProbe
-from playground.build.machine import MachineFacts
-from playground.build.stats import FASTER, SAME, SLOWER, RatioInterval, compare_rounds, decide
 from playground.chain.spec import normalize_chain
+from playground.measure.load import LoadProbe
+from playground.measure.machine import MachineFacts
+from playground.measure.stats import FASTER, SAME, SLOWER, RatioInterval, compare_rounds, decide
 from playground.schedule.session import Session
 from playground.templates.plan import Plan
 from playground.templates.search import (
@@ -56,7 +56,7 @@ NO_DIFFERENCE = 1.05
 SEARCH_SHARE = 0.7
 #: The share of the budget left for the reason's analysis job after the rounds.
 REASON_SHARE = 0.05
-#: The verdict's words for :func:`playground.build.stats.decide`'s calls.
+#: The verdict's words for :func:`playground.measure.stats.decide`'s calls.
 CALLS = {FASTER: "fuse", SLOWER: "don't fuse", SAME: "no difference (within noise)"}
 
 

@@ -29,7 +29,7 @@ resident once TVM is imported.
 Long workers run niced (``PLAYGROUND_LONG_NICE``, default :data:`LONG_NICE`; 0 turns it off):
 a timing on every core would otherwise hold the web server and the quick workers off the CPU
 for as long as it lasts. A timing that the page disturbs this way is flagged by the load it
-records (:mod:`playground.build.load`); with a measurement farm, timings leave the machine.
+records (:mod:`playground.measure.load`); with a measurement farm, timings leave the machine.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def pool_sizes(cores: int, environ: Mapping[str, str] | None = None, *,
     Parameters
     ----------
     cores
-        Cores kernels may run on (:func:`playground.build.machine.cores`).
+        Cores kernels may run on (:func:`playground.measure.machine.cores`).
     environ
         Where ``PLAYGROUND_QUICK_WORKERS`` / ``PLAYGROUND_LONG_WORKERS`` are read (default
         ``os.environ``); a value set there wins.

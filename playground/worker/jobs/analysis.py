@@ -49,7 +49,7 @@ def tile_regions_job(payload: dict) -> dict:
 def _best_seconds(ex, args, dev, number: int, repeat: int) -> float:
     """The fastest sample (seconds per call), timed by the project's one timing function: a
     peak is the best the machine can do, so the minimum, not the median."""
-    from playground.build.timing import measure
+    from playground.measure.timing import measure
 
     return measure(ex, args, dev, number=number, repeat=repeat).min_ms / 1e3
 
@@ -65,9 +65,9 @@ def machine_peak_job(payload: dict) -> dict:
     import numpy as np
     import tvm
 
-    from playground.build import peak as machine
-    from playground.build.lowering import compile_module
-    from playground.build.machine import machine_facts
+    from playground.compile.lowering import compile_module
+    from playground.measure import peak as machine
+    from playground.measure.machine import machine_facts
 
     cores = int(payload.get("cores", 2))
     dev = tvm.cpu(0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from playground.build.sampling import METHOD
+from playground.measure.sampling import METHOD
 from playground.remote.device import RemoteDevice
 from playground.remote.run import remote_run
 from playground.schedule.steps import steps_from_json

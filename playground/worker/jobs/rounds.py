@@ -4,9 +4,9 @@ A comparison of two kernels timed minutes apart measures the machine as much as 
 another process that wakes up during one of them moves its time by 20% or more. This job times
 them back to back, in one worker and under one hold of the measurement lock: round ``i`` times
 kernel 0, then kernel 1, ... (each with the same method as the ``run`` job:
-:func:`playground.build.timing.measure`, its ``number`` calibrated once per kernel so that
+:func:`playground.measure.timing.measure`, its ``number`` calibrated once per kernel so that
 every round is timed alike). The caller turns the rounds into ratios with an interval
-(:func:`playground.build.stats.compare_rounds`).
+(:func:`playground.measure.stats.compare_rounds`).
 
 Every kernel's timing build is checked against the reference before it is timed (one call on
 the seed-0 input): the schedules come from a search that validated them, and a kernel that
@@ -15,15 +15,15 @@ computes something else must not win a comparison.
 
 from __future__ import annotations
 
-from playground.build.sampling import METHOD
-from playground.build.targets import device
 from playground.chain.spec import chain_to_json
+from playground.compile.targets import device
 from playground.errors import BuildError
+from playground.measure.sampling import METHOD
 from playground.worker.jobs.run import _executable, _packed, _reference, _run_once
 from playground.worker.registry import job
 
 #: Defaults: seven rounds (one wild round of seven never moves the median) of three samples per
-#: kernel, each as long as the method's (:data:`playground.build.sampling.METHOD`).
+#: kernel, each as long as the method's (:data:`playground.measure.sampling.METHOD`).
 ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, METHOD["min_repeat_ms"]
 
 
@@ -34,10 +34,10 @@ def rounds_job(payload: dict) -> dict:
     (``"per-call"`` or ``"constant"``, as in job ``run``).
 
     Returns ``rounds_ms`` (per kernel, each round's median in ms per call), ``timings`` (per
-    kernel, each round's :meth:`~playground.build.timing.Timing.to_dict`), ``number`` (per
+    kernel, each round's :meth:`~playground.measure.timing.Timing.to_dict`), ``number`` (per
     kernel, calls per sample) and ``under_load`` (any round of any kernel timed under load).
     """
-    from playground.build.timing import measure
+    from playground.measure.timing import measure
 
     chain, target = payload["chain"], payload.get("target", "cpu")
     kernels = payload["kernels"]

@@ -16,15 +16,15 @@ from collections import OrderedDict
 import numpy as np
 import tvm
 
-from playground.build.constant import pack_once, split_constant_weights
-from playground.build.lowering import compile_module, generated_code, lower
-from playground.build.sampling import METHOD
-from playground.build.targets import device, info
-from playground.build.tile_local import TILE_LOCAL_ATTR
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import chain_flop, chain_to_json
+from playground.compile.constant import pack_once, split_constant_weights
+from playground.compile.lowering import compile_module, generated_code, lower
+from playground.compile.targets import device, info
+from playground.compile.tile_local import TILE_LOCAL_ATTR
 from playground.errors import BuildError
 from playground.explain import explain_build, plain
+from playground.measure.sampling import METHOD
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import steps_from_json, steps_to_json
 from playground.worker.registry import job
@@ -51,7 +51,7 @@ def _tile_local(payload: dict) -> bool:
 
 def _split(payload: dict) -> tuple[tvm.IRModule, list]:
     """The scheduled module and its packed buffers: with ``weights="constant"`` the weight
-    re-layouts move to a ``pack`` function run once (:mod:`playground.build.constant`)."""
+    re-layouts move to a ``pack`` function run once (:mod:`playground.compile.constant`)."""
     chain, steps, target = _unpack(payload)
     mod = scheduled(chain, steps).mod
     if _weights(payload) != "constant":
@@ -208,7 +208,7 @@ def run_job(payload: dict) -> dict:
     validate(payload, result, dev)
     if not result["correct"] or not payload.get("measure", True):
         return result
-    from playground.build.timing import measure
+    from playground.measure.timing import measure
 
     inputs, expected = _reference(chain_to_json(chain), int(payload.get("seed", 0)))
     args, outs, check = _run_once(ex, inputs, expected, chain, dev, _packed(payload))

@@ -112,8 +112,8 @@ def tune_job(payload: dict) -> dict:
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from playground.build.targets import cpu_target
     from playground.chain.compute import chain_module
+    from playground.compile.targets import cpu_target
 
     if payload.get("target", "cpu") != "cpu":
         raise TuningError("tune: only the cpu target is tuned here", where="tune.target")
@@ -227,9 +227,9 @@ def numpy_time_job(payload: dict) -> dict:
     ``min_repeat_ms`` (default 50). Returns ``median_ms`` (per call), ``samples_ms``,
     ``number`` (calls per sample), ``dtype`` ("float64").
     """
-    from playground.build.load import LoadProbe
-    from playground.build.timing import Timing
     from playground.chain.reference import make_inputs, reference_output
+    from playground.measure.load import LoadProbe
+    from playground.measure.timing import Timing
 
     chain = normalize_chain(payload["chain"])
     inputs = make_inputs(chain, int(payload.get("seed", 0)))

@@ -12,8 +12,8 @@ TVM 0.27 accepts, for target ``cuda``, schedules that cannot work on a GPU, and 
 Others it refuses late with a message that names no block ("Cannot allocate global memory when
 targeting CUDA"). :func:`check_cuda_schedule` finds all of these on the scheduled function and
 says which block is wrong and which step fixes it; :func:`check_cuda_lowered` checks the
-lowered kernels' shared memory. :func:`playground.build.lowering.lower` and
-:func:`playground.build.lowering.compile_module` call both for target ``cuda``.
+lowered kernels' shared memory. :func:`playground.compile.lowering.lower` and
+:func:`playground.compile.lowering.compile_module` call both for target ``cuda``.
 
 :func:`serialize_threads` turns every thread-bound loop of a scheduled module back into a
 serial loop, so that a CUDA schedule runs on the CPU: the same blocks, tiles, halos and
@@ -272,7 +272,7 @@ def shared_memory(lowered: tvm.IRModule) -> dict[str, dict[str, int]]:
     """Bytes of static shared memory per kernel and buffer of a lowered module.
 
     ``{"main_kernel": {"conv2_pad_shared": 15360}}``; ``lowered`` is what
-    :func:`playground.build.lowering.lower` returns for target ``cuda``.
+    :func:`playground.compile.lowering.lower` returns for target ``cuda``.
     """
     out: dict[str, dict[str, int]] = {}
     for gv, func in lowered.functions.items():

@@ -4,7 +4,7 @@ Peak compute and bandwidth are *measured* with TVM kernels in a worker process (
 ``"machine_peak"`` in :mod:`playground.worker.jobs.analysis`), once per machine: the result is
 cached on disk under ``~/.cache/schedule-playground/machine.json``, keyed by CPU model and core
 count. The FMA kernel's width follows the machine's vector width
-(:func:`playground.build.machine.machine_facts`). :func:`roofline_figure` draws measured
+(:func:`playground.measure.machine.machine_facts`). :func:`roofline_figure` draws measured
 schedules against both limits (plotly is imported only there).
 """
 
@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from playground.build.machine import cache_sizes, machine_key
 from playground.errors import PlaygroundError
+from playground.measure.machine import cache_sizes, machine_key
 
 
 @dataclass(frozen=True)

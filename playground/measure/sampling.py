@@ -4,7 +4,7 @@ parameters every timing of the project uses (:data:`METHOD`).
 This module imports nothing but :mod:`math`: exported scripts embed it verbatim
 (:mod:`playground.io.export`), so a script run on its own times its kernel with the very code
 and parameters of the ``run`` job, and ``auto``'s printed time is what ``run`` of its exported
-script gives. :func:`playground.build.timing.measure` wraps it with the statistics and the
+script gives. :func:`playground.measure.timing.measure` wraps it with the statistics and the
 machine's load.
 
 The method, chosen by measurement (``benchmarks/repro.py``, table in ``benchmarks/README.md``):

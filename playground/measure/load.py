@@ -1,7 +1,7 @@
 """The machine's load while a kernel was timed: :class:`Load`, taken by :class:`LoadProbe`.
 
 A time means little without the load it was measured under: four users at once measured 30-81
-ms for kernels that take 19-24 ms alone. Every :class:`~playground.build.timing.Timing` made
+ms for kernels that take 19-24 ms alone. Every :class:`~playground.measure.timing.Timing` made
 on this machine (or on an RPC server on this machine) therefore carries a :class:`Load`: the
 1-minute load average, and the CPU that *other* processes used during the samples, read from
 the kernel's counters (``/proc/stat`` and the measuring processes' CPU times, via psutil)::
@@ -165,7 +165,7 @@ class LoadProbe:
         in a child process). Off by default: this process's children (a test's, a worker's
         guardian) are other processes.
     threads
-        Threads the kernel runs on; default :func:`playground.build.machine.cores` (the
+        Threads the kernel runs on; default :func:`playground.measure.machine.cores` (the
         worker's ``TVM_NUM_THREADS``).
     where
         What :attr:`Load.where` says.
@@ -175,7 +175,7 @@ class LoadProbe:
                  threads: int | None = None, where: str = "local") -> None:
         import psutil
 
-        from playground.build.machine import cores
+        from playground.measure.machine import cores
 
         self.pids = list(pids) if pids is not None else [os.getpid()]
         self.descendants = descendants

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import tvm
 
-from playground.build.gpu import require_cuda_lowered, require_cuda_ready
-from playground.build.poison import compile_validation
-from playground.build.targets import resolve
-from playground.build.tile_local import TILE_LOCAL_PIPELINE
+from playground.compile.gpu import require_cuda_lowered, require_cuda_ready
+from playground.compile.poison import compile_validation
+from playground.compile.targets import resolve
+from playground.compile.tile_local import TILE_LOCAL_PIPELINE
 from playground.errors import BuildError
 from playground.explain import explain_build, plain
 
@@ -25,7 +25,7 @@ CODE_KINDS = {"cpu": ("asm", "llvm"), "cuda": ("cuda",)}
 
 def pipeline_name(tile_local: bool = True) -> str:
     """The TIR pipeline of a build: TVM's default, with the playground's tile-local step in
-    front unless ``tile_local`` is False (:mod:`playground.build.tile_local`)."""
+    front unless ``tile_local`` is False (:mod:`playground.compile.tile_local`)."""
     return TILE_LOCAL_PIPELINE if tile_local else "default"
 
 
@@ -108,8 +108,8 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu", *,
     ------
     BuildError
         When a lowering pass refuses the schedule, or for ``cuda`` when the schedule is not
-        ready for a GPU (see :mod:`playground.build.gpu`: unbound blocks, global intermediates in a
-        kernel, thread counts, shared memory).
+        ready for a GPU (see :mod:`playground.compile.gpu`: unbound blocks, global intermediates
+        in a kernel, thread counts, shared memory).
     """
     if target_name == "cuda":
         require_cuda_ready(mod)
@@ -137,7 +137,7 @@ def compile_module(mod: tvm.IRModule, target_name: str = "cpu", *, validation: b
     For ``cuda`` the module is lowered first (:func:`lower`) for the GPU checks: TVM itself
     compiles unbound loops as host code and oversized shared buffers without a word.
     ``validation=True`` builds the CPU kernel with every intermediate allocation NaN-filled
-    (:mod:`playground.build.poison`), so that reading unwritten memory is caught every time;
+    (:mod:`playground.compile.poison`), so that reading unwritten memory is caught every time;
     such a build is for checking results, never for timing. Both run the tile-local step
     unless ``tile_local`` is False.
     """

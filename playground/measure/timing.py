@@ -2,9 +2,9 @@
 
 Timing follows Triton's ``do_bench`` recipe on top of TVM's ``time_evaluator`` (which times on
 the device itself, so it works the same for a local module and for one loaded over RPC); the
-samples are taken by :func:`playground.build.sampling.take_samples` (embedded verbatim in
+samples are taken by :func:`playground.measure.sampling.take_samples` (embedded verbatim in
 exported scripts, so they time the same way), with the parameters of
-:data:`~playground.build.sampling.METHOD`:
+:data:`~playground.measure.sampling.METHOD`:
 
 1. warm up (first calls pay for page faults, thread-pool start-up, lazy initialization);
 2. calibrate ``number`` (calls averaged per sample) so that one sample lasts at least
@@ -14,7 +14,7 @@ exported scripts, so they time the same way), with the parameters of
 
 Run it inside a job holding the measurement lock (``WorkerPool.run(..., exclusive=True)``) so
 that no other timing shares the CPU. Other processes still may: every timing made on this
-machine carries the load it ran under (:class:`~playground.build.load.Load`, taken while the
+machine carries the load it ran under (:class:`~playground.measure.load.Load`, taken while the
 samples ran), so that a time measured under load is flagged wherever it is shown or stored.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from playground.build.load import Load, LoadProbe
-from playground.build.sampling import METHOD, take_samples
 from playground.errors import PlaygroundError
+from playground.measure.load import Load, LoadProbe
+from playground.measure.sampling import METHOD, take_samples
 
 
 @dataclass(frozen=True)
