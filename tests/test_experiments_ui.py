@@ -24,7 +24,7 @@ from playground.measure.machine import host_fingerprint
 from playground.schedule.session import Session
 from playground.store import Store, StoreError, api, get_store, record_run
 from playground.store.db import DB_NAME
-from ui import history
+from ui import store_ui
 from ui.io_ui import SHORT_KEY, SHORT_LINK
 from ui.state import DEFAULT_CHAIN
 
@@ -297,9 +297,9 @@ def test_a_store_that_cannot_save_never_stops_the_page(breakage, experiment_stor
     at.button(key="measure.run").click()
     run(at)
     assert {m.label: m.value for m in at.metric}["Median time"] == "2 ms"  # the run ran
-    assert history.NOT_SAVED in warnings(at)
+    assert store_ui.NOT_SAVED in warnings(at)
     run(at)
-    assert history.NOT_SAVED in warnings(at)  # and the notice stays at the top
+    assert store_ui.NOT_SAVED in warnings(at)  # and the notice stays at the top
     assert any("history is not being saved" in t.value for t in at.text)
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][0]["y"] == [2.0]  # this tab's measurements
@@ -309,6 +309,6 @@ def test_a_store_that_cannot_save_never_stops_the_page(breakage, experiment_stor
     at.session_state["page"] = "Experiments"
     run(at)
     if breakage != "full":
-        assert history.NOT_SAVED in warnings(at)
+        assert store_ui.NOT_SAVED in warnings(at)
     at.session_state["page"] = "Fusion explorer"
     run(at)

@@ -18,13 +18,13 @@ from ui import (
     chain_ui,
     experiments_ui,
     fusion_ui,
-    history,
     inspect_ui,
     io_ui,
     measure_ui,
     model_ui,
     schedule_ui,
     state,
+    store_ui,
 )
 
 
@@ -100,7 +100,7 @@ def render() -> None:
         st.stop()
     target = sidebar(state.session())
     io_ui.render_flash()
-    history.render_problem()
+    store_ui.render_problem()
     # Lazy tabs: only the open page runs, so that applying a step on the Playground does
     # not wait for the Fusion explorer's analysis jobs.
     tabs = st.tabs([n for n, _ in PAGES], key="page", on_change="rerun")

@@ -17,7 +17,7 @@ from playground.store import get_store
 from playground.store.records import iso
 from playground.worker.pool import WorkerPool
 from ui import state
-from ui.history import step_labels, table_height
+from ui.store_ui import step_labels, table_height
 
 IR_KINDS = ("Scheduled TVMScript", "Lowered TIR")
 

@@ -5,7 +5,7 @@
 A thin reader of :mod:`playground.store`: the store does the filtering and the ranking.
 Everything here survives a store that cannot be read (the tab says so and stops); text that
 people wrote (labels, notes, session names) is shown in tables, code blocks and widget values,
-never as Markdown (see :mod:`ui.history`).
+never as Markdown (see :mod:`ui.store_ui`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from playground.schedule.session import Session
 from playground.store import Store, StoreError, get_store
 from playground.store.records import chain_key, iso, machine_key
 from playground.worker.pool import WorkerPool
-from ui import compare_ui, history, state
-from ui.history import step_labels
+from ui import compare_ui, state, store_ui
 from ui.io_ui import replaced_text
+from ui.store_ui import step_labels
 
 #: Rows the list shows at most (newest first); filters narrow the rest down.
 MAX_ROWS = 500
@@ -110,7 +110,7 @@ def render_list(rows: list[dict], total_hint: str) -> None:
         "note": r["note"], "chain": r["chain_name"], "target": r["target"],
         "machine": r["machine_name"], "GFLOP/s": r["gflops"]} for r in rows])
     st.dataframe(table, hide_index=True, key="exp.table",
-                 height=min(420, history.table_height(len(rows))),
+                 height=min(420, store_ui.table_height(len(rows))),
                  column_config={"median ms": st.column_config.NumberColumn(format="%.4g"),
                                 "GFLOP/s": st.column_config.NumberColumn(format="%.2f")})
     st.caption(total_hint)
@@ -151,7 +151,7 @@ def render_experiment(r: dict) -> None:
               "repeats") if timing.get("p10_ms") is not None else None
     left, right = st.columns([3, 2], gap="large")
     with left:
-        history.render_fields([
+        store_ui.render_fields([
             ("experiment", f"#{r['id']} ({r['kind']}, from {r['source'] or 'unknown'})"),
             ("recorded", iso(r["created"])), ("label", r["label"]),
             ("chain", r["chain_name"]), ("target", r["target"]),
@@ -275,7 +275,7 @@ def sessions_ui(s: Store, session: Session, target: str) -> None:
 def page(pool: WorkerPool, target: str) -> None:
     """The Experiments tab."""
     session = state.session()
-    this_machine = machine_key(history.machine())
+    this_machine = machine_key(store_ui.machine())
     try:
         s = get_store()
         facets = s.facets()
@@ -298,5 +298,5 @@ def page(pool: WorkerPool, target: str) -> None:
         st.subheader("Saved sessions")
         sessions_ui(s, session, target)
     except StoreError as e:
-        st.warning(history.NOT_SAVED, icon="⚠️")
+        st.warning(store_ui.NOT_SAVED, icon="⚠️")
         st.text(e.message)

@@ -4,7 +4,7 @@ and the chart of run time across the stored runs of this chain.
 Measuring runs in the worker pool only (:func:`playground.service.run`); results are kept as
 plain dicts keyed by the session's active steps and target, so going back to a measured
 version shows its result again without rerunning it. Every measurement is recorded in the
-experiment store (:mod:`ui.history`); the chart reads the chain's stored runs back (other
+experiment store (:mod:`ui.store_ui`); the chart reads the chain's stored runs back (other
 tabs' and the command line's too), or this tab's when history is not being saved.
 """
 
@@ -22,8 +22,8 @@ from playground.measure.load import Load
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
-from ui import history, remote_ui, state
-from ui.history import step_label
+from ui import remote_ui, state, store_ui
+from ui.store_ui import step_label
 from ui.text import ERROR_ICON, WARNING_ICON, escape
 
 STATUS_TEXT = {
@@ -143,9 +143,9 @@ def handle_measure(pressed: bool, timing: bool, pool: WorkerPool, session: Sessi
 
 def _record(session: Session, target: str, result: JobResult, remote: str | None) -> None:
     """Store the measurement; say at once (under the result) when it could not be kept."""
-    if history.record_measurement(session, target, result, remote) is None and \
+    if store_ui.record_measurement(session, target, result, remote) is None and \
             result.status != "cancelled":
-        st.warning(history.NOT_SAVED, icon="⚠️")
+        st.warning(store_ui.NOT_SAVED, icon="⚠️")
 
 
 def current_result(session: Session, target: str) -> JobResult | None:
@@ -279,7 +279,7 @@ def history_figure(records: list[dict]) -> go.Figure | None:
 def render_history_chart(session: Session) -> None:
     """The chain's stored runs (every tab's, the command line's), or this tab's measurements
     while history is not being saved."""
-    stored = history.chain_history(session)
+    stored = store_ui.chain_history(session)
     records = stored if stored is not None else state.ui().measurements
     fig = history_figure(records)
     if fig is None:

@@ -27,8 +27,8 @@ from playground.model.opened import Opened, open_in_worker
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from ui import background, fusion_ui, model_figures, state
-from ui.history import table_height
 from ui.io_ui import render_flash, replaced_text
+from ui.store_ui import table_height
 from ui.text import ERROR_ICON, code, escape
 
 #: The largest upload (MB); ``server.maxUploadSize`` (run.sh, .streamlit/config.toml) lets

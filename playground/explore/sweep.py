@@ -51,7 +51,7 @@ from playground.measure.stats import spread_interval
 from playground.schedule.replay import blocks, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
-from playground.store import Group
+from playground.store import RunGroup
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -351,7 +351,7 @@ def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any,
               target: str = "cpu", cancel: threading.Event | None = None,
               analyze: bool = True, repeat: int = METHOD["repeat"],
               min_repeat_ms: float = METHOD["min_repeat_ms"],
-              group: Group | None = None) -> tuple[SweepPoint, bool]:
+              group: RunGroup | None = None) -> tuple[SweepPoint, bool]:
     """Build, validate, time (and analyze) one value; returns (point, analyze job present).
 
     With ``group``, the point is recorded in it (unless the job was cancelled)."""
@@ -385,7 +385,7 @@ def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any,
 
 
 def _start_group(pool: Any, session: Session, param: SweepParam, values: tuple,
-                 target: str) -> Group:
+                 target: str) -> RunGroup:
     """The store's record of this sweep: on this machine, or on the pools' measurement farm
     when its timings go there (see :func:`playground.service.run`)."""
     from playground.measure.machine import host_fingerprint

@@ -38,8 +38,8 @@ the dict (the caller replays it with ``Session.from_dict``).
 May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.errors`.
 """
 
-from playground.store.api import Group, get_store, problem, record_group, record_run
+from playground.store.api import RunGroup, get_store, problem, record_group, record_run
 from playground.store.db import Store, StoreError, data_dir
 
-__all__ = ["Group", "Store", "StoreError", "data_dir", "get_store", "problem", "record_group",
+__all__ = ["RunGroup", "Store", "StoreError", "data_dir", "get_store", "problem", "record_group",
            "record_run"]

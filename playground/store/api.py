@@ -2,7 +2,7 @@
 this process's data directory (:func:`get_store`).
 
 Recording never breaks a run: when the database is unavailable these return ``None`` (a
-:class:`Group` whose ``id`` is None), log one warning, and leave the reason in
+:class:`RunGroup` whose ``id`` is None), log one warning, and leave the reason in
 :func:`problem` for the page or the command line to say that history is not being saved.
 """
 
@@ -78,7 +78,7 @@ def record_run(chain: Mapping, steps: Sequence, target: str, machine: Mapping, *
     source
         Who recorded it: ``"page"``, ``"cli"``, ``"sweep"``, ``"search"``.
     parent
-        The group this run belongs to (prefer :meth:`Group.add`).
+        The group this run belongs to (prefer :meth:`RunGroup.add`).
     store
         Another store than :func:`get_store`'s (tests, benchmarks).
     """
@@ -89,7 +89,7 @@ def record_run(chain: Mapping, steps: Sequence, target: str, machine: Mapping, *
 
 
 @dataclass
-class Group:
+class RunGroup:
     """A sweep's or search's record; its candidates are added as children.
 
     ``id`` is None when the group could not be recorded; :meth:`add` and :meth:`finish` then
@@ -121,7 +121,7 @@ class Group:
 
 def record_group(kind: str, chain: Mapping, target: str, machine: Mapping, *,
                  label: str = "", source: str = "", info: Mapping | None = None,
-                 steps: Sequence = (), store: Store | None = None) -> Group:
+                 steps: Sequence = (), store: Store | None = None) -> RunGroup:
     """Start a group of runs (``kind`` ``"sweep"``, ``"search"``, ...) and return it.
 
     Parameters
@@ -135,7 +135,7 @@ def record_group(kind: str, chain: Mapping, target: str, machine: Mapping, *,
     info
         Plain JSON describing the group (parameter, values, options), kept as its result.
     steps
-        The steps the group started from (replaced by the winner's on :meth:`Group.finish`).
+        The steps the group started from (replaced by the winner's on :meth:`RunGroup.finish`).
 
     Example
     -------
@@ -148,4 +148,4 @@ def record_group(kind: str, chain: Mapping, target: str, machine: Mapping, *,
     group_id = _quietly(store, kind, store.record_run, chain, steps, target, machine,
                         status="running", value=dict(info or {}), label=label, source=source,
                         kind=kind, is_group=True)
-    return Group(group_id, chain, target, machine, source, store)
+    return RunGroup(group_id, chain, target, machine, source, store)

@@ -47,7 +47,7 @@ class Tile:
     kt
         ``vector="k"``: vectors of output channels per tile; ``"w"``/``"n"``: output channels.
     ht
-        Output rows per tile (``"n"``: vectors of images per tile).
+        Output rows per tile (``"n"``: 1; its tiles are whole rows of the whole batch).
     wt
         Output columns per tile (``"w"``: a multiple of ``lanes``).
     order
@@ -56,6 +56,8 @@ class Tile:
         so a block's weights stay in cache while it sweeps the whole image, the way to go
         when the weights outweigh the activations (ResNet's 512-channel 7x7 stage: 9 MB of
         weights, 100 KB of input).
+    nt
+        ``vector="n"`` only: vectors of images per tile (1 for the other vectors).
     """
 
     vector: str
@@ -64,12 +66,13 @@ class Tile:
     ht: int
     wt: int
     order: str = "rows"
+    nt: int = 1
 
     @property
     def accumulators(self) -> int:
         """Vector registers the tile's accumulators take."""
         if self.vector in ("k", "n"):
-            return self.kt * self.ht * self.wt
+            return self.kt * self.ht * self.nt * self.wt
         return self.kt * self.ht * max(1, self.wt // self.lanes)
 
     def label(self) -> str:
@@ -77,7 +80,7 @@ class Tile:
             outermost = ", channel blocks outermost" if self.order == "channels" else ""
             return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels{outermost}"
         if self.vector == "n":
-            return (f"{self.kt} channels x {self.wt} pixels x {self.ht}x{self.lanes} images")
+            return (f"{self.kt} channels x {self.wt} pixels x {self.nt}x{self.lanes} images")
         return f"{self.kt} channels x {self.ht}x{self.wt} pixels ({self.lanes}-wide)"
 
     def to_dict(self) -> dict:
@@ -285,7 +288,7 @@ def _tile_batch(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops
     n0, nl = r.split(name, n, [None, lanes])
-    n00, nv = _split(r, name, n0, tile.ht)
+    n00, nv = _split(r, name, n0, tile.nt)
     k0, k1 = _split(r, name, k, tile.kt)
     w0, w1 = _split(r, name, w, tile.wt)
     rows = [x for x in (h,) if x not in head]

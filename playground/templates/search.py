@@ -183,8 +183,8 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
 
 
 def _describe_tiles(st: list[Stage], tiles: tuple[Tile | None, ...]) -> str:
-    parts = [f"{s.name} {t.vector}:{t.kt}x{t.ht}x{t.wt}" for s, t in zip(st, tiles, strict=True)
-             if t is not None]
+    parts = [f"{s.name} {t.vector}:{t.kt}x{t.nt if t.vector == 'n' else t.ht}x{t.wt}"
+             for s, t in zip(st, tiles, strict=True) if t is not None]
     return ", ".join(parts) or "default"
 
 

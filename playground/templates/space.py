@@ -91,7 +91,7 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
                 for wt in (1, 2):
                     acc = kt * nv * wt
                     if 4 <= acc <= budget:
-                        scored.append((fit(acc, 1, 8) + 0.2, Tile("n", width, kt, nv, wt)))
+                        scored.append((fit(acc, 1, 8) + 0.2, Tile("n", width, kt, 1, wt, nt=nv)))
     if not scored:  # no vector divides the width: as wide a column vector as divides it
         width = max((d for d in range(1, min(lanes, ow) + 1) if ow % d == 0), default=1)
         if dense and k % lanes == 0:
