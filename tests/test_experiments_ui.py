@@ -58,7 +58,8 @@ def run(at: AppTest) -> AppTest:
 def seed(ms: float, steps: list | None = None, *, chain: dict = DEFAULT_CHAIN,
          correct: bool = True, label: str = "", target: str = "cpu", machine=None) -> int:
     value = {"correct": correct, "median_ms": ms, "gflops": 10 / ms,
-             "timing": {"median_ms": ms, "p10_ms": 0.9 * ms, "p90_ms": 1.1 * ms, "repeats": 10}}
+             "timing": {"median_ms": ms, "p10_ms": 0.9 * ms, "p90_ms": 1.1 * ms, "repeats": 5,
+                        "samples_ms": [f * ms for f in (0.9, 0.98, 1.0, 1.02, 1.1)]}}
     return record_run(normalize_chain(chain), steps or [], target,
                       machine or host_fingerprint(), status="ok", value=value,
                       label=label or f"{ms} ms", source="page")
@@ -183,7 +184,9 @@ def test_compare_two_side_by_side_with_steps_and_ir_diffs():
         == (slow, fast)
     table = table_with(at, f"#{slow}").set_index("")
     assert table.loc["median ms", f"#{slow}"] == "2" and table.loc["median ms", f"#{fast}"] == "1"
-    assert table.loc["speed-up (left / right time)", f"#{fast}"] == "2.00x"
+    line = next(t.value for t in at.text if "timed apart" in t.value)
+    assert line.startswith(f"#{fast} ran 2.00x faster than #{slow}"), line
+    assert "interval" in line and "Not like for like" not in line, line
     codes = [c.value for c in at.code]
     assert any(c.startswith(f"--- #{slow} steps") and "+1. parallel conv1.k" in c
                for c in codes), codes
@@ -312,3 +315,15 @@ def test_a_store_that_cannot_save_never_stops_the_page(breakage, experiment_stor
         assert store_ui.NOT_SAVED in warnings(at)
     at.session_state["page"] = "Fusion explorer"
     run(at)
+
+
+def test_the_speedup_line_names_what_makes_two_runs_not_like_for_like():
+    from ui.compare_ui import speedup_line
+    store = get_store()
+    a = store.get(seed(2.0, label="here"))
+    b = store.get(seed(4.0, chain={**DEFAULT_CHAIN, "input": {"shape": [1, 3, 32, 32]}},
+                       target="cuda", label="there"))
+    line = speedup_line(a, b)
+    assert line.startswith(f"#{b['id']} ran 2.00x slower than #{a['id']}"), line
+    assert "different chains" in line and "different targets" in line, line
+    assert "different machines" not in line, line

@@ -89,3 +89,18 @@ def test_spread_interval_brackets_the_median_of_the_samples():
     samples = [1.0, 1.1, 0.9, 1.05, 3.0, 1.02, 0.98, 1.04, 1.01, 0.97]
     low, high = spread_interval(samples)
     assert low <= 1.015 <= high and high < 1.2  # ten samples: the one at 3.0 stays out
+
+
+def test_an_unpaired_ratio_has_an_interval_around_the_ratio_of_medians():
+    from playground.measure.stats import unpaired_ratio
+    a = [2.0, 2.1, 1.9, 2.05, 1.95, 2.2, 1.8]
+    b = [1.0, 1.05, 0.95, 1.02, 0.98, 1.1, 0.9]
+    ratio, low, high = unpaired_ratio(a, b)
+    assert ratio == pytest.approx(2.0)
+    assert 1.7 < low < ratio < high < 2.4
+    assert unpaired_ratio(a, b) == (ratio, low, high)  # deterministic
+    assert unpaired_ratio([1.0], [1.0]) == (1.0, 1.0, 1.0)
+    with pytest.raises(PlaygroundError):
+        unpaired_ratio([], b)
+    with pytest.raises(PlaygroundError):
+        unpaired_ratio([1.0, float("nan")], b)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from playground import service
 from playground.errors import PlaygroundError
+from playground.measure.stats import CONFIDENCE, unpaired_ratio
 from playground.schedule.session import Session
 from playground.schedule.views import script_after
 from playground.store import get_store
@@ -28,7 +29,7 @@ def _ms(x: float | None) -> str:
 
 def facts(r: dict) -> dict[str, str]:
     """What the comparison table shows of one experiment, as text."""
-    timing = (r["result"] or {}).get("timing") or {}
+    timing = _timing(r)
     return {"status": r["status"], "correct": {1: "yes", 0: "no"}.get(r["correct"], "—"),
             "median ms": _ms(r["median_ms"]), "p10 ms": _ms(timing.get("p10_ms")),
             "p90 ms": _ms(timing.get("p90_ms")),
@@ -38,13 +39,55 @@ def facts(r: dict) -> dict[str, str]:
 
 
 def times_table(a: dict, b: dict) -> pd.DataFrame:
-    """One row per fact, one column per experiment, and how much faster the right one is."""
+    """One row per fact, one column per experiment (how they compare: :func:`speedup_line`)."""
     fa, fb = facts(a), facts(b)
-    rows = [{"": k, f"#{a['id']}": fa[k], f"#{b['id']}": fb[k]} for k in fa]
-    if a["median_ms"] and b["median_ms"]:
-        rows.insert(3, {"": "speed-up (left / right time)", f"#{a['id']}": "1x",
-                        f"#{b['id']}": f"{a['median_ms'] / b['median_ms']:.2f}x"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"": k, f"#{a['id']}": fa[k], f"#{b['id']}": fb[k]} for k in fa])
+
+
+def _timing(r: dict) -> dict:
+    return (r["result"] or {}).get("timing") or {}
+
+
+def _samples(r: dict) -> list[float]:
+    return list(_timing(r).get("samples_ms") or [])
+
+
+def _loaded(r: dict) -> bool:
+    return bool((_timing(r).get("load") or {}).get("under_load"))
+
+
+def _weights(r: dict) -> str:
+    return str((r["result"] or {}).get("weights") or "per-call")
+
+
+def speedup_line(a: dict, b: dict) -> str | None:
+    """One sentence: how the right experiment's time compares with the left's, with the
+    interval of that ratio from each run's samples, and what makes the two not comparable
+    (other chain, target, machine or weights mode; a run under load). None without times.
+
+    The two runs were timed apart, not in paired rounds, so the sentence gives the ratio and
+    its interval but never calls it a win: that needs a comparison timed side by side (the
+    Fusion explorer's verdict, or ``python -m playground fusion``)."""
+    if not (a["median_ms"] and b["median_ms"]):
+        return None
+    sa, sb = _samples(a), _samples(b)
+    if sa and sb:
+        ratio, low, high = unpaired_ratio(sa, sb)
+        interval = f" ({CONFIDENCE:.0%} interval {low:.2f}-{high:.2f}x from each run's samples)"
+    else:
+        ratio, interval = a["median_ms"] / b["median_ms"], " (no samples stored: no interval)"
+    faster = "faster" if ratio >= 1 else "slower"
+    factor = ratio if ratio >= 1 else 1 / ratio
+    caveats = [what for what, differs in (
+        ("different chains", a["chain_key"] != b["chain_key"]),
+        ("different targets", a["target"] != b["target"]),
+        ("different machines", a["machine_key"] != b["machine_key"]),
+        (f"weights {_weights(a)} vs {_weights(b)}", _weights(a) != _weights(b)),
+        ("timed under load", _loaded(a) or _loaded(b)),
+    ) if differs]
+    line = (f"#{b['id']} ran {factor:.2f}x {faster} than #{a['id']} (left time / right time "
+            f"= {ratio:.2f}x{interval}); timed apart, not side by side")
+    return line + (f". Not like for like: {', '.join(caveats)}." if caveats else ".")
 
 
 def _diff(a: list[str], b: list[str], left: str, right: str) -> str:
@@ -90,6 +133,9 @@ def compare_ui(pool: WorkerPool, rows: list[dict], target: str) -> None:
     table = times_table(a, b)
     st.dataframe(table, hide_index=True, key="exp.compare.table",
                  height=table_height(len(table)))
+    line = speedup_line(a, b)
+    if line:
+        st.text(line)
     steps_diff = _diff(step_lines(a), step_lines(b), f"#{a_id} steps", f"#{b_id} steps")
     # Collapsed: two searched schedules are a hundred steps and a few thousand IR lines.
     with st.expander("Steps, side by side" + (" and their diff" if steps_diff

@@ -143,3 +143,27 @@ def spread_interval(samples_ms: Sequence[float]) -> tuple[float, float]:
     shows beside its median, where it is not compared in rounds with another."""
     _, low, high = bootstrap_median(samples_ms)
     return low, high
+
+
+def unpaired_ratio(baseline_ms: Sequence[float], candidate_ms: Sequence[float], *,
+                   seed: int = SEED) -> tuple[float, float, float]:
+    """``baseline / candidate`` of two runs timed apart (not in paired rounds): the ratio of
+    their medians with a bootstrap interval, each run's samples resampled on their own.
+
+    Wider than :func:`compare_rounds`'s interval for the same kernels: it cannot cancel what
+    changed on the machine between the two runs, so a stored pair of runs is never called
+    faster or slower on this interval alone (the page says it is unpaired).
+    """
+    a = np.asarray(baseline_ms, dtype="float64")
+    b = np.asarray(candidate_ms, dtype="float64")
+    if a.size == 0 or b.size == 0:
+        raise PlaygroundError("unpaired_ratio: both runs need samples")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and a.min() > 0 and b.min() > 0):
+        raise PlaygroundError("unpaired_ratio: times must be positive and finite")
+    ratio = float(np.median(a) / np.median(b))
+    rng = np.random.default_rng(seed)
+    ma = np.median(a[rng.integers(0, a.size, size=(RESAMPLES, a.size))], axis=1)
+    mb = np.median(b[rng.integers(0, b.size, size=(RESAMPLES, b.size))], axis=1)
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = (float(v) for v in np.percentile(ma / mb, [tail, 100 - tail]))
+    return ratio, min(low, ratio), max(high, ratio)
