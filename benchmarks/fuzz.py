@@ -5,11 +5,11 @@
 
 Every case is drawn from a fixed seed (``--seed`` + case number), so any failure printed here
 replays with ``--only SEED``. The test suite runs ~100 seeded cases of the same generator
-(``tests/test_fuzz_schedules.py``); this is the long run the issue asks for, reported as:
-validated schedules (built, run, matched the reference), refusals (and refusals whose message
-is not one plain line), and the failures: wrong results, accepted steps that cannot build,
-exceptions other than ``PlaygroundError``, crashes and timeouts. ``--out`` writes every failure
-as JSON for replay.
+(``tests/unit/schedule/test_fuzz_schedules.py``); this is the long run the issue asks for,
+reported as: validated schedules (built, run, matched the reference), refusals (and refusals
+whose message is not one plain line), and the failures: wrong results, accepted steps that
+cannot build, exceptions other than ``PlaygroundError``, crashes and timeouts. ``--out`` writes
+every failure as JSON for replay.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from fuzzing import RandomDraw, build_case, validate_case  # noqa: E402
 

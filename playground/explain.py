@@ -9,7 +9,7 @@ step, and what to do instead. :func:`explain_step` is used when a primitive refu
 in the error's ``detail`` (one click away on the page); :func:`plain` is the last resort for a
 message no entry knows, so that no message ends in a colon or shows TVM internals.
 
-Each entry is tested with a step that triggers it (``tests/test_explain.py``).
+Each entry is tested with a step that triggers it (``tests/unit/test_explain.py``).
 """
 
 from __future__ import annotations

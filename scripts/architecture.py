@@ -1,10 +1,10 @@
 """Draw ``docs/architecture.svg`` from the library's real import graph.
 
-Every import in ``playground/`` (nested ones included, as ``tests/test_layering.py`` reads
+Every import in ``playground/`` (nested ones included, as ``tests/project/test_layering.py`` reads
 them) becomes an edge between subpackages; subpackages are placed in rows by their depth in
 that graph (a package sits above everything it imports), so the picture is the layering as
 the code has it, not as someone drew it. Run ``python scripts/architecture.py`` after adding a
-subpackage or an edge; ``tests/test_layering.py`` checks the picture is current.
+subpackage or an edge; ``tests/project/test_layering.py`` checks the picture is current.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests" / "project"), str(ROOT / "tests" / "support")]
 from test_layering import imports_of, library_files, module_name, unit_of  # noqa: E402
 
 OUT = ROOT / "docs" / "architecture.svg"

@@ -12,7 +12,7 @@
    the command line, three measured versions of the seed's conv -> relu, the newest starred
    and annotated, compared with the unscheduled one.
 The server records into a fresh experiment store (a temporary ``$PLAYGROUND_DATA``).
-Uses the real-browser tests' helpers (tests/browser.py). Run it on a quiet machine.
+Uses the real-browser tests' helpers (tests/support/browser.py). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import browser as tb  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+import paths
 import pytest
 import store_client
 
@@ -25,8 +26,8 @@ from playground.store.db import DB_NAME
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-CLIENT = [sys.executable, str(Path(__file__).resolve().parent / "store_client.py")]
+ROOT = paths.ROOT
+CLIENT = [sys.executable, str(paths.ROOT / "tests" / "support" / "store_client.py")]
 PER_CLIENT = 24
 
 

@@ -17,13 +17,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import paths
 import psutil
 import pytest
 from helpers import CONV_RELU
 
 from playground.chain.spec import normalize_chain
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 #: The coarse liveness bound of these tests: the survivors must be gone within it.
 GONE_WITHIN_S = 10.0
 

@@ -3,15 +3,14 @@ step through the schedule form, read the session and the error messages."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import paths
 from helpers import shown
 from streamlit.testing.v1 import AppTest
 
 from playground.io.url_state import QUERY_KEY, encode_state
 from playground.schedule.session import Session
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = paths.APP
 TINY = {"input": {"shape": [1, 3, 16, 16]},
         "layers": [{"op": "conv2d", "channels": 4, "kernel": 3}, {"op": "relu"}]}
 

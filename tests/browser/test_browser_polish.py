@@ -17,6 +17,7 @@ import re
 import time
 from pathlib import Path
 
+import paths
 import pytest
 from browser import COUNT_RUNS, MEASURE_WAIT_MS, App, Server, css, save_screenshot, serve
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -216,4 +217,4 @@ def test_a_first_visit_and_a_short_link_are_usable_fast(web_browser, tmp_path: P
 
 #: The 46 steps the search writes for the issue's chain (1x32x64x64, conv 64 3x3, relu, conv
 #: 64 3x3, relu; fused at 16-row tiles), as a JSON session.
-SEARCHED = Path(__file__).parent / "data" / "searched_session.json"
+SEARCHED = paths.DATA / "searched_session.json"

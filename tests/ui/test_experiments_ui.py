@@ -13,6 +13,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import paths
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import TINY, fake_run
@@ -28,7 +29,7 @@ from ui import store_ui
 from ui.io_ui import SHORT_KEY, SHORT_LINK
 from ui.state import DEFAULT_CHAIN
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = paths.APP
 EVIL = "see [this](http://evil.example) <b>now</b> **loud**"
 PARALLEL = [{"primitive": "parallel", "args": {"block": "conv1", "loop": "k"}}]
 

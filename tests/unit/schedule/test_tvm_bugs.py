@@ -6,11 +6,11 @@ playground/schedule/prechecks.py can then be relaxed (and docs/tvm-bugs.md updat
 
 import subprocess
 import sys
-from pathlib import Path
 
+import paths
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 
 
 @pytest.mark.slow

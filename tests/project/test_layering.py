@@ -13,9 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import paths
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 LIB = ROOT / "playground"
 
 #: Layer of a module, by the longest matching prefix of its dotted name.

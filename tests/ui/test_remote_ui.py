@@ -9,8 +9,7 @@ server offers gets its message under the key field.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import paths
 import pytest
 from helpers import shown
 from streamlit.testing.v1 import AppTest
@@ -21,7 +20,7 @@ from playground.remote.cluster import LocalRpcCluster, free_port
 from playground.worker.result import JobResult
 from ui import remote_ui
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = paths.APP
 TINY = {"input": {"shape": [1, 3, 16, 16], "dtype": "float32"},
         "layers": [{"op": "conv2d", "channels": 4, "kernel": 3}, {"op": "relu"}]}
 

@@ -154,7 +154,7 @@ def test_too_many_threads_are_refused():
 def test_shared_tile_that_tvm_cannot_bound_is_refused():
     # conv1's input staged in shared memory per block: the halo is clipped at the border, TVM
     # cannot bound the tile and keeps the whole padded input (64 x 58 x 58 floats). (The
-    # tile-local step, off here, bounds it: tests/test_tile_local.py.)
+    # tile-local step, off here, bounds it: tests/unit/compile/test_tile_local.py.)
     chain, steps = cuda_fused_with_conv1_input_in_shared_memory()
     mod = scheduled(chain, steps).mod
     assert check_cuda_schedule(mod) == []

@@ -3,9 +3,10 @@ stay small enough to read in one sitting (a line budget, as tinygrad watches its
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import paths
+
+ROOT = paths.ROOT
 #: Past this a module gets split along its seams (the layout issue split five at ~500-700).
 MAX_MODULE_LINES = 500
 

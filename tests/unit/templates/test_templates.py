@@ -13,10 +13,10 @@ import json
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
+import paths
 import pytest
-from fuzzing import HypothesisDraw
+from fuzzing import HypothesisDraw, facts_with, random_template_chain
 from helpers import CONV_RELU_CONV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from playground.chain.spec import normalize_chain
 from playground.io.export import export_script
 from playground.io.script_import import import_script
-from playground.measure.machine import MachineFacts, machine_facts
+from playground.measure.machine import machine_facts
 from playground.schedule.session import Session
 from playground.templates.conv import Tile
 from playground.templates.plan import Group, Plan, plan_steps
@@ -33,12 +33,7 @@ from playground.templates.space import fusion_options, registers, tile_candidate
 from playground.templates.stages import stages
 from playground.templates.verdict import fusion_verdict
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def facts_with(bits: int, cores: int = 2) -> MachineFacts:
-    return MachineFacts("test cpu", cores, "test", "x86_64", bits, True,
-                        {"L1": 48 << 10, "L2": 2 << 20, "L3": 32 << 20}, "0.27")
+ROOT = paths.ROOT
 
 
 RESNET = {"input": {"shape": [1, 64, 56, 56]},
@@ -107,36 +102,6 @@ def test_a_plan_is_plain_steps_that_export_and_import():
 
 # ----------------------------------------------------------------------------- randomized
 
-def _random_template_chain(d: HypothesisDraw) -> dict:
-    n = 2 if d.chance(20) else 1
-    c = d.choice((3, 8, 16, 32))
-    hw = d.choice((7, 9, 12, 16, 17))
-    layers: list[dict] = []
-    channels = c
-    for _ in range(d.int(1, 3)):
-        kind = d.choice(("dense", "dense", "depthwise", "grouped", "pointwise"))
-        k = d.choice((1, 3, 5)) if kind != "pointwise" else 1
-        layer = {"op": "conv2d", "channels": d.choice((8, 16, 32)), "kernel": k,
-                 "padding": k // 2 if d.chance(80) else 0,
-                 "stride": 2 if d.chance(20) else 1,
-                 "dilation": 2 if d.chance(10) and k > 1 else 1}
-        if kind == "depthwise":
-            layer.update(groups=channels, channels=channels)
-        elif kind == "grouped" and channels % 4 == 0:
-            layer.update(groups=4, channels=4 * d.choice((2, 4)))
-        layers.append(layer)
-        channels = layer["channels"]
-        for op in ("bias_add", "batch_norm", "relu", "relu6", "clip"):
-            if d.chance(25):
-                layers.append({"op": op})
-        if d.chance(15):
-            layers.append({"op": d.choice(("max_pool2d", "avg_pool2d")),
-                           "kernel": d.choice((2, 3)), "stride": 2})
-    try:
-        return normalize_chain({"input": {"shape": [n, c, hw, hw]}, "layers": layers})
-    except Exception:
-        return normalize_chain({"input": {"shape": [n, c, hw, hw]},
-                                "layers": [{"op": "conv2d", "channels": 8, "kernel": 3}]})
 
 
 @settings(max_examples=25, derandomize=True, deadline=None, database=None,
@@ -145,7 +110,7 @@ def _random_template_chain(d: HypothesisDraw) -> dict:
 @pytest.mark.slow
 def test_templates_validate_on_random_chains(pool, data):
     d = HypothesisDraw(data)
-    chain = _random_template_chain(d)
+    chain = random_template_chain(d)
     facts = facts_with(d.choice((256, 512)))
     st_ = stages(chain)
     tiles = []

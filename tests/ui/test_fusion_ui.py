@@ -3,15 +3,15 @@ run in the background (validated points, CSV), and a cancelled sweep."""
 
 import re
 import time
-from pathlib import Path
 
+import paths
 import pytest
 from helpers import CONV_RELU_CONV, fuse_two_convs
 from streamlit.testing.v1 import AppTest
 
 from playground.schedule.session import Session
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = paths.APP
 
 
 def _app(session: Session) -> AppTest:

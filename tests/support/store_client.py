@@ -1,6 +1,6 @@
 """A client of the experiment store, run as its own process by the reliability tests.
 
-Usage: ``python tests/store_client.py DIR NAME COUNT`` writes COUNT runs labelled
+Usage: ``python tests/support/store_client.py DIR NAME COUNT`` writes COUNT runs labelled
 ``NAME-0``, ``NAME-1``, ... (every fourth as a group of two candidates labelled
 ``NAME-i/a`` and ``NAME-i/b``) into the store in DIR, printing ``run ID LABEL`` after each
 commit. ``COUNT`` 0 writes until killed, each run with 16 KB of detail so that most of the
@@ -13,7 +13,7 @@ import itertools
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from playground.store import Store, record_group
 

@@ -1,9 +1,9 @@
 """Random chains and random step sequences, validated end to end: the schedule fuzzer.
 
-One generator, two drivers. Every random choice goes through a :class:`Draw`; hypothesis
-drives it in the test suite (``tests/test_fuzz_schedules.py``, fixed seeds, shrinking) and
-``random.Random`` drives it in ``benchmarks/fuzz.py`` (thousands of cases, counted). A case is
-a random chain plus up to ``max_steps`` random steps picked from what the current schedule
+One generator, two drivers. Every random choice goes through a :class:`Draw`; hypothesis drives
+it in the test suite (``tests/unit/schedule/test_fuzz_schedules.py``, fixed seeds, shrinking)
+and ``random.Random`` drives it in ``benchmarks/fuzz.py`` (thousands of cases, counted). A case
+is a random chain plus up to ``max_steps`` random steps picked from what the current schedule
 offers (real block and loop names, mostly sensible arguments, some not): each step is applied
 through :class:`~playground.schedule.session.Session` exactly as the page applies it.
 
@@ -28,6 +28,7 @@ from typing import Any
 
 from playground.chain.spec import normalize_chain, tensor_shapes
 from playground.errors import PlaygroundError
+from playground.measure.machine import MachineFacts
 from playground.schedule.replay import blocks
 from playground.schedule.session import Session
 from playground.schedule.steps import SCOPES, Step
@@ -332,3 +333,43 @@ def run_case(pool: Any, d: Draw, **kwargs: Any) -> CaseResult:
 
 
 Check = Callable[[CaseResult], None]
+
+
+def facts_with(bits: int, cores: int = 2) -> MachineFacts:
+    """Machine facts of a made-up CPU with ``bits``-wide vectors (templates follow them)."""
+    return MachineFacts("test cpu", cores, "test", "x86_64", bits, True,
+                        {"L1": 48 << 10, "L2": 2 << 20, "L3": 32 << 20}, "0.27")
+
+
+def random_template_chain(d: HypothesisDraw) -> dict:
+    """A random chain a template must handle: dense, grouped, depthwise and pointwise convs,
+    strides, dilations, odd sizes, batch 2, elementwise epilogues and pools."""
+    n = 2 if d.chance(20) else 1
+    c = d.choice((3, 8, 16, 32))
+    hw = d.choice((7, 9, 12, 16, 17))
+    layers: list[dict] = []
+    channels = c
+    for _ in range(d.int(1, 3)):
+        kind = d.choice(("dense", "dense", "depthwise", "grouped", "pointwise"))
+        k = d.choice((1, 3, 5)) if kind != "pointwise" else 1
+        layer = {"op": "conv2d", "channels": d.choice((8, 16, 32)), "kernel": k,
+                 "padding": k // 2 if d.chance(80) else 0,
+                 "stride": 2 if d.chance(20) else 1,
+                 "dilation": 2 if d.chance(10) and k > 1 else 1}
+        if kind == "depthwise":
+            layer.update(groups=channels, channels=channels)
+        elif kind == "grouped" and channels % 4 == 0:
+            layer.update(groups=4, channels=4 * d.choice((2, 4)))
+        layers.append(layer)
+        channels = layer["channels"]
+        for op in ("bias_add", "batch_norm", "relu", "relu6", "clip"):
+            if d.chance(25):
+                layers.append({"op": op})
+        if d.chance(15):
+            layers.append({"op": d.choice(("max_pool2d", "avg_pool2d")),
+                           "kernel": d.choice((2, 3)), "stride": 2})
+    try:
+        return normalize_chain({"input": {"shape": [n, c, hw, hw]}, "layers": layers})
+    except Exception:
+        return normalize_chain({"input": {"shape": [n, c, hw, hw]},
+                                "layers": [{"op": "conv2d", "channels": 8, "kernel": 3}]})

@@ -6,8 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import paths
 import pytest
 
 from playground import service
@@ -16,7 +16,7 @@ from playground.io.presets import list_presets, load_preset, preset_paths
 from playground.io.script_import import read_header
 from playground.schedule.session import Session
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 PRESETS = [p.stem for p in preset_paths()]
 # Presets whose reference check is heavy (the seed's 12.9 and 50 GFLOP chains).
 HEAVY = {"seed_conv_relu_fused", "seed_two_conv_fused"}

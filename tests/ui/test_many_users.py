@@ -23,8 +23,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import defaultdict
-from pathlib import Path
 
+import paths
 import pytest
 from helpers import editor_key
 from streamlit.runtime import Runtime
@@ -40,7 +40,7 @@ from playground.io.url_state import QUERY_KEY, encode_state
 
 pytestmark = pytest.mark.slow
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = paths.APP
 USERS = 8
 #: Each user's conv2d channel count: distinct, so a result tells whose chain it was.
 CHANNELS = [6 + 2 * i for i in range(USERS)]

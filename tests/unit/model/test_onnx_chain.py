@@ -6,14 +6,14 @@ dependency: ``auto_bench.py`` checks its output against the reference before tim
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
+import paths
 import pytest
 
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import normalize_chain
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(paths.ROOT / "benchmarks"))
 from onnx_chain import chain_to_onnx
 
 #: Small chains that cover every op the benchmark's chains use, with odd paddings and strides.

@@ -6,8 +6,8 @@ on a fresh worker and succeeds. Faults are injected with the worker's test-only 
 import os
 import signal
 import threading
-from pathlib import Path
 
+import paths
 import pytest
 from helpers import CONV_RELU
 from streamlit.testing.v1 import AppTest
@@ -19,7 +19,7 @@ from playground.schedule.steps import Step
 from playground.worker.pool import WorkerPool
 
 pytestmark = pytest.mark.slow
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = paths.APP
 REAL_RUN = service.run
 
 

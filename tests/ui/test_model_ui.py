@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
+import paths
 import pytest
 from helpers import shown
 from streamlit.testing.v1 import AppTest
@@ -28,7 +28,7 @@ from playground.worker.result import JobResult
 from ui import state
 from ui.model_ui import UPLOAD_MB, parse_shape
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = paths.APP
 
 
 class InProcessPools:

@@ -12,13 +12,12 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
+import paths
 import pytest
-from fuzzing import HypothesisDraw
+from fuzzing import HypothesisDraw, facts_with, random_template_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_templates import _random_template_chain, facts_with
 
 from playground import service
 from playground.chain.spec import normalize_chain
@@ -35,7 +34,7 @@ from playground.templates.space import tile_candidates
 from playground.templates.stages import stages
 from playground.worker.result import JobResult
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 CHAIN = normalize_chain({"input": {"shape": [1, 16, 8, 8]},
                          "layers": [{"op": "conv2d", "channels": 32, "kernel": 3, "padding": 1},
                                     {"op": "bias_add"}, {"op": "relu"}]})
@@ -101,7 +100,7 @@ def test_an_unknown_weight_mode_is_refused_before_any_job():
 @pytest.mark.slow
 def test_both_weight_modes_validate_on_random_chains(pool, data):
     d = HypothesisDraw(data)
-    chain = _random_template_chain(d)
+    chain = random_template_chain(d)
     facts = facts_with(d.choice((256, 512)))
     tiles = [d.choice(c) if (c := tile_candidates(s, facts)) else None for s in stages(chain)]
     groups = tuple(Group(i, i) for i in range(len(tiles)))

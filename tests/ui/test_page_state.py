@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+import paths
 import pytest
 from helpers import CONV_RELU_CONV, editor_key, shown
 from page import apply, errors, run, session, start, with_session
@@ -281,9 +282,8 @@ def test_the_served_app_watches_no_files():
     """Streamlit's file watcher, left on, watches .venv too and burns a core per open tab
     (the idle test in test_browser_session.py measures it): off by config and by flag."""
     import tomllib
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = paths.ROOT
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert config["server"]["fileWatcherType"] == "none"
     assert "--server.fileWatcherType none" in (root / "run.sh").read_text()
@@ -293,9 +293,8 @@ def test_the_served_app_skips_the_full_collection_after_every_run():
     """Streamlit's gc.collect(2) after every script run was 40% of a busy server's CPU (see
     .streamlit/config.toml): off by config and by flag."""
     import tomllib
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = paths.ROOT
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
     assert "--runner.postScriptGC false" in (root / "run.sh").read_text()
@@ -307,11 +306,10 @@ def test_the_server_starts_without_polling_its_config_files():
     the pinned Streamlit, and the launcher must pass its arguments on to Streamlit's CLI."""
     import subprocess
     import sys
-    from pathlib import Path
 
     from streamlit.web import bootstrap
 
-    root = Path(__file__).resolve().parent.parent
+    root = paths.ROOT
     assert "-m ui.serve run app.py" in (root / "run.sh").read_text()
     assert callable(bootstrap._install_config_watchers)
     run = subprocess.run([sys.executable, "-m", "ui.serve", "version"], cwd=root,

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import paths
 import pytest
 
 from playground.errors import PlaygroundError
@@ -357,7 +358,7 @@ def test_lock_is_machine_wide_across_processes(tmp_path):
             released = time.time()
         print(released, flush=True)
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(paths.ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True,
                             env=env)
     try:
