@@ -42,15 +42,31 @@ class Access:
 
 @dataclass
 class BlockNest:
-    """A leaf block with everything needed to count and bound what its nest executes."""
+    """A leaf block (as the IR reader sees it) with what counting and bounding its nest needs:
+    its accesses as index ranges, its FLOPs per iteration and its own iteration count."""
 
-    name: str
-    loops: list[ir.Loop]  # each with a constant min and extent
-    conjuncts: list[Any]
-    defs: dict[Any, Any]  # block iter var -> binding (in loop vars and outer block vars)
+    block: ir.Block  # every loop with a constant min and extent
     accesses: list[Access]
     flop_per_iter: int
     needed: int  # product of the block's iter var domains
+
+    @property
+    def name(self) -> str:
+        return self.block.name
+
+    @property
+    def loops(self) -> tuple[ir.Loop, ...]:
+        return self.block.loops
+
+    @property
+    def conjuncts(self) -> tuple[Any, ...]:
+        """The guards: enclosing ``if`` conditions and the block's ``T.where``, split at &&."""
+        return self.block.guards
+
+    @property
+    def defs(self) -> dict[int, Any]:
+        """Iteration variable (its key) -> binding, in loop and outer block variables."""
+        return self.block.defs
 
 
 _FLOAT_OPS = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Min, tirx.Max, tirx.FloorDiv,
@@ -103,8 +119,7 @@ def _leaf(b: ir.Block) -> BlockNest:
             bounds = [(r.min, r.min + r.extent - 1) for r in region.region]
             accesses.append(Access(region.source.name, kind, bounds))
     needed = math.prod(int(iv.dom.extent) for iv in block.iter_vars) if block.iter_vars else 1
-    return BlockNest(b.name, list(b.loops), list(b.guards), dict(b.defs), accesses,
-                     count_flops(block.body), needed)
+    return BlockNest(b, accesses, count_flops(block.body), needed)
 
 
 # ----------------------------------------------------------------------------- evaluation
