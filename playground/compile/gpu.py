@@ -43,18 +43,15 @@ _THREAD_BINDING = re.compile(r'T\.thread_binding\(([^()]*?),\s*thread="[^"]*"\)'
 
 
 @dataclass(frozen=True)
-class BlockPlace:
-    """Where a block sits: its loops (outer to inner), its kernel, what it reads and writes.
+class BlockPlace(ir.AboutBlock):
+    """A block (as the IR reader sees it: loops outer to inner, reads, writes) and its kernel.
 
     ``kernel`` numbers the kernels in program order (0, 1, ...): a kernel starts at the
     outermost thread-bound loop. ``None``: the block is not inside any kernel (host code).
     """
 
-    name: str
-    loops: tuple[ir.Loop, ...]
+    block: ir.Block
     kernel: int | None
-    reads: tuple[str, ...]
-    writes: tuple[str, ...]
 
     def bound(self, prefix: str) -> list[ir.Loop]:
         return [lp for lp in self.loops if lp.thread.startswith(prefix)]
@@ -70,7 +67,7 @@ def placements(sch_or_mod) -> tuple[list[BlockPlace], dict[str, str]]:
     for b in ir.blocks(sch_or_mod):
         outer = next((lp for lp in b.loops if lp.thread), None)
         kernel = None if outer is None else kernels.setdefault(id(outer), len(kernels))
-        places.append(BlockPlace(b.name, b.loops, kernel, b.reads, b.writes))
+        places.append(BlockPlace(b, kernel))
     scopes = {str(buf.name): buf.scope() or "global" for buf in ir.allocations(sch_or_mod)}
     return places, scopes
 

@@ -41,9 +41,11 @@ class Access:
 
 
 @dataclass
-class BlockNest:
+class BlockNest(ir.AboutBlock):
     """A leaf block (as the IR reader sees it) with what counting and bounding its nest needs:
-    its accesses as index ranges, its FLOPs per iteration and its own iteration count."""
+    its accesses as index ranges, its FLOPs per iteration and its own iteration count.
+    ``conjuncts`` are the block's guards (enclosing ``if`` conditions and its ``T.where``,
+    split at ``&&``); ``defs`` map its iteration variables to their bindings."""
 
     block: ir.Block  # every loop with a constant min and extent
     accesses: list[Access]
@@ -51,22 +53,8 @@ class BlockNest:
     needed: int  # product of the block's iter var domains
 
     @property
-    def name(self) -> str:
-        return self.block.name
-
-    @property
-    def loops(self) -> tuple[ir.Loop, ...]:
-        return self.block.loops
-
-    @property
     def conjuncts(self) -> tuple[Any, ...]:
-        """The guards: enclosing ``if`` conditions and the block's ``T.where``, split at &&."""
         return self.block.guards
-
-    @property
-    def defs(self) -> dict[int, Any]:
-        """Iteration variable (its key) -> binding, in loop and outer block variables."""
-        return self.block.defs
 
 
 _FLOAT_OPS = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Min, tirx.Max, tirx.FloorDiv,

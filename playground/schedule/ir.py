@@ -213,18 +213,9 @@ class Block:
     sblock: Any  # the s_tir.SBlock
     realize: Any  # its SBlockRealize
     leaf: bool  # no block inside it
-
-    @property
-    def reads(self) -> tuple[str, ...]:
-        return tuple(str(r.source.name) for r in self.sblock.reads)
-
-    @property
-    def writes(self) -> tuple[str, ...]:
-        return tuple(str(w.source.name) for w in self.sblock.writes)
-
-    @property
-    def allocs(self) -> tuple[str, ...]:
-        return tuple(str(b.name) for b in self.sblock.alloc_buffers)
+    reads: tuple[str, ...]  # buffer names
+    writes: tuple[str, ...]
+    allocs: tuple[str, ...]
 
     @property
     def is_reduction(self) -> bool:
@@ -233,6 +224,23 @@ class Block:
     def bindings(self) -> Iterator[tuple[Any, Any]]:
         """(iteration variable, the expression of loop variables bound to it)."""
         yield from zip(self.sblock.iter_vars, self.realize.iter_values, strict=True)
+
+
+def _through(field: str) -> property:
+    return property(lambda self: getattr(self.block, field), doc=f"The block's ``{field}``.")
+
+
+class AboutBlock:
+    """Base of a record that adds facts to one :class:`Block` (its field ``block``): the
+    block's name, loops, guards, bindings, reads and writes read through, never copied."""
+
+    block: Block
+    name = _through("name")
+    loops = _through("loops")
+    guards = _through("guards")
+    defs = _through("defs")
+    reads = _through("reads")
+    writes = _through("writes")
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,8 +288,11 @@ def _read(stmt: Any, ctx: _Context) -> list[Node]:
         if block.name_hint == "root":
             return inner
         leaf = not any(isinstance(n.item, Block) for n in _flatten(inner))
-        return [Node(Block(str(block.name_hint), ctx.loops, guards, defs, block, stmt, leaf),
-                     tuple(inner))]
+        record = Block(str(block.name_hint), ctx.loops, guards, defs, block, stmt, leaf,
+                       tuple(str(r.source.name) for r in block.reads),
+                       tuple(str(w.source.name) for w in block.writes),
+                       tuple(str(b.name) for b in block.alloc_buffers))
+        return [Node(record, tuple(inner))]
     return [n for s in children(stmt) for n in _read(s, ctx)]
 
 
@@ -323,6 +334,7 @@ def blocks_under(loop: Loop, among: Iterable[Block]) -> list[Block]:
 
 
 __all__ = [
+    "AboutBlock",
     "Block",
     "Branch",
     "Loop",
