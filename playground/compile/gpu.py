@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir
 
 from playground.errors import BuildError
+from playground.schedule import ir
 
 #: Static shared memory one thread block may allocate (bytes); more needs dynamic shared memory.
 MAX_SHARED_BYTES = 48 * 1024
@@ -43,53 +43,18 @@ _THREAD_BINDING = re.compile(r'T\.thread_binding\(([^()]*?),\s*thread="[^"]*"\)'
 
 
 @dataclass(frozen=True)
-class LoopPlace:
-    """A loop around a block: its variable's name, extent (None if not constant), thread tag."""
-
-    name: str
-    extent: int | None
-    thread: str
-
-
-@dataclass(frozen=True)
-class BlockPlace:
-    """Where a block sits: its loops (outer to inner), its kernel, what it reads and writes.
+class BlockPlace(ir.AboutBlock):
+    """A block (as the IR reader sees it: loops outer to inner, reads, writes) and its kernel.
 
     ``kernel`` numbers the kernels in program order (0, 1, ...): a kernel starts at the
     outermost thread-bound loop. ``None``: the block is not inside any kernel (host code).
     """
 
-    name: str
-    loops: tuple[LoopPlace, ...]
+    block: ir.Block
     kernel: int | None
-    reads: tuple[str, ...]
-    writes: tuple[str, ...]
 
-    def bound(self, prefix: str) -> list[LoopPlace]:
+    def bound(self, prefix: str) -> list[ir.Loop]:
         return [lp for lp in self.loops if lp.thread.startswith(prefix)]
-
-
-def _func(sch_or_mod) -> tvm.tirx.PrimFunc:
-    mod = sch_or_mod.mod if isinstance(sch_or_mod, s_tir.Schedule) else sch_or_mod
-    return mod["main"]
-
-
-def _children(stmt) -> Iterator:
-    kind = type(stmt).__name__
-    if kind == "SeqStmt":
-        yield from stmt.seq
-    elif kind == "SBlockRealize":
-        yield stmt.block
-    elif kind == "SBlock":
-        if stmt.init is not None:
-            yield stmt.init
-        yield stmt.body
-    elif kind == "IfThenElse":
-        yield stmt.then_case
-        if stmt.else_case is not None:
-            yield stmt.else_case
-    elif hasattr(stmt, "body"):
-        yield stmt.body
 
 
 def placements(sch_or_mod) -> tuple[list[BlockPlace], dict[str, str]]:
@@ -97,30 +62,13 @@ def placements(sch_or_mod) -> tuple[list[BlockPlace], dict[str, str]]:
 
     Works on a scheduled (not lowered) module or schedule.
     """
-    places: list[BlockPlace] = []
-    scopes: dict[str, str] = {}
-    kernels = 0
-
-    def visit(stmt, loops: tuple[LoopPlace, ...], kernel: int | None) -> None:
-        nonlocal kernels
-        kind = type(stmt).__name__
-        if kind == "For":
-            tag = stmt.thread_binding.thread_tag if stmt.thread_binding is not None else ""
-            if tag and kernel is None:
-                kernel, kernels = kernels, kernels + 1
-            extent = int(stmt.extent) if isinstance(stmt.extent, tvm.tirx.IntImm) else None
-            loops = (*loops, LoopPlace(stmt.loop_var.name, extent, tag))
-        elif kind == "SBlock":
-            for buf in stmt.alloc_buffers:
-                scopes[buf.name] = buf.scope() or "global"
-            if stmt.name_hint != "root":
-                places.append(BlockPlace(stmt.name_hint, loops, kernel,
-                                         tuple(r.source.name for r in stmt.reads),
-                                         tuple(w.source.name for w in stmt.writes)))
-        for child in _children(stmt):
-            visit(child, loops, kernel)
-
-    visit(_func(sch_or_mod).body, (), None)
+    kernels: dict[int, int] = {}  # id of a kernel's outermost bound loop -> kernel number
+    places = []
+    for b in ir.blocks(sch_or_mod):
+        outer = next((lp for lp in b.loops if lp.thread), None)
+        kernel = None if outer is None else kernels.setdefault(id(outer), len(kernels))
+        places.append(BlockPlace(b, kernel))
+    scopes = {str(buf.name): buf.scope() or "global" for buf in ir.allocations(sch_or_mod)}
     return places, scopes
 
 
@@ -154,7 +102,7 @@ def _thread_count(p: BlockPlace) -> list[str]:
     problems = []
     # Loops bound to the same axis are the same hardware index (a cooperative fetch re-binds
     # threadIdx.x under the compute's threadIdx.x loop): count each axis once.
-    axes: dict[str, LoopPlace] = {}
+    axes: dict[str, ir.Loop] = {}
     for lp in p.loops:
         limit = MAX_EXTENT.get(lp.thread)
         if limit is None or lp.extent is None:
@@ -260,14 +208,6 @@ def check_cuda_schedule(sch_or_mod) -> list[str]:
     return problems
 
 
-def _walk_stmts(stmt) -> Iterator:
-    if stmt is None:
-        return
-    yield stmt
-    for child in _children(stmt):
-        yield from _walk_stmts(child)
-
-
 def shared_memory(lowered: tvm.IRModule) -> dict[str, dict[str, int]]:
     """Bytes of static shared memory per kernel and buffer of a lowered module.
 
@@ -279,9 +219,9 @@ def shared_memory(lowered: tvm.IRModule) -> dict[str, dict[str, int]]:
         if not isinstance(func, tvm.tirx.PrimFunc) or int(func.attrs.get("calling_conv", 0)) != 2:
             continue
         sizes: dict[str, int] = {}
-        for stmt in _walk_stmts(func.body):
+        for stmt in ir.statements(func.body):
             buf = getattr(stmt, "buffer", None)
-            if type(stmt).__name__ == "AllocBuffer" and buf.scope() == "shared":
+            if isinstance(stmt, ir.AllocBuffer) and buf.scope() == "shared":
                 elements = math.prod(int(d) for d in buf.shape)
                 sizes[buf.name] = elements * tvm.DataType(buf.dtype).bits // 8
         out[gv.name_hint] = sizes

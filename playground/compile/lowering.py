@@ -19,6 +19,7 @@ from playground.compile.targets import resolve
 from playground.compile.tile_local import TILE_LOCAL_PIPELINE
 from playground.errors import BuildError
 from playground.explain import explain_build, plain
+from playground.schedule import ir
 
 CODE_KINDS = {"cpu": ("asm", "llvm"), "cuda": ("cuda",)}
 
@@ -62,22 +63,10 @@ def _failed(what: str, e: Exception, hint: str = "") -> BuildError:
 def require_cpu_ready(mod: tvm.IRModule) -> None:
     """Refuse, before building for the CPU, loops bound to GPU threads (TVM 0.27 fails late
     with "not implemented" or "Unknown device id in current IR")."""
-    bound: list[str] = []
-
-    def visit(stmt) -> None:
-        kind = type(stmt).__name__
-        if kind == "For" and stmt.thread_binding is not None:
-            bound.append(f"{stmt.loop_var.name} ({stmt.thread_binding.thread_tag})")
-        for child in ("body", "then_case", "else_case", "block"):
-            sub = getattr(stmt, child, None)
-            if sub is not None and not isinstance(sub, int | float | str):
-                visit(sub)
-        for sub in getattr(stmt, "seq", None) or []:
-            visit(sub)
-
-    for func in mod.functions.values():
-        if hasattr(func, "body"):
-            visit(func.body)
+    bound = [f"{s.loop_var.name} ({s.thread_binding.thread_tag})"
+             for func in mod.functions.values() if hasattr(func, "body")
+             for s in ir.statements(func.body)
+             if isinstance(s, ir.For) and s.thread_binding is not None]
     if bound:
         raise BuildError(f"loop {bound[0]} is bound to a GPU thread, but the target is the "
                          "CPU — undo the bind step (use parallel for CPU threads), or switch "

@@ -41,9 +41,10 @@ import tvm
 
 from playground.chain.spec import INPUT_NAME, chain_flop
 from playground.compile.tile_local import predicate_decisions
-from playground.explore.space import AnalysisError, Space, block_nests
+from playground.explore.iteration_space import AnalysisError, Space, block_nests
 from playground.explore.traffic import traffic
 from playground.measure.machine import cache_sizes
+from playground.schedule import ir
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
 
@@ -205,30 +206,7 @@ def lowered_snapshots(mod: tvm.IRModule, target_name: str = "cpu", *, tile_local
 
 def _alloc_shapes(func: Any) -> dict[str, tuple[int, ...]]:
     """Shapes of the buffers allocated in blocks of a (scheduled or compacted) function."""
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def visit(stmt: Any) -> None:
-        kind = type(stmt).__name__
-        if kind == "SBlock":
-            for buf in stmt.alloc_buffers:
-                shapes[buf.name] = tuple(int(s) for s in buf.shape)
-            visit(stmt.body)
-            if stmt.init is not None:
-                visit(stmt.init)
-        elif kind == "SBlockRealize":
-            visit(stmt.block)
-        elif kind == "SeqStmt":
-            for s in stmt.seq:
-                visit(s)
-        elif kind == "IfThenElse":
-            visit(stmt.then_case)
-            if stmt.else_case is not None:
-                visit(stmt.else_case)
-        elif hasattr(stmt, "body"):
-            visit(stmt.body)
-
-    visit(func.body)
-    return shapes
+    return {buf.name: tuple(int(d) for d in buf.shape) for buf in ir.allocations(func)}
 
 
 def _roles(func: Any, chain: dict) -> dict[str, tuple[str, tuple[int, ...], int]]:
@@ -309,26 +287,9 @@ def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str 
 def _buffer_dtypes(func: Any) -> dict[str, int]:
     """Bytes per element of every buffer the blocks touch."""
     out: dict[str, int] = {}
-
-    def visit(stmt: Any) -> None:
-        kind = type(stmt).__name__
-        if kind == "SBlock":
-            for region in (*stmt.reads, *stmt.writes):
-                out[region.source.name] = tvm.DataType(str(region.source.dtype)).bits // 8
-            for buf in stmt.alloc_buffers:
+    for block in ir.statements(func.body):
+        if isinstance(block, ir.SBlock):
+            for buf in (*(r.source for r in (*block.reads, *block.writes)),
+                        *block.alloc_buffers):
                 out[buf.name] = tvm.DataType(str(buf.dtype)).bits // 8
-            visit(stmt.body)
-        elif kind == "SBlockRealize":
-            visit(stmt.block)
-        elif kind == "SeqStmt":
-            for s in stmt.seq:
-                visit(s)
-        elif kind == "IfThenElse":
-            visit(stmt.then_case)
-            if stmt.else_case is not None:
-                visit(stmt.else_case)
-        elif hasattr(stmt, "body"):
-            visit(stmt.body)
-
-    visit(func.body)
     return out

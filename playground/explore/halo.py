@@ -4,11 +4,10 @@
 and bounds, from the scheduled TIR, every region that the blocks inside that loop touch: the
 output tile it writes, the tiles of the intermediates computed there (with their halos) and
 the input it reads. Regions are exact bounding boxes: each block's inner loops are enumerated
-together with its ``T.where`` guards (see :class:`playground.explore.space.Space`), so border
-tiles
-and tiles that do not divide the extent come out clipped as the code clips them. The same is
-done for the neighbouring iteration (the chosen loop + 1); the overlap of the two is the halo
-both compute, i.e. recomputed work.
+together with its ``T.where`` guards (see :class:`playground.explore.iteration_space.Space`),
+so border tiles and tiles that do not divide the extent come out clipped as the code clips
+them. The same is done for the neighbouring iteration (the chosen loop + 1); the overlap of
+the two is the halo both compute, i.e. recomputed work.
 
 :func:`halo_spec` turns the result into rectangles on H x W planes (plain data);
 :func:`halo_figure` draws them with plotly.
@@ -22,7 +21,7 @@ from typing import Any
 
 from playground.chain.spec import WINDOW_OPS
 from playground.explore.analysis import _roles
-from playground.explore.space import AnalysisError, BlockNest, Space, block_nests
+from playground.explore.iteration_space import AnalysisError, BlockNest, Space, block_nests
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
 

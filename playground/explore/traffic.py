@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from playground.explore.space import BlockNest, Space, evaluate, vars_of
+from playground.explore.iteration_space import BlockNest, Space, evaluate, vars_of
 
 
 def _node_blocks(nests: list[BlockNest], depth: int, node: Any) -> list[BlockNest]:

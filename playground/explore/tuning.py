@@ -49,6 +49,7 @@ from typing import Any
 
 from playground import pyparse
 from playground.errors import PlaygroundError, StepError
+from playground.schedule import ir
 from playground.schedule.loops import loop, loop_names
 from playground.schedule.replay import block_names, scheduled
 from playground.schedule.session import Session
@@ -287,7 +288,7 @@ def _step_for(sch, method: str, args: list, kw: dict, ns: dict,
     if method == "annotate":
         key = val["ann_key"]
         target = val["block_or_loop"]
-        is_loop = type(sch.get(target)).__name__ == "For"
+        is_loop = isinstance(sch.get(target), ir.For)
         if is_loop and key in ANNOTATIONS:
             block, name = _name_loop(sch, target)
             value = _int(sch, val["ann_val"])

@@ -16,109 +16,44 @@ another way (each hint says how); one it accepts and miscompiles teaches the wro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from playground.errors import StepError
+from playground.schedule import ir
+from playground.schedule.ir import Block, Loop
 from playground.schedule.steps import Step
-
-#: TVM's ``IterVar`` type code of a reduction axis.
-_REDUCE = 2
-
-
-@dataclass
-class LoopFacts:
-    """A loop of the scheduled function: its variable name, kind and what is under it."""
-
-    name: str
-    kind: str  # serial, parallel, vectorized, unrolled, thread_binding
-    var: Any
-    extent: int | None
-    blocks: list[str] = field(default_factory=list)  # every block anywhere below
-    inner: list[LoopFacts] = field(default_factory=list)  # loops directly below
-
-
-@dataclass
-class BlockFacts:
-    """A block: its buffers, iteration variables and the loops around it (outer first)."""
-
-    name: str
-    reads: list[str]
-    writes: list[str]
-    allocs: list[str]
-    loops: list[LoopFacts]
-    reduce_vars: set[int]  # ids of loop vars that feed a reduction axis of the block
-    bound_vars: set[int]  # ids of loop vars that feed any axis of the block
-    pads: bool  # writes through if_then_else(cond, x, constant): a padding block
-    varying_vars: set[int] = field(default_factory=set)  # feed an axis longer than 1
 
 
 class Facts:
-    """Blocks and loops of a scheduled function, read in one walk over its body."""
+    """Blocks and loops of a scheduled function (:mod:`playground.schedule.ir`), by name."""
 
     def __init__(self, sch: Any) -> None:
-        func = sch.mod["main"]
-        self.params = {str(p.name) for p in func.params}
-        self.blocks: dict[str, BlockFacts] = {}
-        self.order: list[str] = []
-        self._walk(func.body, [])
+        self.params = {str(p.name) for p in sch.mod["main"].params}
+        self.all = ir.blocks(sch)
+        self.blocks: dict[str, Block] = {}
+        for b in self.all:
+            self.blocks.setdefault(b.name, b)
+        self.order = [b.name for b in self.all]
 
-    def _walk(self, stmt: Any, loops: list[LoopFacts]) -> None:
-        import tvm
-
-        kind = type(stmt).__name__
-        if kind == "SeqStmt":
-            for s in stmt.seq:
-                self._walk(s, loops)
-        elif kind == "For":
-            extent = int(stmt.extent) if isinstance(stmt.extent, tvm.tirx.IntImm) else None
-            lp = LoopFacts(str(stmt.loop_var.name),
-                           tvm.tirx.ForKind(int(stmt.kind)).name.lower(), stmt.loop_var,
-                           extent)
-            if loops:
-                loops[-1].inner.append(lp)
-            self._walk(stmt.body, [*loops, lp])
-        elif kind == "SBlockRealize":
-            block = stmt.block
-            name = str(block.name_hint)
-            if name != "root":
-                for lp in loops:
-                    lp.blocks.append(name)
-                reduce_vars, bound_vars, varying = set(), set(), set()
-                for iv, value in zip(block.iter_vars, stmt.iter_values, strict=True):
-                    bound_vars |= _var_ids(value)
-                    if int(iv.iter_type) == _REDUCE:
-                        reduce_vars |= _var_ids(value)
-                    if not (isinstance(iv.dom.extent, tvm.tirx.IntImm)
-                            and int(iv.dom.extent) == 1):
-                        varying |= _var_ids(value)
-                facts = BlockFacts(name, [str(r.source.name) for r in block.reads],
-                                   [str(w.source.name) for w in block.writes],
-                                   [str(b.name) for b in block.alloc_buffers], list(loops),
-                                   reduce_vars, bound_vars, _is_pad(block.body), varying)
-                self.blocks.setdefault(name, facts)
-                self.order.append(name)
-            else:
-                self.root_allocs = [str(b.name) for b in block.alloc_buffers]
-            self._walk(block.body, loops)
-        elif kind == "IfThenElse":
-            self._walk(stmt.then_case, loops)
-            if stmt.else_case is not None:
-                self._walk(stmt.else_case, loops)
-        elif kind == "SBlock":
-            self._walk(stmt.body, loops)
-        elif hasattr(stmt, "body") and stmt.body is not None:
-            self._walk(stmt.body, loops)
-
-    def loop(self, block: str, name: str) -> LoopFacts | None:
+    def loop(self, block: str, name: str) -> Loop | None:
         """The loop called ``name`` (with ``#k`` for repeats) around ``block``."""
-        seen: dict[str, int] = {}
-        for lp in self.blocks[block].loops:
-            seen[lp.name] = seen.get(lp.name, 0) + 1
-            label = lp.name if seen[lp.name] == 1 else f"{lp.name}#{seen[lp.name]}"
-            if label == name:
-                return lp
-        return None
+        return next((lp for lp in self.blocks[block].loops if lp.name == name), None)
+
+    def under(self, lp: Loop) -> list[str]:
+        """Names of the blocks anywhere inside ``lp``, in program order, each once."""
+        return list(dict.fromkeys(b.name for b in ir.blocks_under(lp, self.all)))
+
+    def below(self, lp: Loop) -> list[Loop]:
+        """The loops anywhere inside ``lp``."""
+        return ir.loops_below(lp, self.all)
+
+    def inner(self, lp: Loop) -> list[Loop]:
+        """The loops directly inside ``lp``."""
+        out: dict[int, Loop] = {}
+        for b in ir.blocks_under(lp, self.all):
+            nxt = b.loops[b.loops.index(lp) + 1:][:1]
+            out.update((id(x), x) for x in nxt)
+        return list(out.values())
 
     def readers(self, buffer: str) -> list[str]:
         return [b.name for b in self.blocks.values() if buffer in b.reads]
@@ -127,50 +62,32 @@ class Facts:
         return [b.name for b in self.blocks.values() if buffer in b.writes]
 
 
-def _var_ids(expr: Any) -> set[int]:
-    """Ids of the variables an index expression uses (walked by hand: no visitor in 0.27)."""
-    out: set[int] = set()
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if type(e).__name__ == "Var":
-            out.add(_key(e))
-            continue
-        for attr in ("a", "b", "value", "condition", "true_value", "false_value"):
-            child = getattr(e, attr, None)
-            if child is not None and not isinstance(child, int | float | str):
-                stack.append(child)
-        for attr in ("args", "indices"):
-            stack.extend(getattr(e, attr, None) or [])
-    return out
+def reduce_vars(block: Block) -> set[int]:
+    """Keys of the loop variables that feed a reduction axis of ``block``."""
+    return {k for iv, value in block.bindings() if int(iv.iter_type) == ir.REDUCE
+            for k in ir.var_keys(value)}
 
 
-def _key(var: Any) -> int:
-    """A stable identity for a TIR variable (Python wrappers differ between lookups)."""
-    return int(var.__hash__())
+def bound_vars(block: Block) -> set[int]:
+    """Keys of the loop variables that feed any axis of ``block``."""
+    return {k for _, value in block.bindings() for k in ir.var_keys(value)}
 
 
-def _is_pad(body: Any) -> bool:
+def varying_vars(block: Block) -> set[int]:
+    """Keys of the loop variables that feed an axis of ``block`` longer than 1."""
+    return {k for iv, value in block.bindings() if ir.constant(iv.dom.extent) != 1
+            for k in ir.var_keys(value)}
+
+
+def is_pad(block: Block) -> bool:
     """Is the block body ``buf[...] = if_then_else(cond, x, <constant>)``, i.e. padding?"""
-    value = getattr(body, "value", None)
-    if value is None or type(value).__name__ != "Call":
-        return False
-    if not str(getattr(value.op, "name", "")).endswith("if_then_else"):
-        return False
-    return type(value.args[2]).__name__ in ("FloatImm", "IntImm")
+    value = getattr(block.sblock.body, "value", None)
+    return (ir.call_name(value).endswith("if_then_else")
+            and isinstance(value.args[2], ir.FloatImm | ir.IntImm))
 
 
 def _refuse(ctx: str, message: str, where: str = "") -> StepError:
     return StepError(f"{ctx}: {message}", where=where or "precheck")
-
-
-def _loops_below(lp: LoopFacts) -> list[LoopFacts]:
-    out, stack = [], list(lp.inner)
-    while stack:
-        x = stack.pop()
-        out.append(x)
-        stack.extend(x.inner)
-    return out
 
 
 # ----------------------------------------------------------------------------- the rules
@@ -211,7 +128,7 @@ def _parallel(f: Facts, a: dict, ctx: str) -> None:
     block, name = a["block"], a["loop"]
     lp = f.loop(block, name)
     outer = [x for x in f.blocks[block].loops if x.kind == "parallel" and x is not lp]
-    below = [x for x in _loops_below(lp) if x.kind == "parallel"]
+    below = [x for x in f.below(lp) if x.kind == "parallel"]
     if outer or below:
         other = (outer or below)[0].name
         raise _refuse(ctx, f"{block}.{name} is {'inside' if outer else 'around'} the parallel "
@@ -225,17 +142,17 @@ def _vectorize(f: Facts, a: dict, ctx: str) -> None:
     if lp.extent == 1:
         raise _refuse(ctx, f"{block}.{name} runs once (extent 1): there is nothing to "
                            "vectorize — vectorize a longer innermost loop", "loop")
-    if lp.inner:
-        inner = ", ".join(x.name for x in lp.inner)
+    if f.inner(lp):
+        inner = ", ".join(x.name for x in f.inner(lp))
         raise _refuse(ctx, f"{block}.{name} is not an innermost loop ({inner} inside it) — "
                            "vectorize the innermost loop of a nest (reorder or split first to "
                            "make the loop you want innermost)", "loop")
-    if f.blocks[block].reduce_vars and _key(lp.var) in f.blocks[block].reduce_vars:
+    if ir.var_key(lp.var) in reduce_vars(f.blocks[block]):
         raise _refuse(ctx, f"{block}.{name} is a reduction loop of {block} — vectorize a "
                            "spatial loop (its output elements are independent)", "loop")
 
 
-def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> LoopFacts:
+def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> Loop:
     """Checks shared by compute_at and reverse_compute_at on their target loop."""
     target, name = a["target_block"], a["target_loop"]
     lp = f.loop(target, name)
@@ -257,7 +174,7 @@ def _reverse_compute_at(f: Facts, a: dict, ctx: str) -> None:
     block, target, name = a["block"], a["target_block"], a["target_loop"]
     lp = _into_loop(f, a, ctx, "reverse_compute_at")
     mine, theirs = f.blocks[block], f.blocks[target]
-    under = [b for b in dict.fromkeys(lp.blocks) if b != block]
+    under = [b for b in f.under(lp) if b != block]
     if not any(set(mine.reads) & set(f.blocks[b].writes) for b in under):
         producers = sorted({w for r in mine.reads for w in f.writers(r)})
         reads = ", ".join(producers) if producers else "only the function's inputs"
@@ -266,17 +183,17 @@ def _reverse_compute_at(f: Facts, a: dict, ctx: str) -> None:
         what = (f"does not read {target}" if under == [target] else
                 f"reads nothing computed under {target}.{name}")
         raise _refuse(ctx, f"{block} {what} (it reads {reads}) — {hint}", "target_block")
-    if mine.reduce_vars:
+    if reduce_vars(mine):
         raise _refuse(ctx, f"{block} is a reduction over a window of its input: TVM 0.27 "
                            f"cannot compute it under its producer's loops correctly (terms "
                            f"get dropped) — fuse the other way: compute_at {target} under "
                            f"{block}'s loops", "block")
-    if mine.pads:
+    if is_pad(mine):
         raise _refuse(ctx, f"{block} pads its input: its zero border does not come from "
                            f"{target}, so under {target}'s loops the border is never written "
                            f"— compute_at {block} under its consumer instead, or "
                            f"compute_inline it", "block")
-    if _key(lp.var) in theirs.reduce_vars:
+    if ir.var_key(lp.var) in reduce_vars(theirs):
         raise _refuse(ctx, f"{target}.{name} is a reduction loop of {target}: under it "
                            f"{target}'s values are not finished — pick a spatial loop "
                            f"of {target}", "target_loop")
@@ -299,12 +216,13 @@ def _decompose_reduction(f: Facts, a: dict, ctx: str) -> None:
     block, name = a["block"], a["loop"]
     mine = f.blocks[block]
     lp = f.loop(block, name)
-    if lp is None or not mine.reduce_vars:
+    if lp is None or not reduce_vars(mine):
         return  # TVM says it plainly (not a reduction block)
     nest = mine.loops[mine.loops.index(lp):]
-    unused = [x.name for x in nest if _key(x.var) not in mine.bound_vars]
+    bound = bound_vars(mine)
+    unused = [x.name for x in nest if ir.var_key(x.var) not in bound]
     if unused:
-        own = [x.name for x in mine.loops if _key(x.var) in mine.bound_vars]
+        own = [x.name for x in mine.loops if ir.var_key(x.var) in bound]
         raise _refuse(ctx, f"{unused[0]} is a loop of the block {block} was computed at, not "
                            f"one of {block}'s own: its initialization would run once while "
                            f"its update repeats — pick one of {block}'s own loops "
@@ -359,9 +277,7 @@ _RULES = {
 def check_result(sch: Any, step: Step, ctx: str) -> None:
     """Refuse a step by what it made: block names that are no longer unique, or a vectorized
     loop that computes a buffer and reads it back in one iteration (:func:`_one_lane`)."""
-    from playground.schedule.replay import block_names
-
-    names = block_names(sch)
+    names = ir.block_names(sch)
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise _refuse(ctx, f"it would make two blocks named {dup[0]}, and blocks are named "
@@ -373,7 +289,7 @@ def check_result(sch: Any, step: Step, ctx: str) -> None:
                 raise _refuse(ctx, _one_lane_message(step, lp, *found), "loop")
 
 
-def _one_lane(f: Facts, lp: LoopFacts) -> tuple[str, str, str] | None:
+def _one_lane(f: Facts, lp: Loop) -> tuple[str, str, str] | None:
     """(producer, buffer, reader) when a block under the vectorized loop ``lp`` writes a
     buffer that another block under it reads, and no block outside ``lp`` touches it.
 
@@ -384,9 +300,9 @@ def _one_lane(f: Facts, lp: LoopFacts) -> tuple[str, str, str] | None:
     and so is a producer whose element does not change with the loop (a per-channel value
     under a loop over columns: every lane writes the same number to the same place).
     """
-    under = dict.fromkeys(lp.blocks)
+    under = dict.fromkeys(f.under(lp))
     for producer in under:
-        if _key(lp.var) not in f.blocks[producer].varying_vars:
+        if ir.var_key(lp.var) not in varying_vars(f.blocks[producer]):
             continue  # every lane writes the same element, with the same value: right
         for buffer in f.blocks[producer].writes:
             if buffer in f.params:
@@ -398,7 +314,7 @@ def _one_lane(f: Facts, lp: LoopFacts) -> tuple[str, str, str] | None:
     return None
 
 
-def _one_lane_message(step: Step, lp: LoopFacts, producer: str, buffer: str,
+def _one_lane_message(step: Step, lp: Loop, producer: str, buffer: str,
                       reader: str) -> str:
     where = (f"vectorizing {step.args['block']}.{lp.name}" if step.primitive == "vectorize"
              else f"it puts {producer} and {reader} under the vectorized loop {lp.name}")

@@ -13,15 +13,14 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
-import tvm
 from tvm import s_tir
 
 from playground.chain.compute import chain_module
 from playground.chain.spec import chain_to_json
 from playground.errors import PlaygroundError, StepError
 from playground.explain import explain_step, plain
+from playground.schedule.ir import Block, Loop, block_names, blocks
 from playground.schedule.loops import loop, loop_names
 from playground.schedule.prechecks import check_result, check_step
 from playground.schedule.steps import CATALOG, Step, normalize_step, steps_to_json
@@ -31,25 +30,10 @@ _CACHE_SIZE = 256
 _LOCK = threading.RLock()
 
 
-@dataclass(frozen=True)
-class LoopInfo:
-    """A loop around a block: its unique name, extent (None if not constant) and kind."""
-
-    name: str
-    extent: int | None
-    kind: str  # serial, parallel, vectorized, unrolled, thread_binding
-    thread: str = ""
-
-
-@dataclass(frozen=True)
-class BlockInfo:
-    """A block of the scheduled function, with what the UI's pickers need."""
-
-    name: str
-    loops: tuple[LoopInfo, ...]
-    reads: tuple[str, ...]
-    writes: tuple[str, ...]
-    is_reduction: bool
+#: Blocks and loops as the UI's pickers read them (:func:`blocks`, :func:`block_names` and the
+#: records are :mod:`playground.schedule.ir`'s, re-exported here beside replay).
+BlockInfo = Block
+LoopInfo = Loop
 
 
 def fresh_schedule(chain: dict) -> s_tir.Schedule:
@@ -93,62 +77,6 @@ def _name_objects(message: str, detail: str) -> str:
         message = message.replace(f"the block {obj}", name).replace(f"block {obj}", name)
         message = message.replace(f"loop {obj}", name).replace(obj, name)
     return message
-
-
-def _walk(stmt, visit) -> None:
-    """Pre-order walk over the statements of a scheduled (not lowered) function."""
-    if stmt is None:
-        return
-    kind = type(stmt).__name__
-    visit(stmt)
-    if kind == "SeqStmt":
-        for s in stmt.seq:
-            _walk(s, visit)
-    elif kind == "SBlockRealize":
-        _walk(stmt.block, visit)
-    elif kind == "SBlock":
-        _walk(stmt.init, visit)
-        _walk(stmt.body, visit)
-    elif kind == "IfThenElse":
-        _walk(stmt.then_case, visit)
-        _walk(stmt.else_case, visit)
-    elif hasattr(stmt, "body"):
-        _walk(stmt.body, visit)
-
-
-def block_names(sch: s_tir.Schedule) -> list[str]:
-    """Names of the blocks, in program order (the root block excluded)."""
-    names: list[str] = []
-    _walk(sch.mod["main"].body, lambda s: names.append(s.name_hint)
-          if type(s).__name__ == "SBlock" and s.name_hint != "root" else None)
-    return names
-
-
-def _loop_info(sch: s_tir.Schedule, block: str) -> tuple[LoopInfo, ...]:
-    out = []
-    names = loop_names(sch, block)
-    for name, rv in zip(names, sch.get_loops(sch.get_sblock(block)), strict=True):
-        f = sch.get(rv)
-        extent = int(f.extent) if isinstance(f.extent, tvm.tirx.IntImm) else None
-        kind = tvm.tirx.ForKind(int(f.kind)).name.lower()
-        thread = f.thread_binding.thread_tag if f.thread_binding is not None else ""
-        out.append(LoopInfo(name, extent, kind, thread))
-    return tuple(out)
-
-
-def blocks(sch: s_tir.Schedule) -> list[BlockInfo]:
-    """Every block with its loops (name, extent, kind) and the buffers it reads and writes."""
-    out = []
-    for name in block_names(sch):
-        b = sch.get(sch.get_sblock(name))
-        out.append(BlockInfo(
-            name=name,
-            loops=_loop_info(sch, name),
-            reads=tuple(r.source.name for r in b.reads),
-            writes=tuple(w.source.name for w in b.writes),
-            is_reduction=any(int(iv.iter_type) == 2 for iv in b.iter_vars),
-        ))
-    return out
 
 
 def _resolve(sch: s_tir.Schedule, prim_name: str, args: dict, ctx: str) -> dict:
@@ -267,3 +195,15 @@ def replay_prefix(chain: dict, steps: tuple[Step, ...]) -> tuple[int, Playground
         except PlaygroundError as e:
             return k, e
     return len(steps), None
+
+
+__all__ = [
+    "BlockInfo",
+    "LoopInfo",
+    "apply_step",
+    "block_names",
+    "blocks",
+    "fresh_schedule",
+    "replay_prefix",
+    "scheduled",
+]

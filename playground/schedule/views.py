@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import difflib
 import functools
-from dataclasses import dataclass, field
-
-import tvm
+from dataclasses import dataclass
 
 from playground.chain.spec import chain_to_json
+from playground.schedule import ir
 from playground.schedule.replay import scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import Step, steps_from_json, steps_to_json
@@ -125,79 +124,46 @@ def stages(chain: dict, steps: tuple[Step, ...] | list[Step]) -> list[Stage]:
             for a, b, layer, phase in runs if b - a >= MIN_STAGE]
 
 
-@dataclass
-class Node:
-    """A node of the loop-nest outline: a loop (with extent and kind) or a block."""
-
-    kind: str  # "loop" or "block"
-    name: str
-    extent: int | None = None
-    loop_kind: str = ""
-    thread: str = ""
-    children: list[Node] = field(default_factory=list)
-
-
-def outline(session: Session) -> list[Node]:
-    """The loop nest as a tree: which block sits under which loop."""
-    func = session.schedule().mod["main"]
-    return _outline(func.body)
-
-
-def _outline(stmt) -> list[Node]:
-    nodes: list[Node] = []
-
-    def visit_children(s) -> list[Node]:
-        kind = type(s).__name__
-        if kind == "SeqStmt":
-            out: list[Node] = []
-            for x in s.seq:
-                out.extend(_outline(x))
-            return out
-        return _outline(s)
-
-    kind = type(stmt).__name__
-    if kind == "For":
-        extent = int(stmt.extent) if isinstance(stmt.extent, tvm.tirx.IntImm) else None
-        thread = stmt.thread_binding.thread_tag if stmt.thread_binding is not None else ""
-        node = Node("loop", stmt.loop_var.name, extent,
-                    tvm.tirx.ForKind(int(stmt.kind)).name.lower(), thread,
-                    visit_children(stmt.body))
-        nodes.append(node)
-    elif kind == "SBlockRealize":
-        block = stmt.block
-        children = visit_children(block.body)
-        if block.name_hint == "root":
-            return children
-        nodes.append(Node("block", block.name_hint, children=children))
-    elif kind == "SeqStmt":
-        return visit_children(stmt)
-    elif hasattr(stmt, "body"):
-        return visit_children(stmt.body)
-    return nodes
+def outline(session: Session) -> list[ir.Node]:
+    """The loop nest as a tree: which block sits under which loop and which ``if``."""
+    return ir.tree(session.schedule())
 
 
 def outline_text(session: Session) -> str:
-    """The outline as indented text, e.g. ``for h_0 in 0..4 (parallel)`` / ``block conv1``."""
+    """The session's :func:`outline` as indented text (see :func:`nest_text`)."""
+    return nest_text(session.schedule())
+
+
+def nest_text(func_or_sch) -> str:
+    """A function's loop tree as indented text: ``for h_0 in 4  (parallel)``, ``if <cond>``
+    and ``else``, ``block conv1``."""
     lines: list[str] = []
 
-    def emit(nodes: list[Node], depth: int) -> None:
+    def emit(nodes: tuple[ir.Node, ...] | list[ir.Node], depth: int) -> None:
+        pad = "  " * depth
         for n in nodes:
-            pad = "  " * depth
-            if n.kind == "loop":
-                tag = n.thread or (n.loop_kind if n.loop_kind != "serial" else "")
-                lines.append(f"{pad}for {n.name} in {n.extent}" + (f"  ({tag})" if tag else ""))
+            item = n.item
+            if isinstance(item, ir.Loop):
+                tag = item.thread or (item.kind if item.kind != "serial" else "")
+                lines.append(f"{pad}for {item.name} in {item.extent}"
+                             + (f"  ({tag})" if tag else ""))
+            elif isinstance(item, ir.Branch):
+                lines.append(f"{pad}if {item.condition}")
             else:
-                lines.append(f"{pad}block {n.name}")
+                lines.append(f"{pad}block {item.name}")
             emit(n.children, depth + 1)
+            if n.orelse:
+                lines.append(f"{pad}else")
+                emit(n.orelse, depth + 1)
 
-    emit(outline(session), 0)
+    emit(ir.tree(func_or_sch), 0)
     return "\n".join(lines)
 
 
 __all__ = [
     "GROUP_FROM",
-    "Node",
     "Stage",
+    "nest_text",
     "outline",
     "outline_text",
     "scheduled_script",

@@ -74,20 +74,21 @@ class Recorder:
 
     def loop_kinds(self, block: str) -> list[str]:
         """``serial``, ``parallel``, ``vectorized`` ... of the loops around ``block`` (read by
-        the pre-checks' walk, like :meth:`reduction_loops`)."""
+        the IR reader, like :meth:`reduction_loops`)."""
         from playground.schedule.prechecks import Facts
 
         return [lp.kind for lp in Facts(self.sch).blocks[block].loops]
 
     def reduction_loops(self, block: str) -> list[str]:
         """The loops of ``block`` (outer first) whose variables feed its reduction axes."""
-        from playground.schedule.prechecks import Facts, _key
+        from playground.schedule.ir import var_key
+        from playground.schedule.prechecks import Facts, reduce_vars
 
-        facts = Facts(self.sch)
-        mine = facts.blocks[block]
+        mine = Facts(self.sch).blocks[block]
+        keys = reduce_vars(mine)
         names = self.loops(block)
         return [name for name, lp in zip(names, mine.loops, strict=True)
-                if _key(lp.var) in mine.reduce_vars]
+                if var_key(lp.var) in keys]
 
     def reads(self, block: str) -> list[str]:
         return [str(r.source.name) for r in self.sch.get(self.sch.get_sblock(block)).reads]

@@ -12,7 +12,7 @@ from playground.explore.halo import (
     tile_regions,
     volume,
 )
-from playground.explore.space import AnalysisError
+from playground.explore.iteration_space import AnalysisError
 
 
 def test_interior_tile_regions():

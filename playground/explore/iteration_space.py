@@ -1,11 +1,12 @@
-"""The scheduled loop tree as data, and exact enumeration of a block's iteration space.
+"""Exact enumeration of a block's iteration space, and the blocks' nests as the analysis reads them.
 
-:func:`block_nests` reads a scheduled (or compacted) PrimFunc into one :class:`BlockNest` per
-block: the loops around it (extents, kinds), the guards (``T.where`` and enclosing ``if``), its
-buffer accesses as index ranges, and its FLOPs per iteration (:func:`count_flops`).
-:class:`Space` enumerates a nest's points with numpy, guards applied, group by group of coupled
-loops, so that counts under ``T.where`` are exact. The analysis (:mod:`.analysis`), the traffic
-model (:mod:`.traffic`) and the halo regions (:mod:`.halo`) all read schedules through here.
+:func:`block_nests` reads a scheduled (or compacted) PrimFunc, through the IR reader
+(:mod:`playground.schedule.ir`), into one :class:`BlockNest` per leaf block: the loops around
+it, the guards (``T.where`` and enclosing ``if``), its buffer accesses as index ranges, and its
+FLOPs per iteration (:func:`count_flops`). :class:`Space` enumerates a nest's points with numpy,
+guards applied, group by group of coupled loops, so that counts under ``T.where`` are exact.
+The analysis (:mod:`.analysis`), the traffic model (:mod:`.traffic`) and the halo regions
+(:mod:`.halo`) all read schedules through here.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 from tvm import tirx
 
 from playground.errors import PlaygroundError
+from playground.schedule import ir
 
 #: Enumerating one group of coupled loops is refused above this many points.
 MAX_POINTS = 50_000_000
-_FLOAT_OPS = ("Add", "Sub", "Mul", "Div", "Min", "Max", "FloorDiv", "Mod", "FloorMod")
 
 
 class AnalysisError(PlaygroundError):
@@ -29,17 +30,6 @@ class AnalysisError(PlaygroundError):
 
 
 # ----------------------------------------------------------------------------- IR reading
-
-@dataclass
-class Loop:
-    """A loop of the scheduled function (``min``/``extent`` constant)."""
-
-    var: Any
-    name: str
-    min: int
-    extent: int
-    node: Any
-
 
 @dataclass
 class Access:
@@ -51,28 +41,24 @@ class Access:
 
 
 @dataclass
-class BlockNest:
-    """A leaf block with everything needed to count and bound what its nest executes."""
+class BlockNest(ir.AboutBlock):
+    """A leaf block (as the IR reader sees it) with what counting and bounding its nest needs:
+    its accesses as index ranges, its FLOPs per iteration and its own iteration count.
+    ``conjuncts`` are the block's guards (enclosing ``if`` conditions and its ``T.where``,
+    split at ``&&``); ``defs`` map its iteration variables to their bindings."""
 
-    name: str
-    loops: list[Loop]
-    conjuncts: list[Any]
-    defs: dict[Any, Any]  # block iter var -> binding (in loop vars and outer block vars)
+    block: ir.Block  # every loop with a constant min and extent
     accesses: list[Access]
     flop_per_iter: int
     needed: int  # product of the block's iter var domains
 
+    @property
+    def conjuncts(self) -> tuple[Any, ...]:
+        return self.block.guards
 
-def _key(var: Any) -> int:
-    return hash(var)  # tvm Objects hash by handle: one key per Var node
 
-
-def _split_and(expr: Any) -> list[Any]:
-    if type(expr).__name__ == "And":
-        return _split_and(expr.a) + _split_and(expr.b)
-    if type(expr).__name__ == "IntImm" and int(expr.value) == 1:
-        return []
-    return [expr]
+_FLOAT_OPS = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Min, tirx.Max, tirx.FloorDiv,
+              tirx.Mod, tirx.FloorMod)
 
 
 def _is_float(expr: Any) -> bool:
@@ -81,81 +67,47 @@ def _is_float(expr: Any) -> bool:
 
 def count_flops(node: Any) -> int:
     """Floating-point operations in an expression or statement (see the module's rule)."""
-    kind = type(node).__name__
     if node is None:
         return 0
-    if kind == "BufferStore":
+    if isinstance(node, ir.BufferStore | ir.Bind | ir.Evaluate):
         return count_flops(node.value)
-    if kind == "SeqStmt":
+    if isinstance(node, ir.SeqStmt):
         return sum(count_flops(s) for s in node.seq)
-    if kind == "IfThenElse":
+    if isinstance(node, ir.IfThenElse):
         return max(count_flops(node.then_case), count_flops(node.else_case))
-    if kind == "For":
+    if isinstance(node, ir.For):
         return int(node.extent) * count_flops(node.body)
-    if kind in ("Bind", "LetStmt"):
-        return count_flops(node.value) + count_flops(getattr(node, "body", None))
-    own = 1 if kind in _FLOAT_OPS and _is_float(node) else 0
-    if kind == "Call":
-        op = str(node.op.name) if hasattr(node.op, "name") else ""
-        own = 0 if op.endswith(("if_then_else", "reinterpret")) or not _is_float(node) else 1
+    if isinstance(node, ir.Call):
+        skip = ir.call_name(node).endswith(("if_then_else", "reinterpret"))
+        own = 0 if skip or not _is_float(node) else 1
         return own + sum(count_flops(a) for a in node.args)
-    if kind == "Select":
+    if isinstance(node, ir.Select):
         return sum(count_flops(x) for x in (node.true_value, node.false_value))
-    children = [getattr(node, a) for a in ("a", "b", "value") if hasattr(node, a)]
-    return own + sum(count_flops(c) for c in children if not isinstance(c, int | float))
+    own = 1 if isinstance(node, _FLOAT_OPS) and _is_float(node) else 0
+    return own + sum(count_flops(c) for c in ir.operands(node))
 
 
 def block_nests(func: Any) -> list[BlockNest]:
     """Every leaf block of a scheduled PrimFunc with its loops, guards and accesses."""
-    out: list[BlockNest] = []
-
-    def walk(stmt: Any, loops: list[Loop], conds: list[Any], defs: dict) -> None:
-        kind = type(stmt).__name__
-        if kind == "SeqStmt":
-            for s in stmt.seq:
-                walk(s, loops, conds, defs)
-        elif kind == "For":
-            if not isinstance(stmt.extent, tirx.IntImm) or not isinstance(stmt.min, tirx.IntImm):
-                raise AnalysisError(f"loop {stmt.loop_var.name} has a symbolic extent")
-            names = [lp.name.split("#")[0] for lp in loops]
-            name = stmt.loop_var.name
-            if name in names:
-                name = f"{name}#{names.count(name) + 1}"
-            loop = Loop(stmt.loop_var, name, int(stmt.min), int(stmt.extent), stmt)
-            walk(stmt.body, [*loops, loop], conds, defs)
-        elif kind == "IfThenElse":
-            walk(stmt.then_case, loops, [*conds, *_split_and(stmt.condition)], defs)
-            if stmt.else_case is not None:
-                walk(stmt.else_case, loops, [*conds, tirx.Not(stmt.condition)], defs)
-        elif kind == "SBlockRealize":
-            block = stmt.block
-            inner = dict(defs)
-            for iv, value in zip(block.iter_vars, stmt.iter_values, strict=True):
-                inner[_key(iv.var)] = value
-            guards = [*conds, *_split_and(stmt.predicate)]
-            nested: list[BlockNest] = []
-            before = len(out)
-            walk(block.body, loops, guards, inner)
-            nested = out[before:]
-            if nested or block.name_hint == "root":
-                return
-            out.append(_leaf(block, loops, guards, inner))
-        elif hasattr(stmt, "body"):
-            walk(stmt.body, loops, conds, defs)
-
-    walk(func.body, [], [], {})
+    out = []
+    for b in ir.blocks(func):
+        for lp in b.loops:
+            if lp.extent is None or lp.min is None:
+                raise AnalysisError(f"loop {lp.name} has a symbolic extent")
+        if b.leaf:
+            out.append(_leaf(b))
     return out
 
 
-def _leaf(block: Any, loops: list[Loop], guards: list[Any], defs: dict) -> BlockNest:
+def _leaf(b: ir.Block) -> BlockNest:
+    block = b.sblock
     accesses = []
     for kind, regions in (("read", block.reads), ("write", block.writes)):
         for region in regions:
             bounds = [(r.min, r.min + r.extent - 1) for r in region.region]
             accesses.append(Access(region.source.name, kind, bounds))
     needed = math.prod(int(iv.dom.extent) for iv in block.iter_vars) if block.iter_vars else 1
-    return BlockNest(block.name_hint, list(loops), list(guards), defs, accesses,
-                     count_flops(block.body), needed)
+    return BlockNest(b, accesses, count_flops(block.body), needed)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -163,65 +115,57 @@ def _leaf(block: Any, loops: list[Loop], guards: list[Any], defs: dict) -> Block
 def vars_of(expr: Any, defs: dict, acc: dict | None = None) -> dict[int, Any]:
     """Loop variables an expression depends on (through block var definitions)."""
     acc = {} if acc is None else acc
-    kind = type(expr).__name__
-    if kind == "Var":
-        k = _key(expr)
-        if k in defs:
-            vars_of(defs[k], defs, acc)
-        else:
-            acc[k] = expr
-        return acc
-    if kind in ("IntImm", "FloatImm", "StringImm"):
-        return acc
-    if kind == "BufferLoad":
-        raise AnalysisError("an index reads a buffer (indirect access): cannot bound it")
-    for attr in ("a", "b", "value", "condition", "true_value", "false_value"):
-        if hasattr(expr, attr):
-            vars_of(getattr(expr, attr), defs, acc)
-    if kind == "Call":
-        for a in expr.args:
-            vars_of(a, defs, acc)
+    for e in ir.subexpressions(expr):
+        if isinstance(e, ir.BufferLoad):
+            raise AnalysisError("an index reads a buffer (indirect access): cannot bound it")
+        if isinstance(e, ir.Var):
+            k = ir.var_key(e)
+            if k in defs:
+                vars_of(defs[k], defs, acc)
+            else:
+                acc[k] = e
     return acc
 
 
 _BINARY = {
-    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "FloorDiv": np.floor_divide,
-    "FloorMod": np.mod, "Min": np.minimum, "Max": np.maximum, "LT": np.less,
-    "LE": np.less_equal, "GT": np.greater, "GE": np.greater_equal, "EQ": np.equal,
-    "NE": np.not_equal, "And": np.logical_and, "Or": np.logical_or,
+    tirx.Add: np.add, tirx.Sub: np.subtract, tirx.Mul: np.multiply,
+    tirx.FloorDiv: np.floor_divide, tirx.FloorMod: np.mod, tirx.Min: np.minimum,
+    tirx.Max: np.maximum, tirx.LT: np.less, tirx.LE: np.less_equal, tirx.GT: np.greater,
+    tirx.GE: np.greater_equal, tirx.EQ: np.equal, tirx.NE: np.not_equal,
+    tirx.And: np.logical_and, tirx.Or: np.logical_or,
 }
 
 
 def evaluate(expr: Any, env: dict[int, np.ndarray], defs: dict) -> np.ndarray:
     """Evaluate an integer/boolean TIR expression with numpy arrays bound to loop variables."""
-    kind = type(expr).__name__
-    if kind == "Var":
-        k = _key(expr)
+    if isinstance(expr, ir.Var):
+        k = ir.var_key(expr)
         if k in env:
             return env[k]
         if k in defs:
             return evaluate(defs[k], env, defs)
         raise AnalysisError(f"variable {expr.name} is not a loop around the block")
-    if kind == "IntImm":
+    if isinstance(expr, ir.IntImm):
         return np.int64(int(expr.value))
-    if kind in _BINARY:
-        return _BINARY[kind](evaluate(expr.a, env, defs), evaluate(expr.b, env, defs))
-    if kind in ("Div", "Mod"):  # truncating, as in C
+    binary = _BINARY.get(type(expr))
+    if binary is not None:
+        return binary(evaluate(expr.a, env, defs), evaluate(expr.b, env, defs))
+    if isinstance(expr, tirx.Div | tirx.Mod):  # truncating, as in C
         a, b = evaluate(expr.a, env, defs), evaluate(expr.b, env, defs)
         q = np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))
-        return q if kind == "Div" else a - q * b
-    if kind == "Not":
+        return q if isinstance(expr, tirx.Div) else a - q * b
+    if isinstance(expr, ir.Not):
         return np.logical_not(evaluate(expr.a, env, defs))
-    if kind == "Select":
+    if isinstance(expr, ir.Select):
         return np.where(evaluate(expr.condition, env, defs),
                         evaluate(expr.true_value, env, defs),
                         evaluate(expr.false_value, env, defs))
-    if kind == "Cast":
+    if isinstance(expr, ir.Cast):
         return evaluate(expr.value, env, defs)
-    if kind == "Call" and str(expr.op.name).endswith("if_then_else"):
+    if ir.call_name(expr).endswith("if_then_else"):
         c, t, f = (evaluate(a, env, defs) for a in expr.args)
         return np.where(c, t, f)
-    raise AnalysisError(f"cannot evaluate a {kind} in an index or a guard")
+    raise AnalysisError(f"cannot evaluate a {type(expr).__name__} in an index or a guard")
 
 
 class Space:
@@ -238,7 +182,7 @@ class Space:
         self.names: dict[int, str] = {}
         fixed = fixed or {}
         for lp in nest.loops:
-            k = _key(lp.var)
+            k = ir.var_key(lp.var)
             if lp.name in fixed:
                 v = fixed[lp.name]
                 ok = lp.min <= v < lp.min + lp.extent
