@@ -4,8 +4,8 @@ of real scheduled chains, and a rule that no other module dispatches on TIR clas
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
+import paths
 import pytest
 import tvm
 from helpers import CONV_RELU_CONV, fuse_two_convs
@@ -20,7 +20,7 @@ from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
 from playground.schedule.views import nest_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 
 #: conv1 (and relu1, the pads) at 5x5 tiles of conv2 (16 is not a multiple: T.where guards),
 #: then conv1_pad moved under conv1's own tile loop: two loops named ax0 around it.
