@@ -197,8 +197,10 @@ def decisions(func) -> list[tuple[str, str]]:
             visit(stmt.then_case, loops, local)
             if stmt.else_case is not None:
                 visit(stmt.else_case, loops, local)
-        elif isinstance(stmt, tirx.AttrStmt | tirx.LetStmt):
+        elif isinstance(stmt, tirx.AttrStmt):
             visit(stmt.body, loops, local)
+        # a binding (tirx.Bind, TVM 0.27's LetStmt) has no body: its scope is the statements
+        # after it in the same sequence, which the SeqStmt branch visits
 
     visit(func.body, (), ())
     names = [name for name, _ in out]
