@@ -89,10 +89,11 @@ class Example:
     chain: dict = field(default_factory=lambda: EXAMPLE_CHAIN)
 
 
-#: The chain of the examples: a 3x3 convolution (its padding a block of its own) and a relu.
+#: The chain of the examples: a 3x3 convolution (its padding a block of its own, conv1_pad),
+#: a bias and a relu; blocks conv1_pad, conv1, bias1, relu1, each over (1, 4, 8, 8) or so.
 EXAMPLE_CHAIN = {"input": {"shape": [1, 4, 8, 8]},
                  "layers": [{"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
-                            {"op": "relu"}]}
+                            {"op": "bias_add"}, {"op": "relu"}]}
 
 
 @dataclass(frozen=True)
@@ -179,21 +180,21 @@ _CATALOG = [
               (_block(), _loop(), Arg("factors", Factors(), "extents, outer to inner")),
               ((None, "loop"), ("factors", "factors")),
               _ex("split", _SPLIT_H["args"], "conv1's h loop (8) becomes h_0 (2) around h_1 (4)",
-                  "for h_0 in range(2)", "for h_1 in range(4)"),
+                  "v_h = T.axis.spatial(8, h_0 * 4 + h_1)"),
               returns="loops", trace=TraceForm(("loop", "*factors"))),
     Primitive("fuse", "Fuse consecutive perfectly nested loops into one.",
               (_block(), Arg("loops", Loops(), "loops to fuse, outer to inner")),
               ((None, "loops"),),
               _ex("fuse", {"block": "relu1", "loops": ["h", "w"]},
                   "relu1's h and w loops become one loop of 64 iterations",
-                  "for h_w_fused in range(64)"),
+                  "for n, c, h_w_fused in T.grid(1, 4, 64)"),
               returns="loop", explains=("fuse-not-only-child",), trace=TraceForm(("*loops",))),
     Primitive("reorder", "Reorder loops of one nest (the given loops take the given order).",
               (_block(), Arg("loops", Loops(), "loops in their new order, outer to inner")),
               ((None, "loops"),),
               _ex("reorder", {"block": "relu1", "loops": ["w", "h"]},
                   "relu1's w loop moves outside its h loop",
-                  "for w, h in T.grid(8, 8)"),
+                  "for n, c, w, h in T.grid(1, 4, 8, 8)"),
               explains=("not-a-chain",), trace=TraceForm(("*loops",))),
     Primitive("parallel", "Run a loop's iterations on several CPU threads.",
               (_block(), _loop()), ((None, "loop"),),
@@ -219,18 +220,18 @@ _CATALOG = [
     Primitive("compute_at", "Move a producer block under a loop of its consumer, computing "
               "only the region that the loop's iteration needs (halos are recomputed).",
               _at("compute_at", "producer", "consumer"), _AT_CALL,
-              _ex("compute_at", {"block": "conv1", "target_block": "relu1",
+              _ex("compute_at", {"block": "conv1", "target_block": "bias1",
                                  "target_loop": "h"},
-                  "conv1 computes one row of its output under relu1's h loop, just before "
-                  "relu1 reads it", "for ax0, ax1 in T.grid(4, 8)"),
+                  "conv1 computes one row of its output under bias1's h loop, just before "
+                  "bias1 reads it", "for ax0, ax1, ax2, ax3 in T.grid(8, 4, 3, 3)"),
               prechecks=("compute_at",), explains=("consumers-outside", "same-scope"),
               trace=_AT_TRACE),
     Primitive("reverse_compute_at", "Move a consumer block under a loop of its producer.",
               _at("reverse_compute_at", "consumer", "producer"), _AT_CALL,
-              _ex("reverse_compute_at", {"block": "relu1", "target_block": "conv1",
+              _ex("reverse_compute_at", {"block": "bias1", "target_block": "conv1",
                                          "target_loop": "h"},
-                  "relu1 applies to each row of conv1's output right after it is computed",
-                  "for ax0, ax1 in T.grid(4, 8)"),
+                  "bias1 applies to each row of conv1's output right after it is computed",
+                  "for ax0 in range(8)"),
               prechecks=("reverse_compute_at",), trace=_AT_TRACE,
               explains=("producers-outside", "window-under-producer", "same-scope")),
     Primitive("compute_inline", "Inline an elementwise block into its consumers.",
@@ -242,15 +243,15 @@ _CATALOG = [
     Primitive("reverse_compute_inline", "Inline an elementwise block into its producer.",
               (_block(),), ((None, "block"),),
               _ex("reverse_compute_inline", {"block": "relu1"},
-                  "relu1 disappears: conv1 writes max(sum, 0) into the output",
+                  "relu1 disappears: bias1 writes max(conv1 + bias, 0) into the output",
                   "T.max("),
               prechecks=("reverse_compute_inline",),
               explains=("inline-reduction", "single-producer", "single-region", "inline-form"),
               trace=TraceForm(("block",))),
     _cache("cache_read", "Read a block's input buffer through a new cache block in a "
            "storage scope.", "reads", "index of the buffer among the block's reads",
-           "a new block copies conv1's output into a local buffer that relu1 reads",
-           'T.sblock("conv1_local")'),
+           "a new block copies bias1's output into a local buffer that relu1 reads",
+           'T.sblock("bias1_local")'),
     _cache("cache_write", "Write a block's output through a new cache block in a scope.",
            "writes", "index among the block's writes",
            "relu1 writes a local buffer; a new block copies it to the output",
@@ -292,7 +293,7 @@ _CATALOG = [
               _ex("transform_layout", {"block": "conv1", "buffer": ["write", 0],
                                        "index_map": "lambda n, c, h, w: (n, h, w, c)"},
                   "conv1's output is stored channels-last (1, 8, 8, 4)",
-                  "T.Buffer((1, 8, 8, 4)"),
+                  "conv1 = T.sblock_alloc_buffer((1, 8, 8, 4))"),
               prechecks=("transform_layout",), explains=("index-map-arity", "layout-padding")),
     Primitive("storage_align", "Pad a buffer's axis stride to factor*k + offset elements.",
               (_block("the block that writes the buffer"),
