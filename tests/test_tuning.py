@@ -158,6 +158,19 @@ def test_unsupported_instruction_stops_the_conversion():
     assert [s.primitive for s in conversion.steps] == ["split"]
 
 
+def test_caches_convert_unless_they_name_consumer_blocks():
+    chain = normalize_chain(CONV_RELU)
+    lines = ['b0 = sch.get_sblock(name="conv1", func_name="main")',
+             'b1 = sch.get_sblock(name="relu1", func_name="main")',
+             'b2 = sch.cache_write(block=b0, write_buffer_index=0, storage_scope="global")',
+             'b3 = sch.cache_read(block=b1, read_buffer_index=0, storage_scope="local", '
+             'consumer_blocks=[b1])']
+    conversion, _ = trace_to_steps(chain, _trace(chain, lines))
+    assert conversion.steps == (Step("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                                     "storage_scope": "global"}),)
+    assert not conversion.complete and "cache_read with consumer_blocks" in conversion.unsupported
+
+
 POOL_CHAIN = {"input": {"shape": [1, 8, 16, 16]},
               "layers": [{"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1},
                          {"op": "relu"}, {"op": "max_pool2d", "kernel": 2, "stride": 2}]}

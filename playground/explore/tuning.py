@@ -235,8 +235,8 @@ def _step_for(sch, inst, inputs: list, attrs: list, special: dict) -> tuple[Step
     prim = CATALOG.get(_snake(kind))
     if prim is None or prim.trace is None:
         raise _Unsupported(_snake(kind))
-    if prim.name in ("cache_read", "cache_write") and len(inputs) > 1:
-        raise _Unsupported(f"{prim.name} with consumer_blocks")
+    if prim.name in ("cache_read", "cache_write") and len(inputs) > 1 and len(inputs[1]):
+        raise _Unsupported(f"{prim.name} with consumer_blocks")  # inputs[1]: the blocks
     if prim.name in ("compute_at", "reverse_compute_at"):
         where = next((v for rv, v in special.items() if rv.same_as(inst.inputs[1])), None)
         if where == "root":
