@@ -90,7 +90,7 @@ class Example:
 
 
 #: The chain of the examples: a 3x3 convolution (its padding a block of its own, conv1_pad),
-#: a bias and a relu; blocks conv1_pad, conv1, bias1, relu1, each over (1, 4, 8, 8) or so.
+#: a bias and a relu: blocks conv1_pad (1, 4, 10, 10), conv1, bias1 and relu1 (1, 4, 8, 8).
 EXAMPLE_CHAIN = {"input": {"shape": [1, 4, 8, 8]},
                  "layers": [{"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
                             {"op": "bias_add"}, {"op": "relu"}]}
@@ -141,7 +141,7 @@ def _index(name: str, doc: str) -> Arg:
     return Arg(name, Int(maximum=64), doc)
 
 
-def _at(prim: str, moved: str, into: str) -> tuple[Arg, ...]:
+def _at(moved: str, into: str) -> tuple[Arg, ...]:
     return (_block(f"the {moved} block to move"),
             Arg("target_block", Block(), f"a {into} whose loop receives the block"),
             Arg("target_loop", Loop(of="target_block"), "the loop to compute at"),
@@ -219,7 +219,7 @@ _CATALOG = [
               gpu=True, trace=TraceForm(("loop",), ("thread",))),
     Primitive("compute_at", "Move a producer block under a loop of its consumer, computing "
               "only the region that the loop's iteration needs (halos are recomputed).",
-              _at("compute_at", "producer", "consumer"), _AT_CALL,
+              _at("producer", "consumer"), _AT_CALL,
               _ex("compute_at", {"block": "conv1", "target_block": "bias1",
                                  "target_loop": "h"},
                   "conv1 computes one row of its output under bias1's h loop, just before "
@@ -227,7 +227,7 @@ _CATALOG = [
               prechecks=("compute_at",), explains=("consumers-outside", "same-scope"),
               trace=_AT_TRACE),
     Primitive("reverse_compute_at", "Move a consumer block under a loop of its producer.",
-              _at("reverse_compute_at", "consumer", "producer"), _AT_CALL,
+              _at("consumer", "producer"), _AT_CALL,
               _ex("reverse_compute_at", {"block": "bias1", "target_block": "conv1",
                                          "target_loop": "h"},
                   "bias1 applies to each row of conv1's output right after it is computed",
