@@ -214,29 +214,43 @@ def _args(prim: Primitive, inputs: list, attrs: list, on: On) -> dict:
     return args
 
 
+def _hint(kind: str, attrs: list) -> str:
+    """Why an instruction that only handles MetaSchedule's hints is dropped ("" if not)."""
+    key = str(attrs[0]) if kind in ("Annotate", "Unannotate") else ""
+    if kind == "Unannotate":
+        return f"the postprocessor removing the hint {key}"
+    if key == "meta_schedule.tiling_structure":
+        return "records which tiling rule made the nest; not read when compiling"
+    if key.startswith("meta_schedule."):
+        return "a hint to the postprocessors, removed by them; what they did follows as " \
+               "ordinary steps"
+    return ""
+
+
+def _faithful(name: str, sch, inputs: list, attrs: list) -> Primitive:
+    """The catalog's primitive ``name``, if its step does what the instruction did; else
+    :class:`_Unsupported`."""
+    prim = CATALOG.get(name)
+    if prim is None or prim.trace is None:
+        raise _Unsupported(f"{name} (no playground step does it)")
+    if prim.name == "annotate" and (str(attrs[0]) not in ANNOTATIONS
+                                    or type(sch.get(inputs[0])).__name__ != "For"):
+        raise _Unsupported(f"annotate {str(attrs[0])!r}")
+    if prim.name in ("cache_read", "cache_write") and len(inputs) > 1 and len(inputs[1]):
+        raise _Unsupported(f"{prim.name} with consumer_blocks")  # inputs[1]: the blocks
+    return prim
+
+
 def _step_for(sch, inst, inputs: list, attrs: list, special: dict) -> tuple[Step | None, str]:
     """The step for one instruction (before it is applied), or (None, why it is dropped).
 
     What is converted is the catalog's business (:class:`TraceForm`, :meth:`Kind.from_trace`);
     what tuning leaves out is decided here: MetaSchedule's hints, compute locations sampled
     as "stay at the root" (-1) or "inline" (-2), and what has no faithful step."""
-    kind = inst.kind.name
-    if kind == "Unannotate":
-        return None, f"the postprocessor removing the hint {attrs[0]!s}"
-    if kind == "Annotate":
-        key = str(attrs[0])
-        if key == "meta_schedule.tiling_structure":
-            return None, "records which tiling rule made the nest; not read when compiling"
-        if key.startswith("meta_schedule."):
-            return None, ("a hint to the postprocessors, removed by them; what they did "
-                          "follows as ordinary steps")
-        if key not in ANNOTATIONS or type(sch.get(inputs[0])).__name__ != "For":
-            raise _Unsupported(f"annotate {key!r}")
-    prim = CATALOG.get(_snake(kind))
-    if prim is None or prim.trace is None:
-        raise _Unsupported(_snake(kind))
-    if prim.name in ("cache_read", "cache_write") and len(inputs) > 1 and len(inputs[1]):
-        raise _Unsupported(f"{prim.name} with consumer_blocks")  # inputs[1]: the blocks
+    why = _hint(inst.kind.name, attrs)
+    if why:
+        return None, why
+    prim = _faithful(_snake(inst.kind.name), sch, inputs, attrs)
     if prim.name in ("compute_at", "reverse_compute_at"):
         where = next((v for rv, v in special.items() if rv.same_as(inst.inputs[1])), None)
         if where == "root":
