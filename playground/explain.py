@@ -29,7 +29,9 @@ class Entry:
     name: str
     pattern: re.Pattern
     say: Callable[[re.Match, Args], str]
-    primitives: tuple[str, ...] = ()  # empty: any primitive (or a build)
+    #: Applies to a step of any primitive; otherwise only to the primitives whose catalog
+    #: record names it (``Primitive.explains`` in :mod:`playground.schedule.steps`).
+    general: bool = False
 
 
 def _a(args: Args, key: str, default: str = "?") -> str:
@@ -48,121 +50,113 @@ STEP_ENTRIES: tuple[Entry, ...] = (
     Entry("inline-reduction", re.compile(r"The block has init statement"),
           lambda m, a: f"{_a(a, 'block')} is a reduction (it accumulates with an init), and "
                        "only elementwise blocks can be inlined — compute_at it under its "
-                       "consumer's loops (or reverse_compute_at its consumer under it) instead",
-          ("compute_inline", "reverse_compute_inline")),
+                       "consumer's loops (or reverse_compute_at its consumer under it) instead"),
     Entry("inline-output", re.compile(r"The block ([\w#]+) is an output block"),
           lambda m, a: f"{m.group(1)} writes the kernel's output, so there is no consumer to "
                        "inline it into — fuse it into its producer with reverse_compute_inline "
-                       "or reverse_compute_at instead", ("compute_inline",)),
+                       "or reverse_compute_at instead"),
     Entry("not-allocated", re.compile(r"The input buffer ([\w#]+) is not allocated by a block"),
           lambda m, a: f"{m.group(1)} is an argument of the kernel, whose layout is fixed by "
                        "the caller — storage_align applies to intermediates: cache_write (or "
-                       "cache_read) it into a copy first", ("storage_align",)),
+                       "cache_read) it into a copy first"),
     Entry("not-reduction", re.compile(r"The block ([\w#]+) is not a reduction block - it "
                                       r"violates condition #(\d)"),
-          lambda m, a: _not_reduction(m.group(1), m.group(2)), ("decompose_reduction",)),
+          lambda m, a: _not_reduction(m.group(1), m.group(2))),
     Entry("consumers-outside",
           re.compile(r"requires all the consumer\(s\) of the given block to be present under "
                      r"the target loop.*List of the consumer\(s\):\s*(.*)", re.S),
-          lambda m, a: _consumers_outside(_block_list(m.group(1)), a),
-          ("compute_at",)),
+          lambda m, a: _consumers_outside(_block_list(m.group(1)), a)),
     Entry("producers-outside",
           re.compile(r"requires all the producer\(s\) of the given block to be present under "
                      r"the target loop.*List of the producer\(s\):\s*(.*)", re.S),
           lambda m, a: f"{_a(a, 'block')} also reads what {_names(m.group(1))} compute"
                        f"{'s' if _count(m.group(1)) == 1 else ''}, not under {_target(a)} — "
-                       "move those producers there first, or pick a loop that encloses them",
-          ("reverse_compute_at",)),
+                       "move those producers there first, or pick a loop that encloses them"),
     Entry("window-under-producer",
           re.compile(r"TensorRegion pattern match failed: (.+)|CanProveEqual\(prim::IntegerAbs"),
           lambda m, a: f"{_a(a, 'block')} reads a window of {_a(a, 'target_block')} "
                        f"({(m.group(1) or 'strided').strip()}), and TVM cannot compute a "
                        "windowed consumer under its producer's loops — fuse the other way: "
-                       f"compute_at {_a(a, 'target_block')} under {_a(a, 'block')}'s loops",
-          ("reverse_compute_at",)),
+                       f"compute_at {_a(a, 'target_block')} under {_a(a, 'block')}'s loops"),
     Entry("index-map-arity", re.compile(r"args\.size\(\) == initial_indices_orig\.size\(\)"),
           lambda m, a: "the index map's parameters do not match the buffer's dimensions — "
-                       "write one lambda parameter per dimension of the buffer",
-          ("transform_layout",)),
+                       "write one lambda parameter per dimension of the buffer"),
     Entry("layout-padding", re.compile(r"would result in shape (\([^)]*\))\.\s*However, this "
                                        r"would introduce padding"),
           lambda m, a: f"the new shape {m.group(1)} does not tile the buffer exactly (a "
                        "divisor does not divide its dimension) — use factors that divide the "
-                       "dimension", ("transform_layout",)),
+                       "dimension"),
     Entry("single-producer",
           re.compile(r"required to have only a single producer block, and the producer block "
                      r"should be a complete block"),
           lambda m, a: f"{_a(a, 'block')} must read exactly one block's output, written once "
                        "by a complete (non-reduction) block — reverse_compute_inline fits an "
                        "elementwise consumer of an elementwise producer; use reverse_compute_at "
-                       "to fuse it under a convolution", ("reverse_compute_inline",)),
+                       "to fuse it under a convolution"),
     Entry("single-region",
           re.compile(r"only allowed to read a single buffer region, but it reads \d+ region"),
           lambda m, a: f"{_a(a, 'block')} reads several elements of its producer per output "
                        "(a window or a gather): only an elementwise consumer can be inlined "
-                       "into its producer — use reverse_compute_at instead",
-          ("reverse_compute_inline",)),
+                       "into its producer — use reverse_compute_at instead"),
     Entry("inline-form", re.compile(r"The body of the inlined block should be in form of"),
           lambda m, a: f"{_a(a, 'block')} is not a plain elementwise copy of its producer "
                        "(it pads, or mixes several inputs): it cannot be inlined into its "
-                       "producer — compute_at or compute_inline it into its consumer instead",
-          ("reverse_compute_inline",)),
+                       "producer — compute_at or compute_inline it into its consumer instead"),
     Entry("not-complete", re.compile(r"The block ([\w#]+) is not a complete block"),
           lambda m, a: f"{m.group(1)} is not a complete block (decompose_reduction split it "
                        "into an init and an update) — do this step before decompose_reduction",
-          ()),
+          general=True),
     Entry("parallel-reduction", re.compile(r"is not a data parallel block iter"),
           lambda m, a: f"{_loop(a)} carries a reduction of {_a(a, 'block')} (its iterations "
                        "add into the same outputs), so they cannot run at the same time — "
-                       "parallelize a spatial loop (n, k, h or w)", ("parallel",)),
+                       "parallelize a spatial loop (n, k, h or w)"),
     Entry("compact-dataflow", re.compile(r"does not have compact dataflow"),
           lambda m, a: f"{_loop(a)} holds a block TVM cannot transform it over: one split "
                        "into init and update by decompose_reduction, or one computed at this "
                        "loop over an irregular region — do parallel, vectorize and unroll "
                        "before decompose_reduction and compute_at, or leave this loop as it "
-                       "is", ()),
+                       "is", general=True),
     Entry("decompose-position",
           re.compile(r"decompose_reduction expect the loop ([\w#]+) to be higher than all the "
                      r"loops related to reduce block var"),
           lambda m, a: f"{m.group(1)} is inside or among {_a(a, 'block')}'s reduction loops — "
                        "decompose_reduction needs a loop above all of them (a spatial loop "
-                       "such as h or w, outside rc, rh, rw)", ("decompose_reduction",)),
+                       "such as h or w, outside rc, rh, rw)"),
     Entry("storage-align-axis",
           re.compile(r"has (\d+) dimension\(s\), so `axis` is required to be in"),
           lambda m, a: f"the buffer has {m.group(1)} dimension(s): axis must be from 0 to "
-                       f"{int(m.group(1)) - 1}", ("storage_align",)),
+                       f"{int(m.group(1)) - 1}"),
     Entry("same-scope",
           re.compile(r"Expected block ([\w#]+) and loop ([\w#]+) to be under the same block scope, "
                      r"and loop not to be the ancestor of block"),
           lambda m, a: f"{m.group(1)} is already inside loop {m.group(2)} (or the loop is in "
                        "another block's scope) — pick a loop that does not enclose "
-                       f"{m.group(1)}", ("compute_at", "reverse_compute_at")),
+                       f"{m.group(1)}"),
     Entry("not-a-chain",
           re.compile(r"The loops are not in a chain because there is a non-single-branch stmt "
                      r"in between\. Problematic stmt: loop ([\w#]+)"),
           lambda m, a: f"the loops are not perfectly nested: loop {m.group(1)} holds more than "
                        "one statement (another block was computed at it) — reorder before "
-                       "compute_at, or reorder loops of one nest only", ("reorder",)),
+                       "compute_at, or reorder loops of one nest only"),
     Entry("written-twice",
           re.compile(r"The buffer ([\w#]+) is expected to be written by single block, but got"),
           lambda m, a: f"{m.group(1)} is written by two blocks (decompose_reduction split its "
-                       "init from its update) — cache it before decompose_reduction",
-          ("cache_read", "cache_write")),
+                       "init from its update) — cache it before decompose_reduction"),
     Entry("fuse-not-only-child",
           re.compile(r"inner loop ([\w#]+) is not the only child of outer loop ([\w#]+)"),
           lambda m, a: f"loop {m.group(2)} holds more than loop {m.group(1)} (another block "
                        "was computed at it), so the two cannot become one loop — fuse before "
-                       "compute_at, or fuse loops of one nest only", ("fuse",)),
+                       "compute_at, or fuse loops of one nest only"),
     Entry("annotated-loop",
           re.compile(r"the loop ([\w#]+) has annotation or thread binding"),
           lambda m, a: f"loop {m.group(1)} is already parallel, vectorized, unrolled, bound or "
-                       "annotated — transform loops before marking them", ()),
+                       "annotated — transform loops before marking them", general=True),
     Entry("affine-binding",
           re.compile(r"The block ([\w#]+) is required to have an? partial affine binding"),
           lambda m, a: f"in that order {m.group(1)}'s indices would not be affine in the "
                        "loops any more (a block computed inside them, or a split that does not "
                        "divide, depends on their order) — reorder before that compute_at or "
-                       "split", ()),
+                       "split", general=True),
 )
 
 BUILD_ENTRIES: tuple[Entry, ...] = (
@@ -220,10 +214,10 @@ def _count(listing: str) -> int:
     return len(_block_list(listing)) or 1
 
 
-def _match(entries: tuple[Entry, ...], text: str, primitive: str | None,
+def _match(entries: tuple[Entry, ...], text: str, names: tuple[str, ...] | None,
            args: Args) -> str | None:
     for entry in entries:
-        if entry.primitives and primitive not in entry.primitives:
+        if names is not None and not entry.general and entry.name not in names:
             continue
         m = entry.pattern.search(text)
         if m:
@@ -231,9 +225,12 @@ def _match(entries: tuple[Entry, ...], text: str, primitive: str | None,
     return None
 
 
-def explain_step(text: str, primitive: str, args: Args) -> str | None:
-    """A plain sentence for TVM's refusal of a step, or None when no entry knows it."""
-    return _match(STEP_ENTRIES, text, primitive, args)
+def explain_step(text: str, explains: tuple[str, ...], args: Args) -> str | None:
+    """A plain sentence for TVM's refusal of a step, or None when no entry knows it.
+
+    ``explains`` names the entries of the step's primitive (its catalog record's
+    ``explains``); general entries apply to every primitive."""
+    return _match(STEP_ENTRIES, text, explains, args)
 
 
 def explain_build(text: str) -> str | None:

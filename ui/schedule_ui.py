@@ -38,7 +38,8 @@ from ui import state
 from ui.io_ui import render_flash
 from ui.text import ERROR_ICON, WARNING_ICON, code, escape
 
-_DEFAULT_INDEX_MAP = "lambda n, c, h, w: (n, c, h, w)"
+#: What a text field starts with, by argument name.
+_DEFAULT_TEXT = {"index_map": "lambda n, c, h, w: (n, c, h, w)"}
 #: Loop names that ``split`` (``h_0``, ``h_1``) or ``fuse`` (``n_h_0_fused``) made.
 _TILE_LOOP = re.compile(r"_\d+$|_fused$")
 #: The primitive the form showed last, and the block picked in it (see :func:`_keep_block`).
@@ -179,7 +180,7 @@ def _keep_block(name: str, infos: dict[str, BlockInfo]) -> None:
 
 
 def _loops_of(values: dict, a: Arg, infos: dict[str, BlockInfo]) -> tuple[str, dict]:
-    owner = values.get(a.of, "")
+    owner = values.get(a.kind.of, "")
     return owner, {lp.name: lp for lp in infos[owner].loops} if owner in infos else {}
 
 
@@ -211,46 +212,61 @@ def _int_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo])
             return st.selectbox(a.name.replace("_", " "), range(len(buffers)),
                                 format_func=lambda k: f"{k}: {buffers[k]}",
                                 key=f"sched.{prim.name}.{a.name}.{block.name}", help=a.doc)
-    default = a.default if a.default is not REQUIRED else a.minimum
-    return int(st.number_input(a.name.replace("_", " "), min_value=a.minimum,
-                               max_value=a.maximum, value=default, step=1,
+    default = a.default if a.default is not REQUIRED else a.kind.minimum
+    return int(st.number_input(a.name.replace("_", " "), min_value=a.kind.minimum,
+                               max_value=a.kind.maximum, value=default, step=1,
                                key=f"sched.{prim.name}.{a.name}", help=a.doc))
 
 
-def _arg_ui(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> Any:
-    label, key = a.name.replace("_", " "), f"sched.{prim.name}.{a.name}"
-    if a.kind == "block":
-        return _block_arg(prim, a, values, infos)
-    if a.kind in ("loop", "loops"):
-        owner, loops = _loops_of(values, a, infos)
-        fmt = lambda name: loop_label(loops[name]) if name in loops else name  # noqa: E731
-        if a.kind == "loop":
-            names = list(loops)
-            first = names[default_loop(list(loops.values()), prim.name)] if names else None
-            return select(label, names, first, f"{key}.{owner}", format_func=fmt, help=a.doc)
-        return st.multiselect(label, list(loops), format_func=fmt, key=f"{key}.{owner}",
+def _loop_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> Any:
+    owner, loops = _loops_of(values, a, infos)
+    fmt = lambda name: loop_label(loops[name]) if name in loops else name  # noqa: E731
+    key = f"sched.{prim.name}.{a.name}.{owner}"
+    if a.kind.widget == "loops":
+        return st.multiselect(_label(a), list(loops), format_func=fmt, key=key,
                               help=a.doc + " (in the order you pick them)")
-    if a.kind == "factors":
-        return _factors_arg(prim, a, values, infos)
-    if a.kind == "int":
-        return _int_arg(prim, a, values, infos)
-    if a.kind == "bool":
-        return st.checkbox(label, value=bool(a.default), key=key, help=a.doc)
-    if a.kind == "choice":
-        index = a.choices.index(a.default) if a.default in a.choices else 0
-        return st.selectbox(label, a.choices, index=index, key=key, help=a.doc)
-    if a.kind == "buffer":
-        block = infos.get(values.get("block", ""))
-        left, right = st.columns(2)
-        side = left.radio("buffer", ("read", "write"), horizontal=True, key=f"{key}.side")
-        names = (block.reads if side == "read" else block.writes) if block else ()
-        index = right.selectbox("index", range(max(len(names), 1)),
-                                format_func=lambda k: f"{k}: {names[k]}" if k < len(names)
-                                else str(k), key=f"{key}.index")
-        return [side, index]
-    if a.kind == "index_map":
-        return st.text_input(label, value=_DEFAULT_INDEX_MAP, key=key, help=a.doc)
-    raise AssertionError(f"no picker for argument kind {a.kind!r}")  # a new kind in steps.py
+    names = list(loops)
+    first = names[default_loop(list(loops.values()), prim.name)] if names else None
+    return select(_label(a), names, first, key, format_func=fmt, help=a.doc)
+
+
+def _buffer_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> list:
+    block, key = infos.get(values.get("block", "")), f"sched.{prim.name}.{a.name}"
+    left, right = st.columns(2)
+    side = left.radio("buffer", ("read", "write"), horizontal=True, key=f"{key}.side")
+    names = (block.reads if side == "read" else block.writes) if block else ()
+    index = right.selectbox("index", range(max(len(names), 1)),
+                            format_func=lambda k: f"{k}: {names[k]}" if k < len(names)
+                            else str(k), key=f"{key}.index")
+    return [side, index]
+
+
+def _choice_arg(prim: Primitive, a: Arg, values: dict, infos: dict[str, BlockInfo]) -> str:
+    choices = a.kind.choices
+    index = choices.index(a.default) if a.default in choices else 0
+    return st.selectbox(_label(a), choices, index=index, key=f"sched.{prim.name}.{a.name}",
+                        help=a.doc)
+
+
+def _label(a: Arg) -> str:
+    return a.name.replace("_", " ")
+
+
+#: The Streamlit field for each widget an argument kind asks for (``Kind.widget``).
+_WIDGETS = {
+    "block": _block_arg,
+    "loop": _loop_arg,
+    "loops": _loop_arg,
+    "factors": _factors_arg,
+    "int": _int_arg,
+    "bool": lambda prim, a, values, infos: st.checkbox(
+        _label(a), value=bool(a.default), key=f"sched.{prim.name}.{a.name}", help=a.doc),
+    "choice": _choice_arg,
+    "buffer": _buffer_arg,
+    "text": lambda prim, a, values, infos: st.text_input(
+        _label(a), value=_DEFAULT_TEXT.get(a.name, ""), key=f"sched.{prim.name}.{a.name}",
+        help=a.doc),
+}
 
 
 def schedule_ui(session: Session, target: str) -> Step | None:
@@ -260,11 +276,13 @@ def schedule_ui(session: Session, target: str) -> Step | None:
     name = st.selectbox("Primitive", names, key="sched.primitive",
                         format_func=lambda n: n + ("  (GPU)" if CATALOG[n].gpu else ""))
     prim = CATALOG[name]
-    st.caption(prim.doc + (" Needs the cuda target." if prim.gpu and target != "cuda" else ""))
+    returns = f" Returns the new {prim.returns}." if prim.returns else ""
+    st.caption(prim.doc + returns
+               + (" Needs the cuda target." if prim.gpu and target != "cuda" else ""))
     _keep_block(name, infos)
     values: dict[str, Any] = {}
     for a in prim.args:
-        values[a.name] = _arg_ui(prim, a, values, infos)
+        values[a.name] = _WIDGETS[a.kind.widget](prim, a, values, infos)
     st.session_state[_SHOWN] = name
     if values.get("block") in infos:
         if name == "compute_at" and not _related(infos, values["block"], consumers=True):

@@ -1,11 +1,9 @@
 """Auto-tuning baseline: MetaSchedule's best schedule for the chain, as playground steps.
 
-The tuning itself runs in the worker (job ``"tune"``, :mod:`playground.worker.jobs.tuning`), never
-in
-the server: :func:`tune` sends the chain and a trial budget and gets back the best schedule as
-a list of :class:`~playground.schedule.steps.Step` that a
-:class:`~playground.schedule.session.Session` imports
-and the user keeps editing.
+The tuning itself runs in the worker (job ``"tune"``, :mod:`playground.worker.jobs.tuning`),
+never in the server: :func:`tune` sends the chain and a trial budget and gets back the best
+schedule as a list of :class:`~playground.schedule.steps.Step` that a
+:class:`~playground.schedule.session.Session` imports and the user keeps editing.
 
 From a MetaSchedule trace to steps (:func:`trace_to_steps`)
 -----------------------------------------------------------
@@ -15,21 +13,23 @@ sampled program (``sample_perfect_tile``, ``split``, ``reorder``, ``reverse_comp
 (``RewriteParallelVectorizeUnroll`` turns the root's ``meta_schedule.parallel`` /
 ``vectorize`` / ``unroll_explicit`` hints into ``fuse`` + ``parallel`` / ``vectorize`` and
 ``pragma_auto_unroll_max_step`` annotations; ``RewriteReductionBlock`` adds
-``decompose_reduction``). The conversion replays that trace one instruction at a time on a
-fresh schedule of the chain, reading the name of every block and loop *at that moment*, and
-emits one step per instruction that changes the program:
+``decompose_reduction``). The conversion replays that trace's instructions (``trace.insts``:
+each a kind, inputs, attributes and outputs; nothing is executed but TVM's own instructions)
+on a fresh schedule of the chain, and before each instruction is applied reads its inputs,
+translated to that schedule, into one step when it changes the program:
 
-* ``sample_*`` emit nothing; their decisions become the concrete factors of the ``split``
-  that uses them, and ``sample_compute_location`` the loop of the ``compute_at`` (decision
+* ``Sample*`` emit nothing; their decisions become the concrete factors of the ``split``
+  that uses them, and ``SampleComputeLocation`` the loop of the ``compute_at`` (decision
   -2 becomes ``compute_inline``, -1 "stay at the root" emits nothing).
-* ``get_sblock``, ``get_loops``, ``get_child_blocks``, ``get_consumers``, ``get_producers``,
-  ``enter_postproc`` only look things up.
-* ``split``, ``fuse`` (also of a single loop, which only renames it ``<name>_fused``),
-  ``reorder``, ``parallel``, ``vectorize``, ``unroll``, ``compute_at``, ``reverse_compute_at``,
-  ``compute_inline``, ``reverse_compute_inline``, ``decompose_reduction``, ``cache_read``,
-  ``cache_write`` map one to one; the loop is named as around a block under it.
-* ``annotate`` with ``pragma_auto_unroll_max_step`` / ``pragma_unroll_explicit`` on a loop
-  becomes an ``annotate`` step.
+* ``GetSBlock``, ``GetLoops``, ``GetChildBlocks``, ``GetConsumers``, ``GetProducers``,
+  ``EnterPostproc`` only look things up.
+* An instruction of a catalog primitive with a trace form (``ReverseComputeAt`` is
+  ``reverse_compute_at``; see ``Primitive.trace`` in :mod:`playground.schedule.steps`) maps
+  one to one: the form says which input or attribute becomes which argument, and the
+  argument's kind reads it (:meth:`~playground.schedule.kinds.Kind.from_trace`: a loop is
+  named as around a block under it, a sampled factor by its decision). ``fuse`` of a single
+  loop only renames it ``<name>_fused``; ``annotate`` with ``pragma_auto_unroll_max_step`` /
+  ``pragma_unroll_explicit`` on a loop becomes an ``annotate`` step.
 * **Dropped**: every ``meta_schedule.*`` annotation and ``unannotate``. The root's hints are
   removed by the postprocessor itself (``unannotate`` in the trace), so dropping both changes
   nothing; ``meta_schedule.tiling_structure`` (a block attribute recording the tiling rule,
@@ -42,18 +42,18 @@ emits one step per instruction that changes the program:
 
 from __future__ import annotations
 
-import ast
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from playground import pyparse
 from playground.errors import PlaygroundError, StepError
 from playground.schedule import ir
+from playground.schedule.kinds import On
 from playground.schedule.loops import loop, loop_names
 from playground.schedule.replay import block_names, scheduled
 from playground.schedule.session import Session
-from playground.schedule.steps import ANNOTATIONS, Step
+from playground.schedule.steps import ANNOTATIONS, CATALOG, Primitive, Step
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -64,12 +64,6 @@ from playground.worker.result import JobResult
 FIXED_S = 6.0
 PER_TRIAL_S = 1.4
 MAX_TRIALS = 2000
-
-_LOOKUPS = {"get_sblock", "get_loops", "get_child_blocks", "get_consumers", "get_producers",
-            "get_loop", "enter_postproc", "sample_perfect_tile", "sample_categorical",
-            "sample_partitioned_tile", "sample_compute_location"}
-_LOOP_STEPS = {"parallel", "vectorize", "unroll"}
-
 
 class TuningError(PlaygroundError):
     """A tuning request or a tuned trace the playground cannot use."""
@@ -184,174 +178,136 @@ def tune(pool: WorkerPool, session: Session, trials: int = 32, *, target: str = 
 
 # ----------------------------------------------------------------------------- conversion
 
-def _owners(sch) -> list[str]:
-    """Blocks in the order loops are named by: deepest nest first (the main computation
-    rather than a pad computed under its tile), then program order."""
-    names = block_names(sch)
-    depth = {b: len(sch.get_loops(sch.get_sblock(b))) for b in names}
-    return sorted(names, key=lambda b: -depth[b])
+#: Instructions that only look things up or sample a decision that a later instruction uses.
+_LOOKUPS = {"GetSBlock", "GetLoops", "GetChildBlocks", "GetConsumers", "GetProducers",
+            "GetLoop", "EnterPostproc", "SamplePerfectTile", "SampleCategorical",
+            "SamplePartitionedTile", "SampleComputeLocation"}
 
 
-def _name_loop(sch, rv, exclude: str | None = None) -> tuple[str, str]:
-    """(block, loop name) naming the loop ``rv`` by a block under it."""
-    target = sch.get(rv)
-    for block in _owners(sch):
-        if block == exclude:
-            continue
-        rvs = sch.get_loops(sch.get_sblock(block))
-        for name, other in zip(loop_names(sch, block), rvs, strict=True):
-            if sch.get(other).same_as(target):
-                return block, name
-    raise TuningError(f"tuned trace: loop {target.loop_var.name} has no block under it")
-
-
-def _common_owner(sch, rvs: list) -> tuple[str, list[str]]:
-    """A block under all loops ``rvs``, and their names around it."""
-    targets = [sch.get(rv) for rv in rvs]
-    for block in _owners(sch):
-        around = list(zip(loop_names(sch, block), sch.get_loops(sch.get_sblock(block)),
-                          strict=True))
-        names = []
-        for t in targets:
-            name = next((n for n, r in around if sch.get(r).same_as(t)), None)
-            if name is None:
-                break
-            names.append(name)
-        else:
-            return block, names
-    raise TuningError("tuned trace: no block lies under all loops of one fuse/reorder")
-
-
-def _call(line: str) -> tuple[str, list, dict] | None:
-    """(method, positional arg nodes, keyword arg nodes) of a ``... = sch.method(...)`` line."""
-    tree = pyparse.parse(line.strip())
-    if len(tree.body) != 1:
-        return None
-    node = tree.body[0]
-    call = node.value if isinstance(node, ast.Assign | ast.Expr) else None
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-            and isinstance(call.func.value, ast.Name) and call.func.value.id == "sch"):
-        return None
-    return call.func.attr, list(call.args), {k.arg: k.value for k in call.keywords}
-
-
-def _value(node: ast.AST, ns: dict) -> Any:
-    return eval(compile(ast.Expression(node), "<trace>", "eval"), ns)
-
-
-def _int(sch, v: Any) -> int:
-    return v if isinstance(v, int) else int(sch.get(v))
-
-
-def _step_for(sch, method: str, args: list, kw: dict, ns: dict,
-              special: dict[str, str]) -> tuple[Step | None, str]:
-    """The step for one instruction (before it is applied), or (None, why it is dropped)."""
-    val = {k: _value(v, ns) for k, v in kw.items()}
-    pos = [_value(a, ns) for a in args]
-    if method == "split":
-        block, name = _name_loop(sch, val["loop"])
-        factors = [_int(sch, f) if f is not None else None for f in val["factors"]]
-        return Step("split", {"block": block, "loop": name, "factors": factors}), ""
-    if method in ("fuse", "reorder"):
-        block, names = _common_owner(sch, pos)
-        return Step(method, {"block": block, "loops": names}), ""
-    if method in _LOOP_STEPS:
-        block, name = _name_loop(sch, val["loop"])
-        return Step(method, {"block": block, "loop": name}), ""
-    if method in ("compute_at", "reverse_compute_at"):
-        moved = sch.get(val["block"]).name_hint
-        loop_src = ast.unparse(kw["loop"])
-        if special.get(loop_src) == "root":
-            return None, "stays at the root (sampled compute location -1)"
-        if special.get(loop_src) == "inline":
-            prim = "compute_inline" if method == "compute_at" else "reverse_compute_inline"
-            return Step(prim, {"block": moved}), ""
-        owner, name = _name_loop(sch, val["loop"], exclude=moved)
-        return Step(method, {"block": moved, "target_block": owner, "target_loop": name,
-                             "preserve_unit_loops": bool(val.get("preserve_unit_loops",
-                                                                 False))}), ""
-    if method in ("compute_inline", "reverse_compute_inline"):
-        return Step(method, {"block": sch.get(val["block"]).name_hint}), ""
-    if method == "decompose_reduction":
-        block = sch.get(val["block"]).name_hint
-        rvs = sch.get_loops(val["block"])
-        target = sch.get(val["loop"])
-        idx = next(i for i, r in enumerate(rvs) if sch.get(r).same_as(target))
-        return Step(method, {"block": block, "loop": loop_names(sch, block)[idx]}), ""
-    if method in ("cache_read", "cache_write"):
-        if val.get("consumer_blocks"):
-            raise _Unsupported(f"{method} with consumer_blocks")
-        index_key = "read_buffer_index" if method == "cache_read" else "write_buffer_index"
-        return Step(method, {"block": sch.get(val["block"]).name_hint,
-                             index_key: int(val[index_key]),
-                             "storage_scope": val["storage_scope"]}), ""
-    if method == "annotate":
-        key = val["ann_key"]
-        target = val["block_or_loop"]
-        is_loop = isinstance(sch.get(target), ir.For)
-        if is_loop and key in ANNOTATIONS:
-            block, name = _name_loop(sch, target)
-            value = _int(sch, val["ann_val"])
-            return Step("annotate", {"block": block, "loop": name, "key": key,
-                                     "value": min(value, ANNOTATIONS[key])}), ""
-        if key == "meta_schedule.tiling_structure":
-            return None, "records which tiling rule made the nest; not read when compiling"
-        if key.startswith("meta_schedule."):
-            return None, ("a hint to the postprocessors, removed by them; what they did "
-                          "follows as ordinary steps")
-        raise _Unsupported(f"annotate {key!r}")
-    if method == "unannotate":
-        return None, f"the postprocessor removing the hint {val['ann_key']!r}"
-    raise _Unsupported(method)
+def _snake(kind: str) -> str:
+    """An instruction kind's name as a primitive's: ``ReverseComputeAt`` ->
+    ``reverse_compute_at``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
 
 
 class _Unsupported(Exception):
     pass
 
 
-def trace_to_steps(chain: dict, trace_lines: list[str]) -> tuple[Conversion, Any]:
-    """Convert a MetaSchedule trace (``sch.trace.as_python()``) into playground steps.
+def _text(inst) -> str:
+    """An instruction in a line: its kind and its string attributes (``Annotate
+    meta_schedule.parallel``), for the list of dropped instructions."""
+    words = [str(a) for a in inst.attrs if isinstance(a, str)]
+    return " ".join([inst.kind.name, *words])
 
-    Runs each line on a fresh schedule of ``chain`` (so call it only on traces TVM produced,
-    in the worker: the lines are executed). Returns the conversion and that schedule (the
-    tuned one, for comparisons).
+
+def _args(prim: Primitive, inputs: list, attrs: list, on: On) -> dict:
+    """The step's arguments from an instruction's (translated) inputs and attributes, each
+    read by its argument's kind in the order of the primitive's :class:`TraceForm`."""
+    args: dict = {}
+    for names, values in ((prim.trace.inputs, list(inputs)), (prim.trace.attrs, list(attrs))):
+        for k, name in enumerate(names):
+            if name is None:
+                continue
+            value = values[k:] if name.startswith("*") else values[k]
+            a = prim.arg(name.lstrip("*"))
+            args[a.name] = a.kind.from_trace(a, value, args, on)
+    return args
+
+
+def _hint(kind: str, attrs: list) -> str:
+    """Why an instruction that only handles MetaSchedule's hints is dropped ("" if not)."""
+    key = str(attrs[0]) if kind in ("Annotate", "Unannotate") else ""
+    if kind == "Unannotate":
+        return f"the postprocessor removing the hint {key}"
+    if key == "meta_schedule.tiling_structure":
+        return "records which tiling rule made the nest; not read when compiling"
+    if key.startswith("meta_schedule."):
+        return "a hint to the postprocessors, removed by them; what they did follows as " \
+               "ordinary steps"
+    return ""
+
+
+def _faithful(name: str, sch, inputs: list, attrs: list) -> Primitive:
+    """The catalog's primitive ``name``, if its step does what the instruction did; else
+    :class:`_Unsupported`."""
+    prim = CATALOG.get(name)
+    if prim is None or prim.trace is None:
+        raise _Unsupported(f"{name} (no playground step does it)")
+    if prim.name == "annotate" and (str(attrs[0]) not in ANNOTATIONS
+                                    or not isinstance(sch.get(inputs[0]), ir.For)):
+        raise _Unsupported(f"annotate {str(attrs[0])!r}")
+    if prim.name in ("cache_read", "cache_write") and len(inputs) > 1 and len(inputs[1]):
+        raise _Unsupported(f"{prim.name} with consumer_blocks")  # inputs[1]: the blocks
+    return prim
+
+
+def _step_for(sch, inst, inputs: list, attrs: list, special: dict) -> tuple[Step | None, str]:
+    """The step for one instruction (before it is applied), or (None, why it is dropped).
+
+    What is converted is the catalog's business (:class:`TraceForm`, :meth:`Kind.from_trace`);
+    what tuning leaves out is decided here: MetaSchedule's hints, compute locations sampled
+    as "stay at the root" (-1) or "inline" (-2), and what has no faithful step."""
+    why = _hint(inst.kind.name, attrs)
+    if why:
+        return None, why
+    prim = _faithful(_snake(inst.kind.name), sch, inputs, attrs)
+    if prim.name in ("compute_at", "reverse_compute_at"):
+        where = next((v for rv, v in special.items() if rv.same_as(inst.inputs[1])), None)
+        if where == "root":
+            return None, "stays at the root (sampled compute location -1)"
+        if where == "inline":
+            inline = "compute_inline" if prim.name == "compute_at" else "reverse_compute_inline"
+            return Step(inline, {"block": sch.get(inputs[0]).name_hint}), ""
+    args = _args(prim, inputs, attrs, On(sch, tuple(block_names(sch))))
+    if prim.name == "annotate":  # MetaSchedule's unroll steps go beyond what a user may set
+        args["value"] = min(args["value"], ANNOTATIONS[args["key"]])
+    return Step(prim.name, args), ""
+
+
+def trace_to_steps(chain: dict, trace) -> tuple[Conversion, Any]:
+    """Convert a MetaSchedule trace (``sch.trace``) into playground steps.
+
+    Replays the trace's instructions (``trace.insts``: kind, inputs, attributes) on a fresh
+    schedule of ``chain``; before each is applied, its inputs (translated to that schedule)
+    are read into a step. Nothing is executed but TVM's own instructions. Returns the
+    conversion and that schedule (the tuned one, for comparisons).
     """
     from tvm import s_tir
 
     from playground.chain.compute import chain_module
 
     sch = s_tir.Schedule(chain_module(chain))
-    ns: dict[str, Any] = {"sch": sch, "T": None}
     steps: list[Step] = []
     dropped: list[str] = []
-    special: dict[str, str] = {}  # loop RVs from sample_compute_location: root / inline
-    for raw in trace_lines:
-        line = raw.strip()
-        if not line or line.startswith(("#", "def ")):
-            continue
-        parsed = _call(line)
-        if parsed is None:
-            raise TuningError(f"tuned trace: cannot read line {line!r}")
-        method, args, kw = parsed
-        if method == "sample_compute_location":
-            decision = _value(kw["decision"], ns)
-            out = line.split("=", 1)[0].strip()
-            if decision in (-1, -2):
-                special[out] = "root" if decision == -1 else "inline"
-        if method not in _LOOKUPS:
-            try:
-                step, why = _step_for(sch, method, args, kw, ns, special)
-            except _Unsupported as e:
-                return Conversion(tuple(steps), tuple(dropped), False,
-                                  f"{e} (line: {line})"), sch
-            if step is not None:
-                steps.append(step)
-            else:
-                dropped.append(f"{line}  # {why}")
+    special: dict = {}  # the trace's loop RVs from SampleComputeLocation: "root" / "inline"
+    stopped: list[str] = []
+    seen = [0]
+
+    def convert(inst, inputs, attrs, decision):
+        kind = inst.kind.name
+        seen[0] += 1
+        if kind == "SampleComputeLocation" and int(decision) in (-1, -2):
+            special[inst.outputs[0]] = "root" if int(decision) == -1 else "inline"
+        if kind in _LOOKUPS or stopped:
+            return decision
         try:
-            exec(compile(line, "<trace>", "exec"), ns)
-        except Exception as e:
-            raise TuningError(f"tuned trace: replaying {line!r} failed: {e}") from None
+            step, why = _step_for(sch, inst, list(inputs), list(attrs), special)
+        except (_Unsupported, ValueError) as e:
+            stopped.append(f"{e} (instruction {seen[0]} of the trace: {_text(inst)})")
+            raise
+        if step is not None:
+            steps.append(step)
+        else:
+            dropped.append(f"{_text(inst)}  # {why}")
+        return decision
+
+    try:
+        trace.apply_to_schedule(sch, remove_postproc=False, decision_provider=convert)
+    except Exception as e:  # TVM wraps what the callback raised
+        if not stopped:
+            raise TuningError(f"tuned trace: replaying it failed: {e}") from None
+        return Conversion(tuple(steps), tuple(dropped), False, stopped[0]), sch
     return Conversion(tuple(steps), tuple(dropped)), sch
 
 

@@ -33,6 +33,7 @@ from playground.io.script_scan import (
     scan,
     snippet,
 )
+from playground.schedule.kinds import Unreadable, is_sch, str_const
 from playground.schedule.replay import apply_step, scheduled
 from playground.schedule.steps import CATALOG, REQUIRED, Arg, Primitive, Step
 
@@ -63,63 +64,21 @@ def _literal(node: ast.AST, line: int, what: str) -> Any:
     return value
 
 
-def _is_sch(node: ast.AST) -> bool:
-    return isinstance(node, ast.Name) and node.id == "sch"
-
-
-def _str_const(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    return None
-
-
-def _read_block(node: ast.AST, line: int, ctx: str) -> str:
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get_sblock" and _is_sch(node.func.value)
-            and len(node.args) == 1 and not node.keywords):
-        name = _str_const(node.args[0])
-        if name is not None:
-            return name
-    raise err(line, f'{ctx} expects sch.get_sblock("name"); found {snippet(node)}')
-
-
-def _read_loop(node: ast.AST, line: int, ctx: str) -> tuple[str, str]:
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "loop"
-            and len(node.args) == 3 and not node.keywords and _is_sch(node.args[0])):
-        block, name = _str_const(node.args[1]), _str_const(node.args[2])
-        if block is not None and name is not None:
-            return block, name
-    raise err(line, f'{ctx} expects loop(sch, "block", "loop"); found {snippet(node)}')
-
-
-def _set_owner(args: dict, key: str, block: str, line: int, ctx: str) -> None:
-    if args.setdefault(key, block) != block:
-        raise err(line, f"{ctx}: the loop belongs to block {block!r} but {key} is "
-                         f"{args[key]!r}")
-
-
 def _read_value(a: Arg, node: ast.AST, args: dict, line: int, ctx: str) -> Any:
-    if a.kind == "block":
-        name = _read_block(node, line, f"{ctx} argument {a.name}")
-        _set_owner(args, a.name, name, line, ctx)
-        return name
-    if a.kind == "loop":
-        block, name = _read_loop(node, line, f"{ctx} argument {a.name}")
-        _set_owner(args, a.of, block, line, ctx)
-        return name
-    if a.kind == "index_map":
-        if not isinstance(node, ast.Lambda):
-            raise err(line, f"{ctx} argument {a.name} must be a lambda; found "
-                             f"{describe(node)}")
-        return snippet(node, limit=10_000)
-    value = _literal(node, line, f"{ctx} argument {a.name}")
-    return list(value) if isinstance(value, tuple) else value
+    """One argument, read by its kind (:meth:`Kind.read`) from the form step_code writes."""
+    what = f"{ctx} argument {a.name}"
+    try:
+        return a.kind.read(a, node, args, lambda n: _literal(n, line, what))
+    except Unreadable as e:
+        if not e.found:
+            raise err(line, f"{ctx}{e.expected}") from None
+        raise err(line, f"{what} {e.expected}; found {snippet(node)}") from None
 
 
 def _read_call(node: ast.AST, line: int) -> Step:
     """A ``sch.<primitive>(...)`` call, in step_code's form, as a Step (not yet checked)."""
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and _is_sch(node.func.value)):
+            and is_sch(node.func.value)):
         raise err(line, f"apply_schedule may only call sch.<primitive>(...); found "
                          f"{describe(node)}")
     prim: Primitive | None = CATALOG.get(node.func.attr)
@@ -135,15 +94,11 @@ def _read_call(node: ast.AST, line: int) -> Step:
     args: dict[str, Any] = {}
     for keyword, name in prim.call:
         a = prim.arg(name)
-        if a.kind == "loops":
-            found = []
-            while positional:
-                block, loop_name = _read_loop(positional.pop(0), line, f"{ctx} argument {name}")
-                _set_owner(args, a.of, block, line, ctx)
-                found.append(loop_name)
-            if not found:
+        if a.kind.spread:  # the remaining positional arguments, each read by the kind
+            args[name] = [_read_value(a, positional.pop(0), args, line, ctx)
+                          for _ in range(len(positional))]
+            if not args[name]:
                 raise err(line, f"{ctx}: missing argument {name} ({a.doc})")
-            args[name] = found
             continue
         if keyword is None:
             value_node = positional.pop(0) if positional else None
@@ -170,7 +125,7 @@ def _read_schedule(fn: ast.FunctionDef) -> list[tuple[int, Step]]:
     for k, stmt in enumerate(fn.body):
         if isinstance(stmt, ast.Pass):
             continue
-        if k == 0 and isinstance(stmt, ast.Expr) and _str_const(stmt.value) is not None:
+        if k == 0 and isinstance(stmt, ast.Expr) and str_const(stmt.value) is not None:
             continue  # docstring
         if isinstance(stmt, ast.Expr):
             call = stmt.value

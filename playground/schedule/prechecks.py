@@ -21,7 +21,7 @@ from typing import Any
 from playground.errors import StepError
 from playground.schedule import ir
 from playground.schedule.ir import Block, Loop
-from playground.schedule.steps import Step
+from playground.schedule.steps import CATALOG, Step
 
 
 class Facts:
@@ -111,17 +111,16 @@ def check_step(sch: Any, step: Step, ctx: str, target: str | None = None) -> Non
     StepError
         One line: what is wrong, with the block and loop names, and what to do instead.
     """
-    rule = _RULES.get(step.primitive)
-    if rule is None and not (step.primitive == "bind" and target == "cpu"):
-        return
-    facts = Facts(sch)
-    if step.primitive == "bind" and target == "cpu":
+    prim = CATALOG[step.primitive]
+    if prim.gpu and target == "cpu":
         a = step.args
         raise _refuse(ctx, f"binding {a['block']}.{a['loop']} to {a['thread']} makes it a GPU "
                            "loop, but the target is the CPU — use parallel for CPU threads, or "
                            "switch the target to cuda", "thread")
-    if rule is not None:
-        rule(facts, dict(step.args), ctx)
+    if prim.prechecks:
+        facts = Facts(sch)
+        for name in prim.prechecks:
+            RULES[name](facts, dict(step.args), ctx)
 
 
 def _parallel(f: Facts, a: dict, ctx: str) -> None:
@@ -261,7 +260,9 @@ def _cache(f: Facts, a: dict, ctx: str) -> None:
                            f"that copy, or another storage scope", "storage_scope")
 
 
-_RULES = {
+#: The rules by name; a primitive's catalog record lists the ones run before it
+#: (``Primitive.prechecks`` in :mod:`playground.schedule.steps`).
+RULES = {
     "parallel": _parallel,
     "vectorize": _vectorize,
     "compute_at": _compute_at,
@@ -269,8 +270,7 @@ _RULES = {
     "reverse_compute_inline": _reverse_compute_inline,
     "transform_layout": _transform_layout,
     "decompose_reduction": _decompose_reduction,
-    "cache_read": _cache,
-    "cache_write": _cache,
+    "cache": _cache,
 }
 
 

@@ -21,7 +21,7 @@ from playground.chain.spec import chain_to_json
 from playground.errors import PlaygroundError, StepError
 from playground.explain import explain_step, plain
 from playground.schedule.ir import Block, Loop, block_names, blocks
-from playground.schedule.loops import loop, loop_names
+from playground.schedule.kinds import On
 from playground.schedule.prechecks import check_result, check_step
 from playground.schedule.steps import CATALOG, Step, normalize_step, steps_to_json
 
@@ -79,35 +79,22 @@ def _name_objects(message: str, detail: str) -> str:
     return message
 
 
-def _resolve(sch: s_tir.Schedule, prim_name: str, args: dict, ctx: str) -> dict:
-    """Turn names into schedule handles, refusing unknown blocks and loops by name."""
-    prim = CATALOG[prim_name]
-    known = block_names(sch)
-    out: dict = {}
-    for a in prim.args:
-        v = args[a.name]
-        if a.kind == "block":
-            if v not in known:
-                raise StepError(f"{ctx}: {a.name} {v!r} does not exist (blocks: "
-                                f"{', '.join(known)})", where=a.name)
-            out[a.name] = sch.get_sblock(v)
-        elif a.kind in ("loop", "loops"):
-            owner = args[a.of]
-            names = loop_names(sch, owner)
-            for x in (v if a.kind == "loops" else [v]):
-                if x not in names:
-                    raise StepError(f"{ctx}: block {owner} has no loop {x!r} (its loops: "
-                                    f"{', '.join(names) or 'none'})", where=a.name)
-            out[a.name] = ([loop(sch, owner, x) for x in v] if a.kind == "loops"
-                           else loop(sch, owner, v))
-        elif a.kind == "buffer":
-            out[a.name] = (v[0], v[1])
-        elif a.kind == "index_map":
-            # Safe: check_index_map admitted only a lambda of integer arithmetic on its params.
-            out[a.name] = eval(compile(v, "<index_map>", "eval"), {"__builtins__": {}})
+def call_args(sch: s_tir.Schedule, step: Step, ctx: str) -> tuple[list, dict]:
+    """The positional and keyword arguments of TVM's call for the (normalized) ``step`` on
+    ``sch``: each argument's kind turns its value into what TVM takes
+    (:meth:`Kind.resolve`), refusing an unknown block or loop by name."""
+    prim = CATALOG[step.primitive]
+    on = On(sch, tuple(block_names(sch)), ctx)
+    handles = {a.name: a.kind.resolve(a, step.args, on) for a in prim.args}
+    positional, keywords = [], {}
+    for keyword, name in prim.call:
+        if prim.arg(name).kind.spread:
+            positional.extend(handles[name])
+        elif keyword is None:
+            positional.append(handles[name])
         else:
-            out[a.name] = v
-    return out
+            keywords[keyword] = handles[name]
+    return positional, keywords
 
 
 def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None,
@@ -129,24 +116,15 @@ def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None,
     step = normalize_step(step, index)
     prim = CATALOG[step.primitive]
     ctx = f"step {index + 1} ({prim.name})" if index is not None else prim.name
-    handles = _resolve(sch, prim.name, dict(step.args), ctx)
+    positional, keywords = call_args(sch, step, ctx)
     check_step(sch, step, ctx, target)
-    positional, keywords = [], {}
-    for keyword, name in prim.call:
-        value = handles[name]
-        if prim.arg(name).kind == "loops":
-            positional.extend(value)
-        elif keyword is None:
-            positional.append(value)
-        else:
-            keywords[keyword] = value
     try:
         getattr(sch, prim.name)(*positional, **keywords)
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             AssertionError) as e:
         text = str(e)
         reason = _name_objects(_one_line(text), text).removeprefix("ScheduleError: ")
-        said = explain_step(_name_objects(text, text), prim.name, step.args)
+        said = explain_step(_name_objects(text, text), prim.explains, step.args)
         message = f"{ctx}: {said}" if said else f"{ctx}: TVM refused it: {plain(reason)}"
         raise StepError(message, detail=text, where="tvm") from None
     check_result(sch, step, ctx)
@@ -203,6 +181,7 @@ __all__ = [
     "apply_step",
     "block_names",
     "blocks",
+    "call_args",
     "fresh_schedule",
     "replay_prefix",
     "scheduled",

@@ -386,3 +386,11 @@ def test_a_gpu_binding_is_refused_at_the_step_on_the_cpu_target():
     assert session(at).cursor == 0
     assert any("makes it a GPU loop, but the target is the CPU" in m for m in errors(at)), \
         errors(at)
+
+
+def test_the_form_has_a_widget_for_every_argument_kind():
+    """The form maps widget names to Streamlit calls; every kind in the catalog asks for one."""
+    from playground.schedule.steps import CATALOG
+    from ui.schedule_ui import _WIDGETS
+
+    assert {a.kind.widget for p in CATALOG.values() for a in p.args} <= set(_WIDGETS)

@@ -9,6 +9,7 @@ from helpers import CONV_RELU, CONV_RELU_CONV
 from playground.errors import StepError
 from playground.explain import BUILD_ENTRIES, STEP_ENTRIES, explain_build, explain_step, plain
 from playground.schedule.session import Session
+from playground.schedule.steps import CATALOG
 from playground.schedule.steps import Step as S
 
 CONV_RELU_ADD = {"input": {"shape": [1, 8, 16, 16]},
@@ -124,7 +125,7 @@ def test_step_entry(entry):
 @pytest.mark.parametrize("entry", list(RECORDED))
 def test_recorded_step_entry(entry):
     primitive, args, text, phrase = RECORDED[entry]
-    assert phrase in explain_step(text, primitive, args)
+    assert phrase in explain_step(text, CATALOG[primitive].explains, args)
 
 
 @pytest.mark.parametrize("entry", list(BUILD_TEXTS))
@@ -137,6 +138,16 @@ def test_every_entry_is_tested():
     step_names = {e.name for e in STEP_ENTRIES}
     assert step_names == set(STEP_CASES) | set(RECORDED)
     assert {e.name for e in BUILD_ENTRIES} == set(BUILD_TEXTS)
+
+
+def test_every_entry_belongs_to_the_primitives_that_name_it():
+    """A primitive's catalog record names its entries; an entry no primitive names must be
+    general (it applies to every step), and every name in the catalog is an entry."""
+    named = {n for p in CATALOG.values() for n in p.explains}
+    entries = {e.name: e for e in STEP_ENTRIES}
+    assert named <= set(entries)
+    assert all(e.general for name, e in entries.items() if name not in named)
+    assert not any(e.general for name, e in entries.items() if name in named)
 
 
 @pytest.mark.parametrize("reason, expected", [

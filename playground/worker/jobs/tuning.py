@@ -200,7 +200,7 @@ def _best_that_replays(db, mod, chain: dict):
         sch = s_tir.Schedule(mod)
         rec.trace.apply_to_schedule(sch, remove_postproc=False)
         trace = [str(line) for line in sch.trace.as_python()]
-        conversion, tuned = trace_to_steps(chain, trace)
+        conversion, tuned = trace_to_steps(chain, sch.trace)
         equal, why = verify(chain, conversion, tuned)
         found = (trace, conversion, equal, why, _mean_s(rec) * 1e3)
         first = first or found

@@ -78,6 +78,18 @@ b117 = sch.decompose_reduction(block=b99, loop=l103)
 """  # noqa: E501
 
 
+def _trace(chain: dict, lines: list[str]):
+    """The MetaSchedule trace that TVM printed as ``lines`` (run on a fresh schedule: these
+    are TVM's own lines, from the recorded tuning above)."""
+    from tvm import s_tir
+
+    from playground.chain.compute import chain_module
+
+    sch = s_tir.Schedule(chain_module(chain))
+    exec("\n".join(lines), {"sch": sch, "T": None})
+    return sch.trace
+
+
 def test_estimate_grows_with_trials():
     assert estimate_seconds(16) < estimate_seconds(64)
     assert estimate_seconds(64, cores=4) < estimate_seconds(64, cores=2)
@@ -91,7 +103,7 @@ def test_check_trials_refuses(bad):
 
 def test_trace_converts_to_steps_that_replay_the_tuned_program():
     chain = normalize_chain(CONV_RELU)
-    conversion, tuned = trace_to_steps(chain, TUNED_TRACE.splitlines())
+    conversion, tuned = trace_to_steps(chain, _trace(chain, TUNED_TRACE.splitlines()))
     assert conversion.complete, conversion.unsupported
     prims = [s.primitive for s in conversion.steps]
     assert prims[:7] == ["split"] * 7
@@ -112,7 +124,7 @@ def test_trace_converts_to_steps_that_replay_the_tuned_program():
 
 def test_tuned_program_differs_only_by_hints():
     chain = normalize_chain(CONV_RELU)
-    conversion, tuned = trace_to_steps(chain, TUNED_TRACE.splitlines())
+    conversion, tuned = trace_to_steps(chain, _trace(chain, TUNED_TRACE.splitlines()))
     session = Session.new(chain, [s.to_dict() for s in conversion.steps])
     assert not tvm_ffi.structural_equal(session.schedule().mod, tuned.mod)  # tiling_structure
     stripped = tuned.copy()
@@ -128,7 +140,7 @@ def test_sampled_compute_locations_root_and_inline():
              "sch.compute_at(block=b0, loop=l2, preserve_unit_loops=True, index=-1)",
              "l3 = sch.sample_compute_location(block=b1, decision=-1)",
              "sch.reverse_compute_at(block=b1, loop=l3, preserve_unit_loops=True, index=-1)"]
-    conversion, tuned = trace_to_steps(chain, lines)
+    conversion, tuned = trace_to_steps(chain, _trace(chain, lines))
     assert conversion.steps == (Step("compute_inline", {"block": "conv1_pad"}),)
     assert len(conversion.dropped) == 1 and "root" in conversion.dropped[0]
     assert verify(chain, conversion, tuned)[0]
@@ -140,10 +152,23 @@ def test_unsupported_instruction_stops_the_conversion():
              "l1, l2, l3, l4, l5, l6, l7 = sch.get_loops(block=b0)",
              "l8, l9 = sch.split(loop=l3, factors=[4, 4], preserve_unit_iters=True)",
              "b10 = sch.blockize(target=l9)"]
-    conversion, _ = trace_to_steps(chain, lines)
+    conversion, _ = trace_to_steps(chain, _trace(chain, lines))
     assert not conversion.complete
     assert "blockize" in conversion.unsupported
     assert [s.primitive for s in conversion.steps] == ["split"]
+
+
+def test_caches_convert_unless_they_name_consumer_blocks():
+    chain = normalize_chain(CONV_RELU)
+    lines = ['b0 = sch.get_sblock(name="conv1", func_name="main")',
+             'b1 = sch.get_sblock(name="relu1", func_name="main")',
+             'b2 = sch.cache_write(block=b0, write_buffer_index=0, storage_scope="global")',
+             'b3 = sch.cache_read(block=b1, read_buffer_index=0, storage_scope="local", '
+             'consumer_blocks=[b1])']
+    conversion, _ = trace_to_steps(chain, _trace(chain, lines))
+    assert conversion.steps == (Step("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                                     "storage_scope": "global"}),)
+    assert not conversion.complete and "cache_read with consumer_blocks" in conversion.unsupported
 
 
 POOL_CHAIN = {"input": {"shape": [1, 8, 16, 16]},

@@ -185,22 +185,22 @@ _MAPS = st.sampled_from(["lambda n, c, h, w: (n, c // 2, h, w, c % 2)",
 
 def _arg_code(a: Arg) -> st.SearchStrategy[str]:
     """Source text for one argument, mostly well-formed, in step_code's forms."""
-    if a.kind == "block":
+    if a.kind.name == "block":
         return _BLOCKS.map(lambda b: f'sch.get_sblock("{b}")')
-    if a.kind == "loop":
+    if a.kind.name == "loop":
         return st.tuples(_BLOCKS, _LOOPS).map(lambda p: f'loop(sch, "{p[0]}", "{p[1]}")')
-    if a.kind == "loops":
+    if a.kind.name == "loops":
         return st.tuples(_BLOCKS, st.lists(_LOOPS, min_size=1, max_size=4, unique=True)).map(
             lambda p: ", ".join(f'loop(sch, "{p[0]}", "{name}")' for name in p[1]))
-    if a.kind == "factors":
+    if a.kind.name == "factors":
         return st.lists(st.one_of(st.none(), st.integers(-1, 9)), min_size=1,
                         max_size=3).map(repr)
-    if a.kind == "buffer":
+    if a.kind.name == "buffer":
         return st.tuples(st.sampled_from(["read", "write"]), st.integers(0, 3)).map(repr)
-    if a.kind == "index_map":
+    if a.kind.name == "index_map":
         return _MAPS
-    if a.kind == "choice":
-        return st.sampled_from(list(a.choices)).map(repr)
+    if a.kind.name == "choice":
+        return st.sampled_from(list(a.kind.choices)).map(repr)
     return st.one_of(st.booleans(), st.integers(-1, 4)).map(repr)
 
 

@@ -247,3 +247,12 @@ def test_every_preset_still_applies():
 
     broken = [(p["name"], p["error"]) for p in list_presets() if p.get("error")]
     assert broken == []
+
+
+def test_every_rule_belongs_to_a_primitive():
+    """The catalog names each primitive's rules; every name is a rule and every rule is used."""
+    from playground.schedule.prechecks import RULES
+    from playground.schedule.steps import CATALOG
+
+    named = [n for p in CATALOG.values() for n in p.prechecks]
+    assert set(named) == set(RULES)

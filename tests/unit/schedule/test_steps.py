@@ -186,3 +186,101 @@ def test_duplicate_loop_names_get_an_occurrence_suffix():
         "block": "relu1", "target_block": "conv1", "target_loop": "w"})])
     names = [x.name for x in _loops(session, "relu1")]
     assert len(names) == len(set(names))
+
+
+# ----------------------------------------------------------------------------- the catalog
+
+def _apply_example(prim):
+    """Apply ``prim``'s documented example as the playground does (pre-checks included) and
+    return the TVMScript lines it adds, and TVM's return value of the call."""
+    import difflib
+
+    from playground.chain.spec import normalize_chain
+    from playground.schedule.replay import apply_step, call_args, scheduled
+
+    ex = prim.example
+    chain = normalize_chain(ex.chain)
+    before = scheduled(chain, tuple(Step.from_dict(d) for d in ex.setup))
+    step = Step.from_dict(ex.step)
+    after = before.copy()
+    apply_step(after, step)
+    diff = difflib.ndiff(before.mod.script().splitlines(), after.mod.script().splitlines())
+    added = "\n".join(line[2:] for line in diff if line.startswith("+ "))
+    direct = before.copy()
+    positional, keywords = call_args(direct, normalize_step(step), prim.name)
+    return added, getattr(direct, prim.name)(*positional, **keywords)
+
+
+def _returned(value) -> str:
+    from tvm.s_tir.schedule import LoopRV, SBlockRV
+
+    if value is None:
+        return ""
+    if isinstance(value, SBlockRV):
+        return "block"
+    if isinstance(value, LoopRV):
+        return "loop"
+    assert all(isinstance(v, LoopRV) for v in value), value
+    return "loops"
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_example_changes_the_program_as_documented(name):
+    """Each primitive's before/after example applies, adds what it says to the TVMScript,
+    and TVM's call returns what the catalog's ``returns`` says."""
+    prim = CATALOG[name]
+    assert prim.example.step["primitive"] == name and prim.example.says
+    added, value = _apply_example(prim)
+    for text in prim.example.adds:
+        assert text in added, f"{name}: {text!r} not among the added lines:\n{added}"
+    assert _returned(value) == prim.returns
+
+
+
+def _permutation_kind():
+    """A new argument kind: a permutation of a block's iteration variables, ``[3, 2, 1, 0]``.
+    Only what differs from the base kind (a JSON literal passed as it is) is written."""
+    from playground.schedule.kinds import Kind
+
+    class Permutation(Kind):
+        name = "permutation"
+        widget = "text"
+
+        def normalize(self, arg, value, ctx):
+            if not isinstance(value, list) or sorted(value) != list(range(len(value))) or \
+                    any(isinstance(v, bool) for v in value):
+                raise StepError(f"{ctx}: {arg.name} must be a permutation of 0 to n-1, got "
+                                f"{value!r}", where=arg.name)
+            return value
+
+    return Permutation()
+
+
+def test_a_new_argument_kind_is_one_class(monkeypatch):
+    """A primitive with a new kind of argument: the kind is one class (above), the primitive
+    one catalog record; checking, replay, export, import and labels need nothing else."""
+    from playground.io.export import export_script
+    from playground.io.script_import import import_script
+    from playground.schedule.kinds import Block
+    from playground.schedule.steps import EXAMPLE_CHAIN, Arg, Example, Primitive
+
+    step = {"primitive": "reorder_block_iter_var",
+            "args": {"block": "relu1", "new_order": [3, 2, 1, 0]}}
+    prim = Primitive(
+        "reorder_block_iter_var", "Reorder a block's iteration variables.",
+        (Arg("block", Block(), "the block"),
+         Arg("new_order", _permutation_kind(), "the variables' new order")),
+        ((None, "block"), (None, "new_order")),
+        Example(step, "relu1's variables are bound in reverse order",
+                ('v_w, v_h, v_c, v_n = T.axis.remap("SSSS", [w, h, c, n])',)))
+    monkeypatch.setitem(CATALOG, prim.name, prim)
+
+    added, value = _apply_example(prim)
+    assert prim.example.adds[0] in added and value is None
+    with pytest.raises(StepError, match="new_order must be a permutation"):
+        normalize_step(Step(prim.name, {"block": "relu1", "new_order": [0, 0, 1, 2]}))
+    assert step_code(Step.from_dict(step)) == \
+        'sch.reorder_block_iter_var(sch.get_sblock("relu1"), [3, 2, 1, 0])'
+    _, steps, _ = import_script(export_script(EXAMPLE_CHAIN, [step]))
+    assert steps == (Step.from_dict(step),)
+    assert steps[0].label() == "reorder_block_iter_var relu1 new_order=[3, 2, 1, 0]"
