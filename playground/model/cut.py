@@ -33,6 +33,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from playground.chain.ops import OPS
 from playground.chain.spec import (
     INPUT_NAME,
     WINDOW_OPS,
@@ -97,17 +98,10 @@ class ModelChain:
         """E.g. ``[1, 64, 56, 56] conv3x3/1 64 + bn, relu -> conv3x3/1 64 + bn, add, relu``."""
         parts: list[str] = []
         for layer in self.chain["layers"]:
-            op = layer["op"]
-            if op == "conv2d":
-                (kh, kw), (sh, _) = layer["kernel"], layer["stride"]
-                dw = " dw" if layer["groups"] > 1 and layer["groups"] == layer.get(
-                    "in_channels") else (f" g{layer['groups']}" if layer["groups"] > 1 else "")
-                parts.append(f"conv{kh}x{kw}/{sh}{dw} {layer['channels']}")
-            elif op in ("max_pool2d", "avg_pool2d"):
-                (kh, kw), (sh, _) = layer["kernel"], layer["stride"]
-                parts.append(f"{op[:3]}pool{kh}x{kw}/{sh}")
+            short = OPS[layer["op"]].label(layer)
+            if layer["op"] in WINDOW_OPS:
+                parts.append(short)
             else:
-                short = {"batch_norm": "bn", "bias_add": "bias"}.get(op, op)
                 parts[-1:] = [f"{parts[-1]} + {short}" if parts and " + " not in parts[-1]
                               else f"{parts[-1]}, {short}" if parts else short]
         return f"{self.chain['input']['shape']} " + " -> ".join(parts)
