@@ -698,6 +698,12 @@ OPS = {op.name: op for op in (Conv2d, MaxPool2d, AvgPool2d, BiasAdd, BatchNorm, 
                               Clip, Sigmoid, Add)}
 
 
+def tensor_field(name):
+    """The field of op ``name`` that names a second input tensor (``add``'s ``other``), or
+    None: such an op reads two tensors of the chain."""
+    return next((f["name"] for f in OPS[name].fields if f["kind"] == TENSOR), None)
+
+
 def chain_shapes(chain):
     """The shape of the input (``data``) and of every layer's output, by name (the chain
     normalized and valid)."""

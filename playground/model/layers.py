@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from playground.chain.ops import OPS
-from playground.chain.spec import chain_flop, normalize_chain, output_shape
+from playground.chain.ops import OPS, tensor_field
+from playground.chain.spec import INPUT_NAME, chain_flop, normalize_chain, output_shape
 from playground.errors import ChainError
 from playground.model.graph import Node
 from playground.model.onnx_read import PARAM_SLOTS, SOURCE_OPS
@@ -222,7 +222,10 @@ def _layers(g: _Graph, node: Any, data: list[str], shapes: dict, opset: int
 def _checked(layers: list[dict], x: tuple[int, ...], out: tuple[int, ...] | None,
              dtype: str) -> tuple[tuple[int, ...], float]:
     """The layers' output shape and window FLOPs, checked by the chain spec itself."""
-    probe = [dict(layer, other="data") if layer["op"] == "add" else layer for layer in layers]
+    probe = []
+    for layer in layers:  # an op reading a second tensor reads the input here
+        second = tensor_field(layer["op"])
+        probe.append({**layer, second: INPUT_NAME} if second else layer)
     try:
         chain = normalize_chain({"input": {"shape": list(x), "dtype": dtype}, "layers": probe})
     except ChainError as e:
