@@ -68,7 +68,7 @@ def _preset_ui() -> tuple[str, Any] | None:
     left, right = st.columns([5, 1], vertical_alignment="bottom")
     name = left.selectbox("Preset", names, index=None, format_func=titles.get,
                           key="preset.name", placeholder="Choose a worked schedule…",
-                          help="Worked schedules from schedules/*.py; loading one replaces the "
+                          help="Worked schedules from schedules/*.json; loading one replaces the "
                                "chain and the steps.")
     pressed = right.button("Load preset", key="preset.load", width="stretch",
                            disabled=name is None)
