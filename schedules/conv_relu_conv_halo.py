@@ -255,7 +255,12 @@ def _per_channel(low, high):
 
 
 class Op:
-    """The defaults every op record starts from."""
+    """The defaults every op record starts from.
+
+    Each op also defines ``te(x, layer, params, tensors)``, its te stage(s) on the te tensor
+    ``x`` (``params``: its parameters' placeholders by suffix, ``tensors``: the earlier layers'
+    outputs by name), and ``numpy(x, layer, params, tensors)``, the same on float64 arrays.
+    """
 
     name = ""
     prefix = ""
