@@ -187,7 +187,7 @@ def loop(sch, block, name):
     return sch.get_loops(sch.get_sblock(block))[names.index(name)]
 
 
-# ---- from playground/chain/ops.py (verbatim) ----
+# ---- from playground/chain/ops/base.py (verbatim) ----
 
 #: Field kinds: one integer, an (h, w) pair, four paddings (top, left, bottom, right; two in
 #: the editor), a number, the name of an earlier tensor.
@@ -217,11 +217,6 @@ def window_hw(h, w, layer):
     (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
     (dh, dw), (pt, pl, pb, pr) = layer.get("dilation", (1, 1)), layer["padding"]
     return (h + pt + pb - (kh - 1) * dh - 1) // sh + 1, (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
-
-
-def _per_channel(low, high):
-    """A parameter of one value per channel, drawn from [low, high)."""
-    return lambda layer, c: (c,), lambda layer, c: (low, high)
 
 
 class Op:
@@ -265,7 +260,7 @@ class Op:
         return cls.short or cls.name
 
 
-# ----------------------------------------------------------------------------- window ops
+# ---- from playground/chain/ops/window.py (verbatim) ----
 
 def _te_pad(x, layer, value=0.0):
     """Padding (zeros, or ``value``) as its own stage ``<name>_pad``, so that users can inline
@@ -502,7 +497,12 @@ class AvgPool2d(_Pool):
     name, prefix, is_max = "avg_pool2d", "avgpool", False
 
 
-# ----------------------------------------------------------------------------- elementwise
+# ---- from playground/chain/ops/elementwise.py (verbatim) ----
+
+def _per_channel(low, high):
+    """A parameter of one value per channel, drawn from [low, high)."""
+    return lambda layer, c: (c,), lambda layer, c: (low, high)
+
 
 def _te_map(x, layer, fn):
     """An elementwise stage named after the layer: ``fn(value, channel)`` per element."""
@@ -667,6 +667,8 @@ class Add(Op):
     def numpy(x, layer, params, tensors):
         return x + tensors[layer["other"]]
 
+
+# ---- from playground/chain/ops/__init__.py (verbatim) ----
 
 #: Every op by name, in the order the editor offers them.
 OPS = {op.name: op for op in (Conv2d, MaxPool2d, AvgPool2d, BiasAdd, BatchNorm, Relu, Relu6,

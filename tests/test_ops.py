@@ -7,7 +7,8 @@ import pytest
 from model_graphs import conv, model, op, to_bytes
 
 from playground.chain.edits import PAIRS, SINGLE, field_values
-from playground.chain.ops import OPS, PAIR, SIDES, TENSOR, Op
+from playground.chain.ops import OPS
+from playground.chain.ops.base import PAIR, SIDES, TENSOR, Op
 from playground.chain.reference import make_inputs, reference_output
 from playground.chain.spec import (
     DERIVED_SUFFIXES,

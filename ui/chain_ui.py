@@ -18,7 +18,8 @@ from typing import Any
 import streamlit as st
 
 from playground.chain.edits import FieldError, apply_fields
-from playground.chain.ops import FLOAT, OPS, PAIR, SIDES, TENSOR
+from playground.chain.ops import OPS
+from playground.chain.ops.base import FLOAT, PAIR, SIDES, TENSOR
 from playground.chain.spec import DTYPES, INPUT_NAME, chain_flop, tensor_shapes
 from playground.errors import ChainError, PlaygroundError
 from playground.io.presets import list_presets, load_preset, preset_paths

@@ -14,7 +14,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from playground.chain.ops import OPS, PAIR, SIDES
+from playground.chain.ops import OPS
+from playground.chain.ops.base import PAIR, SIDES
 from playground.chain.spec import normalize_chain
 from playground.errors import ChainError
 

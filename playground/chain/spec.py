@@ -28,7 +28,8 @@ import re
 from typing import Any
 
 from playground.chain import ops
-from playground.chain.ops import FLOAT, INT, OPS, SIDES, TENSOR, LayerError, window_hw
+from playground.chain.ops import OPS
+from playground.chain.ops.base import FLOAT, INT, SIDES, TENSOR, LayerError, window_hw
 from playground.errors import ChainError
 
 DTYPES = ("float32", "float16")
