@@ -52,6 +52,21 @@ def test_preset_script_is_its_json_rendered(name):
     assert read_header(script)[:2] == (data["chain"], len(data["steps"]))
 
 
+def test_presets_render_writes_each_script_from_its_json(tmp_path, monkeypatch, capsys):
+    """``python -m playground presets render``: a preset without its script (or with a stale
+    one) gets it written; an up-to-date one is left alone."""
+    from playground.__main__ import main
+    from playground.io import presets
+
+    name = PRESETS[0]
+    (tmp_path / f"{name}.json").write_text((ROOT / "schedules" / f"{name}.json").read_text())
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    assert main(["presets", "render"]) == 0
+    assert f"schedules/{name}.py" in capsys.readouterr().out
+    assert (tmp_path / f"{name}.py").read_text() == (ROOT / "schedules" / f"{name}.py").read_text()
+    assert presets.render_presets() == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_applies_builds_and_validates_in_the_worker(name, pool):
