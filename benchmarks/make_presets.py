@@ -4,8 +4,10 @@ Usage: ``PYTHONPATH=. .venv/bin/python benchmarks/make_presets.py [--only NAME .
 [--budget-s 40]``. For each preset below, the template search
 (:func:`playground.templates.search.search`, restricted to fused or unfused schedules where the
 preset is about that) picks the tiles and the fusion on *this* machine; the preset is the
-best candidate's steps exported by :func:`playground.io.export.export_script`, its
-description says what the templates chose and the time it measured, and names the machine.
+best candidate's steps, written as ``schedules/NAME.json``
+(:func:`playground.io.presets.preset_json`) and rendered as the script ``schedules/NAME.py``;
+its description says what the templates chose and the time it measured, and names the
+machine.
 On another machine the same presets load and run (every step is plain), and the page
 re-measures them there; regenerate them to re-tune.
 """
@@ -21,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from playground.chain.spec import chain_flop, normalize_chain  # noqa: E402
-from playground.io.export import export_script  # noqa: E402
+from playground.io.presets import preset_json, render_presets  # noqa: E402
 from playground.measure.machine import machine_facts  # noqa: E402
 from playground.schedule.session import Session  # noqa: E402
 from playground.templates.search import (  # noqa: E402
@@ -142,7 +144,7 @@ def generate(name: str, preset: Preset, pool, facts, budget_s: float) -> str:
         f"TVM_NUM_THREADS={facts.cores}; the page re-measures it on your machine.")
     print(f"{name}: {best.label}, {best.median_ms:.3f} ms, {len(best.steps)} steps",
           flush=True)
-    return export_script(chain, best.steps, title=preset.title, description=description)
+    return preset_json(chain, best.steps, title=preset.title, description=description)
 
 
 def main() -> int:
@@ -155,7 +157,8 @@ def main() -> int:
     with WorkerPool(1, num_threads=facts.cores) as pool:
         for name in args.only or PRESETS:
             text = generate(name, PRESETS[name], pool, facts, args.budget_s)
-            (SCHEDULES / f"{name}.py").write_text(text)
+            (SCHEDULES / f"{name}.json").write_text(text)
+    render_presets()
     return 0
 
 

@@ -1,5 +1,9 @@
-"""Command line: ``python -m playground presets | run | lower | export | auto | fusion |
-experiments | model``.
+"""Command line: ``python -m playground presets [render] | run | lower | export | auto |
+fusion | experiments | model``.
+
+``presets`` lists the presets in ``schedules/``; ``presets render`` writes each preset's
+script (``schedules/NAME.py``) anew from its JSON (``schedules/NAME.json``, the source of
+truth), as after a change of the runtime the scripts embed (:mod:`playground.io.presets`).
 
 ``run`` loads a schedule file (an exported script or a preset name), validates it against the
 numpy reference and measures it in a worker process; it exits 1 when the schedule is invalid
@@ -51,14 +55,19 @@ def _load(source: str):
         for warning in meta.get("warnings", ()):
             print(f"warning: {warning}", file=sys.stderr)
         return chain, steps, meta
-    if (PRESET_DIR / f"{source}.py").is_file():
+    if (PRESET_DIR / f"{source}.json").is_file():
         return load_preset(source)
     raise PlaygroundError(f"{source}: no such file or preset")
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from playground.io.presets import list_presets
+    from playground.io.presets import list_presets, render_presets
 
+    if args.action == "render":
+        changed = render_presets()
+        print(f"rendered {len(changed)} changed script(s)" + "".join(
+            f"\n  schedules/{name}.py" for name in changed))
+        return 0
     rows = list_presets()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -270,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()  # a budget (auto, fusion) counts from the command
     parser = argparse.ArgumentParser(prog="python -m playground", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("presets", help="list the preset schedules")
+    p = sub.add_parser("presets", help="list the preset schedules, or render their scripts")
+    p.add_argument("action", nargs="?", choices=("list", "render"), default="list",
+                   help="render: write schedules/NAME.py anew from schedules/NAME.json")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_presets)
     p = sub.add_parser("run", help="validate and measure a schedule file or preset")

@@ -18,13 +18,9 @@ from typing import Any
 import streamlit as st
 
 from playground.chain.edits import FieldError, apply_fields
-from playground.chain.spec import (
-    DTYPES,
-    INPUT_NAME,
-    OPS,
-    chain_flop,
-    tensor_shapes,
-)
+from playground.chain.ops import OPS
+from playground.chain.ops.base import FLOAT, PAIR, SIDES, TENSOR
+from playground.chain.spec import DTYPES, INPUT_NAME, chain_flop, tensor_shapes
 from playground.errors import ChainError, PlaygroundError
 from playground.io.presets import list_presets, load_preset, preset_paths
 from playground.schedule.session import Session
@@ -32,26 +28,10 @@ from ui import state
 from ui.io_ui import render_flash, replaced_text
 from ui.text import ERROR_ICON, WARNING_ICON, escape
 
-_PREFIX = {"conv2d": "conv", "max_pool2d": "maxpool", "avg_pool2d": "avgpool",
-           "bias_add": "bias", "batch_norm": "bn", "relu": "relu", "relu6": "relu6_",
-           "clip": "clip", "add": "add"}
-_CONV_FIELDS = (("channels", "channels"), ("in ch.", "in_channels"), ("groups", "groups"),
-                ("kernel h", "kernel", 0), ("kernel w", "kernel", 1), ("stride h", "stride", 0),
-                ("stride w", "stride", 1), ("pad h", "padding", 0), ("pad w", "padding", 1),
-                ("dilate h", "dilation", 0), ("dilate w", "dilation", 1))
-_POOL_FIELDS = (("kernel h", "kernel", 0), ("kernel w", "kernel", 1), ("stride h", "stride", 0),
-                ("stride w", "stride", 1), ("pad h", "padding", 0), ("pad w", "padding", 1))
-_POOLS = ("max_pool2d", "avg_pool2d")
 #: Pixels of a layer's number field and of its name: wide enough for every label on one
 #: line and for "auto" in an empty "in ch." (the row wraps between fields instead).
 FIELD_WIDTH = 72
 HEAD_WIDTH = 150
-_IN_CHANNELS_HELP = ("Optional: the input channels this conv's weight was made for. Empty: "
-                     "whatever the layer before gives. Set, it is checked against the tensor "
-                     "the layer receives (a 3-channel weight after a 10-channel layer is "
-                     "refused, as the forum's program should have been).")
-
-
 @dataclass
 class ChainInput:
     """What the chain editor returns: its fields' values and at most one button action."""
@@ -89,7 +69,7 @@ def _preset_ui() -> tuple[str, Any] | None:
     left, right = st.columns([5, 1], vertical_alignment="bottom")
     name = left.selectbox("Preset", names, index=None, format_func=titles.get,
                           key="preset.name", placeholder="Choose a worked schedule…",
-                          help="Worked schedules from schedules/*.py; loading one replaces the "
+                          help="Worked schedules from schedules/*.json; loading one replaces the "
                                "chain and the steps.")
     pressed = right.button("Load preset", key="preset.load", width="stretch",
                            disabled=name is None)
@@ -109,47 +89,39 @@ def _input_ui(spec: dict) -> dict:
     return values
 
 
-def _window_fields(i: int, layer: dict, fields: tuple) -> dict:
-    """The number fields of a conv or pool layer (pairs such as kernel h / kernel w), as
-    editor field -> value (``0.kernel_h``, ``0.channels``)."""
-    values: dict[str, Any] = {}
-    for label, name, *pos in fields:
-        field = f"{i}.{name}_{'hw'[pos[0]]}" if pos else f"{i}.{name}"
-        key = state.editor_key(field)
-        if name == "in_channels":  # optional: empty follows the incoming tensor
-            value = st.number_input(label, value=layer.get(name), min_value=1, step=1,
-                                    placeholder="auto", key=key, help=_IN_CHANNELS_HELP,
-                                    width=FIELD_WIDTH)
-            values[field] = None if value is None else int(value)
-            continue
-        start = layer[name][pos[0]] if pos else layer[name]
-        values[field] = st.number_input(label, value=int(start), step=1, key=key,
-                                        width=FIELD_WIDTH)
-    return values
+def _field_ui(i: int, layer: dict, f: dict, earlier: list[str]) -> dict:
+    """The editor's widgets of one field of a layer (two for a pair: ``kernel h``,
+    ``kernel w``), as editor field -> value (``0.kernel_h``, ``0.channels``)."""
+    name, kind, label = f["name"], f["kind"], f["label"]
+    key = state.editor_key(f"{i}.{name}")
+    if kind in (PAIR, SIDES):
+        return {f"{i}.{name}_{side}": st.number_input(
+                    f"{label} {side}", value=int(layer[name][k]), step=1,
+                    key=state.editor_key(f"{i}.{name}_{side}"), width=FIELD_WIDTH)
+                for k, side in enumerate("hw")}
+    if kind == TENSOR:
+        options = earlier if layer[name] in earlier else [layer[name], *earlier]
+        return {f"{i}.{name}": st.selectbox(label, options, index=options.index(layer[name]),
+                                            key=key, width=220)}
+    if kind == FLOAT:
+        return {f"{i}.{name}": st.number_input(label, value=float(layer[name]), step=f["step"],
+                                               format=f["shown"], key=key, width=FIELD_WIDTH)}
+    if f["optional"]:  # empty: follows the incoming tensor
+        value = st.number_input(label, value=layer.get(name), min_value=f["minimum"], step=1,
+                                placeholder="auto", key=key, help=f["tip"] or None,
+                                width=FIELD_WIDTH)
+        return {f"{i}.{name}": None if value is None else int(value)}
+    return {f"{i}.{name}": st.number_input(label, value=int(layer[name]), step=1, key=key,
+                                           width=FIELD_WIDTH)}
 
 
 def _layer_fields(i: int, layer: dict, earlier: list[str]) -> dict:
-    op = layer["op"]
-    if op == "conv2d":
-        return _window_fields(i, layer, _CONV_FIELDS)
-    if op in _POOLS:
-        return _window_fields(i, layer, _POOL_FIELDS)
+    """The editable fields of a layer, as its op's record lists them."""
     values: dict[str, Any] = {}
-    if op == "clip":
-        for name in ("min", "max"):
-            values[f"{i}.{name}"] = st.number_input(
-                name, value=float(layer[name]), step=0.5, key=state.editor_key(f"{i}.{name}"),
-                width=FIELD_WIDTH)
-    elif op == "batch_norm":
-        values[f"{i}.eps"] = st.number_input("eps", value=float(layer["eps"]), step=1e-5,
-                                             format="%.1e", key=state.editor_key(f"{i}.eps"),
-                                             width=FIELD_WIDTH)
-    elif op == "add":
-        options = earlier if layer["other"] in earlier else [layer["other"], *earlier]
-        values[f"{i}.other"] = st.selectbox("other (added tensor)", options,
-                                            index=options.index(layer["other"]),
-                                            key=state.editor_key(f"{i}.other"), width=220)
-    else:
+    for f in OPS[layer["op"]].fields:
+        if f["editable"]:
+            values.update(_field_ui(i, layer, f, earlier))
+    if not values:
         st.caption("no parameters", width="content")
     return values
 
@@ -194,7 +166,7 @@ def chain_ui(chain: dict) -> ChainInput:
         action = action or layer_action
         earlier.append(layer["name"])
     left, mid, right = st.columns([2, 1, 5], vertical_alignment="bottom")
-    op = left.selectbox("New layer", OPS, key="layer.new_op")
+    op = left.selectbox("New layer", list(OPS), key="layer.new_op", help=_ops_help())
     if mid.button("Add layer", key="layer.add", width="stretch"):
         action = ("add", op)
     right.caption(f"{chain_flop(chain) / 1e6:,.1f} MFLOP · output "
@@ -205,27 +177,26 @@ def chain_ui(chain: dict) -> ChainInput:
 
 # ----------------------------------------------------------------------------- actions
 
+def _ops_help() -> str:
+    """Each op in one line, from its record's docstring."""
+    return "\n".join(f"- **{name}**: {(op.__doc__ or '').splitlines()[0]}"
+                     for name, op in OPS.items())
+
+
 def _unique_name(op: str, chain: dict) -> str:
     taken = {layer["name"] for layer in chain["layers"]}
     k = 1
-    while f"{_PREFIX[op]}{k}" in taken:
+    while f"{OPS[op].prefix}{k}" in taken:
         k += 1
-    return f"{_PREFIX[op]}{k}"
+    return f"{OPS[op].prefix}{k}"
 
 
 def new_layer(op: str, chain: dict) -> dict:
-    """A layer of ``op`` with defaults that fit the end of ``chain``."""
+    """A layer of ``op`` with defaults that fit the end of ``chain`` (its record's
+    ``starter``)."""
     shapes = tensor_shapes(chain)
-    last = chain["layers"][-1]["name"]
-    layer: dict[str, Any] = {"op": op, "name": _unique_name(op, chain)}
-    if op == "conv2d":
-        layer.update(channels=shapes[last][1], kernel=3, padding=1)
-    elif op in _POOLS:
-        layer.update(kernel=2, stride=2)
-    elif op == "add":
-        same = [n for n, s in shapes.items() if s == shapes[last] and n != last]
-        layer["other"] = same[-1] if same else last
-    return layer
+    starter = OPS[op].starter(shapes, chain["layers"][-1]["name"])
+    return {"op": op, "name": _unique_name(op, chain), **starter}
 
 
 def restructured(chain: dict, kind: str, arg: Any) -> dict:
@@ -262,8 +233,9 @@ def render_chain_error(inp: ChainInput, error: PlaygroundError, chain: dict) -> 
 
 #: The bordered box of a number field and of a select, outlined when refused.
 _BOXES = ('[data-testid="stNumberInputContainer"]', '[data-baseweb="select"] > div')
-_LABELS = {name + (f"_{'hw'[pos[0]]}" if pos else ""): label
-           for label, name, *pos in (*_CONV_FIELDS, *_POOL_FIELDS)}
+_LABELS = {f["name"] + suffix: f["label"] + suffix.replace("_", " ")
+           for op in OPS.values() for f in op.fields
+           for suffix in (("_h", "_w") if f["kind"] in (PAIR, SIDES) else ("",))}
 
 
 def field_label(field: str, chain: dict) -> str:

@@ -14,14 +14,17 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from playground.chain.ops import OPS
+from playground.chain.ops.base import PAIR, SIDES
 from playground.chain.spec import normalize_chain
 from playground.errors import ChainError
 
 INPUT_DIMS = "nchw"
+_FIELDS = [f for op in OPS.values() for f in op.fields]
 #: Layer fields that are an (h, w) pair in the editor: ``kernel_h``, ``kernel_w``...
-PAIRS = ("kernel", "stride", "padding", "dilation")
+PAIRS = tuple(dict.fromkeys(f["name"] for f in _FIELDS if f["kind"] in (PAIR, SIDES)))
 #: Layer fields that are one value: ``channels``, ``min``...
-SINGLE = ("channels", "in_channels", "groups", "min", "max", "eps", "other")
+SINGLE = tuple(dict.fromkeys(f["name"] for f in _FIELDS if f["kind"] not in (PAIR, SIDES)))
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,12 @@ def field_values(chain: dict) -> dict[str, Any]:
                               zip(INPUT_DIMS, chain["input"]["shape"], strict=True)}
     values["input.dtype"] = chain["input"]["dtype"]
     for i, layer in enumerate(chain["layers"]):
-        for name in SINGLE:
-            if name in layer or (name == "in_channels" and layer["op"] == "conv2d"):
-                values[f"{i}.{name}"] = layer.get(name)
-        for name in PAIRS:
-            if name in layer:
+        for f in OPS[layer["op"]].fields:
+            name = f["name"]
+            if f["kind"] in (PAIR, SIDES):
                 values[f"{i}.{name}_h"], values[f"{i}.{name}_w"] = layer[name][:2]
+            else:
+                values[f"{i}.{name}"] = layer.get(name)
     return values
 
 

@@ -1,14 +1,13 @@
 """Numpy reference for a chain, in float64, independent of TVM; and the chain's inputs.
 
-Like :mod:`playground.chain.compute` this module needs only numpy, and exported scripts embed its
-source, so that a script checks its kernel against the same reference the playground uses.
-
-Convolutions go through one matrix product per (image, group) over a strided window view
-(im2col without the copy of every window into a Python loop), so the seed's 12.9 GFLOP
-convolution checks in a few seconds on 2 cores.
+Like :mod:`playground.chain.compute` this module needs only numpy and the op table (each op's
+``numpy`` function in :mod:`playground.chain.ops` is its reference), and exported scripts embed
+its source, so that a script checks its kernel against the same reference the playground uses.
 """
 
 import numpy as np
+
+from playground.chain.ops import OPS, chain_shapes
 
 _TOLERANCE = {"float32": (1e-4, 1e-4), "float16": (2e-2, 2e-2)}  # (rtol, atol) per dtype
 
@@ -30,67 +29,15 @@ def make_inputs(chain, seed=0):
     dtype = spec["dtype"]
     shape = list(spec["shape"])
     out = [("data", rng.uniform(-1.0, 1.0, size=shape))]
-    c = shape[1]
+    shapes = chain_shapes(chain)
+    previous = "data"
     for layer in chain["layers"]:
-        name, op = layer["name"], layer["op"]
-        if op == "conv2d":
-            kh, kw = layer["kernel"]
-            cpg = c // layer["groups"]
-            bound = 1.0 / np.sqrt(cpg * kh * kw)
-            weight = rng.uniform(-bound, bound, size=(layer["channels"], cpg, kh, kw))
-            out.append((name + "_weight", weight))
-            c = layer["channels"]
-        elif op == "bias_add":
-            out.append((name + "_bias", rng.uniform(-0.5, 0.5, size=(c,))))
-        elif op == "batch_norm":
-            out.append((name + "_gamma", rng.uniform(0.5, 1.5, size=(c,))))
-            out.append((name + "_beta", rng.uniform(-0.5, 0.5, size=(c,))))
-            out.append((name + "_mean", rng.uniform(-0.5, 0.5, size=(c,))))
-            out.append((name + "_var", rng.uniform(0.5, 1.5, size=(c,))))
+        c = shapes[previous][1]
+        for suffix, shape_of, bounds in OPS[layer["op"]].params:
+            low, high = bounds(layer, c)
+            out.append((layer["name"] + suffix, rng.uniform(low, high, size=shape_of(layer, c))))
+        previous = layer["name"]
     return [(name, np.ascontiguousarray(a.astype(dtype))) for name, a in out]
-
-
-def conv2d_nchw(x, weight, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1):
-    """2-D convolution (cross-correlation, like TVM and PyTorch) in float64.
-
-    ``padding`` is (top, left, bottom, right).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    weight = np.asarray(weight, dtype=np.float64)
-    pt, pl, pb, pr = padding
-    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    n, _, h, w = x.shape
-    k, cpg, kh, kw = weight.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    oh, ow = (h - eh) // sh + 1, (w - ew) // sw + 1
-    kpg = k // groups
-    out = np.empty((n, k, oh, ow))
-    for g in range(groups):
-        xg = x[:, g * cpg:(g + 1) * cpg]
-        # windows[n, c, y, x, i, j] = xg[n, c, y*sh + i*dh, x*sw + j*dw]
-        windows = np.lib.stride_tricks.sliding_window_view(xg, (eh, ew), axis=(2, 3))
-        windows = windows[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]
-        wg = weight[g * kpg:(g + 1) * kpg].reshape(kpg, -1)  # (kpg, cpg*kh*kw)
-        for i in range(n):
-            cols = windows[i].transpose(1, 2, 0, 3, 4).reshape(oh * ow, cpg * kh * kw)
-            out[i, g * kpg:(g + 1) * kpg] = (cols @ wg.T).T.reshape(kpg, oh, ow)
-    return out
-
-
-def pool2d_nchw(x, kind, kernel, stride, padding):
-    """Max or average pooling in float64 (floor mode; the average counts zero padding)."""
-    pt, pl, pb, pr = padding
-    fill = -np.inf if kind == "max_pool2d" else 0.0
-    x = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)),
-               constant_values=fill)
-    (kh, kw), (sh, sw) = kernel, stride
-    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
-    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw][:, :, :oh, :ow]
-    if kind == "max_pool2d":
-        return windows.max(axis=(4, 5))
-    return windows.sum(axis=(4, 5)) / (kh * kw)
 
 
 def reference_output(chain, inputs):
@@ -99,29 +46,9 @@ def reference_output(chain, inputs):
     tensors = {"data": arrays["data"]}
     x = arrays["data"]
     for layer in chain["layers"]:
-        name, op = layer["name"], layer["op"]
-        if op == "conv2d":
-            x = conv2d_nchw(x, arrays[name + "_weight"], layer["stride"], layer["padding"],
-                            layer["dilation"], layer["groups"])
-        elif op in ("max_pool2d", "avg_pool2d"):
-            x = pool2d_nchw(x, op, layer["kernel"], layer["stride"], layer["padding"])
-        elif op == "relu":
-            x = np.maximum(x, 0.0)
-        elif op == "relu6":
-            x = np.clip(x, 0.0, 6.0)
-        elif op == "clip":
-            x = np.clip(x, layer["min"], layer["max"])
-        elif op == "bias_add":
-            x = x + arrays[name + "_bias"][None, :, None, None]
-        elif op == "batch_norm":
-            scale = arrays[name + "_gamma"] / np.sqrt(arrays[name + "_var"] + layer["eps"])
-            shift = arrays[name + "_beta"] - arrays[name + "_mean"] * scale
-            x = x * scale[None, :, None, None] + shift[None, :, None, None]
-        elif op == "add":
-            x = x + tensors[layer["other"]]
-        else:
-            raise ValueError(f"unknown op {op!r}")
-        tensors[name] = x
+        op = OPS[layer["op"]]
+        x = op.numpy(x, layer, {s: arrays[layer["name"] + s] for s, _, _ in op.params}, tensors)
+        tensors[layer["name"]] = x
     return x
 
 

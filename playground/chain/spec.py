@@ -4,7 +4,9 @@ A chain is a dict in *normalized form*: every field present, tuples as lists, ev
 named. :func:`normalize_chain` turns what a user typed (partial fields, ints for pairs) into
 that form and refuses anything that cannot be built, with a message that names the layer, the
 field and the numbers. The normalized dict is what :mod:`playground.chain.compute` (TVM) and
-:mod:`playground.chain.reference` (numpy) read, and what exports embed.
+:mod:`playground.chain.reference` (numpy) read, and what exports embed. What each op accepts
+(its fields, their defaults and limits, the shapes it takes) comes from its record in
+:mod:`playground.chain.ops`; this module applies the records and the chain-wide rules.
 
 Example
 -------
@@ -25,26 +27,15 @@ import math
 import re
 from typing import Any
 
+from playground.chain import ops
+from playground.chain.ops import OPS
+from playground.chain.ops.base import FLOAT, INT, SIDES, TENSOR, LayerError, window_hw
 from playground.errors import ChainError
 
 DTYPES = ("float32", "float16")
 LAYOUTS = ("NCHW",)
-OPS = ("conv2d", "max_pool2d", "avg_pool2d", "bias_add", "batch_norm", "relu", "relu6", "clip",
-       "add")
 #: Layers that slide a window over their input (and may pad it): they change H and W.
-WINDOW_OPS = ("conv2d", "max_pool2d", "avg_pool2d")
-# Name prefix for automatically named layers, per op.
-_PREFIX = {
-    "conv2d": "conv",
-    "max_pool2d": "maxpool",
-    "avg_pool2d": "avgpool",
-    "bias_add": "bias",
-    "batch_norm": "bn",
-    "relu": "relu",
-    "relu6": "relu6_",
-    "clip": "clip",
-    "add": "add",
-}
+WINDOW_OPS = tuple(name for name, op in OPS.items() if op.kind != "elementwise")
 # Largest tensor (elements) and total work (FLOP) a chain may ask for: a 2-core machine shared
 # by several users should not be asked to allocate gigabytes or compute for minutes.
 MAX_ELEMENTS = 1 << 26
@@ -53,13 +44,14 @@ MAX_DIM = 1 << 16
 INPUT_NAME = "data"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Names the builder derives from a layer's name; a layer may not take one of them.
-DERIVED_SUFFIXES = ("_pad", "_weight", "_bias", "_gamma", "_beta", "_mean", "_var", "_scale",
-                    "_shift")
+DERIVED_SUFFIXES = tuple(dict.fromkeys(
+    ["_pad", *(p[0] for op in OPS.values() for p in op.params),
+     *(h for op in OPS.values() for h in op.helpers)]))
 
 
 def default_name(op: str, n: int) -> str:
     """The name :func:`normalize_chain` gives the ``n``-th (from 1) unnamed ``op`` layer."""
-    return f"{_PREFIX[op]}{n}"
+    return f"{OPS[op].prefix}{n}"
 
 
 def _err(layer: str, field: str, message: str) -> ChainError:
@@ -112,11 +104,8 @@ def _check_keys(raw: dict, allowed: set[str], layer: str) -> None:
 
 
 def conv_output_hw(h: int, w: int, layer: dict) -> tuple[int, int]:
-    """Output height and width of a normalized conv2d layer on an h x w input (may be <= 0)."""
-    (kh, kw), (sh, sw) = layer["kernel"], layer["stride"]
-    (dh, dw), (pt, pl, pb, pr) = layer["dilation"], layer["padding"]
-    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    return (h + pt + pb - eh) // sh + 1, (w + pl + pr - ew) // sw + 1
+    """Output height and width of a normalized window layer on an h x w input (may be <= 0)."""
+    return window_hw(h, w, layer)
 
 
 def _normalize_input(raw: Any) -> dict:
@@ -158,59 +147,39 @@ def _normalize_layer(raw: Any, index: int, counts: dict[str, int]) -> dict:
         raise ChainError(f"layer {index + 1}: name {name!r} is reserved",
                          where=f"layer:#{index + 1}.name")
     layer: dict[str, Any] = {"op": op, "name": name}
-    if op == "conv2d":
-        _check_keys(raw, {"op", "name", "channels", "in_channels", "kernel", "stride",
-                          "padding", "dilation", "groups"}, name)
-        if "channels" not in raw:
-            raise _err(name, "channels", f"{name}: conv2d needs channels (output channels)")
-        layer["channels"] = _as_int(raw["channels"], name, "channels")
-        layer["kernel"] = _as_ints(raw.get("kernel", 3), 2, name, "kernel")
-        layer["stride"] = _as_ints(raw.get("stride", 1), 2, name, "stride")
-        layer["padding"] = _as_ints(raw.get("padding", 0), 4, name, "padding", minimum=0)
-        layer["dilation"] = _as_ints(raw.get("dilation", 1), 2, name, "dilation")
-        layer["groups"] = _as_int(raw.get("groups", 1), name, "groups")
-        # Optional: the input channels the weight was made for. Filled in from the incoming
-        # tensor when absent; refused when it disagrees (see _infer).
-        if raw.get("in_channels") is not None:
-            layer["in_channels"] = _as_int(raw["in_channels"], name, "in_channels")
-    elif op in ("max_pool2d", "avg_pool2d"):
-        # Like torch.nn.functional.max_pool2d / avg_pool2d (floor mode; an average counts the
-        # zero padding, count_include_pad=True, PyTorch's default). Stride defaults to the
-        # kernel. Max pooling pads with -inf, so padding never wins a maximum.
-        _check_keys(raw, {"op", "name", "kernel", "stride", "padding", "dilation"}, name)
-        layer["kernel"] = _as_ints(raw.get("kernel", 2), 2, name, "kernel")
-        layer["stride"] = _as_ints(raw.get("stride", layer["kernel"]), 2, name, "stride")
-        layer["padding"] = _as_ints(raw.get("padding", 0), 4, name, "padding", minimum=0)
-        layer["dilation"] = _as_ints(raw.get("dilation", 1), 2, name, "dilation")
-        if layer["dilation"] != [1, 1]:
-            raise _err(name, "dilation", f"{name}: pooling supports dilation 1 only, got "
-                                         f"{layer['dilation']}")
-        (kh, kw), (pt, pl, pb, pr) = layer["kernel"], layer["padding"]
-        if max(pt, pb) * 2 > kh or max(pl, pr) * 2 > kw:
-            raise _err(name, "padding", f"{name}: padding {layer['padding']} must be at most "
-                                        f"half the kernel {kh}x{kw} (as in PyTorch)")
-    elif op == "batch_norm":
-        _check_keys(raw, {"op", "name", "eps"}, name)
-        layer["eps"] = _as_float(raw.get("eps", 1e-5), name, "eps")
-        if layer["eps"] <= 0:
-            raise _err(name, "eps", f"{name}: eps must be > 0, got {layer['eps']}")
-    elif op == "clip":
-        _check_keys(raw, {"op", "name", "min", "max"}, name)
-        layer["min"] = _as_float(raw.get("min", 0.0), name, "min")
-        layer["max"] = _as_float(raw.get("max", 6.0), name, "max")
-        if layer["min"] > layer["max"]:
-            raise _err(name, "max", f"{name}: min {layer['min']} is larger than max "
-                                    f"{layer['max']}")
-    elif op == "add":
-        _check_keys(raw, {"op", "name", "other"}, name)
-        other = raw.get("other")
-        if not isinstance(other, str) or not other:
-            raise _err(name, "other", f"{name}: add needs other, the name of an earlier "
-                                      f"layer or '{INPUT_NAME}', got {other!r}")
-        layer["other"] = other
-    else:
-        _check_keys(raw, {"op", "name"}, name)
+    record = OPS[op]
+    _check_keys(raw, {"op", "name", *(f["name"] for f in record.fields)}, name)
+    for f in record.fields:
+        _normalize_field(f, raw, layer)
+    try:
+        record.check(layer)
+    except LayerError as e:
+        raise _err(name, e.args[0], f"{name}: {e.args[1]}") from None
     return layer
+
+
+def _normalize_field(f: dict, raw: dict, layer: dict) -> None:
+    """Set field ``f`` of ``layer`` from ``raw`` (its default when absent), checked."""
+    key, name, kind = f["name"], layer["name"], f["kind"]
+    if kind == TENSOR:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value:
+            raise _err(name, key, f"{name}: {layer['op']} needs {key}, the name of an earlier "
+                                  f"layer or '{INPUT_NAME}', got {value!r}")
+        layer[key] = value
+        return
+    if f["required"] and key not in raw:
+        raise _err(name, key, f"{name}: {layer['op']} needs {key} ({f['required']})")
+    if f["optional"] and raw.get(key) is None:
+        return
+    default = f["default"](layer) if callable(f["default"]) else f["default"]
+    value = raw.get(key, default)
+    if kind == FLOAT:
+        layer[key] = _as_float(value, name, key)
+    elif kind == INT:
+        layer[key] = _as_int(value, name, key, minimum=f["minimum"])
+    else:
+        layer[key] = _as_ints(value, 4 if kind == SIDES else 2, name, key, minimum=f["minimum"])
 
 
 def _infer(chain: dict) -> dict[str, list[int]]:
@@ -221,44 +190,10 @@ def _infer(chain: dict) -> dict[str, list[int]]:
         name, op = layer["name"], layer["op"]
         if name in shapes:
             raise _err(name, "name", f"layer name {name!r} is used twice")
-        n, c, h, w = current
-        if op == "conv2d":
-            g, k = layer["groups"], layer["channels"]
-            kh, kw = layer["kernel"]
-            if c % g:
-                raise _err(name, "groups", f"{name}: groups={g} does not divide its "
-                                           f"{c} input channels")
-            if k % g:
-                raise _err(name, "groups", f"{name}: groups={g} does not divide its "
-                                           f"{k} output channels")
-            expected = layer.get("in_channels", c)
-            if expected != c:
-                dims = f"{k}x{expected // g if expected % g == 0 else expected}x{kh}x{kw}"
-                raise _err(name, "in_channels", f"{name}: expects {expected} input channels "
-                                                f"(weight {dims}) but receives {c}")
-            oh, ow = conv_output_hw(h, w, layer)
-            if oh < 1 or ow < 1:
-                (dh, dw), (pt, pl, pb, pr) = layer["dilation"], layer["padding"]
-                eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-                raise _err(name, "kernel", f"{name}: kernel {kh}x{kw} (dilated extent "
-                                           f"{eh}x{ew}) is larger than its padded input "
-                                           f"{h + pt + pb}x{w + pl + pr}")
-            current = [n, k, oh, ow]
-        elif op in ("max_pool2d", "avg_pool2d"):
-            oh, ow = conv_output_hw(h, w, layer)
-            if oh < 1 or ow < 1:
-                kh, kw = layer["kernel"]
-                raise _err(name, "kernel", f"{name}: window {kh}x{kw} is larger than its input "
-                                           f"{h}x{w}")
-            current = [n, c, oh, ow]
-        elif op == "add":
-            other = layer["other"]
-            if other not in shapes:
-                raise _err(name, "other", f"{name}: add refers to {other!r}, which is not an "
-                                          f"earlier layer (earlier: {', '.join(shapes)})")
-            if shapes[other] != current:
-                raise _err(name, "other", f"{name}: cannot add {other} of shape "
-                                          f"{shapes[other]} to a tensor of shape {current}")
+        try:
+            current = OPS[op].infer(layer, current, shapes)
+        except LayerError as e:
+            raise _err(name, e.args[0], f"{name}: {e.args[1]}") from None
         count = math.prod(current)
         if count > MAX_ELEMENTS:
             raise _err(name, "", f"{name}: its output {current} has {count:,} elements, above "
@@ -335,27 +270,14 @@ def output_shape(chain: dict) -> list[int]:
 
 
 def chain_flop(chain: dict) -> float:
-    """Floating-point operations the chain needs (a multiply-add counts 2), by formula.
+    """Floating-point operations the chain needs (a multiply-add counts 2), by formula: each
+    op's ``flop`` (:mod:`playground.chain.ops`), the chain checked first.
 
     This is the work the chain *needs*; the schedule analysis compares it with the work a
     schedule *does* (recomputed halos).
     """
-    shapes = tensor_shapes(chain)
-    total = 0.0
-    previous = INPUT_NAME
-    for layer in chain["layers"]:
-        out = shapes[layer["name"]]
-        if layer["op"] == "conv2d":
-            cin = shapes[previous][1] // layer["groups"]
-            kh, kw = layer["kernel"]
-            total += 2.0 * math.prod(out) * cin * kh * kw
-        elif layer["op"] in ("max_pool2d", "avg_pool2d"):
-            kh, kw = layer["kernel"]
-            total += float(math.prod(out)) * kh * kw  # one max or add per window element
-        else:
-            total += float(math.prod(out))
-        previous = layer["name"]
-    return total
+    _infer(chain)
+    return ops.chain_flop(chain)
 
 
 def chain_to_json(chain: dict) -> str:

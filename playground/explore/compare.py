@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from playground import service
-from playground.chain.spec import chain_flop, chain_to_json, normalize_chain
+from playground.chain.spec import chain_flop, chain_to_json
 from playground.errors import PlaygroundError
 from playground.measure.sampling import METHOD
 from playground.measure.stats import compare_rounds
@@ -78,16 +78,14 @@ def matching_presets(chain: dict) -> list[tuple[str, tuple[Step, ...]]]:
     is read without replaying its steps; only the matching ones are loaded (replayed), so a
     chain no preset was written for costs a few parses, not a replay of every preset.
     """
-    from playground.io.presets import load_preset, preset_paths
-    from playground.io.script_import import read_header
+    from playground.io.presets import load_preset, preset_paths, read_preset
 
     key = chain_to_json(chain)
     out = []
     for path in preset_paths():
         try:
-            p_chain, _, meta = read_header(path.read_text())
-            if meta.get("target", "cpu") != "cpu" or \
-                    chain_to_json(normalize_chain(p_chain)) != key:
+            data = read_preset(path.stem)
+            if data["target"] != "cpu" or chain_to_json(data["chain"]) != key:
                 continue
             _, steps, _ = load_preset(path.stem)
         except PlaygroundError:

@@ -33,6 +33,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from playground.chain.ops import OPS, tensor_field
 from playground.chain.spec import (
     INPUT_NAME,
     WINDOW_OPS,
@@ -97,17 +98,10 @@ class ModelChain:
         """E.g. ``[1, 64, 56, 56] conv3x3/1 64 + bn, relu -> conv3x3/1 64 + bn, add, relu``."""
         parts: list[str] = []
         for layer in self.chain["layers"]:
-            op = layer["op"]
-            if op == "conv2d":
-                (kh, kw), (sh, _) = layer["kernel"], layer["stride"]
-                dw = " dw" if layer["groups"] > 1 and layer["groups"] == layer.get(
-                    "in_channels") else (f" g{layer['groups']}" if layer["groups"] > 1 else "")
-                parts.append(f"conv{kh}x{kw}/{sh}{dw} {layer['channels']}")
-            elif op in ("max_pool2d", "avg_pool2d"):
-                (kh, kw), (sh, _) = layer["kernel"], layer["stride"]
-                parts.append(f"{op[:3]}pool{kh}x{kw}/{sh}")
+            short = OPS[layer["op"]].label(layer)
+            if layer["op"] in WINDOW_OPS:
+                parts.append(short)
             else:
-                short = {"batch_norm": "bn", "bias_add": "bias"}.get(op, op)
                 parts[-1:] = [f"{parts[-1]} + {short}" if parts and " + " not in parts[-1]
                               else f"{parts[-1]}, {short}" if parts else short]
         return f"{self.chain['input']['shape']} " + " -> ".join(parts)
@@ -148,7 +142,7 @@ def _grow(g: _Graph, start: int, taken: set[int], inner_residuals: bool) -> list
             n = g.nodes[j]
             if j in taken or j in members or not n.layers:
                 continue
-            if n.layers[0]["op"] == "add":
+            if tensor_field(n.layers[0]["op"]):
                 other = n.inputs[1] if n.inputs[0] == current else n.inputs[0]
                 ok = current in n.inputs and other in allowed
             else:
@@ -194,9 +188,10 @@ def _chain(model: Model, nodes: list[Node]) -> dict:
         for layer in n.layers:
             counts[layer["op"]] += 1
             raw = dict(layer)
-            if layer["op"] == "add":
+            second = tensor_field(layer["op"])
+            if second:
                 a, b = n.inputs
-                raw["other"] = names[b if a == current else a]
+                raw[second] = names[b if a == current else a]
             layers.append(raw)
         current = n.outputs[0]
         names[current] = default_name(n.layers[-1]["op"], counts[n.layers[-1]["op"]])
@@ -208,7 +203,8 @@ def _chain(model: Model, nodes: list[Node]) -> dict:
 
 
 def _startable(n: Node) -> bool:
-    return bool(n.layers) and (n.layers[0]["op"] != "add" or n.inputs[0] == n.inputs[-1])
+    return bool(n.layers) and (not tensor_field(n.layers[0]["op"])
+                               or n.inputs[0] == n.inputs[-1])
 
 
 def cut(model: Model, max_convs: int = 3, *, inner_residuals: bool = False) -> list[Piece]:

@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from playground.chain.ops import OPS
 from playground.chain.spec import WINDOW_OPS
 from playground.errors import PlaygroundError
 
@@ -65,7 +66,7 @@ class Node:
 
     @property
     def is_conv(self) -> bool:
-        return bool(self.layers) and self.layers[0]["op"] == "conv2d"
+        return bool(self.layers) and OPS[self.layers[0]["op"]].kind == "conv"
 
     def to_dict(self) -> dict:
         out = asdict(self)

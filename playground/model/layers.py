@@ -6,7 +6,8 @@ ONNX                     chain layers
 Conv (2-D)               ``conv2d`` (groups, strides, dilations, pads or ``auto_pad``),
                          then ``bias_add`` when it has a bias
 BatchNormalization       ``batch_norm`` (inference form; ``epsilon``)
-Relu                     ``relu``
+Relu, Sigmoid            ``relu``, ``sigmoid``: every op whose record in
+                         :mod:`playground.chain.ops` names ONNX op types (``onnx``)
 Clip                     ``relu6`` for [0, 6], ``relu`` for [0, none], else ``clip``; the
                          bounds as attributes (opset < 11) or constant inputs
 Add                      ``add`` of two data tensors of one shape (the cutter places it
@@ -26,15 +27,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from playground.chain.spec import chain_flop, normalize_chain, output_shape
+from playground.chain.ops import OPS, tensor_field
+from playground.chain.spec import INPUT_NAME, chain_flop, normalize_chain, output_shape
 from playground.errors import ChainError
 from playground.model.graph import Node
 from playground.model.onnx_read import PARAM_SLOTS, SOURCE_OPS
 
 #: float32's largest value: an unbounded side of a Clip.
 FLT_MAX = 3.4028234663852886e38
-_MAPPED = frozenset({"Conv", "MaxPool", "AveragePool", "BatchNormalization", "Relu", "Clip",
-                     "Add"})
+#: ONNX ops that map to one chain op, without attributes (from the op table).
+_PLAIN = {onnx: name for name, op in OPS.items() for onnx in op.onnx}
+_MAPPED = frozenset({"Conv", "MaxPool", "AveragePool", "BatchNormalization", "Clip", "Add",
+                     *_PLAIN})
 _PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze"})
 
 
@@ -210,15 +214,18 @@ def _layers(g: _Graph, node: Any, data: list[str], shapes: dict, opset: int
             raise _Skip("spatial=0 (its parameters are per element, not per channel)")
         # ONNX keeps epsilon as float32: 1e-5 reads 9.9999997e-06; say what was meant
         return [{"op": "batch_norm", "eps": float(f"{attrs.get('epsilon', 1e-5):.7g}")}]
-    if op == "Relu":
-        return [{"op": "relu"}]
+    if op in _PLAIN:
+        return [{"op": _PLAIN[op]}]
     return [_clip(g, node, attrs, opset)]
 
 
 def _checked(layers: list[dict], x: tuple[int, ...], out: tuple[int, ...] | None,
              dtype: str) -> tuple[tuple[int, ...], float]:
     """The layers' output shape and window FLOPs, checked by the chain spec itself."""
-    probe = [dict(layer, other="data") if layer["op"] == "add" else layer for layer in layers]
+    probe = []
+    for layer in layers:  # an op reading a second tensor reads the input here
+        second = tensor_field(layer["op"])
+        probe.append({**layer, second: INPUT_NAME} if second else layer)
     try:
         chain = normalize_chain({"input": {"shape": list(x), "dtype": dtype}, "layers": probe})
     except ChainError as e:
@@ -226,7 +233,7 @@ def _checked(layers: list[dict], x: tuple[int, ...], out: tuple[int, ...] | None
     ours = tuple(output_shape(chain))
     if out is not None and tuple(out) != ours:
         raise _Skip(f"it computes {list(ours)} here but ONNX infers {list(out)}")
-    window = chain["layers"][0]["op"] in ("conv2d", "max_pool2d", "avg_pool2d")
+    window = OPS[chain["layers"][0]["op"]].kind != "elementwise"
     flop = chain_flop(dict(chain, layers=chain["layers"][:1])) if window else 0.0
     return ours, flop
 

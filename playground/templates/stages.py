@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from playground.chain.ops import OPS
 from playground.chain.spec import INPUT_NAME, WINDOW_OPS, tensor_shapes
 
 
@@ -85,23 +86,19 @@ def stages(chain: dict) -> list[Stage]:
             return
         epi = current["epilogue"]
         last = epi[-1]["name"] if epi else current["layer"]["name"]
-        helpers = tuple(f"{e['name']}_{p}" for e in epi if e["op"] == "batch_norm"
-                        for p in ("scale", "shift"))
-        if current["kind"] == "elementwise" and current["layer"]["op"] == "batch_norm":
-            helpers = (f"{current['layer']['name']}_scale",
-                       f"{current['layer']['name']}_shift", *helpers)
+        own = [current["layer"]] if current["kind"] == "elementwise" else []
+        helpers = tuple(e["name"] + suffix for e in (*own, *epi)
+                        for suffix in OPS[e["op"]].helpers)
         out.append(Stage(current["kind"], current["layer"], tuple(epi),
                          tuple(shapes[current["input"]]),
                          tuple(shapes[current["layer"]["name"]]), current["input"], last,
                          helpers))
 
     for layer in chain["layers"]:
-        if layer["op"] in WINDOW_OPS:
+        if layer["op"] in WINDOW_OPS or current is None:  # a window layer starts a stage
             close()
-            kind = "conv" if layer["op"] == "conv2d" else "pool"
-            current = {"kind": kind, "layer": layer, "epilogue": [], "input": previous}
-        elif current is None:
-            current = {"kind": "elementwise", "layer": layer, "epilogue": [], "input": previous}
+            current = {"kind": OPS[layer["op"]].kind, "layer": layer, "epilogue": [],
+                       "input": previous}
         else:
             current["epilogue"].append(layer)
         previous = layer["name"]

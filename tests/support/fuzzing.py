@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from playground.chain.ops import OPS
 from playground.chain.spec import normalize_chain, tensor_shapes
 from playground.errors import PlaygroundError
 from playground.measure.machine import MachineFacts
@@ -67,7 +68,8 @@ class HypothesisDraw(Draw):
 
 # ----------------------------------------------------------------------------- chains
 
-ELEMENTWISE = ("relu", "relu6", "clip", "bias_add", "batch_norm", "add")
+#: Every elementwise op of the table: an op added there is fuzzed too.
+ELEMENTWISE = tuple(name for name, op in OPS.items() if op.kind == "elementwise")
 
 
 def random_chain(d: Draw, *, max_layers: int = 5, max_hw: int = 12) -> dict:

@@ -107,6 +107,28 @@ def test_pooling_layers_are_added_and_edited(op):
     assert pool["stride"] == [1, 2] and not errors(at), errors(at)
 
 
+def test_every_op_of_the_table_is_offered_and_added_with_its_fields():
+    """The editor reads the op table: the new-layer menu lists every op, and each one added
+    at the end of the default chain is valid with the fields its record starts it with."""
+    from playground.chain.ops import OPS
+    from playground.chain.spec import normalize_chain
+    from ui.chain_ui import restructured
+
+    at = start()
+    assert list(at.selectbox(key="layer.new_op").options) == list(OPS)
+    chain = session(at).chain
+    taken = {layer["name"] for layer in chain["layers"]}  # conv1, relu1
+    for name in OPS:
+        added = normalize_chain(restructured(chain, "add", name))["layers"][-1]
+        assert added["op"] == name and added["name"] not in taken
+        assert added["name"] == f"{OPS[name].prefix}{2 if name in ('conv2d', 'relu') else 1}"
+    at.selectbox(key="layer.new_op").set_value("sigmoid")
+    at.button(key="layer.add").click()
+    run(at)
+    assert session(at).chain["layers"][-1] == {"op": "sigmoid", "name": "sigmoid1"}
+    assert not errors(at), errors(at)
+
+
 def test_preset_loads_when_presets_exist():
     from ui.chain_ui import presets
 

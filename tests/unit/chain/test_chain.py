@@ -4,6 +4,7 @@ import pytest
 
 from playground.chain.spec import (
     MAX_ELEMENTS,
+    OPS,
     chain_flop,
     normalize_chain,
     output_shape,
@@ -68,8 +69,7 @@ def test_corrected_seed_second_program_builds():
     ({"input": {"shape": [1, 3, 8, 8], "dtype": "int8"}, "layers": [{"op": "relu"}]},
      "input: unknown dtype 'int8' (choose one of float32, float16)"),
     ({"input": {"shape": [1, 3, 8, 8]}, "layers": [{"op": "softmax"}]},
-     "layer 1: unknown op 'softmax' (choose one of conv2d, max_pool2d, avg_pool2d, bias_add, "
-     "batch_norm, relu, relu6, clip, add)"),
+     f"layer 1: unknown op 'softmax' (choose one of {', '.join(OPS)})"),
     ({"input": {"shape": [1, 3, 8, 8]}, "layers": [{"op": "conv2d", "channels": 4,
                                                     "kernel": 3.5}]},
      "conv1: kernel must be an integer, got 3.5"),

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from playground.chain.reference import compare, conv2d_nchw, make_inputs, reference_output
+from playground.chain.ops.window import conv2d_nchw
+from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import normalize_chain
 
 

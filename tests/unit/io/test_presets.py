@@ -1,6 +1,8 @@
-"""Every preset: loads without executing, applies, builds and validates (CPU) or generates CUDA
-source; re-exports to the same text (so it is in the current format); runs as a plain script
-with only tvm and numpy; and the command line reads it."""
+"""Every preset: its JSON (the source of truth) reads in its canonical form and its script is
+exactly its rendering (so the scripts are current: ``python -m playground presets render``);
+it loads, applies, builds and validates (CPU) or generates CUDA source; its script runs as a
+plain script with only tvm and numpy and reads back as the same preset; the command line
+reads it."""
 
 import json
 import os
@@ -12,7 +14,14 @@ import pytest
 
 from playground import service
 from playground.io.export import export_script
-from playground.io.presets import list_presets, load_preset, preset_paths
+from playground.io.presets import (
+    list_presets,
+    load_preset,
+    preset_json,
+    preset_paths,
+    read_preset,
+    render_preset,
+)
 from playground.io.script_import import read_header
 from playground.schedule.session import Session
 
@@ -29,16 +38,33 @@ def test_there_are_presets_and_all_load():
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_preset_re_exports_to_the_same_text(name):
-    chain, steps, meta = load_preset(name)
-    # The listing reads the same chain and number of steps without replaying them.
-    assert read_header((ROOT / "schedules" / f"{name}.py").read_text())[:2] == (chain,
-                                                                                 len(steps))
-    text = export_script(chain, steps, target=meta.get("target", "cpu"),
-                         title=meta.get("title", ""), description=meta.get("description", ""))
-    assert text == (ROOT / "schedules" / f"{name}.py").read_text(), (
-        f"{name} is not in the current export format: refresh it with "
-        f"python -m playground export schedules/{name}.py -o schedules/{name}.py")
+def test_preset_script_is_its_json_rendered(name):
+    data = read_preset(name)
+    json_text = (ROOT / "schedules" / f"{name}.json").read_text()
+    assert preset_json(data["chain"], data["steps"], title=data["title"],
+                       description=data["description"], target=data["target"],
+                       weights=data["weights"]) == json_text
+    script = (ROOT / "schedules" / f"{name}.py").read_text()
+    assert render_preset(name) == script, (
+        f"schedules/{name}.py is not its preset rendered with this version's runtime: "
+        "python -m playground presets render")
+    # The script reads back as the preset (chain and number of steps, without a replay).
+    assert read_header(script)[:2] == (data["chain"], len(data["steps"]))
+
+
+def test_presets_render_writes_each_script_from_its_json(tmp_path, monkeypatch, capsys):
+    """``python -m playground presets render``: a preset without its script (or with a stale
+    one) gets it written; an up-to-date one is left alone."""
+    from playground.__main__ import main
+    from playground.io import presets
+
+    name = PRESETS[0]
+    (tmp_path / f"{name}.json").write_text((ROOT / "schedules" / f"{name}.json").read_text())
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    assert main(["presets", "render"]) == 0
+    assert f"schedules/{name}.py" in capsys.readouterr().out
+    assert (tmp_path / f"{name}.py").read_text() == (ROOT / "schedules" / f"{name}.py").read_text()
+    assert presets.render_presets() == []
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from playground.chain.spec import INPUT_NAME, WINDOW_OPS, normalize_chain
 from playground.model import cut_chains, load_model
 from playground.model.cut import cut
 
-KINDS = ("conv", "conv", "conv_bias", "relu", "bn", "add", "maxpool", "avgpool", "sigmoid")
+KINDS = ("conv", "conv", "conv_bias", "relu", "bn", "add", "maxpool", "avgpool", "tanh")
 
 
 @st.composite
@@ -52,7 +52,7 @@ def graphs(draw):
             nodes.append(op("BatchNormalization", [src, *(f"{p}{i}" for p in "sbmv")], y))
             tensors[y] = (c, size)
         else:
-            nodes.append(op("Sigmoid" if kind == "sigmoid" else "Relu", [src], y))
+            nodes.append(op("Tanh" if kind == "tanh" else "Relu", [src], y))
             tensors[y] = (c, size)
     read = {t for n in nodes for t in n.input}
     produced = [n.output[0] for n in nodes]

@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 def _small(cin: int = 8) -> bytes:
-    """Four conv-relu pairs (8 channels; the first reads ``cin``) and a Sigmoid (not a chain
+    """Four conv-relu pairs (8 channels; the first reads ``cin``) and a Tanh (not a chain
     layer): with 8 input channels, two identical conv-relu-conv-relu chains."""
     nodes, x = [], "x"
     for i in range(4):
         nodes += [conv(x, f"c{i}", f"w{i}", pads=[1, 1, 1, 1]), op("Relu", [f"c{i}"], f"r{i}")]
         x = f"r{i}"
-    nodes.append(op("Sigmoid", [x], "s"))
+    nodes.append(op("Tanh", [x], "s"))
     return to_bytes(model(nodes, shape=[1, cin, 8, 8],
                           weights={f"w{i}": [8, cin if i == 0 else 8, 3, 3] for i in range(4)}))
 
@@ -46,7 +46,7 @@ def test_command_line_scans_records_resumes_and_exports(tmp_path, capsys):
     args = ["model", str(path), "--budget-s-per-chain", "1", "--max-convs", "2", "--json"]
     assert main([*args, "-o", str(out_dir)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["skipped_ops"] == {"Sigmoid": 1}
+    assert out["skipped_ops"] == {"Tanh": 1}
     rows = out["chains"]
     assert [r["count"] for r in rows] == [2]
     assert rows[0]["nodes"] == ["c0", "r0", "c1", "r1"]
