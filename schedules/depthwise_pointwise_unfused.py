@@ -157,14 +157,19 @@ def apply_schedule(sch):
 
 # ---- from playground/schedule/loops.py (verbatim) ----
 
+def loop_labels(names):
+    """Loop variable names, outer to inner, as steps name them: the k-th repeat is ``name#k``.
+    The one naming rule: :mod:`playground.schedule.ir` names the loops it reads with it."""
+    seen, out = {}, []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
 def loop_names(sch, block):
     """Names of the loops around ``block`` (outer to inner), made unique with ``#k``."""
-    names, seen = [], {}
-    for rv in sch.get_loops(sch.get_sblock(block)):
-        name = sch.get(rv).loop_var.name
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return names
+    return loop_labels(sch.get(rv).loop_var.name for rv in sch.get_loops(sch.get_sblock(block)))
 
 
 def loop(sch, block, name):

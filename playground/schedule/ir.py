@@ -8,7 +8,7 @@ once and every reader agrees (an ``if`` is walked into everywhere, or nowhere).
 
 What a walk produces:
 
-* :class:`Loop` -- a ``for``: its name as steps write it (:func:`loop_labels`: the loop
+* :class:`Loop` -- a ``for``: its name as steps write it (``loops.loop_labels``: the loop
   variable, ``name#k`` for the k-th loop of that name around a block), constant ``min`` and
   ``extent`` (``None`` when symbolic), kind and thread tag. One record per ``For`` node, shared
   by every block under it, so ``loop in block.loops`` and ``a is b`` compare loops.
@@ -34,6 +34,8 @@ from typing import Any
 
 import tvm
 from tvm import s_tir, tirx
+
+from playground.schedule.loops import loop_labels
 
 # Statement classes of TVM 0.27, for isinstance tests outside this module.
 AllocBuffer = tirx.AllocBuffer
@@ -165,20 +167,6 @@ def constant(expr: Any) -> int | None:
 
 
 # ----------------------------------------------------------------------------- records
-
-def loop_labels(names: Iterable[str]) -> list[str]:
-    """Loop variable names, outer to inner, as steps name them: the k-th repeat is ``name#k``.
-
-    The rule of :func:`playground.schedule.loops.loop_names` (which exported scripts embed and
-    so cannot import this module); ``tests/test_ir.py`` checks the two agree.
-    """
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return out
-
 
 @dataclass(frozen=True, eq=False)
 class Loop:
