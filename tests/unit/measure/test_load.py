@@ -92,20 +92,29 @@ def test_probe_sees_other_processes_and_its_own():
         assert load.busy_cores == pytest.approx(load.own_cores + load.others_cores)
 
 
-def test_a_child_that_ends_inside_the_probe_is_still_own():
+def test_a_child_that_ends_inside_the_probe_is_still_own(tmp_path):
     """A job's short-lived subprocess (a compiler, a linker) that starts and ends while the
-    probe runs is the probed tree's work, not another user's: counted via its reaped times."""
+    probe runs is the probed tree's work, not another user's: counted via its reaped times.
+
+    The child spins 0.6 s of CPU time (not of wall time: on a loaded machine it gets less
+    than a core), and the probe ends only after the parent has reaped it."""
+    spin_cpu = ("import time\nend = time.process_time() + 0.6\n"
+                "while time.process_time() < end: pass\n")
+    done = tmp_path / "reaped"
     parent = subprocess.Popen([sys.executable, "-c",
-                               "import subprocess, sys, time; time.sleep(0.3); "
-                               f"subprocess.run([sys.executable, '-c', {SPIN!r}, '1.0']); "
-                               "time.sleep(30)"])
+                               "import pathlib, subprocess, sys, time; time.sleep(0.3); "
+                               f"subprocess.run([sys.executable, '-c', {spin_cpu!r}]); "
+                               f"pathlib.Path({str(done)!r}).touch(); time.sleep(60)"])
     try:
         time.sleep(0.1)
         with LoadProbe([parent.pid], threads=1, descendants=True) as probe:
-            time.sleep(2.0)  # the child spins 1 s of it and is reaped before the end
+            deadline = time.monotonic() + 60
+            while not done.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
     finally:
         _stop([parent])
-    assert probe.load.own_cores >= 0.3, probe.load
+    assert done.exists(), "the child did not finish within 60 s"
+    assert probe.load.own_cores * probe.load.seconds >= 0.5, probe.load
 
 
 def test_server_pids_and_threads_of_a_listener():
