@@ -12,6 +12,7 @@ import re
 import pytest
 import tvm
 from helpers import cuda_fused_with_conv1_input_in_shared_memory
+from playground.jobs.kernel import codegen_job, run_job
 
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import normalize_chain
@@ -26,7 +27,6 @@ from playground.errors import BuildError
 from playground.io.presets import load_preset
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
-from playground.worker.jobs.run import codegen_job, run_job
 
 HAS_GPU = bool(tvm.cuda(0).exist)
 gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device on this machine")

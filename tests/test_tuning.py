@@ -199,8 +199,9 @@ class _Database:
 def test_a_miscompiled_best_schedule_is_skipped_for_the_next_that_replays():
     """MetaSchedule's fastest record moves conv2's padding under relu1's loops (TVM 0.27 never
     writes its zero border): the tune job returns the next record, and says why."""
+    from playground.jobs.metaschedule import _best_that_replays
+
     from playground.chain.compute import chain_module
-    from playground.worker.jobs.tuning import _best_that_replays
 
     chain = normalize_chain({"input": {"shape": [1, 4, 8, 8]}, "layers": [
         {"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}, {"op": "relu"},
@@ -225,9 +226,8 @@ def test_a_miscompiled_best_schedule_is_skipped_for_the_next_that_replays():
 
 def test_the_search_space_leaves_out_rfactor():
     """rfactor is no playground primitive: a trace with it would import only up to there."""
+    from playground.jobs.metaschedule import _space
     from tvm.s_tir import meta_schedule as ms
-
-    from playground.worker.jobs.tuning import _space
 
     rules = list(_space(ms).sch_rules)
     assert rules and not any(isinstance(r, ms.schedule_rule.AddRFactor) for r in rules)

@@ -1,6 +1,6 @@
 """Auto-tuning baseline: MetaSchedule's best schedule for the chain, as playground steps.
 
-The tuning itself runs in the worker (job ``"tune"``, :mod:`playground.worker.jobs.tuning`), never
+The tuning itself runs in the worker (job ``"tune"``, :mod:`playground.jobs.metaschedule`), never
 in
 the server: :func:`tune` sends the chain and a trial budget and gets back the best schedule as
 a list of :class:`~playground.schedule.steps.Step` that a
@@ -53,6 +53,7 @@ from playground.schedule.loops import loop, loop_names
 from playground.schedule.replay import block_names, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import ANNOTATIONS, Step
+from playground.worker.job_table import TUNE
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -177,8 +178,8 @@ def tune(pool: WorkerPool, session: Session, trials: int = 32, *, target: str = 
     farm = getattr(pool, "farm", None)
     if farm is not None:
         payload["remote"] = farm.to_dict()
-    return pool.run("tune", payload, timeout_s=timeout_s or job_timeout_s(trials),
-                    exclusive=farm is None or farm.is_local, on_event=on_event, cancel=cancel)
+    return TUNE.call(pool, payload, timeout_s=timeout_s or job_timeout_s(trials),
+                     exclusive=farm is None or farm.is_local, on_event=on_event, cancel=cancel)
 
 
 # ----------------------------------------------------------------------------- conversion

@@ -2,7 +2,7 @@
 
 A :class:`~playground.remote.device.RemoteDevice` names a TVM RPC tracker (or one server) and a
 device key. The worker job
-``remote_run`` (:mod:`playground.worker.jobs.remote`) calls :func:`remote_run`, which compiles the
+``remote_run`` (:mod:`playground.jobs.rpc`) calls :func:`remote_run`, which compiles the
 scheduled chain here, exports it as a shared library, asks the tracker for a free server with
 the key, uploads and loads the library there, runs it once on a NaN-poisoned output, compares
 the output with the numpy reference computed here, and times it on the server with
@@ -120,7 +120,7 @@ def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool =
                seed: int = 0) -> dict:
     """Build here, then validate and (if ``measure``) time the kernel on a remote server.
 
-    Call it inside a worker process only (:mod:`playground.worker.jobs.remote`): it compiles the
+    Call it inside a worker process only (:mod:`playground.jobs.rpc`): it compiles the
     user's schedule. If the server dies during the run, the run is retried once on the server
     the tracker hands out next.
 

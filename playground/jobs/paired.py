@@ -18,8 +18,9 @@ from __future__ import annotations
 from playground.chain.spec import chain_to_json
 from playground.compile.targets import device
 from playground.errors import BuildError
+from playground.jobs.kernel import _executable, _packed, _reference, _run_once
 from playground.measure.sampling import METHOD
-from playground.worker.jobs.run import _executable, _packed, _reference, _run_once
+from playground.worker import job_table
 from playground.worker.registry import job
 
 #: Defaults: seven rounds (one wild round of seven never moves the median) of three samples per
@@ -27,7 +28,7 @@ from playground.worker.registry import job
 ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, METHOD["min_repeat_ms"]
 
 
-@job("rounds")
+@job(job_table.ROUNDS)
 def rounds_job(payload: dict) -> dict:
     """Payload ``chain``, ``target`` (``"cpu"``), ``kernels`` (a list of step lists),
     ``rounds``, ``repeat``, ``min_repeat_ms``, ``tile_local`` (default true), ``weights``

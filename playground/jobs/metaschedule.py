@@ -1,6 +1,6 @@
 """The worker job ``"tune"``: MetaSchedule on the chain, best schedule returned as steps.
 
-Runs in the worker only (a module of :mod:`playground.worker.jobs`). Two things make
+Runs in the worker only (a module of :mod:`playground.jobs`). Two things make
 MetaSchedule usable on a 2-core machine here:
 
 * ``import tvm.s_tir.tensor_intrin`` (done by ``TuneContext`` and by the default build function
@@ -37,6 +37,7 @@ from playground.explore.tuning import (
     trace_to_steps,
     verify,
 )
+from playground.worker.job_table import NUMPY_TIME, TUNE
 from playground.worker.registry import job
 
 _INTRIN = "tvm.s_tir.tensor_intrin"
@@ -98,7 +99,7 @@ def _runner(remote: dict | None) -> tuple[object, str]:
     return ms.runner.RPCRunner(rpc_config=config, max_workers=max(1, servers)), device.label
 
 
-@job("tune")
+@job(TUNE)
 def tune_job(payload: dict) -> dict:
     """Tune the chain with MetaSchedule; return the best schedule as playground steps.
 
@@ -217,7 +218,7 @@ def _mean_s(record) -> float:
     return sum(float(s) for s in record.run_secs) / len(record.run_secs)
 
 
-@job("numpy_time")
+@job(NUMPY_TIME)
 def numpy_time_job(payload: dict) -> dict:
     """Time the chain's numpy reference (:func:`playground.chain.reference.reference_output`).
 

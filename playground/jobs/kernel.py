@@ -27,6 +27,7 @@ from playground.explain import explain_build, plain
 from playground.measure.sampling import METHOD
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import steps_from_json, steps_to_json
+from playground.worker.job_table import CODEGEN, LOWER, RUN
 from playground.worker.registry import job
 
 _EXECUTABLES: OrderedDict[str, object] = OrderedDict()
@@ -110,7 +111,7 @@ def _reference(chain_json: str, seed: int):
     return inputs, reference_output(chain, inputs)
 
 
-@job("lower")
+@job(LOWER)
 def lower_job(payload: dict) -> dict:
     """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module, and what the
     tile-local step decided per predicated block (``tile_local``: one line, "" when off)."""
@@ -123,7 +124,7 @@ def lower_job(payload: dict) -> dict:
             "tile_local": "; ".join(decided)}
 
 
-@job("codegen")
+@job(CODEGEN)
 def codegen_job(payload: dict) -> dict:
     """Generated code: ``asm`` / ``llvm`` for the CPU, ``cuda`` for the GPU."""
     _, _, target = _unpack(payload)
@@ -180,7 +181,7 @@ def validate(payload: dict, result: dict, dev) -> None:
     result.update(worst)
 
 
-@job("run")
+@job(RUN)
 def run_job(payload: dict) -> dict:
     """Build, validate against the numpy reference, and (if ``measure``) time the kernel.
 
