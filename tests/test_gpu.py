@@ -12,7 +12,6 @@ import re
 import pytest
 import tvm
 from helpers import cuda_fused_with_conv1_input_in_shared_memory
-from playground.jobs.kernel import codegen_job, run_job
 
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import normalize_chain
@@ -25,6 +24,7 @@ from playground.compile.gpu import (
 from playground.compile.lowering import compile_module, generated_code, lower
 from playground.errors import BuildError
 from playground.io.presets import load_preset
+from playground.jobs.kernel import codegen_job, run_job
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
 

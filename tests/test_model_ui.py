@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from helpers import shown
-from playground.jobs.onnx_upload import model_open_job
 from streamlit.testing.v1 import AppTest
 
 import playground.model as model_api
 from playground.errors import PlaygroundError
+from playground.jobs.onnx_upload import model_open_job
 from playground.model import ChainResult, ScanResult, left_out
 from playground.worker.result import JobResult
 from ui import state
