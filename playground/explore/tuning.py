@@ -100,9 +100,10 @@ class Conversion:
 class TuneResult:
     """What the ``"tune"`` job found.
 
-    ``best_ms`` is MetaSchedule's own measurement (its runner: median of its repeats, in
-    ms); re-measure ``steps`` with the ``"run"`` job for a number comparable with the user's
-    schedule (:mod:`playground.explore.compare` does).
+    ``best_ms`` is the tuned steps' time as the ``"run"`` job takes it (checked on poisoned
+    buffers and two seeds, then timed by :func:`playground.measure.timing.measure`; on the farm
+    when there is one), so it compares with the user's schedule; ``None`` when no schedule
+    MetaSchedule found passed that check (its notes say so).
     """
 
     steps: tuple[Step, ...]
