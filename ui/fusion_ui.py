@@ -242,7 +242,8 @@ def render_tuning(result, session: Session) -> None:
         return
     tuned = tuning.TuneResult.from_value(result.value)
     best = f"{tuned.best_ms:.3f} ms" if tuned.best_ms else "n/a"
-    runner = "MetaSchedule's runner" + ("" if tuned.runner == "local" else f" on {tuned.runner}")
+    runner = "checked and timed as Run does" + ("" if tuned.runner == "local"
+                                                else f", on {tuned.runner}")
     st.write(f"Best of {tuned.trials} trials: **{best}** ({runner}), found in "
              f"{tuned.tune_s:.0f} s; {len(tuned.steps)} steps"
              + ("" if tuned.complete else f" (stopped at {code(tuned.unsupported)})") + ".")
