@@ -21,12 +21,11 @@ from collections.abc import Mapping
 from playground.errors import PlaygroundError
 from playground.measure.sampling import METHOD
 from playground.schedule.session import Session
+from playground.worker.job_table import CODEGEN, LOWER, REMOTE_RUN, ROUNDS, RUN
 from playground.worker.pool import WorkerPool
 from playground.worker.pools import WorkerPools
 from playground.worker.result import JobResult
 
-#: Per-job limits: lowering is quick, a build + validation of a large chain is not.
-TIMEOUTS_S = {"lower": 60.0, "codegen": 90.0, "run": 300.0, "rounds": 600.0}
 #: Build modes of the weights (see :func:`run`): re-laid out on every call, or once.
 WEIGHT_MODES = ("per-call", "constant")
 
@@ -61,15 +60,13 @@ def lower(pool: WorkerPool, session: Session, target: str = "cpu", *,
     """Lowered TIR text (``value["text"]``) of the session's schedule; ``tile_local=False``
     lowers without the tile-local step (:mod:`playground.compile.tile_local`); with constant
     ``weights``: the ``pack`` function and the kernel ``main``."""
-    return pool.run("lower", payload(session, target, tile_local=tile_local, weights=weights),
-                    timeout_s=TIMEOUTS_S["lower"])
+    return LOWER.call(pool, payload(session, target, tile_local=tile_local, weights=weights))
 
 
 def codegen(pool: WorkerPool, session: Session, target: str = "cpu",
             kind: str = "asm", *, tile_local: bool = True) -> JobResult:
     """Generated code (``value["text"]``): ``asm`` or ``llvm`` on the CPU, ``cuda`` for GPUs."""
-    return pool.run("codegen", payload(session, target, kind=kind, tile_local=tile_local),
-                    timeout_s=TIMEOUTS_S["codegen"])
+    return CODEGEN.call(pool, payload(session, target, kind=kind, tile_local=tile_local))
 
 
 def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: bool = True,
@@ -99,11 +96,10 @@ def run(pool: WorkerPool, session: Session, target: str = "cpu", *, measure: boo
         return _remote_job(pool, session, farm, measure=True, repeat=repeat,
                            min_repeat_ms=min_repeat_ms, on_event=on_event, cancel=cancel,
                            job_timeout_s=timeout_s)
-    return pool.run("run", payload(session, target, measure=measure, repeat=repeat,
-                                   min_repeat_ms=min_repeat_ms, tile_local=tile_local,
-                                   weights=weights),
-                    timeout_s=timeout_s or TIMEOUTS_S["run"], exclusive=measure,
-                    on_event=on_event, cancel=cancel)
+    return RUN.call(pool, payload(session, target, measure=measure, repeat=repeat,
+                                  min_repeat_ms=min_repeat_ms, tile_local=tile_local,
+                                  weights=weights),
+                    timeout_s=timeout_s, exclusive=measure, on_event=on_event, cancel=cancel)
 
 
 def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
@@ -122,8 +118,7 @@ def rounds(pool: WorkerPool, chain: dict, kernels: list, target: str = "cpu", *,
            "min_repeat_ms": min_repeat_ms, "tile_local": tile_local,
            "weights": weights,
            "kernels": [[s.to_dict() for s in steps] for steps in kernels]}
-    return pool.run("rounds", job, timeout_s=timeout_s or TIMEOUTS_S["rounds"], exclusive=True,
-                    cancel=cancel)
+    return ROUNDS.call(pool, job, timeout_s=timeout_s, exclusive=True, cancel=cancel)
 
 
 def remote_run(pool: WorkerPool, session: Session, tracker_host: str, tracker_port: int,
@@ -163,6 +158,7 @@ def _remote_job(pool: WorkerPool, session: Session, remote, *, measure: bool, re
     job_payload = payload(session, remote.target, remote=remote.to_dict(), measure=measure,
                           repeat=repeat, min_repeat_ms=min_repeat_ms)
     # Waiting for a server (twice, with the retry) comes on top of the run itself.
-    limit = job_timeout_s or TIMEOUTS_S["run"] + 2 * remote.timeout_s
-    return pool.run("remote_run", job_payload, timeout_s=limit,
-                    exclusive=measure and remote.is_local, on_event=on_event, cancel=cancel)
+    limit = job_timeout_s or REMOTE_RUN.timeout_s + 2 * remote.timeout_s
+    return REMOTE_RUN.call(pool, job_payload, timeout_s=limit,
+                           exclusive=measure and remote.is_local, on_event=on_event,
+                           cancel=cancel)

@@ -1349,6 +1349,67 @@ def pack_once(ex, tensors, packed, dev):
     return bufs
 
 
+# ---- from playground/compile/check.py (verbatim) ----
+
+#: The kernel is checked on the inputs of these seeds (offset by the caller's seed).
+VALIDATION_SEEDS = (0, 1)
+
+
+def reference_for(chain, seed):
+    """``(inputs, expected)``: the chain's inputs of ``seed`` and its float64 reference output."""
+    inputs = make_inputs(chain, seed)
+    return inputs, reference_output(chain, inputs)
+
+
+def run_poisoned(ex, inputs, expected, dtype, dev, packed=()):
+    """Call ``ex["main"]`` once on ``inputs`` into a NaN-filled output and compare it.
+
+    With ``packed`` buffers (constant weights: ``(name, shape, dtype)``), ``pack`` first runs
+    into NaN-filled ones. Returns ``(arguments, comparison)``: the arguments in ``main``'s
+    order (inputs, output, packed buffers), ready to be timed, and :func:`compare`'s dict.
+    """
+    tensors = [tvm.runtime.tensor(a, dev) for _, a in inputs]
+    out = tvm.runtime.tensor(np.full(expected.shape, np.nan, dtype=dtype), dev)
+    bufs = pack_once(ex, tensors, list(packed), dev)
+    ex["main"](*tensors, out, *bufs)
+    dev.sync()
+    return [*tensors, out, *bufs], compare(out.numpy(), expected, dtype)
+
+
+def check(ex, chain, dev, *, seed=0, packed=(), reference=reference_for):
+    """Run the validation build ``ex`` on every seed of :data:`VALIDATION_SEEDS` (offset by
+    ``seed``); returns the worst comparison (the first wrong one, else the largest error) with
+    ``seed`` (the input it came from) and ``validation_seeds``.
+
+    ``reference(chain, seed)`` gives ``(inputs, expected)`` (a caller may cache it).
+    """
+    worst = None
+    for offset in VALIDATION_SEEDS:
+        inputs, expected = reference(chain, seed + offset)
+        _, found = run_poisoned(ex, inputs, expected, chain["input"]["dtype"], dev, packed)
+        found["seed"] = seed + offset
+        if worst is None or not found["correct"] or (
+                worst["correct"] and found["max_abs_error"] > worst["max_abs_error"]):
+            worst = found
+        if not found["correct"]:
+            break
+    worst["validation_seeds"] = [seed + offset for offset in VALIDATION_SEEDS]
+    return worst
+
+
+def time_checked(ex, chain, dev, time_kernel, *, seed=0, packed=(), reference=reference_for):
+    """Run the timing build ``ex`` once on ``seed``'s input; if it agrees with the reference,
+    time it: ``{"timing": time_kernel(ex, arguments)}``. Otherwise the comparison (``correct``
+    False) with a message saying the timing build disagrees, and no timing."""
+    inputs, expected = reference(chain, seed)
+    args, agreed = run_poisoned(ex, inputs, expected, chain["input"]["dtype"], dev, packed)
+    if not agreed["correct"]:
+        agreed["message"] = ("the timing build computes a different result than the validation "
+                             f"build ({agreed['message']})")
+        return agreed
+    return {"timing": time_kernel(ex, args)}
+
+
 # ---- entry point ----
 def make_target(name):
     """(target, device) for "cpu" (the host CPU) or "cuda" (sm_90 when no GPU is present)."""
@@ -1375,27 +1436,6 @@ def fail(result, as_json, message):
     result.update(status="error", message=lines[-1] if lines else "failed")
     report(result, as_json)
     return 1
-
-
-def validate(ex, dev, dtype, packed):
-    """Run the NaN-poisoned build on inputs of seeds 0 and 1; the worst comparison (with
-    constant weights, "pack" first runs into NaN-filled packed buffers)."""
-    worst = None
-    for seed in (0, 1):
-        inputs = make_inputs(CHAIN, seed)
-        expected = reference_output(CHAIN, inputs)
-        tensors = [tvm.runtime.tensor(a, dev) for _, a in inputs]
-        # Poisoned output: elements the kernel never writes stay NaN and fail the comparison.
-        out = tvm.runtime.tensor(np.full(expected.shape, np.nan, dtype=dtype), dev)
-        ex["main"](*tensors, out, *pack_once(ex, tensors, packed, dev))
-        dev.sync()
-        check = compare(out.numpy(), expected, dtype)
-        if worst is None or not check["correct"] or (
-                worst["correct"] and check["max_abs_error"] > worst["max_abs_error"]):
-            worst = check
-        if not check["correct"]:
-            break
-    return worst
 
 
 def main(argv):
@@ -1432,30 +1472,26 @@ def main(argv):
             print(source)
         report(result, args.json)
         return 0
-    dtype = CHAIN["input"]["dtype"]
     try:
+        # The playground's own check (check.py above): the NaN-poisoned build on two seeds.
         checked = compile_validation(mod, target, pipeline) if args.target == "cpu" else ex
-        check = validate(checked, dev, dtype, packed)
+        verdict = check(checked, CHAIN, dev, packed=packed)
+        # Then the timing build once more, and its own timing (sampling.py above): warm-up,
+        # calibration, samples; with constant weights "pack" runs once, before timing.
+        if verdict["correct"]:
+            verdict = {**verdict, **time_checked(ex, CHAIN, dev, lambda kernel, arguments: (
+                take_samples(kernel.mod, arguments, dev, repeat=max(1, args.repeat))[0]),
+                packed=packed)}
     except Exception as e:  # the kernel refuses its arguments, or crashes in TVM's runtime
         return fail(result, args.json, e)
-    result.update(status="correct" if check["correct"] else "wrong", message=check["message"],
-                  correct=check["correct"], max_abs_error=check["max_abs_error"],
-                  max_rel_error=check["max_rel_error"])
-    if not check["correct"]:
+    correct = verdict["correct"]
+    result.update(status="correct" if correct else "wrong", message=verdict["message"],
+                  correct=correct, max_abs_error=verdict["max_abs_error"],
+                  max_rel_error=verdict["max_rel_error"])
+    if not correct:
         report(result, args.json)
         return 1
-    try:
-        inputs = make_inputs(CHAIN, 0)
-        tensors = [tvm.runtime.tensor(a, dev) for _, a in inputs]
-        shape = [int(d) for d in chain_tensors(CHAIN)[1].shape]
-        out = tvm.runtime.empty(shape, dtype, dev)
-        bufs = pack_once(ex, tensors, packed, dev)  # once: only the kernel is timed
-        # The playground's own timing (sampling.py above): warm-up, calibration, samples.
-        samples, _ = take_samples(ex.mod, [*tensors, out, *bufs], dev,
-                                  repeat=max(1, args.repeat))
-        seconds = float(np.median(samples)) / 1e3
-    except Exception as e:
-        return fail(result, args.json, e)
+    seconds = float(np.median(verdict["timing"])) / 1e3
     result.update(median_ms=round(seconds * 1e3, 6),
                   gflops=round(result["flop"] / seconds / 1e9, 3), repeats=args.repeat,
                   threads=tvm.runtime.num_threads())

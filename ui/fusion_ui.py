@@ -23,6 +23,7 @@ from playground.explore.halo import TileDefaults, TileRegions, halo_figure, tile
 from playground.measure import peak as peak_mod
 from playground.schedule.replay import blocks
 from playground.schedule.session import Session
+from playground.worker.job_table import ANALYZE, TILE_REGIONS, Job
 from playground.worker.pool import WorkerPool
 from ui import background, search_ui, state
 from ui.text import ERROR_ICON, code, escape
@@ -35,9 +36,9 @@ INTRO = (
     "depends on the shapes: read both sides below, then sweep the tile size and measure.")
 
 
-def _job(pool: WorkerPool, session: Session, job: str, extra: dict, spinner: str):
-    key = state.result_key(job, session, "cpu", repr(sorted(extra.items())))
-    return state.run_cached(key, lambda: pool.run(job, service.payload(session, "cpu", **extra),
+def _job(pool: WorkerPool, session: Session, job: Job, extra: dict, spinner: str):
+    key = state.result_key(job.name, session, "cpu", repr(sorted(extra.items())))
+    return state.run_cached(key, lambda: job.call(pool, service.payload(session, "cpu", **extra),
                                                   timeout_s=180.0), spinner)
 
 
@@ -46,7 +47,7 @@ def _job(pool: WorkerPool, session: Session, job: str, extra: dict, spinner: str
 def render_analysis(pool: WorkerPool, session: Session) -> dict | None:
     """The analysis table of the current schedule; returns the analysis dict."""
     st.markdown("#### Work, footprint and traffic of this schedule")
-    result = _job(pool, session, "analyze", {}, "Lowering and analysing the schedule…")
+    result = _job(pool, session, ANALYZE, {}, "Lowering and analysing the schedule…")
     if not result.ok:
         st.error(f"analysis failed ({result.status}): {escape(result.message)}", icon=ERROR_ICON)
         return None
@@ -135,7 +136,7 @@ def halo_ui(session: Session) -> tuple[str, str, dict] | None:
 
 def render_halo(pool: WorkerPool, session: Session, choice: tuple[str, str, dict]) -> None:
     block, loop, iteration = choice
-    result = _job(pool, session, "tile_regions",
+    result = _job(pool, session, TILE_REGIONS,
                   {"block": block, "loop": loop, "iteration": iteration},
                   "Computing the regions of this tile…")
     if not result.ok:
@@ -241,7 +242,8 @@ def render_tuning(result, session: Session) -> None:
         return
     tuned = tuning.TuneResult.from_value(result.value)
     best = f"{tuned.best_ms:.3f} ms" if tuned.best_ms else "n/a"
-    runner = "MetaSchedule's runner" + ("" if tuned.runner == "local" else f" on {tuned.runner}")
+    runner = "checked and timed as Run does" + ("" if tuned.runner == "local"
+                                                else f", on {tuned.runner}")
     st.write(f"Best of {tuned.trials} trials: **{best}** ({runner}), found in "
              f"{tuned.tune_s:.0f} s; {len(tuned.steps)} steps"
              + ("" if tuned.complete else f" (stopped at {code(tuned.unsupported)})") + ".")

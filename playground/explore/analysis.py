@@ -28,7 +28,7 @@
   :func:`traffic`), and **arithmetic intensity** = FLOP done / those bytes.
 
 Everything here lowers; callers off the worker go through the ``"analyze"`` job
-(:mod:`playground.worker.jobs.analysis`).
+(:mod:`playground.jobs.facts`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from playground.measure.sampling import METHOD
 from playground.measure.stats import compare_rounds
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
+from playground.worker.job_table import NUMPY_TIME
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -170,9 +171,9 @@ def comparison_table(pool: WorkerPool, session: Session, *,
         if stopped():
             return _ratios(rows)
         if kind == "numpy":
-            result = pool.run("numpy_time", {"chain": chain, "repeat": min(repeat, 5),
-                                             "min_repeat_ms": min_repeat_ms},
-                              timeout_s=NUMPY_TIMEOUT_S, exclusive=True, cancel=cancel)
+            result = NUMPY_TIME.call(pool, {"chain": chain, "repeat": min(repeat, 5),
+                                           "min_repeat_ms": min_repeat_ms},
+                                     timeout_s=NUMPY_TIMEOUT_S, exclusive=True, cancel=cancel)
             v = result.value or {}
             ms = v.get("median_ms") if result.ok else None
             rows.append(CompareRow(name, kind, result.status, ms,

@@ -9,7 +9,7 @@ rebuilds the step list with that argument replaced and then, in the worker:
    (it names a loop the new factor removed, say) makes the point ``"invalid"`` with the reason;
    the sweep goes on;
 2. validates the kernel on a NaN-poisoned output against the float64 reference and times it
-   only if it is correct (job ``"run"``, see :mod:`playground.worker.jobs.run`);
+   only if it is correct (job ``"run"``, see :mod:`playground.jobs.kernel`);
 3. if the worker has an ``"analyze"`` job (:mod:`playground.explore.analysis`), records the
    redundant-compute factor and the footprint of the intermediates.
 
@@ -52,6 +52,7 @@ from playground.schedule.replay import blocks, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import Step
 from playground.store import RunGroup
+from playground.worker.job_table import ANALYZE
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -372,8 +373,8 @@ def run_point(pool: WorkerPool, session: Session, param: SweepParam, value: Any,
                   detail=result.detail, label=label)
     point = _point_from_run(value, steps, result)
     if analyze and result.status in ("ok", "wrong_result") and not (cancel and cancel.is_set()):
-        res = pool.run("analyze", service.payload(point_session, target),
-                       timeout_s=ANALYZE_TIMEOUT_S, cancel=cancel)
+        res = ANALYZE.call(pool, service.payload(point_session, target),
+                           timeout_s=ANALYZE_TIMEOUT_S, cancel=cancel)
         if res.status == "error" and res.message.startswith("unknown job"):
             analyze = False
         elif res.ok:

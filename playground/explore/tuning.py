@@ -1,8 +1,8 @@
 """Auto-tuning baseline: MetaSchedule's best schedule for the chain, as playground steps.
 
-The tuning itself runs in the worker (job ``"tune"``, :mod:`playground.worker.jobs.tuning`),
-never in the server: :func:`tune` sends the chain and a trial budget and gets back the best
-schedule as a list of :class:`~playground.schedule.steps.Step` that a
+The tuning itself runs in the worker (job ``"tune"``, :mod:`playground.jobs.metaschedule`),
+never in the server: :func:`tune` sends the chain and a trial budget and gets back the
+best schedule as a list of :class:`~playground.schedule.steps.Step` that a
 :class:`~playground.schedule.session.Session` imports and the user keeps editing.
 
 From a MetaSchedule trace to steps (:func:`trace_to_steps`)
@@ -54,6 +54,7 @@ from playground.schedule.loops import loop, loop_names
 from playground.schedule.replay import block_names, scheduled
 from playground.schedule.session import Session
 from playground.schedule.steps import ANNOTATIONS, CATALOG, Primitive, Step
+from playground.worker.job_table import TUNE
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
 
@@ -94,9 +95,10 @@ class Conversion:
 class TuneResult:
     """What the ``"tune"`` job found.
 
-    ``best_ms`` is MetaSchedule's own measurement (its runner: median of its repeats, in
-    ms); re-measure ``steps`` with the ``"run"`` job for a number comparable with the user's
-    schedule (:mod:`playground.explore.compare` does).
+    ``best_ms`` is the tuned steps' time as the ``"run"`` job takes it (checked on poisoned
+    buffers and two seeds, then timed by :func:`playground.measure.timing.measure`; on the farm
+    when there is one), so it compares with the user's schedule; ``None`` when no schedule
+    MetaSchedule found passed that check (its notes say so).
     """
 
     steps: tuple[Step, ...]
@@ -172,8 +174,8 @@ def tune(pool: WorkerPool, session: Session, trials: int = 32, *, target: str = 
     farm = getattr(pool, "farm", None)
     if farm is not None:
         payload["remote"] = farm.to_dict()
-    return pool.run("tune", payload, timeout_s=timeout_s or job_timeout_s(trials),
-                    exclusive=farm is None or farm.is_local, on_event=on_event, cancel=cancel)
+    return TUNE.call(pool, payload, timeout_s=timeout_s or job_timeout_s(trials),
+                     exclusive=farm is None or farm.is_local, on_event=on_event, cancel=cancel)
 
 
 # ----------------------------------------------------------------------------- conversion

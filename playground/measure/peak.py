@@ -1,7 +1,7 @@
 """The machine's measured limits: peak GFLOP/s and memory bandwidth, and the roofline.
 
 Peak compute and bandwidth are *measured* with TVM kernels in a worker process (job
-``"machine_peak"`` in :mod:`playground.worker.jobs.analysis`), once per machine: the result is
+``"machine_peak"`` in :mod:`playground.jobs.facts`), once per machine: the result is
 cached on disk under ``~/.cache/schedule-playground/machine.json``, keyed by CPU model and core
 count. The FMA kernel's width follows the machine's vector width
 (:func:`playground.measure.machine.machine_facts`). :func:`roofline_figure` draws measured
@@ -18,6 +18,7 @@ from typing import Any
 
 from playground.errors import PlaygroundError
 from playground.measure.machine import cache_sizes, machine_key
+from playground.worker.job_table import MACHINE_PEAK
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def measure_peak(pool: Any, *, cores: int = 2, path: Path | None = None, refresh
         hit = cached_peak(cores, path)
         if hit is not None:
             return hit
-    result = pool.run("machine_peak", {"cores": cores}, timeout_s=timeout_s, exclusive=True)
+    result = MACHINE_PEAK.call(pool, {"cores": cores}, timeout_s=timeout_s, exclusive=True)
     if result.status != "ok":
         raise PlaygroundError(f"measuring the machine failed ({result.status}): "
                               f"{result.message}", detail=result.detail)

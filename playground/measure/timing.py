@@ -20,8 +20,10 @@ samples ran), so that a time measured under load is flagged wherever it is shown
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -122,8 +124,9 @@ def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name
     Parameters
     ----------
     func_or_executable
-        What ``tvm.compile`` returns (a ``tvm.runtime.Executable``; its ``.mod`` is used) or a
-        ``tvm.runtime.Module``, local or remote (``remote.load_module(...)``).
+        What ``tvm.compile`` returns (a ``tvm.runtime.Executable``; its ``.mod`` is used), a
+        ``tvm.runtime.Module``, local or remote (``remote.load_module(...)``), or a
+        :class:`PythonFunction`.
     args
         The function's arguments (tensors on ``dev``), outputs included.
     dev
@@ -180,6 +183,33 @@ def measure(func_or_executable: Any, args: Sequence[Any], dev: Any, *, func_name
                                    warmup=int(warmup), warmup_ms=warmup_ms,
                                    cache_flush_bytes=int(cache_flush_bytes), during=load_probe)
     return Timing.from_samples(samples, number, load_probe.load if load_probe else None)
+
+
+class PythonFunction:
+    """Python code timed by :func:`measure` as a kernel is: the warm-up, calibration and samples
+    of :data:`~playground.measure.sampling.METHOD` (the numpy reference's time, say).
+
+    It offers what :func:`measure` uses of a TVM module: ``time_evaluator(name, dev, number,
+    repeat, ...)`` returns a function whose ``results`` are seconds per call, one per sample,
+    after one call that is not counted (as TVM's evaluator discards one). Pass ``dev=None``.
+    """
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+
+    def time_evaluator(self, func_name: str, dev: Any, number: int = 1, repeat: int = 1,
+                       min_repeat_ms: float = 0, cache_flush_bytes: int = 0):
+        def timer(*args: Any) -> SimpleNamespace:
+            self.func(*args)
+            results = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                for _ in range(number):
+                    self.func(*args)
+                results.append((time.perf_counter() - start) / number)
+            return SimpleNamespace(results=tuple(results))
+
+        return timer
 
 
 def _is_remote(dev: Any) -> bool:

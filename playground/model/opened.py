@@ -3,7 +3,7 @@
 The page's Model tab shows a model's drawing, its chains and what was left out, for a file a
 user uploads or a bundled example. :func:`open_in_worker` sends the file (checked against the
 size cap first: the server never sends, let alone parses, more) or the example's name to a
-worker, which reads it and cuts it (:mod:`playground.worker.jobs.model_open`), and returns
+worker, which reads it and cuts it (:mod:`playground.jobs.onnx_upload`), and returns
 an :class:`Opened`: plain data, safe to keep in the page's session state.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from playground.model import MAX_BYTES, Model, ModelChain, ModelError
+from playground.worker.job_table import MODEL_OPEN
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def open_in_worker(pool: Any, data: bytes | None = None, *, example: str = "",
     payload = {"example": example, "input_shape": list(input_shape) if input_shape else None,
                "max_bytes": max_bytes, "name": name, "max_convs": max_convs,
                "data": base64.b64encode(data).decode("ascii") if data is not None else ""}
-    res = pool.run("model_open", payload, timeout_s=timeout_s, memory_limit_mb=memory_limit_mb)
+    res = MODEL_OPEN.call(pool, payload, timeout_s=timeout_s, memory_limit_mb=memory_limit_mb)
     if res.status != "ok":
         raise ModelError(f"the model could not be read ({res.status}): {res.message}")
     if res.value.get("error"):

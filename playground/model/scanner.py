@@ -30,6 +30,7 @@ from playground.errors import PlaygroundError
 from playground.model.cut import ModelChain, left_out
 from playground.model.graph import Model, ModelError
 from playground.model.onnx_read import MAX_BYTES
+from playground.worker.job_table import MODEL_READ
 
 #: The kind of a chain's outcome in the store (children of a ``"model"`` group).
 CHAIN_KIND = "model_chain"
@@ -122,10 +123,10 @@ def read_in_worker(pool: Any, data: bytes, input_shape: Any = None, *,
     """
     if len(data) > max_bytes:
         raise ModelError(f"the model is {len(data):,} bytes, above the cap of {max_bytes:,}")
-    res = pool.run("model_read", {"data": base64.b64encode(data).decode("ascii"),
-                                  "input_shape": list(input_shape) if input_shape else None,
-                                  "max_bytes": max_bytes, "name": name},
-                   timeout_s=timeout_s, memory_limit_mb=memory_limit_mb)
+    res = MODEL_READ.call(pool, {"data": base64.b64encode(data).decode("ascii"),
+                                "input_shape": list(input_shape) if input_shape else None,
+                                "max_bytes": max_bytes, "name": name},
+                          timeout_s=timeout_s, memory_limit_mb=memory_limit_mb)
     if res.status != "ok":
         raise ModelError(f"the model could not be read ({res.status}): {res.message}")
     if res.value.get("error"):

@@ -2,12 +2,14 @@
 
 A :class:`~playground.remote.device.RemoteDevice` names a TVM RPC tracker (or one server) and a
 device key. The worker job
-``remote_run`` (:mod:`playground.worker.jobs.remote`) calls :func:`remote_run`, which compiles the
-scheduled chain here, exports it as a shared library, asks the tracker for a free server with
-the key, uploads and loads the library there, runs it once on a NaN-poisoned output, compares
-the output with the numpy reference computed here, and times it on the server with
-:func:`playground.measure.timing.measure` (TVM's ``time_evaluator`` runs on the remote device
-itself)::
+``remote_run`` (:mod:`playground.jobs.rpc`) calls :func:`remote_run`, which compiles the
+scheduled chain here twice, as the local ``run`` job does (a validation build whose
+intermediates are NaN-filled, and the build that is timed), exports both as shared libraries,
+asks the tracker for a free server with the key, uploads and loads them there, checks the
+validation build on two input seeds against the numpy references computed here and the timing
+build once more (:mod:`playground.compile.check`, the project's one check), and times it on
+the server with :func:`playground.measure.timing.measure` (TVM's ``time_evaluator`` runs on the
+remote device itself)::
 
     remote = RemoteDevice("127.0.0.1", 9190, "local")
     result = remote_run(chain, steps, remote, repeat=10)   # inside a worker only
@@ -24,8 +26,6 @@ import os
 import tempfile
 import time
 from typing import Any
-
-import numpy as np
 
 from playground.measure.sampling import METHOD
 from playground.remote.device import (
@@ -62,35 +62,38 @@ def _load_probe(server: str) -> Any:
     return LoadProbe(pids, descendants=True, threads=threads_of(pids[0]), where=server)
 
 
-def _run_on(sess: Any, library: str, remote: RemoteDevice, server: str, inputs: list,
-            expected: np.ndarray, dtype: str, measure: bool, repeat: int,
+def _run_on(sess: Any, libraries: tuple[str, str], remote: RemoteDevice, server: str,
+            chain: dict, seed: int, reference: Any, measure: bool, repeat: int,
             min_repeat_ms: float) -> dict:
-    """Upload, load, run once on a poisoned output, compare, and time on the server."""
-    import tvm
-
-    from playground.chain.reference import compare
+    """Upload and load both builds, check the validation build and (if ``measure``) time the
+    timing build on the server, as the local ``run`` job does (:mod:`playground.compile.check`)."""
+    from playground.compile.check import check, time_checked
     from playground.measure.timing import measure as measure_module
 
     t0 = time.perf_counter()
-    sess.upload(library)
-    module = sess.load_module(os.path.basename(library))
+    checked, timed = (_load(sess, library) for library in libraries)
     dev = sess.cuda(0) if remote.target == "cuda" else sess.cpu(0)
     if not dev.exist:
         raise RemoteError(f"the RPC server has no {remote.target} device", where="remote.target")
-    result: dict = {"upload_s": time.perf_counter() - t0}
-    args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
-    out = tvm.runtime.tensor(np.full(expected.shape, np.nan, dtype=dtype), dev)
-    module["main"](*args, out)
-    dev.sync()
-    result.update(compare(out.numpy(), expected, dtype))
+    result: dict = {"upload_s": time.perf_counter() - t0, "timing": None}
+    result.update(check(checked, chain, dev, seed=seed, reference=reference))
     if result["correct"] and measure:
-        result["timing"] = measure_module(module, [*args, out], dev, func_name="main",
-                                          repeat=repeat, min_repeat_ms=min_repeat_ms,
-                                          load_probe=_load_probe(server)).to_dict()
+        result.update(time_checked(
+            timed, chain, dev, lambda module, args: measure_module(
+                module, args, dev, func_name="main", repeat=repeat, min_repeat_ms=min_repeat_ms,
+                load_probe=_load_probe(server)).to_dict(),
+            seed=seed, reference=reference))
     return result
 
 
-def _attempt(remote: RemoteDevice, library: str, run_args: tuple) -> tuple[dict | None, str, str]:
+def _load(sess: Any, library: str) -> Any:
+    """Upload a shared library to the server and load it there."""
+    sess.upload(library)
+    return sess.load_module(os.path.basename(library))
+
+
+def _attempt(remote: RemoteDevice, libraries: tuple[str, str],
+             run_args: tuple) -> tuple[dict | None, str, str]:
     """One session: ``(result, server, "")``, or ``(None, server, why)`` if the server went away.
 
     The session and every remote object are dropped before returning, which closes the
@@ -98,7 +101,7 @@ def _attempt(remote: RemoteDevice, library: str, run_args: tuple) -> tuple[dict 
     """
     sess, server = open_session(remote)
     try:
-        return _run_on(sess, library, remote, server, *run_args), server, ""
+        return _run_on(sess, libraries, remote, server, *run_args), server, ""
     except RemoteError:
         raise
     except (RuntimeError, OSError) as e:
@@ -120,7 +123,7 @@ def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool =
                seed: int = 0) -> dict:
     """Build here, then validate and (if ``measure``) time the kernel on a remote server.
 
-    Call it inside a worker process only (:mod:`playground.worker.jobs.remote`): it compiles the
+    Call it inside a worker process only (:mod:`playground.jobs.rpc`): it compiles the
     user's schedule. If the server dies during the run, the run is retried once on the server
     the tracker hands out next.
 
@@ -151,27 +154,32 @@ def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool =
     StepError, BuildError
         For the schedule and its compilation, as locally.
     """
-    from playground.chain.reference import make_inputs, reference_output
     from playground.chain.spec import chain_flop
+    from playground.compile.check import VALIDATION_SEEDS, reference_for
     from playground.compile.lowering import compile_module
     from playground.schedule.replay import scheduled
 
     t0 = time.perf_counter()
-    executable = compile_module(scheduled(chain, tuple(steps)).mod, remote.target)
+    mod = scheduled(chain, tuple(steps)).mod
+    checked = compile_module(mod, remote.target, validation=True)
+    # Intermediates are poisoned on the CPU only: a GPU kernel's two builds would be the same.
+    builds = (checked, compile_module(mod, remote.target) if remote.target == "cpu" else checked)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    inputs = make_inputs(chain, seed)
-    expected = reference_output(chain, inputs)
+    references = {seed + s: reference_for(chain, seed + s) for s in VALIDATION_SEEDS}
     reference_s = time.perf_counter() - t0
-    run_args = (inputs, expected, chain["input"]["dtype"], measure, int(repeat),
+    run_args = (chain, seed, lambda _chain, s: references[s], measure, int(repeat),
                 float(min_repeat_ms))
     lost: list[str] = []
     with tempfile.TemporaryDirectory(prefix="playground-remote-") as tmp:
-        library = os.path.join(tmp, "kernel.so")
-        executable.export_library(library)
+        libraries = (os.path.join(tmp, "checked.so"), os.path.join(tmp, "kernel.so"))
+        if builds[1] is builds[0]:
+            libraries = (libraries[0], libraries[0])
+        for library, build in dict(zip(libraries, builds, strict=True)).items():
+            build.export_library(library)
         for attempt in (1, 2):
             try:
-                result, server, why = _attempt(remote, library, run_args)
+                result, server, why = _attempt(remote, libraries, run_args)
             except RemoteError as e:
                 if not lost:
                     raise
@@ -184,7 +192,7 @@ def remote_run(chain: dict, steps: Any, remote: RemoteDevice, *, measure: bool =
         else:
             raise RemoteError(f"RPC server for key {remote.key!r} went away during the run: "
                               f"{lost[0]}; the retry went away too ({lost[1]})", where="remote")
-    timing = result.pop("timing", None)
+    timing = result.pop("timing")
     result.update({"target": remote.target, "valid": True, "compile_s": compile_s,
                    "reference_s": reference_s, "flop": chain_flop(chain), "timing": timing,
                    "gflops": None, "remote": remote.label, "server": server,

@@ -49,6 +49,7 @@ from playground.templates.search import (
 )
 from playground.templates.space import fusion_options
 from playground.templates.stages import Stage, stages
+from playground.worker.job_table import ANALYZE
 
 #: Within this ratio (either way) the two schedules are "no difference".
 NO_DIFFERENCE = 1.05
@@ -121,8 +122,7 @@ def _measured(pool: Any, chain: dict, cand: Candidate, producers: list[str],
     own accumulators aside), read from the fused schedule's lowered TIR (job ``analyze``);
     None where the analysis is not available."""
     session = Session(chain, cand.steps, len(cand.steps))
-    res = pool.run("analyze", service.payload(session, "cpu", tile_local=tile_local),
-                   timeout_s=120.0)
+    res = ANALYZE.call(pool, service.payload(session, "cpu", tile_local=tile_local))
     if not res.ok:
         return None, None
     done = needed = 0

@@ -3,15 +3,14 @@
 A server shared by a team runs a user's IR view (lowering: a tenth of a second) next to
 another user's sweep or tuning (minutes). In one pool the IR view waits for the sweep.
 :class:`WorkerPools` keeps two :class:`~playground.worker.pool.WorkerPool` s and routes every
-job by name: the names in ``quick_jobs`` (lowering, code generation, analysis, tile regions,
-ping) go to :attr:`~WorkerPools.quick`, everything else to :attr:`~WorkerPools.long`, so a job
-added later (a search, say) is long unless it is named quick. It is duck-compatible with
-``WorkerPool`` where callers use one (``run``, ``warm_up``, ``close``, ``pids``, context
-manager)::
+job to the pool its declaration names (:mod:`playground.worker.job_table`: lowering, code
+generation, analysis, tile regions and ping are quick), so a name nobody declared (a fault job
+of the tests) is long. It is duck-compatible with ``WorkerPool`` where callers use one (``run``,
+``warm_up``, ``close``, ``pids``, context manager)::
 
     with WorkerPools.sized(cores=8) as pools:
-        pools.run("lower", payload)                     # quick pool
-        pools.run("run", payload, exclusive=True)       # long pool, fair queue by owner
+        LOWER.call(pools, payload)                      # quick pool
+        RUN.call(pools, payload, exclusive=True)        # long pool, fair queue by owner
 
 Long jobs wait for a long worker in their owner's turn (:mod:`playground.worker.fair`), then
 for the machine-wide measurement lock if they time something. Both pools share that lock.
@@ -39,11 +38,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from playground.errors import PlaygroundError
+from playground.worker.job_table import QUICK, pool_of
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
-
-#: Jobs answered by the quick pool: short, no kernel runs, needed for the page to redraw.
-QUICK_JOBS = frozenset({"lower", "codegen", "analyze", "tile_regions", "ping"})
 
 QUICK_ENV = "PLAYGROUND_QUICK_WORKERS"
 LONG_ENV = "PLAYGROUND_LONG_WORKERS"
@@ -116,30 +113,26 @@ def pool_sizes(cores: int, environ: Mapping[str, str] | None = None, *,
 
 
 class WorkerPools:
-    """A quick and a long :class:`WorkerPool`; :meth:`run` routes each job by its name.
+    """A quick and a long :class:`WorkerPool`; :meth:`run` routes each job to its declared pool.
 
     Parameters
     ----------
     quick, long
         The two pools (this object closes them).
-    quick_jobs
-        Names of the jobs the quick pool runs; every other job goes to the long pool.
     farm
         Where timings go instead of this machine, if anywhere: a
         :class:`playground.remote.device.RemoteDevice` (kept here, used by
         :func:`playground.service.run`), or ``None``.
     """
 
-    def __init__(self, quick: WorkerPool, long: WorkerPool, *,
-                 quick_jobs: frozenset[str] = QUICK_JOBS, farm: Any = None) -> None:
+    def __init__(self, quick: WorkerPool, long: WorkerPool, *, farm: Any = None) -> None:
         self.quick = quick
         self.long = long
-        self.quick_jobs = frozenset(quick_jobs)
         self.farm = farm
 
     @classmethod
     def sized(cls, cores: int, *, environ: Mapping[str, str] | None = None, farm: Any = None,
-              quick_jobs: frozenset[str] = QUICK_JOBS, **worker_options: Any) -> WorkerPools:
+              **worker_options: Any) -> WorkerPools:
         """Pools sized by :func:`pool_sizes` for ``cores`` cores (and the environment).
 
         Quick workers run one thread (they compile, never time); long workers run ``cores``
@@ -150,14 +143,15 @@ class WorkerPools:
         quick = WorkerPool(quick_size, num_threads=1, **worker_options)
         long = WorkerPool(long_size, num_threads=max(1, int(cores)),
                           nice=long_nice(environ), **worker_options)
-        return cls(quick, long, quick_jobs=quick_jobs, farm=farm)
+        return cls(quick, long, farm=farm)
 
     def pool_for(self, job: str) -> WorkerPool:
-        """The pool that runs ``job``."""
-        return self.quick if job in self.quick_jobs else self.long
+        """The pool that runs the job named ``job`` (its declared one)."""
+        return self.quick if pool_of(job) == QUICK else self.long
 
     def run(self, job: str, payload: dict | None = None, **options: Any) -> JobResult:
-        """:meth:`WorkerPool.run` on the pool for ``job`` (same arguments, same result)."""
+        """:meth:`WorkerPool.run` on the pool for ``job`` (same arguments, same result).
+        Callers outside the worker call a job's :meth:`~playground.worker.job_table.Job.call`."""
         return self.pool_for(job).run(job, payload, **options)
 
     @property

@@ -1,27 +1,32 @@
-"""The jobs a worker process can run, by name.
+"""The jobs a worker process can run, by name: their implementations, found in the child.
 
-A job is a plain function ``payload dict -> result dict`` registered under a name with
-:func:`job`. The parent (:mod:`playground.worker.pool`) sends only the name and a JSON payload; the
+A job is a plain function ``payload dict -> result dict`` registered with :func:`job` on its
+declaration (a :class:`playground.worker.job_table.Job`: name, pool, time limit, module).
+The parent (:mod:`playground.worker.pool`) sends only the name and a JSON payload; the
 worker process (:mod:`playground.worker.main`) looks the name up in :data:`JOBS`. Payloads and
 results must be JSON-able: no TVM objects cross the process boundary, only text (TVMScript,
 schedule steps) and numbers.
 
 Adding a job
 ------------
-Write it in a module of the package :mod:`playground.worker.jobs` (one module per capability:
-``run``, ``analysis``, ``tuning``, ``remote`` ...) and decorate it; there is no list to update::
+Declare it in :mod:`playground.worker.job_table` (``MEASURE = Job("measure", LONG, 300.0,
+"playground.jobs.kernel")``), then write it in that module of the package
+:mod:`playground.jobs` (one module per capability) and decorate it with its declaration::
 
+    from playground.worker.job_table import MEASURE
     from playground.worker.registry import job
 
-    @job("measure")
+    @job(MEASURE)
     def measure_job(payload: dict) -> dict:
         ...
         return {"median_ms": 1.2, "correct": True}
 
-:func:`load_jobs` (called once in the worker at start, after ``import tvm``) imports every module
-of that package, so the registry fills itself in the worker only and the web server never
-imports job code. A module that fails to import stops the worker loudly, and a job module that
-registers no job is an error too (it was meant to add one). Raise
+Callers run it with ``MEASURE.call(pool, payload)``. :func:`load_jobs` (called once in the
+worker at start, after ``import tvm``) imports every module of that package, so the registry
+fills itself in the worker only and the web server never imports job code. A module that fails
+to import stops the worker loudly; a job module that registers no job, a declared job without
+its implementation (or implemented in another module than declared) and an implementation
+without a declaration are errors too. Raise
 :class:`playground.errors.StepError` /
 :class:`~playground.errors.BuildError` for user mistakes, return ``{"correct": False, ...}`` for a
 kernel that runs but computes the wrong numbers; the pool classifies both.
@@ -43,30 +48,39 @@ import sys
 import time
 from collections.abc import Callable
 
+from playground.worker.job_table import JOBS as DECLARED
+from playground.worker.job_table import PING, Job
+
 JobFunc = Callable[[dict], dict]
 
 #: Registered jobs, by name. Filled by :func:`job` decorators.
 JOBS: dict[str, JobFunc] = {}
 
 #: The package whose every module holds jobs; :func:`load_jobs` imports all of them.
-JOBS_PACKAGE = "playground.worker.jobs"
+JOBS_PACKAGE = "playground.jobs"
 
 FAULT_JOBS_ENV = "PLAYGROUND_FAULT_JOBS"
+#: The test-only fault jobs (:func:`_register_fault_jobs`): registered by name, never declared.
+FAULT_JOBS = ("sleep", "segfault", "allocate", "raise", "exit", "spawn", "echo")
 
 
-def job(name: str) -> Callable[[JobFunc], JobFunc]:
-    """Register the decorated function as the job ``name``.
+def job(declared: Job | str) -> Callable[[JobFunc], JobFunc]:
+    """Register the decorated function as the job ``declared``.
 
     Parameters
     ----------
-    name
-        The name callers pass to ``WorkerPool.run``; must be unique.
+    declared
+        Its :class:`~playground.worker.job_table.Job` (callers call that); a bare name only
+        for the test-only fault jobs below, which no caller outside the tests runs. The name
+        must be unique.
 
     Returns
     -------
     Callable
         The decorator; it returns the function unchanged.
     """
+
+    name = declared if isinstance(declared, str) else declared.name
 
     def register(func: JobFunc) -> JobFunc:
         if name in JOBS and JOBS[name] is not func:
@@ -99,13 +113,34 @@ def load_jobs() -> dict[str, JobFunc]:
         importlib.import_module(module)
         if not already and set(JOBS) == before:
             raise RuntimeError(f"job module {module} registers no job: decorate its jobs with "
-                               f"@job(name) or move the module out of {JOBS_PACKAGE}")
+                               f"@job(<its Job>) or move the module out of {JOBS_PACKAGE}")
+    check_declarations()
     if os.environ.get(FAULT_JOBS_ENV) == "1":
         _register_fault_jobs()
     return JOBS
 
 
-@job("ping")
+def check_declarations() -> None:
+    """Every declared job implemented in its declared module, and nothing else implemented.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the jobs that are declared but missing (or implemented elsewhere) and those
+        implemented without a declaration.
+    """
+    wrong = [f"{name} (declared in {spec.module}, implemented in "
+             f"{getattr(JOBS.get(name), '__module__', 'none')})"
+             for name, spec in DECLARED.items()
+             if getattr(JOBS.get(name), "__module__", None) != spec.module]
+    extra = sorted(set(JOBS) - set(DECLARED) - set(FAULT_JOBS))
+    if wrong or extra:
+        raise RuntimeError("jobs and their declarations in playground.worker.job_table "
+                           f"disagree: {'; '.join(wrong) or 'none missing'}; undeclared: "
+                           f"{', '.join(extra) or 'none'}")
+
+
+@job(PING)
 def ping(payload: dict) -> dict:
     """Answer cheaply: the worker's pid and TVM version (proves the worker is alive and warm)."""
     import tvm

@@ -29,7 +29,7 @@ UNITS = {
     "playground.compile": "compile",
     "playground.measure": "measure",
     "playground.worker": "worker",
-    "playground.worker.jobs": "jobs",
+    "playground.jobs": "jobs",
     "playground.io": "io",
     "playground.remote": "remote",
     "playground.service": "service",
@@ -50,7 +50,7 @@ ALLOWED: dict[str, set[str]] = {
     "chain": {"base"},
     "schedule": {"base", "chain"},
     "compile": {"base", "chain", "schedule"},
-    "measure": {"base"},
+    "measure": {"base", "worker"},
     "worker": {"base"},
     "io": {"base", "chain", "schedule", "compile", "measure"},
     "remote": {"base", "chain", "schedule", "compile", "measure"},
@@ -167,8 +167,47 @@ def test_layer_table_matches_the_docstrings():
                                        f"{sorted(said)}, the test allows {sorted(ALLOWED[unit])}")
 
 
+def _code_files() -> list[Path]:
+    """Every Python file that is not a test: the library, the page, scripts and benchmarks."""
+    found = [*library_files(), ROOT / "app.py"]
+    for folder in ("ui", "scripts", "benchmarks"):
+        found += sorted((ROOT / folder).rglob("*.py"))
+    return [p for p in found if p.exists()]
+
+
+def calls_by_job_name(source: str) -> list[tuple[int, str]]:
+    """``(line, job)`` of every ``<anything>.run("<declared job>", ...)`` call in ``source``."""
+    from playground.worker.job_table import JOBS
+
+    return [(node.lineno, node.args[0].value) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "run" and node.args and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in JOBS]
+
+
+def test_jobs_are_called_through_their_declaration():
+    """No code calls a pool by a job's name (``pool.run("run", ...)``): a job is called through
+    its :class:`~playground.worker.job_table.Job` (``RUN.call(pool, ...)``), which carries its
+    pool and time limit. Only the worker itself (``playground/worker/``) passes names on."""
+    worker = LIB / "worker"
+    violations = [f"{path.relative_to(ROOT)}:{line}: runs job {name!r} by name; call its Job "
+                  "(playground.worker.job_table) instead"
+                  for path in _code_files() if worker not in path.parents
+                  for line, name in calls_by_job_name(path.read_text())]
+    assert not violations, "\n".join(violations)
+
+
+def test_the_name_rule_sees_calls_by_name():
+    source = ('result = pool.run("run", payload, timeout_s=300.0)\n'
+              'other = service.run(pool, session)\n'
+              'sub = subprocess.run("ls")\n'
+              'res = state.pools().run("analyze", {})\n')
+    assert calls_by_job_name(source) == [(1, "run"), (4, "analyze")]
+
+
 @pytest.mark.parametrize("module", ["playground", "playground.worker.pool",
-                                    "playground.worker.registry", "playground.schedule.steps",
+                                    "playground.worker.registry", "playground.worker.job_table",
+                                    "playground.schedule.steps",
                                     "playground.chain.spec", "playground.errors"])
 def test_light_imports_do_not_load_tvm(module):
     """The server and the worker's parent never need TVM to import these."""

@@ -22,8 +22,8 @@ from streamlit.testing.v1 import AppTest
 
 import playground.model as model_api
 from playground.errors import PlaygroundError
+from playground.jobs.onnx_upload import model_open_job
 from playground.model import ChainResult, ScanResult, left_out
-from playground.worker.jobs.model_open import model_open_job
 from playground.worker.result import JobResult
 from ui import state
 from ui.model_ui import UPLOAD_MB, parse_shape

@@ -24,9 +24,9 @@ from playground.compile.gpu import (
 from playground.compile.lowering import compile_module, generated_code, lower
 from playground.errors import BuildError
 from playground.io.presets import load_preset
+from playground.jobs.kernel import codegen_job, run_job
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
-from playground.worker.jobs.run import codegen_job, run_job
 
 HAS_GPU = bool(tvm.cuda(0).exist)
 gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device on this machine")

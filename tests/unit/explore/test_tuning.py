@@ -225,7 +225,7 @@ def test_a_miscompiled_best_schedule_is_skipped_for_the_next_that_replays():
     """MetaSchedule's fastest record moves conv2's padding under relu1's loops (TVM 0.27 never
     writes its zero border): the tune job returns the next record, and says why."""
     from playground.chain.compute import chain_module
-    from playground.worker.jobs.tuning import _best_that_replays
+    from playground.jobs.metaschedule import _best_that_replays
 
     chain = normalize_chain({"input": {"shape": [1, 4, 8, 8]}, "layers": [
         {"op": "conv2d", "channels": 4, "kernel": 3, "padding": 1}, {"op": "relu"},
@@ -239,20 +239,33 @@ def test_a_miscompiled_best_schedule_is_skipped_for_the_next_that_replays():
         sch.split(sch.get_loops(sch.get_sblock("conv2"))[2], factors=[None, 4])
 
     db = _Database([_Record(pad_under_producer, 1e-4), _Record(split, 2e-4)])
-    trace, conversion, equal, why, best_ms, skipped = _best_that_replays(
+    trace, conversion, equal, why, best_ms, skipped, ran = _best_that_replays(
         db, chain_module(chain), chain)
-    assert equal and not why
+    assert equal and not why and ran == {}
     assert any("sch.split(" in line for line in trace)
     assert [s.primitive for s in conversion.steps] == ["split"]
     assert best_ms == pytest.approx(0.2)
     assert skipped[0] == 1 and "conv2_pad" in skipped[1] and "border" in skipped[1]
+    # A record whose steps compute wrong numbers (as the run job's check finds) is skipped
+    # like a refused one; the next is returned with what the check said.
+    seen = []
+
+    def run(steps):
+        seen.append(steps)
+        return {"correct": len(seen) > 1, "message": "3 of 256 elements differ",
+                "median_ms": 0.5}
+
+    db = _Database([_Record(split, 1e-4), _Record(split, 2e-4)])
+    *_, best_ms, skipped, ran = _best_that_replays(db, chain_module(chain), chain, run=run)
+    assert len(seen) == 2 and ran["median_ms"] == 0.5 and best_ms == pytest.approx(0.2)
+    assert skipped == (1, "they compute a wrong result (3 of 256 elements differ)")
 
 
 def test_the_search_space_leaves_out_rfactor():
     """rfactor is no playground primitive: a trace with it would import only up to there."""
     from tvm.s_tir import meta_schedule as ms
 
-    from playground.worker.jobs.tuning import _space
+    from playground.jobs.metaschedule import _space
 
     rules = list(_space(ms).sch_rules)
     assert rules and not any(isinstance(r, ms.schedule_rule.AddRFactor) for r in rules)

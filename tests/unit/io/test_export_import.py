@@ -140,16 +140,21 @@ def test_export_needs_only_tvm_and_numpy() -> None:
     assert imported == {"argparse", "json", "math", "sys", "numpy", "tvm"}  # + the stdlib
 
 
-def test_export_times_with_the_playgrounds_own_timing_code() -> None:
-    """The script embeds build/sampling.py verbatim (warm-up, calibration, samples) and its
-    method, so `run` of an exported script times as the playground does."""
+def test_export_checks_and_times_with_the_playgrounds_own_code() -> None:
+    """The script embeds measure/sampling.py (warm-up, calibration, samples) with its method and
+    compile/check.py (poisoned output, two seeds, the timing build checked again) verbatim, and
+    calls them: `run` of an exported script checks and times as the playground does."""
     import inspect
 
+    from playground.compile import check
     from playground.measure import sampling
 
     text = export_script(FUSED, FUSED_STEPS)
-    assert inspect.getsource(sampling.take_samples) in text
-    assert "METHOD = " in text and "take_samples(ex.mod" in text
+    for function in (sampling.take_samples, check.check, check.time_checked):
+        assert inspect.getsource(function) in text
+    assert "METHOD = " in text and "take_samples(kernel.mod" in text
+    assert "check(checked, CHAIN, dev" in text and "time_checked(ex, CHAIN, dev" in text
+    assert "import playground" not in text and "\nfrom playground" not in text  # dropped
 
 
 def test_export_without_steps_has_pass_and_reimports() -> None:

@@ -5,11 +5,13 @@ No assertion depends on how fast the machine is: only on the consistency of the 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from playground.errors import PlaygroundError
-from playground.measure.timing import Timing, measure
+from playground.measure.timing import PythonFunction, Timing, measure
 
 
 def _consistent(t: Timing) -> None:
@@ -53,6 +55,23 @@ def test_invalid_arguments_name_the_argument(kwargs, name):
 def test_rejects_a_non_module():
     with pytest.raises(PlaygroundError, match="not a compiled TVM module"):
         measure(object(), [], None)
+
+
+def test_python_code_is_timed_by_the_same_method():
+    """A Python function (the numpy reference's time) goes through measure's warm-up,
+    calibration and samples like a kernel, with the load of this machine."""
+    calls = []
+
+    def work() -> None:
+        calls.append(1)
+        time.sleep(0.002)
+
+    t = measure(PythonFunction(work), [], None, repeat=3, min_repeat_ms=5, warmup_ms=0)
+    _consistent(t)
+    assert t.repeats == 3 and t.min_ms >= 2.0 and t.load is not None
+    # One estimate (one call plus the one not counted), then 3 samples of `number` calls
+    # (plus the one not counted).
+    assert len(calls) == 2 + 1 + 3 * t.number
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ that measured it. The server process group of the cluster is killed at the end.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections import OrderedDict
 
 import pytest
 from helpers import CONV_RELU
@@ -25,6 +27,7 @@ from playground.schedule.session import Session
 from playground.worker.lock import measurement_lock
 from playground.worker.pool import WorkerPool
 from playground.worker.pools import WorkerPools
+from playground.worker.result import JobResult
 
 STEPS = [{"primitive": "split", "args": {"block": "conv1", "loop": "h", "factors": [None, 4]}},
          {"primitive": "parallel", "args": {"block": "conv1", "loop": "k"}}]
@@ -121,3 +124,109 @@ def test_tuning_runs_its_candidates_on_the_farm(cluster, farm_pools):
     tuned = TuneResult.from_value(result.value)
     assert tuned.runner == cluster.remote().label
     assert tuned.trials > 0 and tuned.best_ms is not None
+
+
+# -- a wrong kernel timed on the farm is refused as it is here ------------------------------
+
+
+class InProcessPools:
+    """The server's pools, with the worker's jobs run in this process (so that a test's patch
+    of the compiler reaches them) and the farm kept: ``service.run`` sends a timing to the
+    farm's servers exactly as with ``PLAYGROUND_TRACKER`` set."""
+
+    def __init__(self, farm=None) -> None:
+        self.farm = farm
+        self.jobs: list[str] = []
+
+    def run(self, job: str, payload: dict | None = None, **options) -> JobResult:
+        from playground.worker.registry import load_jobs
+
+        self.jobs.append(job)
+        value = load_jobs()[job](payload or {})
+        if value.get("correct") is False:
+            return JobResult("wrong_result", value, value.get("message", ""), "", 0.0,
+                             os.getpid())
+        return JobResult("ok", value, "", "", 0.0, os.getpid())
+
+
+def _conv1_init_short_by_one():
+    """A TIR pass: the outermost loop that zeroes conv1's accumulators (and does not
+    accumulate) runs one iteration fewer, so some accumulators start from whatever their
+    memory held, as a tile one row short leaves them."""
+    import tvm
+
+    def shortened(stmt, done: list):
+        if isinstance(stmt, tvm.tirx.SeqStmt):
+            return tvm.tirx.SeqStmt([shortened(s, done) for s in stmt.seq])
+        if isinstance(stmt, tvm.s_tir.SBlockRealize):
+            b = stmt.block
+            block = tvm.s_tir.SBlock(b.iter_vars, b.reads, b.writes, b.name_hint,
+                                     shortened(b.body, done), b.init, b.alloc_buffers,
+                                     b.match_buffers, b.annotations)
+            return tvm.s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, block)
+        if isinstance(stmt, tvm.tirx.For):
+            text, extent = stmt.script(), stmt.extent
+            if not done and 'sblock("conv1_init")' in text and "conv1_update" not in text \
+                    and isinstance(extent, tvm.tirx.IntImm) and int(extent) > 1:
+                extent = tvm.tirx.const(int(extent) - 1, str(extent.ty))
+                done.append(stmt.loop_var.name)
+            return tvm.tirx.For(stmt.loop_var, stmt.min, extent, stmt.kind,
+                                shortened(stmt.body, done), stmt.thread_binding,
+                                stmt.annotations)
+        return stmt
+
+    @tvm.transform.module_pass(opt_level=0, name="test.Conv1InitShortByOne")
+    def short(mod, ctx):
+        done: list = []
+        funcs = {g: f.with_body(shortened(f.body, done)) for g, f in mod.functions.items()}
+        assert done, "no loop zeroes conv1's accumulators alone"
+        return tvm.IRModule(funcs, attrs=mod.attrs)
+
+    return short
+
+
+@pytest.mark.slow
+def test_a_wrong_search_candidate_timed_on_the_farm_is_refused_like_a_local_one(
+        cluster, monkeypatch):
+    """With a farm, a search candidate is validated and timed on the farm's servers; there
+    it must be checked as the local ``run`` job checks it (a NaN-poisoned validation build on
+    two input seeds, then the timing build once more), so a kernel that reads accumulators it
+    never zeroed is refused on the farm as it is here, and never timed."""
+    import tvm
+
+    from playground.chain.spec import normalize_chain
+    from playground.compile import lowering, tile_local
+    from playground.jobs import kernel
+    from playground.measure.machine import machine_facts
+    from playground.templates.search import candidate_plans, measure_candidate
+
+    chain = normalize_chain(CONV_RELU)
+    label, plan, _ = next(candidate_plans(chain, machine_facts(), fused=False))
+    farm = InProcessPools(cluster.remote(timeout_s=120))
+    right = measure_candidate(farm, chain, label, plan, repeat=3, min_repeat_ms=5)
+    assert right.status == "ok" and right.median_ms > 0, right.message
+    assert farm.jobs == ["remote_run"]  # timed on the farm
+
+    builds = []
+    compile_module = lowering.compile_module
+
+    def spied(mod, target_name="cpu", **options):
+        builds.append(bool(options.get("validation")))
+        return compile_module(mod, target_name, **options)
+
+    def short_pipeline():
+        # Made at every build, as TVM's are: a validation build poisons inside the pipeline.
+        default, *finalize = tile_local.tile_local_pipeline()
+        return tvm.transform.Sequential([_conv1_init_short_by_one(), default]), *finalize
+
+    tvm.tirx.register_tir_pipeline("test_conv1_short", short_pipeline)
+    monkeypatch.setattr(lowering, "pipeline_name", lambda tile_local=True: "test_conv1_short")
+    monkeypatch.setattr(lowering, "compile_module", spied)
+    monkeypatch.setattr(kernel, "compile_module", spied)
+    monkeypatch.setattr(kernel, "_EXECUTABLES", OrderedDict())  # nothing built before reused
+    for pools in (InProcessPools(), farm):
+        wrong = measure_candidate(pools, chain, label, plan, repeat=3, min_repeat_ms=5)
+        assert wrong.status == "wrong_result" and wrong.median_ms is None, wrong.message
+        assert wrong.max_abs_error > 0
+    assert farm.jobs == ["remote_run", "remote_run"]
+    assert builds.count(True) == 2  # the farm, like the run job, checked a poisoned build

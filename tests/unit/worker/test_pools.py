@@ -16,8 +16,9 @@ import pytest
 
 from playground.errors import PlaygroundError
 from playground.worker.fair import FairQueue, current_owner, owner_scope
+from playground.worker.job_table import JOBS, QUICK
 from playground.worker.pool import WorkerPool
-from playground.worker.pools import QUICK_JOBS, WorkerPools, long_nice, pool_sizes
+from playground.worker.pools import WorkerPools, long_nice, pool_sizes
 
 CAP_MB = 2048
 
@@ -79,13 +80,15 @@ def test_a_niced_worker_runs_at_lower_priority(tmp_path):
         assert psutil.Process(pid).nice() == min(19, os.nice(0) + 5)
 
 
-def test_jobs_are_routed_by_name():
+def test_jobs_are_routed_to_their_declared_pool():
     pools = WorkerPools(WorkerPool(1), WorkerPool(1))  # workers start lazily: none here
     try:
-        for job in ("lower", "codegen", "analyze", "tile_regions", "ping"):
-            assert job in QUICK_JOBS and pools.pool_for(job) is pools.quick
-        # Long, and anything not named quick (a job added later) is long by default.
-        for job in ("run", "remote_run", "tune", "numpy_time", "machine_peak", "search"):
+        quick = {name for name, job in JOBS.items() if job.pool == QUICK}
+        assert quick == {"lower", "codegen", "analyze", "tile_regions", "ping"}
+        for job in quick:
+            assert pools.pool_for(job) is pools.quick
+        # Long, and anything not declared (a fault job of the tests) is long.
+        for job in ("run", "remote_run", "tune", "numpy_time", "machine_peak", "sleep"):
             assert pools.pool_for(job) is pools.long
         assert pools.pids == [] and pools.sizes == (1, 1)
     finally:

@@ -72,6 +72,52 @@ def test_job_registry_and_decorator():
         del JOBS["test_double"]
 
 
+def test_every_declared_job_is_implemented_where_declared(monkeypatch):
+    """The worker's registry and the front door agree: each job of the job table is
+    implemented in the module it names, and a declaration without its implementation (or an
+    implementation without one) stops the worker."""
+    from playground.worker import job_table, registry
+
+    jobs = registry.load_jobs()
+    for name, declared in job_table.JOBS.items():
+        assert jobs[name].__module__ == declared.module, name
+    registry.check_declarations()
+    moved = {**job_table.JOBS, "run": job_table.Job("run", job_table.LONG, 1.0,
+                                                     "playground.jobs.facts")}
+    monkeypatch.setattr(registry, "DECLARED", moved)
+    with pytest.raises(RuntimeError, match=r"run \(declared in playground\.jobs\.facts"):
+        registry.check_declarations()
+    monkeypatch.setattr(registry, "DECLARED", {**job_table.JOBS, "gone": job_table.Job(
+        "gone", job_table.LONG, 1.0, "playground.jobs.kernel")})
+    with pytest.raises(RuntimeError, match="gone"):
+        registry.check_declarations()
+
+
+def test_job_call_picks_the_declared_pool_and_time_limit():
+    """``Job.call`` runs a job on its declared pool with its declared limit, unless the caller
+    gives one; a single pool (or a test's fake) runs every job."""
+    from playground.worker.job_table import LOWER, RUN
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def run(self, job, payload=None, **options):
+            self.calls.append((job, payload, options))
+            return job
+
+    from playground.worker.pools import WorkerPools
+
+    two = WorkerPools(Recorder(), Recorder())
+    assert LOWER.call(two, {"a": 1}) == "lower"
+    assert RUN.call(two, {}, timeout_s=5.0, exclusive=True) == "run"
+    assert two.quick.calls == [("lower", {"a": 1}, {"timeout_s": LOWER.timeout_s})]
+    assert two.long.calls == [("run", {}, {"timeout_s": 5.0, "exclusive": True})]
+    one = Recorder()
+    LOWER.call(one, {})
+    assert one.calls == [("lower", {}, {"timeout_s": LOWER.timeout_s})]
+
+
 def test_job_result_is_frozen_and_json_able():
     r = JobResult("ok", {"a": 1}, elapsed_s=0.5, worker_pid=3)
     assert r.ok and r.to_dict()["value"] == {"a": 1}
@@ -423,16 +469,15 @@ def test_cancel_while_queued_for_measurement(pool, tmp_path):
 
 
 def test_every_job_module_is_loaded_and_registers_jobs(tmp_path, monkeypatch):
-    """Jobs are found on disk: every module of playground/worker/jobs is imported by the
+    """Jobs are found on disk: every module of playground/jobs is imported by the
     worker, and a module there that registers no job stops it loudly (not skipped)."""
     import sys
 
-    from playground.worker import registry
+    from playground.worker import job_table, registry
 
     modules = registry.job_modules()
-    assert {"playground.worker.jobs.run", "playground.worker.jobs.analysis",
-            "playground.worker.jobs.tuning", "playground.worker.jobs.remote"} <= set(modules)
-    jobs_dir = Path(registry.__file__).parent / "jobs"
+    assert {j.module for j in job_table.JOBS.values()} - {registry.__name__} == set(modules)
+    jobs_dir = Path(registry.__file__).parent.parent / "jobs"
     on_disk = {p.stem for p in jobs_dir.glob("*.py") if p.stem != "__init__"}
     assert {m.rsplit(".", 1)[1] for m in modules} == on_disk
 

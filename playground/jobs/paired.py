@@ -8,18 +8,19 @@ kernel 0, then kernel 1, ... (each with the same method as the ``run`` job:
 every round is timed alike). The caller turns the rounds into ratios with an interval
 (:func:`playground.measure.stats.compare_rounds`).
 
-Every kernel's timing build is checked against the reference before it is timed (one call on
-the seed-0 input): the schedules come from a search that validated them, and a kernel that
-computes something else must not win a comparison.
+Every kernel is checked as the ``run`` job checks it before it is timed
+(:mod:`playground.compile.check`: its NaN-poisoned build on two seeds, then its timing build
+once): the schedules come from a search that validated them, and a kernel that computes
+something else must not win a comparison.
 """
 
 from __future__ import annotations
 
-from playground.chain.spec import chain_to_json
 from playground.compile.targets import device
 from playground.errors import BuildError
+from playground.jobs.kernel import checked_timing, validate
 from playground.measure.sampling import METHOD
-from playground.worker.jobs.run import _executable, _packed, _reference, _run_once
+from playground.worker import job_table
 from playground.worker.registry import job
 
 #: Defaults: seven rounds (one wild round of seven never moves the median) of three samples per
@@ -27,7 +28,7 @@ from playground.worker.registry import job
 ROUNDS, REPEAT, MIN_REPEAT_MS = 7, 3, METHOD["min_repeat_ms"]
 
 
-@job("rounds")
+@job(job_table.ROUNDS)
 def rounds_job(payload: dict) -> dict:
     """Payload ``chain``, ``target`` (``"cpu"``), ``kernels`` (a list of step lists),
     ``rounds``, ``repeat``, ``min_repeat_ms``, ``tile_local`` (default true), ``weights``
@@ -47,22 +48,23 @@ def rounds_job(payload: dict) -> dict:
     repeat = max(1, int(payload.get("repeat", REPEAT)))
     min_repeat_ms = float(payload.get("min_repeat_ms", MIN_REPEAT_MS))
     dev = device(target)
-    inputs, expected = _reference(chain_to_json(chain), 0)
     prepared = []
     for i, steps in enumerate(kernels):
         one = {"chain": chain, "steps": steps, "target": target,
                "tile_local": payload.get("tile_local", True),
                "weights": payload.get("weights", "per-call")}
-        ex, _ = _executable(one)
-        # With constant weights "pack" runs once here; its buffers follow the output.
-        args, outs, check = _run_once(ex, inputs, expected, chain, dev, _packed(one))
-        if not check["correct"]:
+        found: dict = {}
+        validate(one, found, dev)
+        if found["correct"]:
+            # Warm-up and calibration, once (the method's): every round then times the same
+            # number of calls of a warm kernel, so the rounds skip the warm-up. With constant
+            # weights "pack" runs once here; its buffers follow the output.
+            found = checked_timing(one, dev, lambda ex, args: (ex, args, measure(
+                ex.mod, args, dev, repeat=1, min_repeat_ms=min_repeat_ms).number))
+        if found.get("timing") is None:
             raise BuildError(f"rounds: kernel {i} computes a wrong result "
-                             f"(max abs error {check['max_abs_error']:.3g})")
-        # Warm-up and calibration, once (the method's): every round then times the same
-        # number of calls of a warm kernel, so the rounds skip the warm-up.
-        first = measure(ex.mod, [*args, *outs], dev, repeat=1, min_repeat_ms=min_repeat_ms)
-        prepared.append((ex, [*args, *outs], first.number))
+                             f"(max abs error {found['max_abs_error']:.3g})")
+        prepared.append(found["timing"])
     timings: list[list[dict]] = [[] for _ in kernels]
     for _ in range(rounds):
         for i, (ex, args, number) in enumerate(prepared):

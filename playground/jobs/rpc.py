@@ -13,10 +13,11 @@ from playground.measure.sampling import METHOD
 from playground.remote.device import RemoteDevice
 from playground.remote.run import remote_run
 from playground.schedule.steps import steps_from_json
+from playground.worker.job_table import REMOTE_RUN
 from playground.worker.registry import job
 
 
-@job("remote_run")
+@job(REMOTE_RUN)
 def remote_run_job(payload: dict) -> dict:
     """:func:`playground.remote.run.remote_run` on the payload; the result of ``run`` plus
     ``remote``, ``server``, ``attempts``, ``lost`` and ``upload_s``."""

@@ -1,24 +1,26 @@
 """The real worker jobs: lower, generate code, validate and measure a (chain, steps) pair.
 
-They run inside the worker process only (see :mod:`playground.worker.registry`). Payloads carry the
-normalized chain and the steps as JSON; the worker replays the steps itself, so no TVM object
+They run inside the worker process only (see :mod:`playground.worker.registry`). Payloads carry
+the normalized chain and the steps as JSON; the worker replays the steps itself, so no TVM object
 ever crosses a process boundary. Compiled executables and reference outputs are cached in the
-worker, so validating then timing the same schedule compiles once.
+worker, so validating then timing the same schedule compiles once. Results are checked and
+timings taken by the project's one check (:mod:`playground.compile.check`) and one timing
+function (:func:`playground.measure.timing.measure`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
 from collections import OrderedDict
 
-import numpy as np
 import tvm
 
-from playground.chain.reference import compare, make_inputs, reference_output
 from playground.chain.spec import chain_flop, chain_to_json
-from playground.compile.constant import pack_once, split_constant_weights
+from playground.compile.check import check, reference_for, time_checked
+from playground.compile.constant import split_constant_weights
 from playground.compile.lowering import compile_module, generated_code, lower
 from playground.compile.targets import device, info
 from playground.compile.tile_local import TILE_LOCAL_ATTR
@@ -27,6 +29,7 @@ from playground.explain import explain_build, plain
 from playground.measure.sampling import METHOD
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import steps_from_json, steps_to_json
+from playground.worker.job_table import CODEGEN, LOWER, RUN
 from playground.worker.registry import job
 
 _EXECUTABLES: OrderedDict[str, object] = OrderedDict()
@@ -105,12 +108,10 @@ def _packed(payload: dict, *, validation: bool = False) -> list:
 
 @functools.lru_cache(maxsize=6)
 def _reference(chain_json: str, seed: int):
-    chain = json.loads(chain_json)
-    inputs = make_inputs(chain, seed)
-    return inputs, reference_output(chain, inputs)
+    return reference_for(json.loads(chain_json), seed)
 
 
-@job("lower")
+@job(LOWER)
 def lower_job(payload: dict) -> dict:
     """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module, and what the
     tile-local step decided per predicated block (``tile_local``: one line, "" when off)."""
@@ -123,7 +124,7 @@ def lower_job(payload: dict) -> dict:
             "tile_local": "; ".join(decided)}
 
 
-@job("codegen")
+@job(CODEGEN)
 def codegen_job(payload: dict) -> dict:
     """Generated code: ``asm`` / ``llvm`` for the CPU, ``cuda`` for the GPU."""
     _, _, target = _unpack(payload)
@@ -132,55 +133,48 @@ def codegen_job(payload: dict) -> dict:
             "compile_s": seconds}
 
 
-def _run_once(ex, inputs, expected, chain: dict, dev, packed=()):
-    """Run the kernel once on a NaN-poisoned output and compare with the reference; with
-    ``packed`` buffers (constant weights), ``pack`` runs first into NaN-filled ones, which
-    come back after the output in the returned ``args`` tail: ``args, [out, *packed]``."""
-    dtype = chain["input"]["dtype"]
-    args = [tvm.runtime.tensor(a, dev) for _, a in inputs]
-    poisoned = np.full(expected.shape, np.nan, dtype=dtype)
-    out = tvm.runtime.tensor(poisoned, dev)
+def _reference_of(chain: dict, seed: int):
+    """:func:`playground.compile.check.reference_for`, cached in the worker."""
+    return _reference(chain_to_json(chain), seed)
+
+
+@contextlib.contextmanager
+def _kernel_call():
+    """A kernel that refuses its arguments (or fails in TVM's runtime) as a BuildError."""
     try:
-        bufs = pack_once(ex, args, list(packed), dev)
-        ex["main"](*args, out, *bufs)
-        dev.sync()
-    except (RuntimeError, ValueError, TypeError) as e:  # the kernel refuses its arguments
+        yield
+    except (RuntimeError, ValueError, TypeError) as e:
         text = str(e)
         said = explain_build(text) or plain(text.strip().splitlines()[0] if text.strip()
                                             else type(e).__name__)
         raise BuildError(f"calling the kernel failed: {said}", detail=text) from None
-    return args, [out, *bufs], compare(out.numpy(), expected, dtype)
-
-
-#: Validation runs the kernel on inputs of these seeds (each against its own reference): a
-#: kernel right by accident on one input is unlikely to be right on two.
-VALIDATION_SEEDS = (0, 1)
 
 
 def validate(payload: dict, result: dict, dev) -> None:
-    """Run the NaN-poisoned build on every seed of :data:`VALIDATION_SEEDS` (offset by the
-    payload's ``seed``) and merge the worst comparison into ``result``."""
+    """:func:`playground.compile.check.check` on the NaN-poisoned build (seeds offset by the
+    payload's ``seed``); merges its comparison into ``result``."""
     chain, _, _ = _unpack(payload)
     ex, compile_s = _executable(payload, validation=True)
     result["validation_compile_s"] = compile_s
-    base = int(payload.get("seed", 0))
-    t0, worst = time.perf_counter(), None
-    for seed in VALIDATION_SEEDS:
-        inputs, expected = _reference(chain_to_json(chain), base + seed)
-        _, _, check = _run_once(ex, inputs, expected, chain, dev,
-                                _packed(payload, validation=True))
-        check["seed"] = base + seed
-        if worst is None or not check["correct"] or (
-                worst["correct"] and check["max_abs_error"] > worst["max_abs_error"]):
-            worst = check
-        if not check["correct"]:
-            break
+    t0 = time.perf_counter()
+    with _kernel_call():
+        result.update(check(ex, chain, dev, seed=int(payload.get("seed", 0)),
+                            packed=_packed(payload, validation=True), reference=_reference_of))
     result["reference_s"] = time.perf_counter() - t0
-    result["validation_seeds"] = [base + s for s in VALIDATION_SEEDS]
-    result.update(worst)
 
 
-@job("run")
+def checked_timing(payload: dict, dev, time_kernel) -> dict:
+    """:func:`playground.compile.check.time_checked` on the payload's timing build (compiled
+    or reused): ``{"timing": time_kernel(executable, arguments)}``, or the comparison of a
+    timing build that disagrees with the reference."""
+    chain, _, _ = _unpack(payload)
+    ex, _ = _executable(payload)
+    with _kernel_call():
+        return time_checked(ex, chain, dev, time_kernel, seed=int(payload.get("seed", 0)),
+                            packed=_packed(payload), reference=_reference_of)
+
+
+@job(RUN)
 def run_job(payload: dict) -> dict:
     """Build, validate against the numpy reference, and (if ``measure``) time the kernel.
 
@@ -188,13 +182,13 @@ def run_job(payload: dict) -> dict:
     ``min_repeat_ms``, ``seed``, ``tile_local`` (bool, default True: the tile-local step),
     ``weights`` (``"per-call"`` or ``"constant"``: the weight re-layouts run once before
     timing, and only the kernel is timed). Validation uses a build whose intermediates start
-    as NaN and two input seeds (:func:`validate`); timing uses the normal build. The result's
-    ``correct`` is False for a wrong output; timing is skipped then (a wrong kernel's speed
-    means nothing).
+    as NaN and two input seeds (:func:`validate`); timing uses the normal build, checked once
+    more before it is timed (:func:`checked_timing`). The result's ``correct`` is False for a
+    wrong output; timing is skipped then (a wrong kernel's speed means nothing).
     """
     chain, _, target = _unpack(payload)
     target_info = info(target)
-    ex, compile_s = _executable(payload)
+    _, compile_s = _executable(payload)  # built even where it cannot run: the schedule builds
     result = {"target": target, "weights": _weights(payload),
               "packed": [name for name, _, _ in _packed(payload)],
               "valid": True, "compile_s": compile_s, "ran": False,
@@ -210,20 +204,19 @@ def run_job(payload: dict) -> dict:
         return result
     from playground.measure.timing import measure
 
-    inputs, expected = _reference(chain_to_json(chain), int(payload.get("seed", 0)))
-    args, outs, check = _run_once(ex, inputs, expected, chain, dev, _packed(payload))
-    if not check["correct"]:  # the timing build disagrees with the validation build
-        result.update(check)
-        result["message"] = "the timing build computes a different result than the " \
-                            "validation build"
-        return result
-    # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
-    result["timed_from"] = time.time()
-    timing = measure(ex.mod, [*args, *outs], dev, func_name="main",
-                     repeat=int(payload.get("repeat", METHOD["repeat"])),
-                     min_repeat_ms=float(payload.get("min_repeat_ms", METHOD["min_repeat_ms"])))
-    result["timed_until"] = time.time()
-    result["timing"] = timing.to_dict()
-    result["median_ms"] = timing.median_ms
-    result["gflops"] = timing.gflops(result["flop"])
+    def timed(ex, args):
+        # Wall-clock bounds of the timing itself: lets tests check that timings never overlap.
+        result["timed_from"] = time.time()
+        timing = measure(ex.mod, args, dev, func_name="main",
+                         repeat=int(payload.get("repeat", METHOD["repeat"])),
+                         min_repeat_ms=float(payload.get("min_repeat_ms",
+                                                         METHOD["min_repeat_ms"])))
+        result["timed_until"] = time.time()
+        return timing
+
+    result.update(checked_timing(payload, dev, timed))
+    timing = result["timing"]
+    if timing is not None:
+        result.update(timing=timing.to_dict(), median_ms=timing.median_ms,
+                      gflops=timing.gflops(result["flop"]))
     return result

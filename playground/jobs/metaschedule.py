@@ -1,6 +1,6 @@
 """The worker job ``"tune"``: MetaSchedule on the chain, best schedule returned as steps.
 
-Runs in the worker only (a module of :mod:`playground.worker.jobs`). Two things make
+Runs in the worker only (a module of :mod:`playground.jobs`). Two things make
 MetaSchedule usable on a 2-core machine here:
 
 * ``import tvm.s_tir.tensor_intrin`` (done by ``TuneContext`` and by the default build function
@@ -37,6 +37,7 @@ from playground.explore.tuning import (
     trace_to_steps,
     verify,
 )
+from playground.worker.job_table import NUMPY_TIME, TUNE
 from playground.worker.registry import job
 
 _INTRIN = "tvm.s_tir.tensor_intrin"
@@ -98,7 +99,7 @@ def _runner(remote: dict | None) -> tuple[object, str]:
     return ms.runner.RPCRunner(rpc_config=config, max_workers=max(1, servers)), device.label
 
 
-@job("tune")
+@job(TUNE)
 def tune_job(payload: dict) -> dict:
     """Tune the chain with MetaSchedule; return the best schedule as playground steps.
 
@@ -107,7 +108,9 @@ def tune_job(payload: dict) -> dict:
     :meth:`~playground.remote.device.RemoteDevice.to_dict`: run candidates there). Result:
     ``runner`` ("local" or the farm's label), ``steps``
     (list of step dicts), ``complete``, ``dropped``, ``unsupported``, ``structurally_equal``,
-    ``verify_message``, ``best_ms`` (MetaSchedule's measurement), ``trials`` (records in the
+    ``verify_message``, ``best_ms`` (the chosen schedule checked and timed as the ``run`` job
+    does it, on the farm when there is one: :func:`_run_steps`), ``timing``,
+    ``metaschedule_ms`` (MetaSchedule's own measurement), ``trials`` (records in the
     database), ``tune_s``, ``trace`` (the tuned trace as Python).
     """
     from tvm.s_tir import meta_schedule as ms
@@ -142,20 +145,26 @@ def tune_job(payload: dict) -> dict:
                              strategy=strategy, seed=seed, num_tuning_cores=cores)
             tune_s = time.perf_counter() - t0
             records = len(db.get_all_tuning_records())
-            chosen = _best_that_replays(db, mod, chain)
+            chosen = _best_that_replays(db, mod, chain, run=lambda steps: _run_steps(
+                chain, steps, payload.get("remote")))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     if chosen is None:
         raise TuningError(f"tune: none of the {records} trial(s) built and ran; see the "
                           "worker log", where="tune")
-    trace, conversion, equal, why, best_ms, skipped = chosen
+    trace, conversion, equal, why, metaschedule_ms, skipped, ran = chosen
     notes = [why] if why else []
+    if not ran:
+        notes.append("none of MetaSchedule's schedules passed the playground's check: this "
+                     "one is shown unmeasured and must not be trusted")
     if skipped:
-        notes.insert(0, f"MetaSchedule's {skipped[0]} faster schedule(s) skipped: their steps "
-                        f"are refused because TVM 0.27 miscompiles them ({skipped[1]})")
+        notes.insert(0, f"MetaSchedule's {skipped[0]} faster schedule(s) skipped: "
+                        f"{skipped[1]}")
     return {"steps": [s.to_dict() for s in conversion.steps], "complete": conversion.complete,
             "dropped": list(conversion.dropped), "unsupported": conversion.unsupported,
-            "structurally_equal": equal, "verify_message": why, "best_ms": best_ms,
+            "structurally_equal": equal, "verify_message": why,
+            "best_ms": ran.get("median_ms"), "timing": ran.get("timing"),
+            "metaschedule_ms": metaschedule_ms,
             "trials": records, "tune_s": tune_s, "trace": "\n".join(trace),
             "runner": runner_label, "skipped": skipped[0] if skipped else 0,
             "notes": notes}
@@ -180,15 +189,32 @@ def _space(ms):
 TOP_K = 32
 
 
-def _best_that_replays(db, mod, chain: dict):
-    """MetaSchedule's fastest schedule whose steps the playground accepts.
+def _run_steps(chain: dict, steps, remote: dict | None) -> dict:
+    """The project's one check and timing of a converted schedule: the ``run`` job's, or on a
+    farm :func:`playground.remote.run.remote_run` (the same check, on its servers)."""
+    if remote:
+        from playground.remote.device import RemoteDevice
+        from playground.remote.run import remote_run
+
+        return remote_run(chain, steps, RemoteDevice.from_dict(remote))
+    from playground.jobs.kernel import run_job
+
+    return run_job({"chain": chain, "steps": [s.to_dict() for s in steps], "target": "cpu"})
+
+
+def _best_that_replays(db, mod, chain: dict, run=None):
+    """MetaSchedule's fastest schedule whose steps the playground accepts and that computes
+    the right numbers.
 
     MetaSchedule checks no results, and some of its schedules are ones TVM 0.27 miscompiles
     (a convolution's padding moved under its producer's loops: the zero border is never
     written, ``docs/tvm-bugs.md``); the pre-checks refuse their steps. Those are skipped for
-    the next fastest record, so the baseline is a schedule that computes the right numbers.
-    Returns ``(trace, conversion, structurally_equal, verify_message, best_ms, skipped)``
-    with ``skipped`` = ``(count, first reason)`` or ``()``; None when no record ran.
+    the next fastest record, and so is a record whose steps ``run`` (steps -> the ``run``
+    job's fields: :func:`_run_steps`) finds wrong, so the baseline is a schedule that
+    computes the right numbers. Returns ``(trace, conversion, structurally_equal,
+    verify_message, metaschedule_ms, skipped, ran)`` with ``skipped`` = ``(count, first
+    reason)`` or ``()`` and ``ran`` what ``run`` returned (``{}`` without ``run``); None when
+    no record ran.
     """
     from tvm import s_tir
 
@@ -205,46 +231,41 @@ def _best_that_replays(db, mod, chain: dict):
         found = (trace, conversion, equal, why, _mean_s(rec) * 1e3)
         first = first or found
         if why.startswith(REFUSED):
-            refused.append(why[len(REFUSED):])
+            refused.append("their steps are refused because TVM 0.27 miscompiles them "
+                           f"({why[len(REFUSED):]})")
             continue
-        return (*found, (len(refused), refused[0]) if refused else ())
+        ran = run(conversion.steps) if run is not None else {}
+        if run is not None and not ran.get("correct"):
+            refused.append(f"they compute a wrong result ({ran.get('message', '')})")
+            continue
+        return (*found, (len(refused), refused[0]) if refused else (), ran)
     if first is None:
         return None
-    return (*first, ())
+    return (*first, (len(refused), refused[0]) if refused else (), {})
 
 
 def _mean_s(record) -> float:
     return sum(float(s) for s in record.run_secs) / len(record.run_secs)
 
 
-@job("numpy_time")
+@job(NUMPY_TIME)
 def numpy_time_job(payload: dict) -> dict:
     """Time the chain's numpy reference (:func:`playground.chain.reference.reference_output`).
 
     That reference computes in float64 (it is the correctness oracle, not a tuned numpy
     program); its convolutions are one BLAS matrix product per image and group, on as many
-    threads as numpy's BLAS takes. Payload: ``chain``, ``repeat`` (default 5),
-    ``min_repeat_ms`` (default 50). Returns ``median_ms`` (per call), ``samples_ms``,
-    ``number`` (calls per sample), ``dtype`` ("float64").
+    threads as numpy's BLAS takes. Timed by the project's one timing function
+    (:func:`playground.measure.timing.measure` on a
+    :class:`~playground.measure.timing.PythonFunction`). Payload: ``chain``, ``repeat``
+    (default 5), ``min_repeat_ms`` (default 50). Returns ``median_ms`` (per call), ``timing``
+    (:meth:`~playground.measure.timing.Timing.to_dict`), ``dtype`` ("float64").
     """
     from playground.chain.reference import make_inputs, reference_output
-    from playground.measure.load import LoadProbe
-    from playground.measure.timing import Timing
+    from playground.measure.timing import PythonFunction, measure
 
     chain = normalize_chain(payload["chain"])
     inputs = make_inputs(chain, int(payload.get("seed", 0)))
-    repeat = max(1, int(payload.get("repeat", 5)))
-    min_ms = float(payload.get("min_repeat_ms", 50.0))
-    t0 = time.perf_counter()
-    reference_output(chain, inputs)  # warm-up, and the first estimate
-    first_ms = (time.perf_counter() - t0) * 1e3
-    number = max(1, min(1000, int(min_ms / max(first_ms, 1e-3)) + 1))
-    samples = []
-    with LoadProbe() as probe:
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                reference_output(chain, inputs)
-            samples.append((time.perf_counter() - t0) * 1e3 / number)
-    timing = Timing.from_samples(samples, number, probe.load)
+    timing = measure(PythonFunction(lambda: reference_output(chain, inputs)), [], None,
+                     repeat=max(1, int(payload.get("repeat", 5))),
+                     min_repeat_ms=float(payload.get("min_repeat_ms", 50.0)))
     return {"median_ms": timing.median_ms, "timing": timing.to_dict(), "dtype": "float64"}

@@ -12,6 +12,7 @@ import json
 import os
 
 from playground.schedule.steps import steps_from_json
+from playground.worker.job_table import ANALYZE, MACHINE_PEAK, TILE_REGIONS
 from playground.worker.registry import job
 
 
@@ -19,7 +20,7 @@ def _steps(payload: dict) -> tuple:
     return steps_from_json(json.dumps(payload.get("steps", [])))
 
 
-@job("analyze")
+@job(ANALYZE)
 def analyze_job(payload: dict) -> dict:
     """Payload ``chain`` (normalized), ``steps``, ``target``, optional ``cache_level`` and
     ``tile_local`` (default True: lowered with the tile-local step).
@@ -34,7 +35,7 @@ def analyze_job(payload: dict) -> dict:
     return result.to_dict()
 
 
-@job("tile_regions")
+@job(TILE_REGIONS)
 def tile_regions_job(payload: dict) -> dict:
     """Payload ``chain``, ``steps``, ``block``, ``loop``, ``iteration`` (loop name -> value).
 
@@ -54,7 +55,7 @@ def _best_seconds(ex, args, dev, number: int, repeat: int) -> float:
     return measure(ex, args, dev, number=number, repeat=repeat).min_ms / 1e3
 
 
-@job("machine_peak")
+@job(MACHINE_PEAK)
 def machine_peak_job(payload: dict) -> dict:
     """Peak GFLOP/s (vectorized FMA kernel) and triad bandwidth (GB/s), best of repeats.
 
