@@ -196,9 +196,18 @@ class Worker:
                     return failure
                 self._send(line)
             pid = self._proc.pid
-            emit(on_event, {"event": "started", "worker_pid": pid})
             start = time.monotonic()
-            kind, reply = self._read(start + timeout_s, cancel)
+            try:
+                emit(on_event, {"event": "started", "worker_pid": pid})
+                kind, reply = self._read(start + timeout_s, cancel)
+            except BaseException:
+                # The caller stopped waiting with the job sent: Streamlit stops a closed or
+                # rerun tab's script by raising from its next page write (``on_event``). Left
+                # running, the job would keep the child busy (and the CPU, its timing no
+                # longer behind the measurement lock), and the next caller on this worker
+                # would wait for it, then read its reply as a crash: kill it.
+                self._discard()
+                raise
             elapsed = time.monotonic() - start
             if kind == "message" and reply.get("id") == self._next_id:
                 result = self._from_reply(reply, elapsed, pid)

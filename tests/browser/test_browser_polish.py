@@ -158,24 +158,36 @@ def test_the_fusion_explorer_keeps_its_values_and_shows_progress_by_the_button(
     gap = progress.bounding_box()["y"] - button.bounding_box()["y"]
     assert 0 < gap < 150, f"the progress is {gap:.0f} px below its button"
     assert abs(cancel.bounding_box()["y"] - progress.bounding_box()["y"]) < 60
+    # A row measured, or the whole table: the progress is redrawn once a second and the tiny
+    # chain's rows can land between two redraws (seen: straight to "3/3"), so "1/3" may never
+    # show; waiting for it once took 5 minutes in a full run, the comparison long done.
     try:
-        progress.filter(has_text=re.compile(r"compare: 1/\d")).wait_for(timeout=FIRST_ROW_MS)
+        progress.filter(has_text=re.compile(r"compare: [1-9]\d*/\d")).or_(table).first.wait_for(
+            timeout=FIRST_ROW_MS)
     except PlaywrightTimeout:
-        # The first row never came (seen once in a full clean run: the job waited, the machine
-        # idle, for 5 minutes; see the session note). Cancel must still end it, by the button.
-        cancel.click()
+        # No row within the time (the measurement slot is machine-wide: on a shared machine
+        # other runs' timings go first). Cancel must still end it, by the button.
+        stop(cancel)
         progress.wait_for(state="detached")
         pytest.xfail("the comparison's first row did not arrive within "
                      f"{FIRST_ROW_MS // 1000} s: the kept table was not checked")
-    cancel.click()
+    stop(cancel)
     table.wait_for()
     app.click("fusion.compare.run")
     progress.wait_for()
     assert table.is_visible()
     app.tab.get_by_text("The table measured before").wait_for()
     save_screenshot(app, tmp_path, "comparison-running.png")
-    cancel.click()
+    stop(cancel)
     progress.wait_for(state="detached")
+
+
+def stop(cancel) -> None:
+    """Press the comparison's Cancel if it is still there: the job may end first."""
+    try:
+        cancel.click(timeout=5_000)
+    except PlaywrightTimeout:
+        assert not cancel.is_visible()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ reading the page (the chain editor's keys, escaped Markdown)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -13,6 +14,17 @@ from tvm import s_tir
 from playground.chain.compute import chain_module
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.schedule.steps import Step
+
+#: ``PLAYGROUND_FUZZ=deep`` runs the randomized (hypothesis) tests with many more examples than
+#: the test run's small, fixed budget (the suite stays near 10 minutes on 2 cores).
+DEEP = os.environ.get("PLAYGROUND_FUZZ", "") == "deep"
+
+
+def examples(quick: int, deep: int) -> int:
+    """A hypothesis ``max_examples``: ``quick`` in the test run, ``deep`` with
+    ``PLAYGROUND_FUZZ=deep``."""
+    return deep if DEEP else quick
+
 
 CONV_RELU = {"input": {"shape": [1, 8, 16, 16]},
              "layers": [{"op": "conv2d", "channels": 8, "kernel": 3, "padding": 1},

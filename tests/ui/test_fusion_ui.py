@@ -130,7 +130,7 @@ def test_search_and_verdict_on_the_page_load_their_schedules():
     from helpers import CONV_RELU_CONV as chain
 
     at = _app(Session.new(chain))
-    at.number_input(key="fusion.search.budget").set_value(10).run()
+    at.number_input(key="fusion.search.budget").set_value(5).run()
     at.button(key="fusion.search.run").click().run()
     task = _wait(at, "search")
     assert not task.error, task.error

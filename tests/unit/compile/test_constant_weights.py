@@ -16,6 +16,7 @@ import sys
 import paths
 import pytest
 from fuzzing import HypothesisDraw, facts_with, random_template_chain
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,7 +95,7 @@ def test_an_unknown_weight_mode_is_refused_before_any_job():
         service.run(None, Session.new(CHAIN, ()), weights="folded")
 
 
-@settings(max_examples=8, derandomize=True, deadline=None, database=None,
+@settings(max_examples=examples(5, 100), derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 @pytest.mark.slow

@@ -11,7 +11,12 @@ import re
 import numpy as np
 import pytest
 import tvm
-from helpers import CONV_RELU_CONV, cuda_fused_with_conv1_input_in_shared_memory, fuse_two_convs
+from helpers import (
+    CONV_RELU_CONV,
+    cuda_fused_with_conv1_input_in_shared_memory,
+    examples,
+    fuse_two_convs,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -132,8 +137,10 @@ def test_a_tile_one_row_short_is_caught_by_poisoned_validation():
 
 # ----------------------------------------------------------------------------- randomized
 
-#: ``PLAYGROUND_TILE_LOCAL_EXAMPLES=200`` scales the randomized test up (a longer proof run).
-CASES = settings(max_examples=int(os.environ.get("PLAYGROUND_TILE_LOCAL_EXAMPLES", "20")),
+#: ``PLAYGROUND_TILE_LOCAL_EXAMPLES=200`` (or ``PLAYGROUND_FUZZ=deep``) scales the randomized
+#: test up (a longer proof run).
+CASES = settings(max_examples=int(os.environ.get("PLAYGROUND_TILE_LOCAL_EXAMPLES",
+                                                 examples(10, 200))),
                  derandomize=True, deadline=None, database=None,
                  suppress_health_check=list(HealthCheck), print_blob=True)
 

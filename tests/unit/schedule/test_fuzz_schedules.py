@@ -1,11 +1,11 @@
 """The schedule fuzzer in the test run: random chains and step sequences, validated end to end.
 
-Hypothesis drives :mod:`fuzzing` with fixed seeds (``derandomize``): about 100 random
-(chain, steps) cases and 20 presets with random extra steps per run. Each accepted schedule is
+Hypothesis drives :mod:`fuzzing` with fixed seeds (``derandomize``): about 60 random
+(chain, steps) cases and 12 presets with random extra steps per run. Each accepted schedule is
 built and run in the worker with NaN-poisoned intermediates on two input seeds and must match
 the float64 reference; every refusal must be one plain line; nothing but ``PlaygroundError``
 may escape. The long runs (thousands of cases) are ``benchmarks/fuzz.py``;
-``PLAYGROUND_FUZZ_EXAMPLES=2000`` scales this test up too.
+``PLAYGROUND_FUZZ=deep`` (2000 cases) or ``PLAYGROUND_FUZZ_EXAMPLES=n`` scales this test up.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 
 import pytest
 from fuzzing import HypothesisDraw, build_case, validate_case
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("PLAYGROUND_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("PLAYGROUND_FUZZ_EXAMPLES", examples(60, 2000)))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck), print_blob=True)
 

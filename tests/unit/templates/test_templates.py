@@ -17,7 +17,7 @@ import threading
 import paths
 import pytest
 from fuzzing import HypothesisDraw, facts_with, random_template_chain
-from helpers import CONV_RELU_CONV
+from helpers import CONV_RELU_CONV, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -104,7 +104,7 @@ def test_a_plan_is_plain_steps_that_export_and_import():
 
 
 
-@settings(max_examples=25, derandomize=True, deadline=None, database=None,
+@settings(max_examples=examples(10, 200), derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 @pytest.mark.slow
@@ -159,7 +159,7 @@ def test_deep_small_layers_sweep_the_image_per_channel_block(pool, batch):
 def test_search_finds_a_validated_schedule_that_replays_and_exports(pool, tmp_path):
     facts = machine_facts()
     seen = []
-    result = search(pool, SMALL, facts, budget_s=15, on_progress=lambda c, r: seen.append(c))
+    result = search(pool, SMALL, facts, budget_s=5, on_progress=lambda c, r: seen.append(c))
     best = result.best()
     assert best is not None and best.ok and seen
     assert len(seen) == len(result.candidates) and result.measured >= 1
@@ -237,7 +237,7 @@ def test_a_spent_budget_still_measures_a_fused_schedule(pool):
 
 @pytest.mark.slow
 def test_verdict_answers_with_both_schedules_and_a_reason(pool):
-    v = fusion_verdict(pool, SMALL, machine_facts(), budget_s=25)
+    v = fusion_verdict(pool, SMALL, machine_facts(), budget_s=6)
     assert v.verdict in ("fuse", "don't fuse", "no difference (within noise)")
     assert v.fused is not None and v.unfused is not None
     iv = v.interval
@@ -260,7 +260,7 @@ def test_verdict_on_one_conv_is_about_its_epilogue(pool):
     chain = {"input": {"shape": [1, 16, 16, 16]},
              "layers": [{"op": "conv2d", "channels": 16, "kernel": 1},
                         {"op": "bias_add"}, {"op": "relu"}]}
-    v = fusion_verdict(pool, chain, machine_facts(), budget_s=10)
+    v = fusion_verdict(pool, chain, machine_facts(), budget_s=5)
     assert "folding bias1, relu1 into conv1's write-back" in v.reason
     assert v.unfused is not None and not v.unfused.plan.fold_epilogue
 
@@ -289,7 +289,7 @@ def test_command_line_auto_and_fusion(tmp_path):
     chain.write_text(json.dumps(SMALL))
     out = tmp_path / "auto.py"
     run = subprocess.run([sys.executable, "-m", "playground", "auto", str(chain), "--budget-s",
-                          "10", "--json", "-o", str(out)], cwd=ROOT, capture_output=True,
+                          "4", "--json", "-o", str(out)], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads(run.stdout)
@@ -301,7 +301,7 @@ def test_command_line_auto_and_fusion(tmp_path):
         assert data["ratio_low"] <= data["ratio"] <= data["ratio_high"]
         assert data["runner_up"] != data["label"] and len(data["rounds_ms"]) >= 3
     run = subprocess.run([sys.executable, "-m", "playground", "fusion", "resnet_conv_relu_conv",
-                          "--budget-s", "8", "--json"], cwd=ROOT, capture_output=True,
+                          "--budget-s", "4", "--json"], cwd=ROOT, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     data = json.loads(run.stdout)
