@@ -15,6 +15,20 @@ from playground.chain.ops import OPS
 from playground.chain.spec import WINDOW_OPS
 from playground.errors import PlaygroundError
 
+#: Inputs of these ops that hold parameters (weights, shapes, bounds), not data.
+PARAM_SLOTS: dict[str, frozenset[int]] = {
+    "Conv": frozenset({1, 2}), "ConvTranspose": frozenset({1, 2}),
+    "BatchNormalization": frozenset({1, 2, 3, 4}), "InstanceNormalization": frozenset({1, 2}),
+    "LayerNormalization": frozenset({1, 2}), "Clip": frozenset({1, 2}),
+    "Reshape": frozenset({1}), "Gemm": frozenset({1, 2}), "MatMul": frozenset({1}),
+    "PRelu": frozenset({1}), "Resize": frozenset({1, 2, 3}), "Upsample": frozenset({1}),
+    "Pad": frozenset({1, 2, 3}), "Slice": frozenset({1, 2, 3, 4}), "Split": frozenset({1}),
+    "Squeeze": frozenset({1}), "Unsqueeze": frozenset({1}), "Expand": frozenset({1}),
+    "ReduceMean": frozenset({1}), "ReduceSum": frozenset({1}), "Tile": frozenset({1}),
+}
+SOURCE_OPS = frozenset({"Constant", "ConstantOfShape", "RandomNormal", "RandomUniform",
+                         "EyeLike"})
+
 
 class ModelError(PlaygroundError):
     """A model file that cannot be read as a network of chains; the message is one line that

@@ -30,8 +30,7 @@ from typing import Any
 from playground.chain.ops import OPS, tensor_field
 from playground.chain.spec import INPUT_NAME, chain_flop, normalize_chain, output_shape
 from playground.errors import ChainError
-from playground.model.graph import Node
-from playground.model.onnx_read import PARAM_SLOTS, SOURCE_OPS
+from playground.model.graph import PARAM_SLOTS, SOURCE_OPS, Node
 
 #: float32's largest value: an unbounded side of a Clip.
 FLT_MAX = 3.4028234663852886e38

@@ -23,28 +23,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from playground.model.graph import Model, ModelError, Node
+from playground.model.graph import PARAM_SLOTS, Model, ModelError, Node
 
 #: Largest file read by default (bytes); the page passes its own, smaller cap.
 MAX_BYTES = 256 << 20
 #: Most nodes in a graph: far above any convolutional network, far below what exhausts memory.
 MAX_NODES = 100_000
 MIN_OPSET = 7
-#: Inputs of these ops that hold parameters (weights, shapes, bounds), not data.
-PARAM_SLOTS: dict[str, frozenset[int]] = {
-    "Conv": frozenset({1, 2}), "ConvTranspose": frozenset({1, 2}),
-    "BatchNormalization": frozenset({1, 2, 3, 4}), "InstanceNormalization": frozenset({1, 2}),
-    "LayerNormalization": frozenset({1, 2}), "Clip": frozenset({1, 2}),
-    "Reshape": frozenset({1}), "Gemm": frozenset({1, 2}), "MatMul": frozenset({1}),
-    "PRelu": frozenset({1}), "Resize": frozenset({1, 2, 3}), "Upsample": frozenset({1}),
-    "Pad": frozenset({1, 2, 3}), "Slice": frozenset({1, 2, 3, 4}), "Split": frozenset({1}),
-    "Squeeze": frozenset({1}), "Unsqueeze": frozenset({1}), "Expand": frozenset({1}),
-    "ReduceMean": frozenset({1}), "ReduceSum": frozenset({1}), "Tile": frozenset({1}),
-}
-SOURCE_OPS = frozenset({"Constant", "ConstantOfShape", "RandomNormal", "RandomUniform",
-                         "EyeLike"})
-
-
 def _human(nbytes: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if nbytes < 1024 or unit == "TB":
