@@ -19,6 +19,7 @@ from __future__ import annotations
 from playground.compile.targets import device
 from playground.errors import BuildError
 from playground.jobs.kernel import checked_timing, validate
+from playground.measure.load import Load
 from playground.measure.sampling import METHOD
 from playground.worker import job_table
 from playground.worker.registry import job
@@ -36,7 +37,9 @@ def rounds_job(payload: dict) -> dict:
 
     Returns ``rounds_ms`` (per kernel, each round's median in ms per call), ``timings`` (per
     kernel, each round's :meth:`~playground.measure.timing.Timing.to_dict`), ``number`` (per
-    kernel, calls per sample) and ``under_load`` (any round of any kernel timed under load).
+    kernel, calls per sample), ``load`` (every round of every kernel as one interval,
+    :meth:`~playground.measure.load.Load.combine`: a round alone is too short for the CPU
+    counters) and ``under_load`` (that load's verdict).
     """
     from playground.measure.timing import measure
 
@@ -70,7 +73,9 @@ def rounds_job(payload: dict) -> dict:
         for i, (ex, args, number) in enumerate(prepared):
             timings[i].append(measure(ex.mod, args, dev, number=number, repeat=repeat,
                                       warmup_ms=0.0).to_dict())
+    load = Load.combine(Load.from_dict(t["load"]) for ts in timings for t in ts
+                        if t.get("load"))
     return {"rounds_ms": [[t["median_ms"] for t in ts] for ts in timings],
             "timings": timings, "number": [n for _, _, n in prepared],
-            "under_load": any(bool((t.get("load") or {}).get("under_load"))
-                              for ts in timings for t in ts)}
+            "load": load.to_dict() if load else None,
+            "under_load": bool(load and load.under_load)}

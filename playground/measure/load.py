@@ -23,6 +23,15 @@ A quarter of a core taken from a kernel that runs on every core slows it by an e
 cores and, because a parallel loop waits for its slowest thread, by more than its share on
 many. The load average is recorded and shown but not used: it lags by a minute and counts the
 measurement's own threads.
+
+Resolution
+----------
+The counters tick :data:`TICK_S` apart (10 ms): each of ``/proc/stat``'s per-core counters and
+each measuring thread's can be a tick off at either end of the interval. Over the 30 ms of a
+paired round that is a third of a core of "others" that never ran (seen on a quiet machine:
+every verdict called unreliable). So a load is under load only when the contention also
+exceeds :data:`RESOLUTION_TICKS` ticks of CPU time over the interval; shorter intervals are
+judged together (:meth:`Load.combine`: the rounds of a comparison as one interval).
 """
 
 from __future__ import annotations
@@ -35,6 +44,10 @@ from dataclasses import asdict, dataclass, fields
 #: Other processes' CPU beyond the cores the kernel left free, in cores, above which a time
 #: counts as measured under load.
 UNDER_LOAD_CORES = 0.25
+#: The kernel's CPU-time counters' step (``USER_HZ``), in seconds.
+TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+#: Contention below this many ticks of CPU time over an interval is within the counters' error.
+RESOLUTION_TICKS = 4
 #: Fields of ``/proc/stat`` that count as busy (``guest`` is already inside ``user``; ``steal``
 #: is time the hypervisor gave to someone else: taken from us too).
 _BUSY = ("user", "nice", "system", "irq", "softirq", "steal")
@@ -80,8 +93,30 @@ class Load:
 
     @property
     def under_load(self) -> bool:
-        """True when the time was measured under load (see the module docstring)."""
-        return self.contention_cores > UNDER_LOAD_CORES
+        """True when the time was measured under load: the contention is above
+        :data:`UNDER_LOAD_CORES` and, over the interval, above what the counters can tell
+        from zero (see the module docstring)."""
+        return (self.contention_cores > UNDER_LOAD_CORES
+                and self.contention_cores * self.seconds > RESOLUTION_TICKS * TICK_S)
+
+    @classmethod
+    def combine(cls, loads: Iterable[Load]) -> Load | None:
+        """Several intervals as one (each core count weighted by its interval's length): the
+        rounds of a comparison, each too short for the counters alone. None without loads."""
+        loads = [x for x in loads if x is not None]
+        if not loads:
+            return None
+        seconds = sum(x.seconds for x in loads)
+        span = max(seconds, 1e-9)
+
+        def mean(name: str) -> float:
+            return sum(getattr(x, name) * x.seconds for x in loads) / span
+
+        last = loads[-1]
+        return cls(cores=last.cores, threads=max(x.threads for x in loads), seconds=seconds,
+                   busy_cores=mean("busy_cores"), own_cores=mean("own_cores"),
+                   others_cores=mean("others_cores"), loadavg_1m=last.loadavg_1m,
+                   where=last.where)
 
     def summary(self) -> str:
         """One line for the page: ``other processes 0.62 of 2 cores, load average 1.40``."""

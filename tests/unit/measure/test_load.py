@@ -33,6 +33,9 @@ def _load(**changes) -> Load:
     ({"threads": 1, "others_cores": 1.5}, True),             # beyond it
     ({"cores": 64, "threads": 64, "others_cores": UNDER_LOAD_CORES + 0.05}, True),
     ({"loadavg_1m": 9.0}, False),                            # the lagging average alone: no
+    # one 30 ms paired round: a tick of the counters reads as a third of a core (seen on a
+    # quiet machine); within the counters' resolution, it is not load
+    ({"seconds": 0.03, "others_cores": 0.33, "own_cores": 1.67}, False),
 ])
 def test_under_load_rule(changes, under):
     load = _load(**changes)
@@ -40,6 +43,20 @@ def test_under_load_rule(changes, under):
     assert load.contention_cores == pytest.approx(
         load.others_cores - max(0, load.cores - load.threads))
     assert ("under load" in load.summary()) is under
+
+
+def test_short_rounds_are_judged_together():
+    """Fourteen 30 ms rounds: each alone is within the counters' resolution; together they
+    say whether another process really took a core (and one tick's noise stays noise)."""
+    busy = [_load(seconds=0.03, others_cores=0.9, own_cores=1.1) for _ in range(14)]
+    assert not any(x.under_load for x in busy)
+    together = Load.combine(busy)
+    assert together.seconds == pytest.approx(0.42)
+    assert together.others_cores == pytest.approx(0.9) and together.under_load
+    noise = [_load(seconds=0.03, others_cores=0.33 if i == 3 else 0.0) for i in range(14)]
+    assert not Load.combine(noise).under_load
+    assert Load.combine([]) is None
+    assert Load.combine([None, busy[0]]) == busy[0]
 
 
 def test_load_and_timing_round_trip():

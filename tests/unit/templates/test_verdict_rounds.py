@@ -58,3 +58,25 @@ def test_rounds_under_load_are_taken_again_or_flagged(monkeypatch, loaded, quiet
     assert (still_loaded, again) == (want_loaded, want_again)
     assert u.rounds_ms and f.rounds_ms and f.median_ms == 1.0 and u.median_ms == 1.2
     assert {c.label: c.median_ms for c in result.candidates} == {"unfused": 1.2, "fused": 1.0}
+
+
+@pytest.mark.slow
+def test_the_rounds_job_judges_its_rounds_together(pool):
+    """The real job: each round is a few tens of ms, too short for the CPU counters alone;
+    its ``under_load`` is the verdict of every round as one interval."""
+    from playground.measure.load import Load
+    from playground.worker.job_table import ROUNDS
+
+    chain = normalize_chain({"input": {"shape": [1, 8, 16, 16]},
+                             "layers": [{"op": "conv2d", "channels": 8, "kernel": 3,
+                                         "padding": 1}, {"op": "relu"}]})
+    parallel = [{"primitive": "parallel", "args": {"block": "conv1", "loop": "k"}}]
+    result = ROUNDS.call(pool, {"chain": chain, "target": "cpu", "kernels": [[], parallel],
+                                "rounds": 3, "repeat": 1})
+    assert result.ok, result.message
+    value = result.value
+    assert [len(r) for r in value["rounds_ms"]] == [3, 3]
+    each = [Load.from_dict(t["load"]) for ts in value["timings"] for t in ts]
+    together = Load.from_dict(value["load"])
+    assert together.seconds == pytest.approx(sum(x.seconds for x in each))
+    assert value["under_load"] is together.under_load
