@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -19,6 +20,7 @@ import streamlit as st
 from playground import service
 from playground.compile.targets import TARGETS, TargetInfo, info
 from playground.measure.load import Load
+from playground.measure.sampling import METHOD
 from playground.schedule.session import Session
 from playground.worker.pool import WorkerPool
 from playground.worker.result import JobResult
@@ -60,8 +62,12 @@ def measure_ui(target: str) -> tuple[bool, bool]:
     """The Validate & measure button and its options; returns (pressed, time it)."""
     remote = remote_ui.device_ui()  # None: this machine
     left, right = st.columns([1, 2], vertical_alignment="center")
-    timing = right.checkbox("time the kernel (median of 10 repeats)", value=True,
-                            key="measure.timing")
+    timing = right.checkbox(f"time the kernel (median of {METHOD['repeat']} samples)",
+                            value=True, key="measure.timing",
+                            help=f"{METHOD['warmup_ms']:g} ms of calls first (threads awake, "
+                                 f"pages touched), then {METHOD['repeat']} samples of at least "
+                                 f"{METHOD['min_repeat_ms']:g} ms each; the median is shown "
+                                 "with its p10–p90 spread")
     right.toggle("constant weights (re-laid out once before timing, as a deployed model)",
                  key="measure.constant_weights", disabled=target != "cpu",
                  help="The schedule's weight copies (cache_read + transform_layout of "
@@ -229,14 +235,36 @@ def render_load(timing: dict) -> None:
         st.caption(f"Load while timing: {load.summary()}.")
 
 
-def short_label(label: str, most: int = 26) -> str:
-    """``label`` in at most ``most`` characters: its start and its end with "…" between, so
-    that labels of different steps (``3: split conv1.h factors=[None, 8]`` and ``…[None,
-    4]``) stay different when cut."""
+def short_label(label: str, most: int = 26, keep: int = 0) -> str:
+    """``label`` in at most ``most`` characters (a little more when ``keep`` asks): its start
+    and its end with "…" between; at least the first ``keep`` characters stay whole."""
     if len(label) <= most:
         return label
-    head = (most - 1) // 2
-    return label[:head] + "…" + label[-(most - 1 - head):]
+    head = max((most - 1) // 2, keep)
+    tail = most - 1 - head
+    return label[:head] + "…" + (label[-tail:] if tail >= 6 else "")
+
+
+def short_labels(labels: list[str], most: int = 26) -> list[str]:
+    """Each ``"n: step"`` label cut to about ``most`` characters, so that steps that differ
+    stay different on the chart: where two cut labels would read the same (``split conv1.h
+    factors=[None, 2]`` and ``split conv1.w …`` both cut to ``split con…[None, 2]``), each
+    keeps its start up to the first character where it differs from the other."""
+    parts = [re.match(r"(\d+: )?(.*)", x, re.S).groups() for x in labels]
+    steps = [step for _, step in parts]
+    first = [short_label(step, most) for step in steps]
+    cut = list(first)
+    for i, step in enumerate(steps):
+        clash = [other for j, other in enumerate(steps)
+                 if other != step and first[j] == first[i]]
+        if clash:
+            differ = max(next((k for k, (a, b) in enumerate(zip(step, other)) if a != b),
+                              min(len(step), len(other))) for other in clash)
+            cut[i] = short_label(step, most, keep=differ + 1)
+    for i, step in enumerate(steps):  # widened ones that still read alike: whole
+        if any(other != step and cut[j] == cut[i] for j, other in enumerate(steps)):
+            cut[i] = step
+    return [(number or "") + text for (number, _), text in zip(parts, cut, strict=True)]
 
 
 def history_figure(records: list[dict]) -> go.Figure | None:
@@ -262,9 +290,9 @@ def history_figure(records: list[dict]) -> go.Figure | None:
                      "arrayminus": [r["median_ms"] - (r["p10_ms"] or r["median_ms"])
                                     for r in rs]}))
     top = max(r["p90_ms"] or r["median_ms"] for r in points)
-    for r in points:
+    for r, text in zip(points, short_labels([r["label"] for r in points]), strict=True):
         fig.add_annotation(x=r["n"], y=r["p90_ms"] or r["median_ms"], yshift=8,
-                           text=html.escape(short_label(r["label"])), showarrow=False,
+                           text=html.escape(text), showarrow=False,
                            textangle=-20, xanchor="left", yanchor="bottom",
                            font={"size": 11})
     fig.update_layout(xaxis_title="measurement #", yaxis_title="median time (ms)",

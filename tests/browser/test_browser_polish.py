@@ -6,7 +6,8 @@ the run's one server (see ``browser.py``); the first-load test starts a server o
   from it (4), an accepted one undone whole (3); a long history grouped by stage (10);
 - the Fusion explorer: budget and trials kept across tabs (2); the comparison's progress and
   Cancel beside its button, the old table kept meanwhile (1);
-- a short link in a fresh browser and the first visit of a server (6), timed.
+- a short link in a fresh browser and the first visit of a server (6), timed;
+- the run-time chart: each point's label whole, clear of the markers, and distinct (9).
 """
 
 from __future__ import annotations
@@ -230,3 +231,54 @@ def test_a_first_visit_and_a_short_link_are_usable_fast(web_browser, tmp_path: P
 #: The 46 steps the search writes for the issue's chain (1x32x64x64, conv 64 3x3, relu, conv
 #: 64 3x3, relu; fused at 16-row tiles), as a JSON session.
 SEARCHED = paths.DATA / "searched_session.json"
+
+
+#: Its own chain, so that the chart (every stored run of the chain) holds only this test's runs.
+CHART_CHAIN = {"input": {"shape": [1, 3, 18, 18]},
+               "layers": [{"op": "conv2d", "channels": 6, "kernel": 3, "padding": 1},
+                          {"op": "relu"}]}
+CHART_STEPS = (Step("split", {"block": "conv1", "loop": "h", "factors": [None, 2]}),
+               Step("split", {"block": "conv1", "loop": "w", "factors": [None, 2]}))
+
+#: Each point label of the run-time chart and each marker: its text and its box on the screen.
+CHART_BOXES = """chart => {
+  const box = e => { const r = e.getBoundingClientRect();
+                     return [r.left, r.top, r.right, r.bottom]; };
+  const svg = chart.querySelector('svg.main-svg');
+  return {svg: box(svg),
+          labels: [...chart.querySelectorAll('g.annotation text')]
+                    .map(t => [t.textContent, box(t)]),
+          markers: [...chart.querySelectorAll('g.scatterlayer path.point')].map(box)};
+}"""
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_the_run_time_chart_labels_are_whole_apart_from_their_points_and_distinct(
+        page: App, server: Server, tmp_path: Path):
+    """9: three measurements (unscheduled, then after each of two splits whose labels differ
+    only in the loop): each point's label is inside the chart, clear of every marker, and no
+    two labels read the same."""
+    app = page
+    s = Session(normalize_chain(CHART_CHAIN), CHART_STEPS, 0)
+    app.open(f"{server.url}/?state={encode_state(s.chain, s.steps, s.cursor)}")
+    app.tab.set_default_timeout(MEASURE_WAIT_MS)
+    chart = app.tab.locator(f"{css('measure.chart')}")
+    for k in range(3):
+        if k:
+            app.replacing(lambda: app.click("hist.redo"))
+        app.click("measure.run")
+        chart.locator("g.annotation text").nth(k).wait_for()
+    seen = chart.evaluate(CHART_BOXES)
+    # distinct without their "n: " numbers: the two splits differ in their loop only
+    texts = [re.sub(r"^\d+: ", "", t) for t, _ in seen["labels"]]
+    assert len(texts) == 3 and len(set(texts)) == 3, texts
+    assert len(seen["markers"]) == 3, seen
+    left, top, right, bottom = seen["svg"]
+    for text, (x0, y0, x1, y1) in seen["labels"]:
+        assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (text, seen["svg"])
+        assert not any(_overlap([x0, y0, x1, y1], m) for m in seen["markers"]), text
+    chart.scroll_into_view_if_needed()
+    save_screenshot(app, tmp_path, "run-time-chart.png")
