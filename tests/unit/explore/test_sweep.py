@@ -313,7 +313,10 @@ def test_real_sweep_validates_each_point_including_a_non_divisor(fused):
 
 
 @pytest.mark.slow
-def test_cancel_kills_the_job_in_flight_and_keeps_the_points_done(fused):
+def test_cancel_kills_the_job_in_flight_and_keeps_the_points_done(fused, tmp_path):
+    """The pool has a measurement lock of its own: with the machine-wide one, another
+    process's timing (a second test run, a page) could hold the second point in the queue
+    when the cancel comes, and a queued job has no worker to kill."""
     h = _param(fused, "split conv2.h factor[1]")
     cancel = threading.Event()
     pids = []
@@ -322,7 +325,7 @@ def test_cancel_kills_the_job_in_flight_and_keeps_the_points_done(fused):
         pids.extend(pool.pids)
         threading.Timer(0.5, cancel.set).start()  # while the second point runs
 
-    with WorkerPool(1, num_threads=2) as pool:
+    with WorkerPool(1, num_threads=2, lock_dir=tmp_path / "lock") as pool:
         result = run_sweep(pool, fused, h, [4, 8, 16], on_progress=on_progress, cancel=cancel,
                            repeat=200, min_repeat_ms=50, analyze=False)
         assert result.cancelled
