@@ -244,9 +244,10 @@ def test_measure_fills_the_result_panel_and_the_chart(monkeypatch):
     assert [r["label"] for r in records] == ["0: unscheduled", "1: split relu1.h factors=[None, 7]"]
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][0]["y"] == [2.0, 2.0]
-    # Each point's label sits above its bar (not on the marker), whole or cut in the middle.
+    # Each point's label sits above its bar (not on the marker), whole or its step cut in the
+    # middle (ui/test_chart_labels.py: cut so that different steps still read differently).
     labels = chart["layout"]["annotations"]
-    assert [a["text"] for a in labels] == ["0: unscheduled", "1: split rel…ors=[None, 7]"]
+    assert [a["text"] for a in labels] == ["0: unscheduled", "1: split relu1.…ors=[None, 7]"]
     assert all(a["yanchor"] == "bottom" and a["yshift"] > 0 for a in labels)
 
 
