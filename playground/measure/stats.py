@@ -80,6 +80,12 @@ class RatioInterval:
                 f"{self.high:.2f}x ({self.rounds} round{'s' if self.rounds != 1 else ''})")
 
 
+def _resampled_medians(data: np.ndarray, rng: np.random.Generator,
+                       resamples: int = RESAMPLES) -> np.ndarray:
+    """The medians of ``resamples`` draws of ``data`` with replacement (the bootstrap)."""
+    return np.median(data[rng.integers(0, data.size, size=(resamples, data.size))], axis=1)
+
+
 def bootstrap_median(values: Sequence[float], *, confidence: float = CONFIDENCE,
                      resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float, float]:
     """(median, low, high) of ``values`` with a percentile-bootstrap interval of the median.
@@ -94,9 +100,7 @@ def bootstrap_median(values: Sequence[float], *, confidence: float = CONFIDENCE,
     median = float(np.median(data))
     if data.size == 1:
         return median, median, median
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, data.size, size=(resamples, data.size))
-    medians = np.median(data[draws], axis=1)
+    medians = _resampled_medians(data, np.random.default_rng(seed), resamples)
     tail = (1 - confidence) / 2 * 100
     low, high = (float(v) for v in np.percentile(medians, [tail, 100 - tail]))
     return median, min(low, median), max(high, median)
@@ -162,8 +166,7 @@ def unpaired_ratio(baseline_ms: Sequence[float], candidate_ms: Sequence[float], 
         raise PlaygroundError("unpaired_ratio: times must be positive and finite")
     ratio = float(np.median(a) / np.median(b))
     rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, a.size, size=(RESAMPLES, a.size))], axis=1)
-    mb = np.median(b[rng.integers(0, b.size, size=(RESAMPLES, b.size))], axis=1)
+    ma, mb = _resampled_medians(a, rng), _resampled_medians(b, rng)
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = (float(v) for v in np.percentile(ma / mb, [tail, 100 - tail]))
     return ratio, min(low, ratio), max(high, ratio)
