@@ -10,7 +10,7 @@ a change there changes every script but no preset; render them again with::
 
     python -m playground presets render
 
-(``tests/test_presets.py`` checks that every script is its preset's current rendering.)
+(``tests/unit/io/test_presets.py`` checks that every script is its preset's current rendering.)
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ TVM 0.27 names: blocks are ``s_tir.SBlock`` inside ``s_tir.SBlockRealize``; ``ti
 (``LetStmt``'s new name), ``tirx.AllocBuffer`` and ``tirx.DeclBuffer`` have no body (the
 statements after them in their ``SeqStmt`` are their scope). Other modules test node classes
 with ``isinstance`` against the names exported here, never by ``type(x).__name__``
-(``tests/test_ir.py`` enforces it).
+(``tests/unit/schedule/test_ir.py`` enforces it).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ one place that says how such an argument
   calls and knows nothing else about kinds).
 
 Adding a kind is one subclass here; the step format, replay, export, import, tuning and the
-form all go through these methods (``tests/test_steps.py`` adds one in a test).
+form all go through these methods (``tests/unit/schedule/test_steps.py`` adds one in a test).
 """
 
 from __future__ import annotations

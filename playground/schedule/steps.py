@@ -80,7 +80,7 @@ class TraceForm:
 class Example:
     """A before/after example, as TVM documents its primitives: on ``chain`` after ``setup``
     steps, ``step`` changes the program as ``says``; each of ``adds`` is text found in the
-    TVMScript lines the step adds (checked by ``tests/test_steps.py``)."""
+    TVMScript lines the step adds (checked by ``tests/unit/schedule/test_steps.py``)."""
 
     step: dict
     says: str

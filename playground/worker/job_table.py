@@ -1,7 +1,7 @@
 """Every job the worker runs, declared once: its name, its pool, its time limit, its module.
 
 This is the front door for jobs. A caller never names a job by a string; it calls the job's
-:class:`Job` (``tests/test_layering.py`` refuses ``pool.run("<job>", ...)`` outside the
+:class:`Job` (``tests/project/test_layering.py`` refuses ``pool.run("<job>", ...)`` outside the
 worker)::
 
     from playground.worker.job_table import RUN
