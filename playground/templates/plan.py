@@ -133,7 +133,7 @@ def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Grou
             return
         top = _tile(r, anchor, plan.tiles[group.last], lanes, backs[group.last], outer=None,
                     parallel=True)
-        finish(r, anchor, top)
+        finish(r, anchor, top, plan.tiles[group.last])
         if not plan.fold_epilogue:
             for block in anchor.epilogue_blocks:
                 if r.has(block):
@@ -159,7 +159,7 @@ def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Grou
         _tile(r, stage, plan.tiles[i], lanes, backs_i, outer=[], parallel=False)
     # Decompositions last: TVM 0.27 refuses loop transformations above a decomposed block.
     for i in range(group.last, group.first - 1, -1):
-        finish(r, chain_stages[i], top)
+        finish(r, chain_stages[i], top, plan.tiles[i])
 
 
 def plan_steps(chain: dict, plan: Plan, *, target: str = "cpu") -> Recorder:
