@@ -176,6 +176,19 @@ def _fmt(x: float | None, spec: str) -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def time_text(ms: float | None) -> str:
+    """A kernel time short enough for a metric's narrow column, with its unit: ``2.5 s``,
+    ``13.83 ms``, ``581 µs``, ``7.22 µs`` (four significant digits from a millisecond up, three
+    below: ``0.007219 ms`` was cut to ``0.007219 …`` beside five other metrics); ``—`` when
+    there is none. The unit changes where the rounded value would reach the next one (never
+    ``1e+03 µs``)."""
+    if ms is None or not math.isfinite(ms):
+        return "—"
+    if ms >= 999.95:
+        return f"{ms / 1000:.4g} s"
+    return f"{ms:.4g} ms" if ms >= 0.9995 else f"{ms * 1000:.3g} µs"
+
+
 def _compiled(value: dict) -> str:
     seconds = value.get("compile_s") or 0.0
     return f"compiled in {seconds:.2f} s" if seconds else "build reused from the worker's cache"
@@ -201,7 +214,7 @@ def render_result(result: JobResult | None) -> None:
     cols[1].metric("Correct", {True: "yes", False: "no"}.get(value.get("correct"), "—"))
     cols[2].metric("Max abs error", _fmt(value.get("max_abs_error"), ".2e"))
     cols[3].metric("Max rel error", _fmt(value.get("max_rel_error"), ".2e"))
-    cols[4].metric("Median time", f"{_fmt(value.get('median_ms'), '.4g')} ms",
+    cols[4].metric("Median time", time_text(value.get("median_ms")),
                    help="median of the repeats; p10–p90 below")
     cols[5].metric("GFLOP/s", _fmt(value.get("gflops"), ".2f"))
     if timing:

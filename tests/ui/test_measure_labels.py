@@ -1,9 +1,11 @@
-"""The run-time chart's point labels (issue 22, point 9): cut to fit above their points, yet
-two different steps never read the same once cut (the browser test checks them on the page)."""
+"""What the measurement panel writes in narrow places (issue 22, point 9): the run-time chart's
+point labels, cut to fit above their points yet never two different steps reading the same, and
+the "Median time" metric, short enough for its column (the browser tests check both on the
+page)."""
 
 from __future__ import annotations
 
-from ui.measure_ui import history_figure, short_labels
+from ui.measure_ui import history_figure, short_labels, time_text
 
 
 def test_labels_that_differ_stay_different_when_cut():
@@ -28,3 +30,14 @@ def test_every_point_of_the_chart_has_its_label():
     texts = [a.text for a in fig.layout.annotations]
     assert len(texts) == 3 and len(set(texts)) == 3, texts
     assert fig.layout.yaxis.range[1] > max(r["p90_ms"] for r in records)
+
+
+def test_a_median_time_fits_its_metric_column_with_its_unit():
+    assert time_text(0.007219) == "7.22 µs"  # was "0.007219 ms", cut to "0.007219 …"
+    assert time_text(0.5806) == "581 µs"
+    assert time_text(2.0) == "2 ms"
+    assert time_text(13.8284) == "13.83 ms"
+    assert time_text(999.94) == "999.9 ms" and time_text(1500.0) == "1.5 s"
+    assert time_text(0.99996) == "1 ms" and time_text(999.97) == "1 s"  # never "1e+03 µs"
+    assert time_text(None) == time_text(float("nan")) == "—"
+    assert max(len(time_text(10.0 ** e * 1.23456)) for e in range(-4, 7)) <= 8
