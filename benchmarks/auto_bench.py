@@ -18,8 +18,13 @@ was fixed before anything was measured:
   passed on every call, in a process of its own: ``torch_timer.py``), ONNX Runtime (the chain
   as an ONNX graph whose weights are initializers, pre-packed at session start; all graph
   optimizations, ``CORES`` intra-op threads; ``ort_timer.py``), the unscheduled chain
-  (estimated instead when it would take more than 10 s), and the best fused and unfused
-  schedules (the verdict is checked against their ratio in these rounds);
+  (estimated instead when it would take more than 10 s), auto's best built without the
+  tile-local lowering step (issue 20: the step must slow no chain down), and the best fused and
+  unfused schedules (the verdict is checked against their ratio in these rounds, decided the
+  way the verdict decides: only an interval clear of the 5% band is "fuse" / "don't fuse");
+* every ratio ("vs ONNX Runtime", ...) is the median of the rounds' ratios with a bootstrap
+  95% interval (:func:`playground.measure.stats.compare_rounds`): each round samples every
+  competitor back to back, so the rounds pair; the samples themselves are kept in the JSON;
 * the FMA peak (the TVM kernel of :mod:`playground.measure.peak`, sized from the machine's vector
   width) and memory bandwidth are measured at the start; a chain is compute-bound when its
   arithmetic intensity (FLOP / compulsory bytes: inputs, weights, output) is at or above the
@@ -60,12 +65,15 @@ from playground.chain.spec import chain_flop, normalize_chain, tensor_shapes  # 
 from playground.explore.tuning import TuneResult, tune  # noqa: E402
 from playground.measure.machine import machine_facts  # noqa: E402
 from playground.measure.peak import measure_peak  # noqa: E402
+from playground.measure.stats import FASTER, SLOWER, compare_rounds, decide  # noqa: E402
 from playground.schedule.session import Session  # noqa: E402
 from playground.templates.search import finalize, search  # noqa: E402
-from playground.templates.verdict import NO_DIFFERENCE, fusion_verdict  # noqa: E402
+from playground.templates.verdict import fusion_verdict  # noqa: E402
 from playground.worker.pool import WorkerPool  # noqa: E402
 
 UNSCHEDULED_LIMIT_S = 10.0
+#: auto's best schedule built without the tile-local lowering step (``--no-tile-local``).
+STEP_OFF = "auto, tile-local off"
 #: Pause before each sample, so that the other process's spinning threads have gone to sleep.
 SETTLE_S = 0.3
 
@@ -86,13 +94,15 @@ class Competitor:
 
 
 def tvm_competitor(pool: WorkerPool, name: str, chain: dict, steps,
-                   weights: str = "per-call") -> tuple[Competitor | None, str]:
+                   weights: str = "per-call",
+                   tile_local: bool = True) -> tuple[Competitor | None, str]:
     """A schedule timed in the playground's worker (the ``run`` job: NaN-poisoned validation
     on two seeds first; the compiled kernels stay cached in the worker between samples), its
-    weights re-laid out per call or once (``weights``)."""
+    weights re-laid out per call or once (``weights``), built with the tile-local lowering
+    step unless ``tile_local`` is False."""
     session = Session(chain, tuple(steps), len(steps))
     first = service.run(pool, session, "cpu", measure=True, repeat=3, min_repeat_ms=40,
-                        weights=weights)
+                        weights=weights, tile_local=tile_local)
     if not first.ok:
         return None, first.message or (first.value or {}).get("message", first.status)
     if not first.value.get("correct"):
@@ -101,7 +111,7 @@ def tvm_competitor(pool: WorkerPool, name: str, chain: dict, steps,
     def sample() -> float:
         time.sleep(SETTLE_S)
         result = service.run(pool, session, "cpu", measure=True, repeat=3, min_repeat_ms=40,
-                             weights=weights)
+                             weights=weights, tile_local=tile_local)
         return result.value["median_ms"] if result.ok else math.nan
 
     return Competitor(name, sample), ""
@@ -203,6 +213,10 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, runtimes: list[TimerProc
             continue
         comp, why = tvm_competitor(pool, label, chain, steps, args.weights)
         comps.append(comp) if comp else notes.append(f"{label}: WRONG or failed ({why})")
+    if best is not None:  # issue 20: no chain may get slower with the tile-local step on
+        comp, why = tvm_competitor(pool, STEP_OFF, chain, best.steps, args.weights,
+                                   tile_local=False)
+        comps.append(comp) if comp else notes.append(f"{STEP_OFF}: failed ({why})")
     for runtime in runtimes:
         comp, why = runtime.competitor(chain)
         comps.append(comp) if comp else notes.append(f"{runtime.name}: WRONG ({why})")
@@ -216,21 +230,31 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, runtimes: list[TimerProc
         for c in comps:
             c.samples.append(c.sample())
     times = {c.name: c.median_ms for c in comps}
-    row.update(times_ms=times, notes=notes, load=os.getloadavg()[0])
+    samples = {c.name: c.samples for c in comps}
+    row.update(times_ms=times, samples_ms=samples, notes=notes, load=os.getloadavg()[0])
     if "auto" in times:
         a = times["auto"]
         row["auto_gflops"] = flop / a / 1e6
-        for other in ("PyTorch", "ONNX Runtime", "MetaSchedule", "unscheduled"):
+        for other in ("PyTorch", "ONNX Runtime", "MetaSchedule", "unscheduled", STEP_OFF):
             if other in times:
-                row[f"vs_{other}"] = times[other] / a
+                # paired by round (each round samples every competitor back to back): the
+                # median of the rounds' ratios, with its bootstrap interval
+                r = compare_rounds(samples[other], samples["auto"])
+                row[f"vs_{other}"] = r.ratio
+                row[f"vs_{other}_interval"] = [r.low, r.high]
     if "fused" in times and "unfused" in times:
-        measured = times["unfused"] / times["fused"]
-        call = "fuse" if measured > NO_DIFFERENCE else "don't fuse" \
-            if measured < 1 / NO_DIFFERENCE else "no difference"
-        # "no difference (within noise)" claims nothing: only a decided verdict can disagree
+        # re-measured the way the verdict decides: unfused / fused over these paired rounds,
+        # "fuse" / "don't fuse" only when the whole interval clears the 5% band
+        r = compare_rounds(samples["unfused"], samples["fused"])
+        call = {FASTER: "fuse", SLOWER: "don't fuse"}.get(decide(r), "no difference")
         said = verdict.verdict.split(" (")[0]
-        row.update(measured_ratio=measured, measured_verdict=call,
-                   verdict_agrees=call == said, verdict_decided=said != "no difference")
+        opposite = {"fuse": "don't fuse", "don't fuse": "fuse"}.get(said)
+        row.update(measured_ratio=r.ratio, measured_interval=[r.low, r.high],
+                   measured_verdict=call,
+                   # a decided verdict agrees when the re-measurement decides the same way;
+                   # it contradicts it only when the re-measurement decides the other way
+                   verdict_agrees=call == said, verdict_decided=said != "no difference",
+                   verdict_contradicted=call == opposite)
     print("   " + ", ".join(f"{k} {v:.3f} ms" for k, v in times.items()), flush=True)
     return row
 

@@ -23,6 +23,15 @@ def fmt(v, spec: str = ".3f") -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def with_interval(r: dict, key: str) -> str:
+    """``1.23x (1.18-1.30)``: a ratio of the paired rounds with its 95% interval."""
+    value = r.get(key)
+    if value is None:
+        return "—"
+    low_high = r.get(f"{key}_interval")
+    return f"{value:.2f}x ({low_high[0]:.2f}-{low_high[1]:.2f})" if low_high else f"{value:.2f}x"
+
+
 def main(path: Path) -> None:
     data = json.loads(path.read_text())
     rows = data["rows"]
@@ -49,8 +58,9 @@ def main(path: Path) -> None:
     print()
     print("| chain | GFLOP | auto ms | PyTorch ms | ONNX Runtime ms | MetaSchedule(64) ms | "
           "unscheduled ms | vs PyTorch | vs ONNX Runtime | vs MetaSchedule | vs unscheduled | "
-          "% of peak | auto s (MS s) | verdict (measured) | auto's schedule |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "% of peak | tile-local on / off | auto s (MS s) | verdict (measured) | "
+          "auto's schedule |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = r.get("times_ms", {})
         peak_note = f"{r['pct_peak']:.0f}%" if "pct_peak" in r else "—"
@@ -59,15 +69,17 @@ def main(path: Path) -> None:
         # "no difference (within noise)" claims nothing, so it cannot disagree
         agree = "" if r.get("verdict_agrees", True) or not r.get("verdict_decided", True) \
             else " **disagrees**"
-        verdict = f"{r['verdict']} ({r.get('measured_verdict', '—')}, " \
-                  f"{fmt(r.get('measured_ratio'), '.2f')}x){agree}"
+        measured = with_interval({"m": r.get("measured_ratio"),
+                                  "m_interval": r.get("measured_interval")}, "m")
+        verdict = f"{r['verdict']} ({r.get('measured_verdict', '—')}, {measured}){agree}"
         print(f"| {r['chain']} | {r['gflop']:.3f} | {fmt(t.get('auto'))} | "
               f"{fmt(t.get('PyTorch'))} | {fmt(t.get('ONNX Runtime'))} | "
               f"{fmt(t.get('MetaSchedule'))} | "
-              f"{fmt(t.get('unscheduled'), '.1f')} | {fmt(r.get('vs_PyTorch'), '.2f')}x | "
-              f"{fmt(r.get('vs_ONNX Runtime'), '.2f')}x | "
+              f"{fmt(t.get('unscheduled'), '.1f')} | {with_interval(r, 'vs_PyTorch')} | "
+              f"{with_interval(r, 'vs_ONNX Runtime')} | "
               f"{fmt(r.get('vs_MetaSchedule'), '.2f')}x | {fmt(r.get('vs_unscheduled'), '.0f')}x | "
-              f"{peak_note} | {r['auto_s']:.0f} ({fmt(r.get('metaschedule_s'), '.0f')}) | "
+              f"{peak_note} | {with_interval(r, 'vs_auto, tile-local off')} | "
+              f"{r['auto_s']:.0f} ({fmt(r.get('metaschedule_s'), '.0f')}) | "
               f"{verdict} | {r.get('auto_label') or '—'} |")
     vs_ms = [r["vs_MetaSchedule"] for r in rows if r.get("vs_MetaSchedule")]
     bound = [r for r in rows if r.get("compute_bound") and "pct_peak" in r]
@@ -76,9 +88,12 @@ def main(path: Path) -> None:
     for other in ("PyTorch", "ONNX Runtime"):
         vs = [r[f"vs_{other}"] for r in rows if r.get(f"vs_{other}")]
         if vs:
+            spans = [r[f"vs_{other}_interval"] for r in rows if r.get(f"vs_{other}_interval")]
+            sure = (f"; the whole interval above 1.0x on {sum(lo > 1 for lo, _ in spans)}, "
+                    f"below on {sum(hi < 1 for _, hi in spans)}" if spans else "")
             print(f"- vs {other}: >= 1.0x on {sum(v >= 1 for v in vs)} of {len(vs)} chains "
                   f"({100 * sum(v >= 1 for v in vs) / len(vs):.0f}%), geometric mean "
-                  f"{geomean(vs):.2f}x")
+                  f"{geomean(vs):.2f}x{sure}")
     if vs_ms:
         print(f"- vs MetaSchedule(64): >= 1.0x on {sum(v >= 1 for v in vs_ms)} of {len(vs_ms)} "
               f"chains ({100 * sum(v >= 1 for v in vs_ms) / len(vs_ms):.0f}%), geometric mean "
@@ -88,12 +103,21 @@ def main(path: Path) -> None:
     print(f"- compute-bound chains at >= 70% of the measured peak: "
           f"{sum(r['pct_peak'] >= 70 for r in bound)} of {len(bound)} (median "
           f"{sorted(r['pct_peak'] for r in bound)[len(bound) // 2]:.0f}%)" if bound else "")
+    step = [(r["chain"], r["vs_auto, tile-local off"], r.get("vs_auto, tile-local off_interval"))
+            for r in rows if r.get("vs_auto, tile-local off")]
+    if step:
+        slower = [f"{c} ({v:.2f}x)" for c, v, span in step if span and span[1] < 1 / 1.05]
+        print(f"- tile-local step on / off (auto's best both ways, paired rounds): geometric "
+              f"mean {geomean([v for _, v, _ in step]):.2f}x over {len(step)} chains; slower "
+              f"with the step on, outside the 5% band: {', '.join(slower) or 'none'}")
     print(f"- the verdict agrees with the measurement of both schedules on "
           f"{sum(r['verdict_agrees'] for r in agreed)} of {len(agreed)} chains")
     decided = [r for r in agreed if r.get("verdict_decided")]
     if decided:
         print(f"- decided verdicts (fuse / don't fuse, outside the noise) agreeing with the "
-              f"measurement: {sum(r['verdict_agrees'] for r in decided)} of {len(decided)}")
+              f"measurement: {sum(r['verdict_agrees'] for r in decided)} of {len(decided)}; "
+              f"contradicted by it (the re-measurement decides the other way): "
+              f"{sum(r.get('verdict_contradicted', False) for r in decided)}")
     noted = [(r["chain"], note) for r in rows for note in r.get("notes", [])]
     if noted:
         print("\nNotes of the run:\n")
