@@ -14,6 +14,8 @@ targeting CUDA"). :func:`check_cuda_schedule` finds all of these on the schedule
 says which block is wrong and which step fixes it; :func:`check_cuda_lowered` checks the
 lowered kernels' shared memory. :func:`playground.compile.lowering.lower` and
 :func:`playground.compile.lowering.compile_module` call both for target ``cuda``.
+:func:`kernel_resources` reads what each lowered kernel asks of the GPU (threads per block,
+blocks, static shared memory).
 
 :func:`serialize_threads` turns every thread-bound loop of a scheduled module back into a
 serial loop, so that a CUDA schedule runs on the CPU: the same blocks, tiles, halos and
@@ -225,6 +227,34 @@ def shared_memory(lowered: tvm.IRModule) -> dict[str, dict[str, int]]:
                 elements = math.prod(int(d) for d in buf.shape)
                 sizes[buf.name] = elements * tvm.DataType(buf.dtype).bits // 8
         out[gv.name_hint] = sizes
+    return out
+
+
+def kernel_resources(lowered: tvm.IRModule) -> dict[str, dict]:
+    """What each kernel of a lowered module asks of the GPU when it is launched.
+
+    ``{"main_kernel": {"threads_per_block": 256, "blocks": 98, "shared_bytes": 24576,
+    "shared": {"conv2_pad_shared": 15360, ...}}}``: the product of the kernel's
+    ``threadIdx.*`` extents and of its ``blockIdx.*`` extents (read from its launch
+    attributes), and its static shared memory (:func:`shared_memory`). ``lowered`` is what
+    :func:`playground.compile.lowering.lower` returns for target ``cuda``.
+    """
+    shared = shared_memory(lowered)
+    out: dict[str, dict] = {}
+    for gv, func in lowered.functions.items():
+        if gv.name_hint not in shared:
+            continue
+        extents: dict[str, int] = {}
+        for stmt in ir.statements(func.body):
+            if isinstance(stmt, ir.AttrStmt) and stmt.attr_key == "thread_extent":
+                tag = str(stmt.node.thread_tag)
+                extents[tag] = max(extents.get(tag, 1), int(stmt.value))
+        out[gv.name_hint] = {
+            "threads_per_block": math.prod(v for k, v in extents.items()
+                                           if k.startswith("threadIdx.")),
+            "blocks": math.prod(v for k, v in extents.items() if k.startswith("blockIdx.")),
+            "shared_bytes": sum(shared[gv.name_hint].values()),
+            "shared": shared[gv.name_hint]}
     return out
 
 

@@ -21,6 +21,7 @@ import tvm
 from playground.chain.spec import chain_flop, chain_to_json
 from playground.compile.check import check, reference_for, time_checked
 from playground.compile.constant import split_constant_weights
+from playground.compile.gpu import kernel_resources
 from playground.compile.lowering import compile_module, generated_code, lower
 from playground.compile.targets import device, info
 from playground.compile.tile_local import TILE_LOCAL_ATTR
@@ -114,14 +115,19 @@ def _reference(chain_json: str, seed: int):
 @job(LOWER)
 def lower_job(payload: dict) -> dict:
     """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module, and what the
-    tile-local step decided per predicated block (``tile_local``: one line, "" when off)."""
+    tile-local step decided per predicated block (``tile_local``: one line, "" when off).
+    For ``cuda`` also what each kernel asks of the GPU (``kernels``: threads per block,
+    blocks, static shared memory; :func:`playground.compile.gpu.kernel_resources`)."""
     _, _, target = _unpack(payload)
     t0 = time.perf_counter()
     lowered = lower(_module(payload), target, tile_local=_tile_local(payload))
     decided = [str(f.attrs[TILE_LOCAL_ATTR]) for f in lowered.functions.values()
                if f.attrs is not None and TILE_LOCAL_ATTR in f.attrs]
-    return {"text": lowered.script(), "seconds": time.perf_counter() - t0,
-            "tile_local": "; ".join(decided)}
+    out = {"text": lowered.script(), "seconds": time.perf_counter() - t0,
+           "tile_local": "; ".join(decided)}
+    if target == "cuda":
+        out["kernels"] = kernel_resources(lowered)
+    return out
 
 
 @job(CODEGEN)
