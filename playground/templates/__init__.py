@@ -7,7 +7,10 @@ along output channels, columns or the batch) and pools in registers and folds ep
 the write-back; :mod:`.plan` turns a plan (tiles per stage, fused groups at row tiles) into
 steps through a :class:`~.recorder.Recorder`; :mod:`.space` ranks the choices from the
 machine's vector width, registers and caches; :mod:`.search` measures them within a budget;
-:mod:`.verdict` answers "fuse or not" with both schedules timed side by side.
+:mod:`.verdict` answers "fuse or not" with both schedules timed side by side. For CUDA,
+:mod:`.cuda` fuses conv -> elementwise ops -> conv into one kernel with the intermediate in
+shared memory per thread block (tiles within 48 KiB and 1024 threads), and
+:mod:`.cuda_check` builds its plans in the worker (compile-only without a GPU).
 
 May import: :mod:`playground.chain`, :mod:`playground.schedule`, :mod:`playground.compile`,
 :mod:`playground.measure`,

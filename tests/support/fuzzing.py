@@ -375,3 +375,58 @@ def random_template_chain(d: HypothesisDraw) -> dict:
     except Exception:
         return normalize_chain({"input": {"shape": [n, c, hw, hw]},
                                 "layers": [{"op": "conv2d", "channels": 8, "kernel": 3}]})
+
+
+def random_cuda_pair_chain(d: Draw) -> dict:
+    """A random chain the CUDA fusion template fuses: ``[elementwise ops] -> conv ->
+    [elementwise ops] -> conv -> [elementwise ops]``, the producer dense, grouped or depthwise
+    (strides, dilations, padding or none, odd sizes, batch 2), the consumer dense or grouped;
+    an ``add`` of the chain's input where the shapes allow it."""
+    n = 2 if d.chance(20) else 1
+    c = d.choice((3, 4, 8, 16))
+    h = d.int(5, 19)
+    w = h if d.chance(50) else d.int(5, 19)
+
+    def conv(channels_in: int, *, producer: bool) -> dict:
+        k = d.choice((1, 3, 3, 5)) if producer else d.choice((1, 2, 3, 3))
+        layer = {"op": "conv2d", "channels": d.choice((4, 8, 16, 32)), "kernel": k,
+                 "padding": d.choice((0, k // 2, k // 2)), "stride": 2 if d.chance(25) else 1,
+                 "dilation": 2 if d.chance(10) and k > 1 else 1}
+        kind = d.choice(("dense", "dense", "grouped", "depthwise"))
+        if kind == "depthwise" and producer:
+            layer.update(groups=channels_in, channels=channels_in * d.choice((1, 2)))
+        elif kind != "dense" and channels_in % 2 == 0:
+            groups = 2 if kind == "grouped" or not producer else channels_in
+            layer.update(groups=groups, channels=groups * d.choice((1, 2, 4)))
+        return layer
+
+    def epilogue(shape_matches: bool) -> list[dict]:
+        ops = [{"op": op} for op in ("bias_add", "batch_norm", "relu", "relu6", "sigmoid")
+               if d.chance(25)]
+        if shape_matches and d.chance(40):
+            ops.insert(d.int(0, len(ops)), {"op": "add", "other": "data"})
+        return ops
+
+    lead = [{"op": "relu"}] if d.chance(10) else []
+    first = conv(c, producer=True)
+    if d.chance(30):  # keeps the input's shape: an add of the input may follow
+        k = first["kernel"]
+        first.update(channels=c, stride=1, dilation=1, padding=k // 2, groups=1, kernel=k | 1)
+    layers = [*lead, first]
+    try:
+        chain = normalize_chain({"input": {"shape": [n, c, h, w]}, "layers": layers})
+    except PlaygroundError:  # the window does not fit the image: a 1x1 producer always does
+        layers[-1] = {"op": "conv2d", "channels": 8, "kernel": 1}
+        chain = normalize_chain({"input": {"shape": [n, c, h, w]}, "layers": layers})
+    shape = tensor_shapes(chain)[chain["layers"][-1]["name"]]
+    layers += epilogue(shape == [n, c, h, w])
+    second = conv(shape[1], producer=False)
+    layers.append(second)
+    try:
+        chain = normalize_chain({"input": {"shape": [n, c, h, w]}, "layers": layers})
+    except PlaygroundError:  # the window does not fit: a 1x1 consumer always does
+        layers[-1] = {"op": "conv2d", "channels": 8, "kernel": 1}
+        chain = normalize_chain({"input": {"shape": [n, c, h, w]}, "layers": layers})
+    out = tensor_shapes(chain)[chain["layers"][-1]["name"]]
+    layers += epilogue(out == [n, c, h, w])
+    return normalize_chain({"input": {"shape": [n, c, h, w]}, "layers": layers})
