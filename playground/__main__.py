@@ -14,7 +14,10 @@ would without ``--record``, and one line on stderr says that it was not recorded
 ``experiments list|show ID|dump`` reads the store (:mod:`playground.store.cli`).
 
 ``auto CHAIN`` searches the schedule templates for the chain (a JSON chain, a JSON session, an
-exported script or a preset) within ``--budget-s`` and prints the best schedule; ``fusion
+exported script or a preset) within ``--budget-s`` and prints the best schedule; with
+``--target cuda`` it builds the CUDA fusion template's best-ranked plans instead (conv ->
+elementwise ops -> conv in one kernel, the intermediate in shared memory per thread block:
+:mod:`playground.templates.cuda`), compile-only where there is no GPU; ``fusion
 CHAIN`` answers "should I fuse?" with the best fused and unfused schedules measured side by
 side. ``model MODEL.onnx`` cuts a network into chains and scans them
 (:mod:`playground.model.cli`).
@@ -182,9 +185,49 @@ def _search_setup(args: argparse.Namespace):
     chain, _, meta = _load(args.file)
     target = getattr(args, "target", None) or meta.get("target", "cpu")
     if target != "cpu":
-        raise PlaygroundError(f"--target {target}: the templates and the search are for the "
-                              "CPU (use --target cpu)")
+        raise PlaygroundError(f"--target {target}: the search and the verdict time on the "
+                              "CPU (use --target cpu; for CUDA, `auto --target cuda` builds the "
+                              "CUDA fusion template)")
     return chain, machine_facts()
+
+
+def _cmd_auto_cuda(args: argparse.Namespace) -> int:
+    """The CUDA fusion template's plans, built in a worker: threads and shared memory per
+    block of each kernel, validated and timed only where a GPU is (the output says which)."""
+    from playground.templates.cuda_check import check_cuda_plans
+    from playground.worker.pool import WorkerPool
+
+    chain, _, _ = _load(args.file)
+    out: dict = {"file": args.file, "target": "cuda", "valid": False, "correct": None}
+
+    def progress(cand) -> None:
+        if not args.json:
+            print(f"  {cand.label}: {cand.status}", file=sys.stderr)
+
+    with WorkerPool(1) as pool:
+        checked = check_cuda_plans(pool, chain, limit=args.candidates, on_progress=progress)
+    out.update(timed=checked.timed, note=checked.note, seconds=round(checked.seconds, 2),
+               candidates=[{"label": c.label, "status": c.status, "kernels": c.kernels,
+                            "median_ms": c.median_ms, "message": c.message}
+                           for c in checked.candidates])
+    best = checked.best()
+    if best is None:
+        out["error"] = "no plan built: " + "; ".join(
+            sorted({c.message for c in checked.candidates if c.message})[:3])
+        return _report(out, args, 1)
+    out.update(valid=True, correct=True if checked.timed else None, label=best.label,
+               median_ms=best.median_ms, template="cuda_fusion", params=best.plan.to_dict(),
+               kernels=best.kernels, steps=[s.to_dict() for s in best.steps])
+    if args.output:
+        from playground.io.export import export_script
+
+        how = (f"fastest on the GPU: {best.median_ms:.3f} ms" if checked.timed else
+               "not timed (no GPU): the template model's best-ranked plan")
+        Path(args.output).write_text(export_script(
+            checked.chain, best.steps, target="cuda", title=f"auto (cuda): {best.label}",
+            description=f"Found by `python -m playground auto --target cuda`, {how}."))
+        out["output"] = args.output
+    return _report(out, args, 0)
 
 
 def _cmd_auto(args: argparse.Namespace) -> int:
@@ -192,6 +235,8 @@ def _cmd_auto(args: argparse.Namespace) -> int:
     from playground.templates.search import search_and_finalize
     from playground.worker.pool import WorkerPool
 
+    if (args.target or _load(args.file)[2].get("target", "cpu")) == "cuda":
+        return _cmd_auto_cuda(args)
     chain, facts = _search_setup(args)
     out: dict = {"file": args.file, "machine": facts.summary(), "weights": args.weights,
                  "valid": False, "correct": False}
@@ -308,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("auto", help="search schedule templates for a chain; print the best")
     p.add_argument("file", help="a JSON chain, a JSON session, an exported script or a preset")
-    p.add_argument("--target", choices=("cpu",))
+    p.add_argument("--target", choices=("cpu", "cuda"),
+                   help="cuda: the CUDA fusion template's plans, built (compile-only without "
+                        "a GPU)")
+    p.add_argument("--candidates", type=int, default=4,
+                   help="--target cuda: how many of the template's best-ranked plans to build")
     p.add_argument("--budget-s", type=float, default=60.0, help="search time budget (s)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--output", help="write the best schedule as a script here")
