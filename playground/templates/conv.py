@@ -232,6 +232,8 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     r("reorder", name, loops=order)
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
+        if block in r.blocked:
+            _blocked_write_back(r, block, wo, lanes)
     top = _vectorize_unroll_parallel(r, name, vector_loop, unrolled, write_back, lanes, head,
                                      order[0], parallel)
     if outer is None and tile.order == "channels" and tile.vector == "k":
@@ -271,7 +273,8 @@ def _vectorize_unroll_parallel(r: Recorder, name: str, vector_loop: str | None,
         if r.extent(name, loop) > 1:
             r.attempt("unroll", name, loop=loop)
     for block in write_back:
-        r.vectorize_innermost(block, lanes)
+        if block not in r.blocked:  # a blocked write-back is vectorized along its channels
+            r.vectorize_innermost(block, lanes)
     if not head:
         return first
     top = r.fuse(name, head) if len(head) > 1 else head[0]
@@ -325,6 +328,56 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
                                       lanes, head, (rest or head)[0], parallel)
 
 
+def block_intermediate(r: Recorder, write_back: str, lanes: int) -> bool:
+    """Lay the tensor ``write_back`` stores out in channel blocks, ``[n, k // L, h, w, k % L]``
+    (NCHWc), as ONNX Runtime keeps its activations between convolutions.
+
+    A channel-vector conv (``vector="k"``) holds ``L`` output channels per accumulator; storing
+    them to NCHW is a transpose (each vector of ``L`` channels scattered ``H*W`` apart, or
+    gathered back ``L`` apart in the write-back), while in NCHWc it is one contiguous vector
+    store. For the caller only: the consumer must read the tensor through single-value
+    broadcasts (a channel-vector conv, whose padding copy :func:`finish` then blocks too), and
+    the tensor must be an intermediate (a kernel argument keeps its layout). Returns whether it
+    was applied (the channels must divide into ``L``)."""
+    buffer = r.writes(write_back)[0]
+    if not r.attempt("transform_layout", write_back, buffer=["write", 0],
+                     index_map=f"lambda n, k, h, w: (n, k // {lanes}, h, w, k % {lanes})"):
+        return False
+    r.blocked.add(write_back)
+    r.blocked_buffers.add(buffer)
+    return True
+
+
+def _blocked_write_back(r: Recorder, block: str, anchor: str, lanes: int) -> None:
+    """The write-back of a blocked output under its tile loop ``anchor``: its first loop is the
+    tile's channels (``n`` is a unit loop there), split into ``L``-channel vectors that go
+    innermost, so that the store and the accumulator read are both contiguous."""
+    loops = r.loops(block)
+    own = loops[loops.index(anchor) + 1:]
+    if not own or r.extent(block, own[0]) % lanes:
+        return
+    k0, k1 = r.split(block, own[0], [None, lanes])
+    rest = [x for x in r.loops(block)[loops.index(anchor) + 1:] if x not in (k0, k1)]
+    r.attempt("reorder", block, loops=[k0, *rest, k1])
+    r.attempt("vectorize", block, loop=k1)
+
+
+def _blocked_pad(r: Recorder, stage: Stage, lanes: int) -> None:
+    """A padding copy that reads a blocked tensor (:func:`block_intermediate`) writes blocked
+    too, channel vectors innermost: the copy is contiguous on both sides, and the conv reading
+    it broadcasts single values, which any layout serves."""
+    pad = stage.pad_block
+    channels = stage.in_shape[1]
+    if channels % lanes or not r.attempt(
+            "transform_layout", pad, buffer=["write", 0],
+            index_map=f"lambda n, c, h, w: (n, c // {lanes}, h, w, c % {lanes})"):
+        return
+    _, c, h, w = r.loops(pad)[-4:]
+    c0, c1 = r.split(pad, c, [None, lanes])
+    r.attempt("reorder", pad, loops=[c0, h, w, c1])
+    r.attempt("vectorize", pad, loop=c1)
+
+
 def elementwise_pass(r: Recorder, block: str, lanes: int) -> None:
     """A stand-alone elementwise block (NCHW): parallel over images x channels, the row
     vectorized."""
@@ -346,6 +399,9 @@ def finish(r: Recorder, stage: Stage, top: str, tile: Tile | None = None) -> Non
           preserve_unit_loops=True)
     if stage.kind == "pool" or (tile is not None and tile.vector == "w"):
         deinterleave_pad(r, stage)
+    elif stage.pad_block and r.has(stage.pad_block) and \
+            set(r.reads(stage.pad_block)) & r.blocked_buffers and tile is not None:
+        _blocked_pad(r, stage, tile.lanes)
     reduction = r.reduction_loops(stage.name)
     if reduction:  # where TVM cannot, the initialization stays a branch inside the loop
         r.attempt("decompose_reduction", stage.name, loop=reduction[0])

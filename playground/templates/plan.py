@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from playground.templates.conv import (
     Tile,
+    block_intermediate,
     elementwise_pass,
     finish,
     fold_epilogue,
@@ -63,6 +64,9 @@ class Plan:
     #: "constant": the weight re-layouts stay top-level loop nests (never moved into a
     #: conv's loops), so that the build runs them once before timing; "per-call" otherwise.
     weights: str = "per-call"
+    #: Intermediates between two channel-vector convs laid out in channel blocks (NCHWc,
+    #: :func:`~playground.templates.conv.block_intermediate`); False: NCHW throughout.
+    nchwc: bool = True
 
     def fused_layers(self, chain_stages: list[Stage]) -> list[list[str]]:
         """The window layers each fused group computes together, e.g. [["conv1", "conv2"]]."""
@@ -72,6 +76,7 @@ class Plan:
     def to_dict(self) -> dict:
         return {"template": self.template, "lanes": self.lanes,
                 "fold_epilogue": self.fold_epilogue, "weights": self.weights,
+                "nchwc": self.nchwc,
                 "tiles": [t.to_dict() if t else None for t in self.tiles],
                 "groups": [{"first": g.first, "last": g.last, "rows": g.rows,
                             "cols": g.cols} for g in self.groups]}
@@ -120,11 +125,32 @@ def _producer_blocks(r: Recorder, chain_stages: list[Stage], plan: Plan,
     return out
 
 
+def _blocks_its_output(r: Recorder, chain_stages: list[Stage], plan: Plan, i: int,
+                       backs: list[str]) -> bool:
+    """Whether stage ``i``'s output goes in channel blocks (NCHWc): a channel-vector conv
+    whose whole epilogue is in its write-back, read only by the next stage, a channel-vector
+    conv (directly or through its padding copy), which broadcasts what it reads."""
+    if not plan.nchwc or i + 1 >= len(chain_stages) or len(backs) != 1:
+        return False
+    stage, after = chain_stages[i], chain_stages[i + 1]
+    tile, next_tile = plan.tiles[i], plan.tiles[i + 1]
+    if stage.kind != "conv" or after.kind != "conv" or tile is None or next_tile is None \
+            or tile.vector != "k" or next_tile.vector != "k" \
+            or after.input_name != stage.output_name:
+        return False
+    buffer = r.writes(backs[0])[0]
+    readers = {b for b in r.blocks() if buffer in r.reads(b)}
+    return bool(readers) and readers <= {after.name, after.pad_block}
+
+
 def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Group,
                  lanes: int) -> None:
     anchor = chain_stages[group.last]
     backs = {i: _prepare(r, chain_stages[i], plan.tiles[i], plan.fold_epilogue)
              for i in range(group.first, group.last + 1)}
+    for i in range(group.first, group.last + 1):
+        if _blocks_its_output(r, chain_stages, plan, i, backs[i]):
+            block_intermediate(r, backs[i][0], plan.tiles[i].lanes)
     if not group.fused:
         if anchor.kind == "elementwise":
             for block in [anchor.name, *anchor.epilogue_blocks]:

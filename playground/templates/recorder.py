@@ -37,6 +37,10 @@ class Recorder:
         self.target = target
         #: Templates leave weight copies at the top level (constant weights: built once).
         self.hoist_weights = False
+        #: Write-back blocks whose output a template laid out in channel blocks (NCHWc), and
+        #: those outputs (:func:`playground.templates.conv.block_intermediate`).
+        self.blocked: set[str] = set()
+        self.blocked_buffers: set[str] = set()
         self.steps: list[Step] = list(start)
         self.sch = scheduled(self.chain, tuple(start)).copy() if start else \
             fresh_schedule(self.chain)
