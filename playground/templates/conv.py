@@ -318,6 +318,10 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
     n, c, h, w, rh, rw = loops or r.loops(name)[-6:]
     ow = stage.out_shape[3]
     width = max((f for f in range(1, lanes + 1) if ow % f == 0), default=1)
+    source = stage.pad_block if stage.pad_block and r.has(stage.pad_block) else name
+    if set(r.reads(source)) & r.blocked_buffers:
+        return _tile_blocked_pool(r, stage, lanes, write_back, (n, c, h, w, rh, rw), outer,
+                                  parallel, width)
     wo, wv = _split(r, name, w, width)
     head = outer if outer is not None else [n, c, h]
     rest = [x for x in (n, c, h) if x not in head]
@@ -326,6 +330,28 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
     return _vectorize_unroll_parallel(r, name, wv if width > 1 else None, [rh, rw], write_back,
                                       lanes, head, (rest or head)[0], parallel)
+
+
+def _tile_blocked_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str],
+                       loops: tuple[str, ...], outer: list[str] | None, parallel: bool,
+                       width: int) -> str:
+    """A pool whose input is in channel blocks (:func:`block_intermediate`): ``L`` channels per
+    vector (each window tap one contiguous load, where a row vector would gather), ``width``
+    output columns per tile, the accumulators laid out channel-innermost too; the write-back
+    stores rows of the tile into the NCHW output."""
+    name = stage.name
+    n, c, h, w, rh, rw = loops
+    r("transform_layout", name, buffer=["write", 0],
+      index_map=f"lambda n, c, h, w: (n, c // {lanes}, h, w, c % {lanes})")
+    c0, c1 = r.split(name, c, [None, lanes])
+    wo, wi = _split(r, name, w, width)
+    head = outer if outer is not None else [n, c0, h]
+    rest = [x for x in (n, c0, h) if x not in head]
+    r("reorder", name, loops=[*head, *rest, wo, rh, rw, wi, c1])
+    for block in write_back:
+        r("reverse_compute_at", block, target_block=name, target_loop=wo)
+    return _vectorize_unroll_parallel(r, name, c1, [wi, rh, rw], write_back, lanes, head,
+                                      (rest or head)[0], parallel)
 
 
 def block_intermediate(r: Recorder, write_back: str, lanes: int) -> bool:
@@ -345,6 +371,7 @@ def block_intermediate(r: Recorder, write_back: str, lanes: int) -> bool:
         return False
     r.blocked.add(write_back)
     r.blocked_buffers.add(buffer)
+    r.blocked_lanes = lanes
     return True
 
 
@@ -397,11 +424,11 @@ def finish(r: Recorder, stage: Stage, top: str, tile: Tile | None = None) -> Non
             and top not in r.loops(stage.pad_block):
         r("compute_at", stage.pad_block, target_block=stage.name, target_loop=top,
           preserve_unit_loops=True)
-    if stage.kind == "pool" or (tile is not None and tile.vector == "w"):
+    if stage.pad_block and r.has(stage.pad_block) and \
+            set(r.reads(stage.pad_block)) & r.blocked_buffers:
+        _blocked_pad(r, stage, r.blocked_lanes)
+    elif stage.kind == "pool" or (tile is not None and tile.vector == "w"):
         deinterleave_pad(r, stage)
-    elif stage.pad_block and r.has(stage.pad_block) and \
-            set(r.reads(stage.pad_block)) & r.blocked_buffers and tile is not None:
-        _blocked_pad(r, stage, tile.lanes)
     reduction = r.reduction_loops(stage.name)
     if reduction:  # where TVM cannot, the initialization stays a branch inside the loop
         r.attempt("decompose_reduction", stage.name, loop=reduction[0])

@@ -128,15 +128,21 @@ def _producer_blocks(r: Recorder, chain_stages: list[Stage], plan: Plan,
 def _blocks_its_output(r: Recorder, chain_stages: list[Stage], plan: Plan, i: int,
                        backs: list[str]) -> bool:
     """Whether stage ``i``'s output goes in channel blocks (NCHWc): a channel-vector conv
-    whose whole epilogue is in its write-back, read only by the next stage, a channel-vector
-    conv (directly or through its padding copy), which broadcasts what it reads."""
+    whose whole epilogue is in its write-back, read only by the next stage (directly or
+    through its padding copy), which is a channel-vector conv (it broadcasts what it reads)
+    or a pool (it then vectorizes along the channel blocks)."""
     if not plan.nchwc or i + 1 >= len(chain_stages) or len(backs) != 1:
         return False
     stage, after = chain_stages[i], chain_stages[i + 1]
     tile, next_tile = plan.tiles[i], plan.tiles[i + 1]
-    if stage.kind != "conv" or after.kind != "conv" or tile is None or next_tile is None \
-            or tile.vector != "k" or next_tile.vector != "k" \
+    if stage.kind != "conv" or tile is None or tile.vector != "k" \
             or after.input_name != stage.output_name:
+        return False
+    if after.kind == "conv" and (next_tile is None or next_tile.vector != "k"):
+        return False
+    if after.kind == "pool" and after.in_shape[1] % tile.lanes:
+        return False
+    if after.kind not in ("conv", "pool"):
         return False
     buffer = r.writes(backs[0])[0]
     readers = {b for b in r.blocks() if buffer in r.reads(b)}

@@ -41,6 +41,7 @@ class Recorder:
         #: those outputs (:func:`playground.templates.conv.block_intermediate`).
         self.blocked: set[str] = set()
         self.blocked_buffers: set[str] = set()
+        self.blocked_lanes = 0
         self.steps: list[Step] = list(start)
         self.sch = scheduled(self.chain, tuple(start)).copy() if start else \
             fresh_schedule(self.chain)

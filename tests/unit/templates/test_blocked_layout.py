@@ -1,12 +1,13 @@
-"""Intermediates between two channel-vector convs are laid out in channel blocks (NCHWc).
+"""Intermediates after a channel-vector conv are laid out in channel blocks (NCHWc).
 
 A channel-vector conv (``vector="k"``) accumulates ``L`` output channels per register; the
 templates store them into ``[n, k // L, h, w, k % L]`` with one contiguous vector store instead
-of a transpose into NCHW, and the next conv's padding copy writes the same layout
+of a transpose into NCHW, and the next conv's padding copy writes the same layout, or the next
+pool vectorizes along the channel blocks
 (:func:`playground.templates.conv.block_intermediate`). These tests check where the layout is
-planned (only where every reader broadcasts single values), that it can be switched off
-(``Plan.nchwc``), and that the kernels are right on poisoned buffers, unfused and fused at row
-and 2-D tiles, with a residual add of the chain's input.
+planned (only where every reader can read it whole vectors at a time), that it can be
+switched off (``Plan.nchwc``), and that the kernels are right on poisoned buffers, unfused and
+fused at row and 2-D tiles, with a residual add of the chain's input, and with pools.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def _layouts(steps) -> dict[str, str]:
 RESIDUAL = {"input": {"shape": [1, 32, 14, 14]},
             "layers": [_conv(32), {"op": "batch_norm"}, {"op": "relu"}, _conv(32),
                        {"op": "add", "other": "data"}, {"op": "relu"}]}
+STEM = {"input": {"shape": [1, 3, 30, 30]},
+        "layers": [_conv(32, 7, 3, stride=2), {"op": "batch_norm"}, {"op": "relu"},
+                   {"op": "max_pool2d", "kernel": 3, "stride": 2, "padding": 1}]}
+TRANSITION = {"input": {"shape": [1, 16, 12, 12]},
+              "layers": [{"op": "batch_norm"}, {"op": "relu"}, _conv(32, 1, 0),
+                         {"op": "avg_pool2d", "kernel": 2}]}
 BOTTLENECK = {"input": {"shape": [1, 64, 12, 12]},
               "layers": [_conv(16, 1, 0), {"op": "relu"}, _conv(16), {"op": "relu"},
                          _conv(64, 1, 0), {"op": "add", "other": "data"}]}
@@ -64,6 +71,18 @@ def test_the_intermediate_and_the_next_padding_are_blocked():
     assert "conv2_local" not in layouts  # the chain's output stays NCHW (a kernel argument)
     vectorized = {s.args["block"] for s in steps if s.primitive == "vectorize"}
     assert {"conv1_local", "conv2_pad"} <= vectorized
+
+
+def test_a_pool_after_a_channel_vector_conv_reads_channel_blocks():
+    """The pool vectorizes along the channel blocks (each window tap one contiguous load) and
+    its own padding copy keeps them; its output, the chain's, stays NCHW."""
+    _, steps = _steps(STEM)
+    layouts = _layouts(steps)
+    assert layouts["conv1_local"] == BLOCKED
+    assert layouts["maxpool1_pad"] == BLOCKED_PAD  # not the column-phase layout
+    assert layouts["maxpool1"] == "lambda n, c, h, w: (n, c // 16, h, w, c % 16)"
+    _, steps = _steps(TRANSITION)
+    assert _layouts(steps)["conv1_local"] == BLOCKED
 
 
 def test_switched_off_everything_stays_nchw():
@@ -102,7 +121,8 @@ def test_an_intermediate_another_layer_reads_keeps_nchw():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["residual", "residual fused rows", "residual fused 2-D",
-                                  "bottleneck", "bottleneck fused"])
+                                  "bottleneck", "bottleneck fused", "stem", "stem fused",
+                                  "transition", "transition fused"])
 def test_blocked_kernels_validate(pool, case):
     from playground import service
 
@@ -112,6 +132,10 @@ def test_blocked_kernels_validate(pool, case):
         "residual fused 2-D": (RESIDUAL, (Group(0, 1, 7, 4),)),
         "bottleneck": (BOTTLENECK, None),
         "bottleneck fused": (BOTTLENECK, (Group(0, 1, 4), Group(2, 2))),
+        "stem": (STEM, None),
+        "stem fused": (STEM, (Group(0, 1, 3),)),
+        "transition": (TRANSITION, None),
+        "transition fused": (TRANSITION, (Group(0, 0), Group(1, 2, 2))),
     }[case]
     chain, steps = _steps(raw, groups)
     assert any(m == BLOCKED for m in _layouts(steps).values())
