@@ -87,6 +87,13 @@ class Tile:
         return asdict(self)
 
 
+def channel_blocks(lanes: int, channel: str = "k") -> str:
+    """The index map of the channel-blocked layout (NCHWc): ``[n, c // L, h, w, c % L]``, for
+    a buffer whose second axis is named ``channel``."""
+    return (f"lambda n, {channel}, h, w: (n, {channel} // {lanes}, h, w, "
+            f"{channel} % {lanes})")
+
+
 def fold_epilogue(r: Recorder, stage: Stage, into: str) -> list[str]:
     """Fold the stage's elementwise layers into the write-back block ``into``.
 
@@ -131,8 +138,7 @@ def prepare_conv(r: Recorder, stage: Stage, tile: Tile) -> str:
           index_map="lambda n, c, h, w: (c, h, w, n)")
     r("cache_write", name, write_buffer_index=0, storage_scope="local")
     if tile.vector == "k":
-        r("transform_layout", name, buffer=["write", 0],
-          index_map=f"lambda n, k, h, w: (n, k // {lanes}, h, w, k % {lanes})")
+        r("transform_layout", name, buffer=["write", 0], index_map=channel_blocks(lanes))
     elif tile.vector == "n":
         r("transform_layout", name, buffer=["write", 0],
           index_map="lambda n, k, h, w: (k, h, w, n)")
@@ -341,8 +347,7 @@ def _tile_blocked_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[s
     stores rows of the tile into the NCHW output."""
     name = stage.name
     n, c, h, w, rh, rw = loops
-    r("transform_layout", name, buffer=["write", 0],
-      index_map=f"lambda n, c, h, w: (n, c // {lanes}, h, w, c % {lanes})")
+    r("transform_layout", name, buffer=["write", 0], index_map=channel_blocks(lanes, "c"))
     c0, c1 = r.split(name, c, [None, lanes])
     wo, wi = _split(r, name, w, width)
     head = outer if outer is not None else [n, c0, h]
@@ -361,13 +366,14 @@ def block_intermediate(r: Recorder, write_back: str, lanes: int) -> bool:
     A channel-vector conv (``vector="k"``) holds ``L`` output channels per accumulator; storing
     them to NCHW is a transpose (each vector of ``L`` channels scattered ``H*W`` apart, or
     gathered back ``L`` apart in the write-back), while in NCHWc it is one contiguous vector
-    store. For the caller only: the consumer must read the tensor through single-value
-    broadcasts (a channel-vector conv, whose padding copy :func:`finish` then blocks too), and
-    the tensor must be an intermediate (a kernel argument keeps its layout). Returns whether it
-    was applied (the channels must divide into ``L``)."""
+    store. The caller decides where it applies: the next reader is a channel-vector conv (it
+    broadcasts single values; its padding copy is blocked too, in :func:`finish`) or a pool
+    (:func:`tile_pool` then vectorizes it along the channel blocks), and the tensor is an
+    intermediate (a kernel argument keeps its layout). Returns whether it was applied (the
+    channels must divide into ``L``)."""
     buffer = r.writes(write_back)[0]
     if not r.attempt("transform_layout", write_back, buffer=["write", 0],
-                     index_map=f"lambda n, k, h, w: (n, k // {lanes}, h, w, k % {lanes})"):
+                     index_map=channel_blocks(lanes)):
         return False
     r.blocked.add(write_back)
     r.blocked_buffers.add(buffer)
@@ -391,13 +397,12 @@ def _blocked_write_back(r: Recorder, block: str, anchor: str, lanes: int) -> Non
 
 def _blocked_pad(r: Recorder, stage: Stage, lanes: int) -> None:
     """A padding copy that reads a blocked tensor (:func:`block_intermediate`) writes blocked
-    too, channel vectors innermost: the copy is contiguous on both sides, and the conv reading
-    it broadcasts single values, which any layout serves."""
+    too, channel vectors innermost: the copy is contiguous on both sides, and what reads it (a
+    conv's broadcasts, a pool's channel vectors) reads the blocks."""
     pad = stage.pad_block
     channels = stage.in_shape[1]
-    if channels % lanes or not r.attempt(
-            "transform_layout", pad, buffer=["write", 0],
-            index_map=f"lambda n, c, h, w: (n, c // {lanes}, h, w, c % {lanes})"):
+    if channels % lanes or not r.attempt("transform_layout", pad, buffer=["write", 0],
+                                         index_map=channel_blocks(lanes, "c")):
         return
     _, c, h, w = r.loops(pad)[-4:]
     c0, c1 = r.split(pad, c, [None, lanes])
@@ -417,9 +422,11 @@ def elementwise_pass(r: Recorder, block: str, lanes: int) -> None:
 
 
 def finish(r: Recorder, stage: Stage, top: str, tile: Tile | None = None) -> None:
-    """Pad per parallel iteration (the rows this iteration's tiles read), de-interleave a
-    strided row-vectorized conv's padded input (:func:`deinterleave_pad`) and split the
-    reduction's initialization off (after every loop transformation, as TVM 0.27 requires)."""
+    """Pad per parallel iteration (the rows this iteration's tiles read), lay the padded input
+    out in channel blocks where it copies a blocked tensor (:func:`_blocked_pad`), else by
+    column phase for a strided pool or row-vectorized conv (:func:`deinterleave_pad`), and
+    split the reduction's initialization off (after every loop transformation, as TVM 0.27
+    requires)."""
     if stage.pad_block and r.has(stage.pad_block) and top in r.loops(stage.name) \
             and top not in r.loops(stage.pad_block):
         r("compute_at", stage.pad_block, target_block=stage.name, target_loop=top,

@@ -64,8 +64,9 @@ class Plan:
     #: "constant": the weight re-layouts stay top-level loop nests (never moved into a
     #: conv's loops), so that the build runs them once before timing; "per-call" otherwise.
     weights: str = "per-call"
-    #: Intermediates between two channel-vector convs laid out in channel blocks (NCHWc,
-    #: :func:`~playground.templates.conv.block_intermediate`); False: NCHW throughout.
+    #: The output of a channel-vector conv read next by a channel-vector conv or a pool laid
+    #: out in channel blocks (NCHWc, :func:`~playground.templates.conv.block_intermediate`);
+    #: False: NCHW throughout.
     nchwc: bool = True
 
     def fused_layers(self, chain_stages: list[Stage]) -> list[list[str]]:
