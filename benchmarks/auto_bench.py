@@ -20,8 +20,9 @@ was fixed before anything was measured:
   optimizations, ``CORES`` intra-op threads; ``ort_timer.py``), the unscheduled chain
   (estimated instead when it would take more than 10 s), auto's best built without the
   tile-local lowering step (issue 20: the step must slow no chain down), and the best fused and
-  unfused schedules (the verdict is checked against their ratio in these rounds, decided the
-  way the verdict decides: only an interval clear of the 5% band is "fuse" / "don't fuse");
+  unfused schedules (the verdict is checked against their ratio in these rounds: only an
+  interval clear of the 5% band is "fuse" / "don't fuse"; the verdict itself decides only
+  where its interval clears the band by its own width, so a decided call should hold here);
 * every ratio ("vs ONNX Runtime", ...) is the median of the rounds' ratios with a bootstrap
   95% interval (:func:`playground.measure.stats.compare_rounds`): each round samples every
   competitor back to back, so the rounds pair; the samples themselves are kept in the JSON;
@@ -243,8 +244,8 @@ def bench_chain(name: str, raw: dict, pool: WorkerPool, runtimes: list[TimerProc
                 row[f"vs_{other}"] = r.ratio
                 row[f"vs_{other}_interval"] = [r.low, r.high]
     if "fused" in times and "unfused" in times:
-        # re-measured the way the verdict decides: unfused / fused over these paired rounds,
-        # "fuse" / "don't fuse" only when the whole interval clears the 5% band
+        # re-measured: unfused / fused over these paired rounds, "fuse" / "don't fuse" when the
+        # whole interval clears the 5% band (no margin: the verdict's call must hold here)
         r = compare_rounds(samples["unfused"], samples["fused"])
         call = {FASTER: "fuse", SLOWER: "don't fuse"}.get(decide(r), "no difference")
         said = verdict.verdict.split(" (")[0]

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def _kernels() -> dict[str, dict]:
     from chains import CHAINS, chain, conv
 
-    return {"tiny_conv_28": chain([1, 32, 28, 28], conv(32)),
+    return {"small_conv_48": chain([1, 32, 48, 48], conv(32)),
             "resnet50_expand_1x1": CHAINS["resnet50_expand_1x1"],
             "resnet18_block": CHAINS["resnet18_block"],
             "hires_shallow": CHAINS["hires_shallow"],

@@ -12,7 +12,8 @@ answer is the median of the rounds' ratios with a percentile-bootstrap interval 
     decide(r)                     # "slower": the whole interval is below 1/1.05
 
 The call (:func:`decide`) is "faster" or "slower" only when the *whole* interval lies outside
-the :data:`BAND` (5%) around 1, else "no difference (within noise)". The median and a
+the :data:`BAND` (5%) around 1, else "no difference (within noise)"; a call that must hold when
+measured again (the fuse-or-not verdict) asks the interval to clear the band by its own width. The median and a
 median-based bootstrap keep one wild round (another process woke up for 40 ms) from moving the
 answer: one round of seven is never the median, and a resample has to draw it four times out
 of seven to make it one.
@@ -127,19 +128,37 @@ def compare_rounds(baseline_ms: Sequence[float], candidate_ms: Sequence[float], 
     return RatioInterval(math.exp(mid), math.exp(low), math.exp(high), len(ratios), ratios)
 
 
-def decide(interval: RatioInterval, band: float = BAND) -> str:
+def decide(interval: RatioInterval, band: float = BAND, *, replicable: bool = False) -> str:
     """:data:`FASTER` when the whole interval is above ``band``, :data:`SLOWER` when it is
     below ``1 / band``, else :data:`SAME` (the interval reaches into the band: within noise).
+
+    With ``replicable`` the interval must clear the band *by its own width* on the side facing
+    it (in log space: ``low**2 / ratio > band``; ``high**2 / ratio < 1 / band``): a second
+    set of rounds of the same spread, taken later around the same ratio, then clears the band
+    too, so the call holds when measured again. An interval that clears the band by less (a
+    ratio of 1.07 with an interval of 1.05-1.09, say) is "too close to call" (:func:`close_call`)
+    and gives :data:`SAME`. The fuse-or-not verdict decides this way: its call is the product's
+    answer, and a re-measurement must not turn it into "no difference".
 
     A single round never decides: its interval is a point and says nothing about the noise.
     """
     if interval.rounds < 2:
         return SAME
-    if interval.low > band:
+    low, high = interval.low, interval.high
+    if replicable:
+        low, high = low * low / interval.ratio, high * high / interval.ratio
+    if low > band:
         return FASTER
-    if interval.high < 1 / band:
+    if high < 1 / band:
         return SLOWER
     return SAME
+
+
+def close_call(interval: RatioInterval, band: float = BAND) -> bool:
+    """Whether the interval clears the band, but not by its own width: :func:`decide` calls
+    it faster or slower, ``decide(..., replicable=True)`` does not (a re-measurement of the
+    same spread could reach into the band)."""
+    return decide(interval, band) != decide(interval, band, replicable=True)
 
 
 def spread_interval(samples_ms: Sequence[float]) -> tuple[float, float]:

@@ -9,7 +9,9 @@ alternating rounds (so that a change in the machine's load hits both), and:
 
 * ``ratio`` = unfused / fused time: the median of the rounds' ratios, with a 95% bootstrap
   interval over the rounds (:mod:`playground.measure.stats`); "fuse" when the whole interval is
-  above 1.05, "don't fuse" when it is below 1/1.05, else "no difference (within noise)";
+  above 1.05 by at least its own width (so that the call holds when measured again), "don't
+  fuse" likewise below 1/1.05, else "no difference (within noise)" (the reason says when the
+  interval clears the band by less: too close to call);
 * the rounds run in one worker job under the measurement lock (:func:`~playground.templates.
   search.retime`) and replace the two candidates' times in the search's result, so the
   search's table and best show the verdict's numbers, never others that contradict them;
@@ -35,7 +37,15 @@ from playground import service
 from playground.chain.spec import normalize_chain
 from playground.measure.load import LoadProbe
 from playground.measure.machine import MachineFacts
-from playground.measure.stats import FASTER, SAME, SLOWER, RatioInterval, compare_rounds, decide
+from playground.measure.stats import (
+    FASTER,
+    SAME,
+    SLOWER,
+    RatioInterval,
+    close_call,
+    compare_rounds,
+    decide,
+)
 from playground.schedule.session import Session
 from playground.templates.plan import Plan
 from playground.templates.search import (
@@ -89,6 +99,7 @@ class Verdict:
                 "unfused_ms": self.unfused_ms, "ratio": self.ratio,
                 "ratio_low": iv.low if iv else None, "ratio_high": iv.high if iv else None,
                 "rounds": list(iv.ratios) if iv else [], "ratio_text": self.ratio_text,
+                "close_call": bool(iv and close_call(iv, NO_DIFFERENCE)),
                 "under_load": self.under_load, "remeasured": self.remeasured,
                 "reliable": iv is not None and not self.under_load, "reason": self.reason,
                 "fused_layers": self.fused_layers,
@@ -112,7 +123,9 @@ def _where(nbytes: int, facts: MachineFacts) -> str:
 
 
 def _call(interval: RatioInterval) -> str:
-    return CALLS[decide(interval, NO_DIFFERENCE)]
+    """The verdict's call: decided only where it holds when measured again (the interval
+    clears the band by its own width, :func:`~playground.measure.stats.decide`)."""
+    return CALLS[decide(interval, NO_DIFFERENCE, replicable=True)]
 
 
 def _measured(pool: Any, chain: dict, cand: Candidate, producers: list[str],
@@ -140,7 +153,10 @@ def _measured(pool: Any, chain: dict, cand: Candidate, producers: list[str],
 def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
             interval: RatioInterval, facts: MachineFacts, tile_local: bool = True) -> str:
     call = _call(interval)
-    tail = f"{interval.text('unfused / fused')}: {call}"
+    close = (" (the interval clears the 5% band by less than its own width: too close to "
+             "call, a re-measurement could fall inside it)"
+             if close_call(interval, NO_DIFFERENCE) else "")
+    tail = f"{interval.text('unfused / fused')}{close}: {call}"
     if fused.fusion is None:  # the epilogue question
         s = st[0] if len(st) == 1 else next(x for x in st if x.kind != "elementwise")
         nbytes = 4 * _prod(s.out_shape)
@@ -295,8 +311,8 @@ def fusion_verdict(pool: Any, chain: dict, facts: MachineFacts, *, budget_s: flo
     # The search's best is the one the verdict's paired ratio favours: never the other.
     best, other = (fused, unfused) if interval.ratio >= 1 else (unfused, fused)
     versus = compare_rounds(other.rounds_ms, best.rounds_ms)
-    result.final = Final(best.label, other.label, versus, decide(versus, NO_DIFFERENCE),
-                         "verdict", loaded)
+    result.final = Final(best.label, other.label, versus,
+                         decide(versus, NO_DIFFERENCE, replicable=True), "verdict", loaded)
     return Verdict(call, fused.median_ms, unfused.median_ms, interval.ratio, reason,
                    fused.plan.fused_layers(st) if fused.fusion else
                    [[windows[0].name, *windows[0].epilogue_blocks]] if windows else [],

@@ -12,6 +12,7 @@ from playground.measure.stats import (
     SLOWER,
     RatioInterval,
     bootstrap_median,
+    close_call,
     compare_rounds,
     decide,
     spread_interval,
@@ -58,6 +59,24 @@ def test_one_wild_round_does_not_flip_the_call(wild):
     r = compare_rounds(noisy, FUSED)
     assert decide(r) == calm == FASTER
     assert wild / FUSED[3] in r.ratios  # the outlier is kept and shown, not hidden
+
+
+def test_a_replicable_call_needs_the_band_cleared_by_the_intervals_width():
+    # A clear win clears 1.05 by far more than its width: decided either way.
+    clear = compare_rounds([1.20, 1.22, 1.19, 1.21, 1.23, 1.18, 1.20], FUSED)
+    assert decide(clear, replicable=True) == FASTER and not close_call(clear)
+    # 1.07x with an interval of about 1.06-1.08: clears the band, but by less than its width;
+    # rounds of the same spread around 1.07 would reach into it.
+    near = compare_rounds([1.07, 1.055, 1.10, 1.08, 1.056, 1.07, 1.058], [1.0] * 7)
+    assert near.low > 1.05 and near.low ** 2 / near.ratio < 1.05
+    assert decide(near) == FASTER
+    assert decide(near, replicable=True) == SAME and close_call(near)
+    # The same rule on the slow side, mirrored.
+    slow = RatioInterval(1 / near.ratio, 1 / near.high, 1 / near.low, near.rounds, ())
+    assert decide(slow) == SLOWER and decide(slow, replicable=True) == SAME
+    # Inside the band nothing is a close call: both rules say no difference.
+    same = compare_rounds([1.0, 1.02, 0.97, 1.01, 0.99, 1.03, 1.0], FUSED)
+    assert decide(same, replicable=True) == SAME and not close_call(same)
 
 
 def test_the_interval_is_deterministic():
