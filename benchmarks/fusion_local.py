@@ -1,7 +1,7 @@
 """Does fusing two 3x3 convolutions pay once the intermediates are really tile-local?
 
     PYTHONPATH=. .venv/bin/python benchmarks/fusion_local.py [--chains NAME ...] [--repeat 5]
-        [--json FILE]
+        [--json FILE] [--tiles 8x8 14x14]
 
 For each conv3x3 -> relu -> conv3x3 chain below (intermediates larger than a 1-2 MiB L2), three
 template schedules (:mod:`playground.templates.plan`, each stage at its first-ranked register
@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -55,8 +56,9 @@ CHAINS = {
 }
 
 
-def schedules(chain: dict, facts) -> dict[str, Plan]:
-    """The three plans of a chain: unfused, fused at row tiles, fused at 2-D tiles."""
+def schedules(chain: dict, facts, extra: tuple[tuple[int, int], ...] = ()) -> dict[str, Plan]:
+    """The three plans of a chain: unfused, fused at row tiles, fused at 2-D tiles; and the
+    group of the 2-D option again at each ``extra`` (rows, cols) tile."""
     st = stages(chain)
     lanes = facts.lanes("float32")
     tiles = tuple((tile_candidates(s, facts) or [None])[0] if s.kind == "conv" else None
@@ -70,6 +72,11 @@ def schedules(chain: dict, facts) -> dict[str, Plan]:
             groups = (*(Group(i, i) for i in range(g.first)), g,
                       *(Group(i, i) for i in range(g.last + 1, len(st))))
             plans[f"{label} {g.tile_label}"] = Plan(tiles, groups, lanes)
+            if flat:
+                for rows, cols in extra:
+                    tile = replace(g, rows=rows, cols=cols)
+                    plans[f"{label} {tile.tile_label}"] = Plan(
+                        tiles, tuple(tile if x is g else x for x in groups), lanes)
     return plans
 
 
@@ -87,6 +94,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", nargs="*", help="names of CHAINS (default: all)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tiles", nargs="*", default=[], metavar="RxC",
+                        help="also time the fused 2-D group at these tiles, e.g. 8x8 14x14")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args(argv)
     facts = machine_facts()
@@ -96,7 +105,8 @@ def main(argv: list[str]) -> int:
     with WorkerPool(1, num_threads=facts.cores) as pool:
         for name in args.chains or CHAINS:
             chain = normalize_chain(CHAINS[name])
-            for label, plan in schedules(chain, facts).items():
+            extra = tuple(tuple(int(v) for v in t.split("x")) for t in args.tiles)
+            for label, plan in schedules(chain, facts, extra).items():
                 for tile_local in (False, True):
                     t0 = time.monotonic()
                     got = measure(pool, chain, plan, tile_local, args.repeat)

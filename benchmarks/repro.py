@@ -112,6 +112,9 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--env", action="append", default=[], help="VAR=VALUE for the runs")
     ap.add_argument("--dir", default="/tmp/playground-repro")
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the kernels built in --dir by an earlier call (default: build "
+                         "them again: the kernels or the templates may have changed)")
     ap.add_argument("--json", help="write every run's timings here")
     ap.add_argument("--_run", help=argparse.SUPPRESS)
     ap.add_argument("--_rotate", type=int, default=0, help=argparse.SUPPRESS)
@@ -123,7 +126,7 @@ def main() -> int:
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
     spec = work / "kernels.json"
-    if not spec.is_file():
+    if not (args.reuse and spec.is_file()):
         spec.write_text(json.dumps(build(work)))
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "TVM_NUM_THREADS": os.environ.get("TVM_NUM_THREADS", str(os.cpu_count() or 1)),

@@ -115,3 +115,47 @@ def test_measure_unknown_function_fails(vector_add):
     ex, args, dev, _ = vector_add
     with pytest.raises(Exception, match="nope"):
         measure(ex, args, dev, func_name="nope", number=1, repeat=1)
+
+
+class _Scripted:
+    """A module whose evaluator returns the given series of samples (ms), one per call with
+    ``repeat > 1``; single-sample calls (warm-up, calibration) take 1 ms."""
+
+    def __init__(self, series):
+        self.series = list(series)
+        self.taken = 0
+
+    def time_evaluator(self, func_name, dev, number=1, repeat=1, min_repeat_ms=0,
+                       cache_flush_bytes=0):
+        def timer(*args):
+            if repeat == 1:
+                return type("R", (), {"results": (1e-3,)})
+            self.taken += 1
+            return type("R", (), {"results": tuple(v * 1e-3 for v in self.series.pop(0))})
+        return timer
+
+
+BURST = [0.9] * 16 + [0.5] * 14  # a burst of other work covers half the series
+CLEAN = [0.5, 0.49, 0.51] * 10
+
+
+def test_a_disturbed_series_is_extended_until_the_burst_is_diluted():
+    from playground.measure.sampling import take_samples
+
+    mod = _Scripted([BURST, CLEAN, CLEAN])
+    samples, _ = take_samples(mod, [], None, number=1, repeat=30, warmup_ms=0)
+    assert mod.taken == 2 and len(samples) == 60  # one more series was enough
+    assert Timing.from_samples(samples, 1).median_ms == pytest.approx(0.5, abs=0.01)
+    assert samples[:30] == pytest.approx(BURST)  # kept, not hidden
+
+
+def test_extension_is_bounded_and_quiet_series_are_not_extended():
+    from playground.measure.sampling import EXTEND, take_samples
+
+    noisy = _Scripted([BURST] * 5)
+    samples, _ = take_samples(noisy, [], None, number=1, repeat=30, warmup_ms=0)
+    assert noisy.taken == 1 + EXTEND and len(samples) == 30 * (1 + EXTEND)
+    quiet = _Scripted([CLEAN])
+    assert len(take_samples(quiet, [], None, number=1, repeat=30, warmup_ms=0)[0]) == 30
+    short = _Scripted([BURST[:3]])  # paired rounds take 3 samples: never extended
+    assert len(take_samples(short, [], None, number=1, repeat=3, warmup_ms=0)[0]) == 3
