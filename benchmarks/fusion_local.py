@@ -1,7 +1,7 @@
 """Does fusing two 3x3 convolutions pay once the intermediates are really tile-local?
 
     PYTHONPATH=. .venv/bin/python benchmarks/fusion_local.py [--chains NAME ...] [--repeat 5]
-        [--json FILE] [--tiles 8x8 14x14]
+        [--json FILE] [--tiles 8x8 14x14 7]
 
 For each conv3x3 -> relu -> conv3x3 chain below (intermediates larger than a 1-2 MiB L2), three
 template schedules (:mod:`playground.templates.plan`, each stage at its first-ranked register
@@ -58,7 +58,7 @@ CHAINS = {
 
 def schedules(chain: dict, facts, extra: tuple[tuple[int, int], ...] = ()) -> dict[str, Plan]:
     """The three plans of a chain: unfused, fused at row tiles, fused at 2-D tiles; and the
-    group of the 2-D option again at each ``extra`` (rows, cols) tile."""
+    fused group again at each ``extra`` (rows, cols) tile (cols None: a row tile)."""
     st = stages(chain)
     lanes = facts.lanes("float32")
     tiles = tuple((tile_candidates(s, facts) or [None])[0] if s.kind == "conv" else None
@@ -72,8 +72,8 @@ def schedules(chain: dict, facts, extra: tuple[tuple[int, int], ...] = ()) -> di
             groups = (*(Group(i, i) for i in range(g.first)), g,
                       *(Group(i, i) for i in range(g.last + 1, len(st))))
             plans[f"{label} {g.tile_label}"] = Plan(tiles, groups, lanes)
-            if flat:
-                for rows, cols in extra:
+            for rows, cols in extra:
+                if (cols is not None) == flat:
                     tile = replace(g, rows=rows, cols=cols)
                     plans[f"{label} {tile.tile_label}"] = Plan(
                         tiles, tuple(tile if x is g else x for x in groups), lanes)
@@ -95,7 +95,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--chains", nargs="*", help="names of CHAINS (default: all)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tiles", nargs="*", default=[], metavar="RxC",
-                        help="also time the fused 2-D group at these tiles, e.g. 8x8 14x14")
+                        help="also time the fused group at these tiles: RxC (2-D) or R (rows), "
+                             "e.g. 8x8 14x14 7")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args(argv)
     facts = machine_facts()
@@ -105,7 +106,8 @@ def main(argv: list[str]) -> int:
     with WorkerPool(1, num_threads=facts.cores) as pool:
         for name in args.chains or CHAINS:
             chain = normalize_chain(CHAINS[name])
-            extra = tuple(tuple(int(v) for v in t.split("x")) for t in args.tiles)
+            extra = tuple((int(t.split("x")[0]), int(t.split("x")[1]) if "x" in t else None)
+                          for t in args.tiles)
             for label, plan in schedules(chain, facts, extra).items():
                 for tile_local in (False, True):
                     t0 = time.monotonic()

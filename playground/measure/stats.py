@@ -13,10 +13,10 @@ answer is the median of the rounds' ratios with a percentile-bootstrap interval 
 
 The call (:func:`decide`) is "faster" or "slower" only when the *whole* interval lies outside
 the :data:`BAND` (5%) around 1, else "no difference (within noise)"; a call that must hold when
-measured again (the fuse-or-not verdict) asks the interval to clear the band by its own width. The median and a
-median-based bootstrap keep one wild round (another process woke up for 40 ms) from moving the
-answer: one round of seven is never the median, and a resample has to draw it four times out
-of seven to make it one.
+measured again (the fuse-or-not verdict) asks the interval to clear the band by its own width.
+The median and a median-based bootstrap keep one wild round (another process woke up for
+40 ms) from moving the answer: one round of seven is never the median, and a resample has to
+draw it four times out of seven to make it one.
 
 Pure: numpy only, no TVM; the verdict, the search, the comparison table and the sweep use it.
 """
