@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from playground.errors import PlaygroundError
 from playground.templates.recorder import Recorder
 from playground.templates.stages import Stage
 
@@ -40,8 +41,12 @@ class Tile:
     Attributes
     ----------
     vector
-        ``"k"`` (output channels, blocked layout), ``"w"`` (output columns) or ``"n"``
-        (images of the batch).
+        ``"k"`` (output channels, blocked layout), ``"w"`` (output columns), ``"n"``
+        (images of the batch) or ``"p"`` (pixels: a 1x1, stride-1, unpadded dense conv is a
+        matrix product over the image's pixels, and ``ht`` whole rows of them, fused into
+        one loop, are ``ht * W / lanes`` contiguous vectors of the NCHW input and output,
+        whatever the width: a 28-wide image that no column vector divides gives 7 vectors
+        per 4 rows; no layout copy, and the output is stored as it is computed).
     lanes
         Elements per vector (the machine's: 16 float32 on AVX-512, 8 on AVX2, 4 on NEON).
     kt
@@ -81,6 +86,9 @@ class Tile:
             return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels{outermost}"
         if self.vector == "n":
             return (f"{self.kt} channels x {self.wt} pixels x {self.nt}x{self.lanes} images")
+        if self.vector == "p":
+            return (f"{self.kt} channels x {self.ht}x{self.wt} pixels as "
+                    f"{self.ht * self.wt // self.lanes} pixel vectors")
         return f"{self.kt} channels x {self.ht}x{self.wt} pixels ({self.lanes}-wide)"
 
     def to_dict(self) -> dict:
@@ -199,6 +207,13 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     """
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops or r.loops(name)[-7:]
+    if tile.vector == "p":
+        if outer is not None or loops is not None:
+            raise PlaygroundError(f"{name}: a pixel-vector tile ({tile.label()}) tiles a "
+                                  "whole image on its own; it cannot be fused with other "
+                                  "layers")
+        return _tile_pixels(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw),
+                            parallel=parallel)
     if tile.vector == "n":
         head = [h] if outer is None else [x for x in outer if x != n]
         return _tile_batch(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw), head,
@@ -245,6 +260,45 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     if outer is None and tile.order == "channels" and tile.vector == "k":
         _copy_weights_per_block(r, stage, top, lanes)
     return top
+
+
+def pixel_vectors_fit(stage: Stage) -> bool:
+    """Whether ``vector="p"`` applies: a dense 1x1 conv, stride 1, no padding (its input
+    pixels are its output pixels, so a run of pixels is contiguous in both)."""
+    layer = stage.layer
+    return (stage.kind == "conv" and layer["groups"] == 1
+            and tuple(layer["kernel"]) == (1, 1) and tuple(layer["stride"]) == (1, 1)
+            and not any(layer["padding"]))
+
+
+def _tile_pixels(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
+                 loops: tuple[str, ...], *, parallel: bool) -> str:
+    """``vector="p"``: ``[n, h_0 (parallel), k_0 | rc, rh, rw, p_0, k_1, p_1]`` where ``p`` is
+    the ``ht`` rows of the tile and their columns fused, ``p_1`` the vector: per input
+    channel, ``ht * W / lanes`` vector loads of contiguous input pixels and ``kt`` broadcast
+    weights feed ``kt * ht * W / lanes`` accumulators. The write-back (epilogue folded)
+    stores each channel's ``ht`` rows as vectors, after the tile's channels."""
+    name, lanes = stage.name, tile.lanes
+    n, k, h, w, rc, rh, rw = loops
+    ow = r.extent(name, w)
+    if r.extent(name, h) % tile.ht or (tile.ht * ow) % lanes:
+        raise PlaygroundError(f"{name}: {tile.ht} rows of {ow} pixels are not whole vectors "
+                              f"of {lanes}")
+    ko, kb = _split(r, name, k, tile.kt)
+    ho, hi = _split(r, name, h, tile.ht)
+    r("reorder", name, loops=[n, ho, ko, rc, rh, rw, kb, hi, w])
+    pixels = r.fuse(name, [hi, w])
+    pu, pv = r.split(name, pixels, [None, lanes])
+    # pixel vectors outside the channels: one input vector live at a time, the weights
+    # broadcast from memory (28 accumulators fit; channels outside spilled, 0.52 vs 0.38 ms)
+    r("reorder", name, loops=[pu, kb])
+    for block in write_back:
+        r("reverse_compute_at", block, target_block=name, target_loop=ko)
+        inner = r.loops(block)[-2:]  # the tile's rows and columns: whole vectors
+        if tile.ht > 1 and [r.extent(block, x) for x in inner] == [tile.ht, ow]:
+            r.fuse(block, inner)
+    return _vectorize_unroll_parallel(r, name, pv, [pu, kb], write_back, lanes, [n, ho], n,
+                                      parallel)
 
 
 def _copy_weights_per_block(r: Recorder, stage: Stage, top: str, lanes: int) -> None:

@@ -178,8 +178,19 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
         for option in fusion_options(st, facts)[:6]:
             names = "+".join(s.name for s in st[option.group.first:option.group.last + 1])
             yield (f"fuse {names} at {option.group.tile_label} tiles",
-                   Plan(tuple(tiles), _with_group(st, option.group), lanes, weights=weights),
-                   option)
+                   Plan(_fusable(tiles, options, option.group), _with_group(st, option.group),
+                        lanes, weights=weights), option)
+
+
+def _fusable(tiles: list[Tile | None], options: dict[int, list[Tile]],
+             group: Group) -> tuple[Tile | None, ...]:
+    """``tiles`` with each pixel-vector tile of the group's stages replaced by the stage's
+    best other tile: a pixel-vector tile covers whole images and is never fused."""
+    def other(i: int, tile: Tile | None) -> Tile | None:
+        if tile is None or tile.vector != "p" or not group.first <= i <= group.last:
+            return tile
+        return next((t for t in options[i] if t.vector != "p"), None)
+    return tuple(other(i, t) for i, t in enumerate(tiles))
 
 
 def _describe_tiles(st: list[Stage], tiles: tuple[Tile | None, ...]) -> str:

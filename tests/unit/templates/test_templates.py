@@ -113,16 +113,18 @@ def test_templates_validate_on_random_chains(pool, data):
     chain = random_template_chain(d)
     facts = facts_with(d.choice((256, 512)))
     st_ = stages(chain)
-    tiles = []
-    for s in st_:
-        cands = tile_candidates(s, facts)
-        tiles.append(d.choice(cands) if cands else None)
     groups = tuple(Group(i, i) for i in range(len(st_)))
     options = fusion_options(st_, facts)
+    fused = range(0)
     if options and d.chance(60):
         g = d.choice(options).group
         groups = (*(Group(i, i) for i in range(g.first)), g,
                   *(Group(i, i) for i in range(g.last + 1, len(st_))))
+        fused = range(g.first, g.last + 1)
+    tiles = []
+    for i, s in enumerate(st_):  # a pixel-vector tile is never fused (the search's rule)
+        cands = [t for t in tile_candidates(s, facts) if i not in fused or t.vector != "p"]
+        tiles.append(d.choice(cands) if cands else None)
     plan = Plan(tuple(tiles), groups, lanes=facts.lanes(), fold_epilogue=d.chance(80))
     r = plan_steps(chain, plan)
     result = pool.run("run", {"chain": r.chain, "steps": [s.to_dict() for s in r.steps],

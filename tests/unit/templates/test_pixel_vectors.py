@@ -1,0 +1,138 @@
+"""A 1x1 conv (stride 1, no padding, dense) tiled as a matrix product over pixel vectors.
+
+Its input pixels are its output pixels, so ``ht`` whole rows of the image, fused into one loop,
+are ``ht * W / lanes`` contiguous vectors of the NCHW input and output whatever the width
+(:func:`playground.templates.conv._tile_pixels`): no weight or output layout copy. These tests
+check where the tile is offered (and where not), that it is never fused, and that it is right
+on poisoned buffers with batches, epilogues, a residual add and NCHW neighbours.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fuzzing import HypothesisDraw, facts_with
+from helpers import examples
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from playground.chain.spec import normalize_chain
+from playground.errors import PlaygroundError
+from playground.schedule.session import Session
+from playground.templates.conv import Tile
+from playground.templates.plan import Group, Plan, plan_steps
+from playground.templates.search import candidate_plans
+from playground.templates.space import tile_candidates
+from playground.templates.stages import stages
+
+FACTS = facts_with(512)  # 16 float32 lanes, 32 registers
+
+
+def _conv(channels, kernel=1, stride=1, padding=0, groups=1):
+    return {"op": "conv2d", "channels": channels, "kernel": kernel, "stride": stride,
+            "padding": padding, "groups": groups}
+
+
+def _pixel_tiles(chain: dict) -> list[list[Tile]]:
+    return [[t for t in tile_candidates(s, FACTS) if t.vector == "p"]
+            for s in stages(normalize_chain(chain))]
+
+
+def test_pixel_tiles_are_offered_for_unpadded_unit_stride_dense_1x1_convs_only():
+    one = {"input": {"shape": [2, 32, 28, 28]}, "layers": [_conv(64)]}
+    tiles = _pixel_tiles(one)[0]
+    assert tiles and tiles[0] == tile_candidates(stages(normalize_chain(one))[0], FACTS)[0]
+    for t in tiles:  # whole rows, whole vectors, accumulators that fit the registers
+        assert (t.ht * 28) % 16 == 0 and t.wt == 28
+        assert 8 <= t.accumulators <= 28 and 64 % t.kt == 0
+    for layer in (_conv(64, 3, 1, 1), _conv(64, 1, 2, 0), _conv(64, 1, 1, 1),
+                  _conv(32, 1, groups=4)):
+        assert _pixel_tiles({"input": {"shape": [1, 32, 28, 28]}, "layers": [layer]}) == [[]]
+    # rows of 7 pixels make whole vectors of 16 only 16 rows at a time: more than 7x7 has
+    assert _pixel_tiles({"input": {"shape": [1, 32, 7, 7]}, "layers": [_conv(64)]}) == [[]]
+
+
+def test_a_pixel_tile_is_never_fused():
+    chain = normalize_chain({"input": {"shape": [1, 16, 16, 16]},
+                             "layers": [_conv(16, 3, 1, 1, groups=16), {"op": "relu"},
+                                        _conv(32)]})
+    st = stages(chain)
+    pixel = next(t for t in tile_candidates(st[-1], FACTS) if t.vector == "p")
+    tiles = tuple(pixel if i == len(st) - 1 else (tile_candidates(s, FACTS) or [None])[0]
+                  for i, s in enumerate(st))
+    with pytest.raises(PlaygroundError, match="cannot be fused"):
+        plan_steps(chain, Plan(tiles, (Group(0, len(st) - 1, 4),), lanes=16))
+    for _, plan, option in candidate_plans(chain, FACTS):
+        for g in plan.groups:
+            if g.fused:
+                assert all(plan.tiles[i] is None or plan.tiles[i].vector != "p"
+                           for i in range(g.first, g.last + 1)), plan
+
+
+CASES = {
+    "batch 2, 28 wide (4 rows per tile)": {"input": {"shape": [2, 32, 28, 28]},
+                                           "layers": [_conv(48), {"op": "relu"}]},
+    "16 wide (one row per tile), bn + relu6": {"input": {"shape": [1, 24, 6, 16]},
+                                               "layers": [_conv(32), {"op": "batch_norm"},
+                                                          {"op": "relu6"}]},
+    "residual add, bias": {"input": {"shape": [1, 16, 8, 12]},
+                           "layers": [_conv(16), {"op": "bias_add"},
+                                      {"op": "add", "other": "data"}]},
+    "between channel-vector 3x3 convs": {"input": {"shape": [1, 16, 12, 12]},
+                                         "layers": [_conv(32, 3, 1, 1), {"op": "relu"},
+                                                    _conv(16), {"op": "relu"},
+                                                    _conv(32, 3, 1, 1)]},
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_pixel_tiles_validate_on_poisoned_buffers(pool, name):
+    from playground import service
+
+    chain = normalize_chain(CASES[name])
+    st = stages(chain)
+    tiles = []
+    for s in st:
+        cands = tile_candidates(s, FACTS)
+        pixel = [t for t in cands if t.vector == "p"]
+        tiles.append((pixel or cands or [None])[0])
+    assert any(t and t.vector == "p" for t in tiles), name
+    for weights in ("per-call", "constant"):
+        plan = Plan(tuple(tiles), tuple(Group(i, i) for i in range(len(st))), lanes=16,
+                    weights=weights)
+        session = Session.new(chain, plan_steps(chain, plan).steps)
+        result = service.run(pool, session, "cpu", measure=False, weights=weights)
+        assert result.status == "ok" and result.value["correct"], (weights, result)
+    text = service.lower(pool, session).value["text"]
+    assert "T.Ramp" in text  # pixel vectors reach the lowered kernel
+
+
+@settings(max_examples=examples(6, 100), derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+@pytest.mark.slow
+def test_random_pixel_tiles_validate(pool, data):
+    """Random 1x1 convs (batch, channels, widths whose rows do and do not fill a vector,
+    epilogues), each pixel-vector tile offered, on poisoned buffers."""
+    d = HypothesisDraw(data)
+    facts = facts_with(d.choice((256, 512)))
+    lanes = facts.lanes()
+    w = d.choice((4, 6, 8, 12, 14, 16, 20, 28))
+    h = d.choice((2, 4, 6, 8))
+    epilogue = [d.choice(({"op": "relu"}, {"op": "batch_norm"}, {"op": "bias_add"},
+                          {"op": "add", "other": "data"}))] if d.chance(70) else []
+    c = d.choice((3, 8, 16, 24))
+    k = c if epilogue and epilogue[0]["op"] == "add" else d.choice((8, 16, 24, 40))
+    chain = normalize_chain({"input": {"shape": [d.choice((1, 2)), c, h, w]},
+                             "layers": [_conv(k), *epilogue]})
+    st_ = stages(chain)
+    offered = [t for t in tile_candidates(st_[0], facts) if t.vector == "p"]
+    assert all((t.ht * w) % lanes == 0 and h % t.ht == 0 for t in offered)
+    if not offered:
+        return
+    tile = d.choice(offered)
+    plan = Plan((tile, *[None] * (len(st_) - 1)), tuple(Group(i, i) for i in range(len(st_))),
+                lanes=lanes, fold_epilogue=d.chance(80))
+    r = plan_steps(chain, plan)
+    result = pool.run("run", {"chain": r.chain, "steps": [s.to_dict() for s in r.steps],
+                              "target": "cpu", "measure": False}, timeout_s=300)
+    assert result.status == "ok" and result.value["correct"], (chain, tile, result.message)
