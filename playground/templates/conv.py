@@ -208,12 +208,12 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops or r.loops(name)[-7:]
     if tile.vector == "p":
-        if outer is not None or loops is not None:
-            raise PlaygroundError(f"{name}: a pixel-vector tile ({tile.label()}) tiles a "
-                                  "whole image on its own; it cannot be fused with other "
-                                  "layers")
+        if outer is not None and not outer:
+            raise PlaygroundError(f"{name}: a pixel-vector tile ({tile.label()}) is never "
+                                  "computed under another layer's tile (only the last layer "
+                                  "of a fused group can have one)")
         return _tile_pixels(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw),
-                            parallel=parallel)
+                            outer=outer, parallel=parallel)
     if tile.vector == "n":
         head = [h] if outer is None else [x for x in outer if x != n]
         return _tile_batch(r, stage, tile, write_back, (n, k, h, w, rc, rh, rw), head,
@@ -272,21 +272,28 @@ def pixel_vectors_fit(stage: Stage) -> bool:
 
 
 def _tile_pixels(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
-                 loops: tuple[str, ...], *, parallel: bool) -> str:
+                 loops: tuple[str, ...], *, outer: list[str] | None, parallel: bool) -> str:
     """``vector="p"``: ``[n, h_0 (parallel), k_0 | rc, rh, rw, p_0, k_1, p_1]`` where ``p`` is
     the ``ht`` rows of the tile and their columns fused, ``p_1`` the vector: per input
     channel, ``ht * W / lanes`` vector loads of contiguous input pixels and ``kt`` broadcast
     weights feed ``kt * ht * W / lanes`` accumulators. The write-back (epilogue folded)
-    stores each channel's ``ht`` rows as vectors, after the tile's channels."""
+    stores each channel's ``ht`` rows as vectors, after the tile's channels. As the last
+    layer of a group fused at row tiles (``outer``: the group's tile loops), the same within
+    each row tile; whole rows only (a 2-D tile's rows are not contiguous)."""
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops
     ow = r.extent(name, w)
+    if ow != stage.out_shape[3]:
+        raise PlaygroundError(f"{name}: a pixel-vector tile needs whole rows; a tile of "
+                              f"{ow} of {stage.out_shape[3]} columns is not contiguous")
     if r.extent(name, h) % tile.ht or (tile.ht * ow) % lanes:
         raise PlaygroundError(f"{name}: {tile.ht} rows of {ow} pixels are not whole vectors "
-                              f"of {lanes}")
+                              f"of {lanes} in a tile of {r.extent(name, h)} rows")
     ko, kb = _split(r, name, k, tile.kt)
     ho, hi = _split(r, name, h, tile.ht)
-    r("reorder", name, loops=[n, ho, ko, rc, rh, rw, kb, hi, w])
+    head = [n, ho] if outer is None else outer
+    rest = [x for x in (n, ho, ko) if x not in head]
+    r("reorder", name, loops=[*head, *rest, rc, rh, rw, kb, hi, w])
     pixels = r.fuse(name, [hi, w])
     pu, pv = r.split(name, pixels, [None, lanes])
     # pixel vectors outside the channels: one input vector live at a time, the weights
@@ -297,8 +304,8 @@ def _tile_pixels(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
         inner = r.loops(block)[-2:]  # the tile's rows and columns: whole vectors
         if tile.ht > 1 and [r.extent(block, x) for x in inner] == [tile.ht, ow]:
             r.fuse(block, inner)
-    return _vectorize_unroll_parallel(r, name, pv, [pu, kb], write_back, lanes, [n, ho], n,
-                                      parallel)
+    return _vectorize_unroll_parallel(r, name, pv, [pu, kb], write_back, lanes, head,
+                                      head[0] if head else rest[0], parallel)
 
 
 def _copy_weights_per_block(r: Recorder, stage: Stage, top: str, lanes: int) -> None:

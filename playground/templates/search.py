@@ -184,12 +184,18 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
 
 def _fusable(tiles: list[Tile | None], options: dict[int, list[Tile]],
              group: Group) -> tuple[Tile | None, ...]:
-    """``tiles`` with each pixel-vector tile of the group's stages replaced by the stage's
-    best other tile: a pixel-vector tile covers whole images and is never fused."""
+    """``tiles`` with each pixel-vector tile of the group's stages that the group cannot
+    take replaced: only its last layer, at row tiles whose rows the pixel tile's divide, can
+    have one (:func:`~playground.templates.conv.tile_conv`); else the stage's best pixel tile
+    that fits, else its best other tile."""
+    def fits(i: int, t: Tile) -> bool:
+        return t.vector != "p" or (i == group.last and group.cols is None
+                                   and group.rows is not None and group.rows % t.ht == 0)
+
     def other(i: int, tile: Tile | None) -> Tile | None:
-        if tile is None or tile.vector != "p" or not group.first <= i <= group.last:
+        if tile is None or not group.first <= i <= group.last or fits(i, tile):
             return tile
-        return next((t for t in options[i] if t.vector != "p"), None)
+        return next((t for t in options[i] if fits(i, t)), None)
     return tuple(other(i, t) for i, t in enumerate(tiles))
 
 

@@ -9,9 +9,10 @@ alternating rounds (so that a change in the machine's load hits both), and:
 
 * ``ratio`` = unfused / fused time: the median of the rounds' ratios, with a 95% bootstrap
   interval over the rounds (:mod:`playground.measure.stats`); "fuse" when the whole interval is
-  above 1.05 by at least its own width (so that the call holds when measured again), "don't
-  fuse" likewise below 1/1.05, else "no difference (within noise)" (the reason says when the
-  interval clears the band by less: too close to call);
+  above 1.05 by at least its own width and by 2% (what a ratio drifts between runs), so that
+  the call holds when measured again; "don't fuse" likewise below 1/1.05, else "no
+  difference (within noise)" (the reason says when the interval clears the band by less:
+  too close to call);
 * the rounds run in one worker job under the measurement lock (:func:`~playground.templates.
   search.retime`) and replace the two candidates' times in the search's result, so the
   search's table and best show the verdict's numbers, never others that contradict them;
@@ -153,8 +154,9 @@ def _measured(pool: Any, chain: dict, cand: Candidate, producers: list[str],
 def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
             interval: RatioInterval, facts: MachineFacts, tile_local: bool = True) -> str:
     call = _call(interval)
-    close = (" (the interval clears the 5% band by less than its own width: too close to "
-             "call, a re-measurement could fall inside it)"
+    close = (" (the interval clears the 5% band by less than its own width or the 2% a "
+             "ratio drifts between runs: too close to call, a re-measurement could fall "
+             "inside it)"
              if close_call(interval, NO_DIFFERENCE) else "")
     tail = f"{interval.text('unfused / fused')}{close}: {call}"
     if fused.fusion is None:  # the epilogue question

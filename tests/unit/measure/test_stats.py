@@ -74,6 +74,17 @@ def test_a_replicable_call_needs_the_band_cleared_by_the_intervals_width():
     # The same rule on the slow side, mirrored.
     slow = RatioInterval(1 / near.ratio, 1 / near.high, 1 / near.low, near.rounds, ())
     assert decide(slow) == SLOWER and decide(slow, replicable=True) == SAME
+    # A wide interval clearing the band by less than its width, though by more than the drift
+    wide = compare_rounds([1.12, 1.08, 1.16, 1.12, 1.075, 1.13, 1.15], [1.0] * 7)
+    assert wide.low / 1.02 > 1.05 > wide.low ** 2 / wide.ratio, wide
+    assert decide(wide, replicable=True) == SAME
+    # A very tight interval still has to clear the band by what ratios drift between runs:
+    # 1.06 (1.058-1.062) was re-measured at 1.046 in a later run.
+    tight = compare_rounds([1.06, 1.059, 1.061, 1.06, 1.058, 1.062, 1.06], [1.0] * 7)
+    assert tight.low > 1.05 and tight.low / tight.ratio > 1 / 1.02
+    assert decide(tight) == FASTER and decide(tight, replicable=True) == SAME
+    wide_margin = compare_rounds([1.10, 1.099, 1.101, 1.10, 1.098, 1.102, 1.10], [1.0] * 7)
+    assert decide(wide_margin, replicable=True) == FASTER
     # Inside the band nothing is a close call: both rules say no difference.
     same = compare_rounds([1.0, 1.02, 0.97, 1.01, 0.99, 1.03, 1.0], FUSED)
     assert decide(same, replicable=True) == SAME and not close_call(same)

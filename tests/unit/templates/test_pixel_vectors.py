@@ -3,7 +3,8 @@
 Its input pixels are its output pixels, so ``ht`` whole rows of the image, fused into one loop,
 are ``ht * W / lanes`` contiguous vectors of the NCHW input and output whatever the width
 (:func:`playground.templates.conv._tile_pixels`): no weight or output layout copy. These tests
-check where the tile is offered (and where not), that it is never fused, and that it is right
+check where the tile is offered (and where not), that only the last layer of a group fused at
+row tiles takes one, and that it is right
 on poisoned buffers with batches, epilogues, a residual add and NCHW neighbours.
 """
 
@@ -51,21 +52,43 @@ def test_pixel_tiles_are_offered_for_unpadded_unit_stride_dense_1x1_convs_only()
     assert _pixel_tiles({"input": {"shape": [1, 32, 7, 7]}, "layers": [_conv(64)]}) == [[]]
 
 
-def test_a_pixel_tile_is_never_fused():
+def test_only_the_last_layer_of_a_row_tile_group_takes_a_pixel_tile():
     chain = normalize_chain({"input": {"shape": [1, 16, 16, 16]},
                              "layers": [_conv(16, 3, 1, 1, groups=16), {"op": "relu"},
-                                        _conv(32)]})
+                                        _conv(32), {"op": "relu"}, _conv(16)]})
     st = stages(chain)
-    pixel = next(t for t in tile_candidates(st[-1], FACTS) if t.vector == "p")
-    tiles = tuple(pixel if i == len(st) - 1 else (tile_candidates(s, FACTS) or [None])[0]
-                  for i, s in enumerate(st))
-    with pytest.raises(PlaygroundError, match="cannot be fused"):
-        plan_steps(chain, Plan(tiles, (Group(0, len(st) - 1, 4),), lanes=16))
+    dw, pw1, pw2 = st[0], st[1], st[2]
+    pixel = next(t for t in tile_candidates(pw1, FACTS) if t.vector == "p" and t.ht == 2)
+    first = (tile_candidates(dw, FACTS) or [None])[0]
+    rest = Group(2, 2)
+    with pytest.raises(PlaygroundError, match="only the last layer"):  # a producer
+        plan_steps(chain, Plan((first, pixel, pixel), (Group(0, 2, 4), ), lanes=16))
+    with pytest.raises(PlaygroundError, match="whole rows"):  # a 2-D tile
+        plan_steps(chain, Plan((first, pixel, None), (Group(0, 1, 4, 8), rest), lanes=16))
+    with pytest.raises(PlaygroundError, match="not whole vectors"):  # 1 row of 16 is half
+        odd = next(t for t in tile_candidates(pw2, FACTS) if t.vector == "p")
+        plan_steps(chain, Plan((first, odd, None), (Group(0, 1, 3), rest), lanes=16))
     for _, plan, option in candidate_plans(chain, FACTS):
         for g in plan.groups:
-            if g.fused:
-                assert all(plan.tiles[i] is None or plan.tiles[i].vector != "p"
-                           for i in range(g.first, g.last + 1)), plan
+            for i in range(g.first, g.last + 1):
+                t = plan.tiles[i]
+                if g.fused and t is not None and t.vector == "p":
+                    assert i == g.last and g.cols is None and g.rows % t.ht == 0, plan
+
+
+def test_a_pixel_tile_under_row_tiles_validates(pool):
+    from playground import service
+
+    chain = normalize_chain({"input": {"shape": [1, 16, 16, 16]},
+                             "layers": [_conv(16, 3, 1, 1, groups=16), {"op": "relu6"},
+                                        _conv(32), {"op": "batch_norm"}]})
+    st = stages(chain)
+    pixel = next(t for t in tile_candidates(st[1], FACTS) if t.vector == "p" and t.ht == 2)
+    plan = Plan(((tile_candidates(st[0], FACTS) or [None])[0], pixel), (Group(0, 1, 4),),
+                lanes=16)
+    session = Session.new(chain, plan_steps(chain, plan).steps)
+    result = service.run(pool, session, "cpu", measure=False)
+    assert result.status == "ok" and result.value["correct"], result
 
 
 CASES = {

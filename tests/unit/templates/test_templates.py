@@ -115,15 +115,18 @@ def test_templates_validate_on_random_chains(pool, data):
     st_ = stages(chain)
     groups = tuple(Group(i, i) for i in range(len(st_)))
     options = fusion_options(st_, facts)
-    fused = range(0)
+    g = None
     if options and d.chance(60):
         g = d.choice(options).group
         groups = (*(Group(i, i) for i in range(g.first)), g,
                   *(Group(i, i) for i in range(g.last + 1, len(st_))))
-        fused = range(g.first, g.last + 1)
+
+    def takes(i: int, t: Tile) -> bool:  # the search's rule for pixel-vector tiles
+        return (t.vector != "p" or g is None or not g.first <= i <= g.last
+                or (i == g.last and g.cols is None and g.rows % t.ht == 0))
     tiles = []
-    for i, s in enumerate(st_):  # a pixel-vector tile is never fused (the search's rule)
-        cands = [t for t in tile_candidates(s, facts) if i not in fused or t.vector != "p"]
+    for i, s in enumerate(st_):
+        cands = [t for t in tile_candidates(s, facts) if takes(i, t)]
         tiles.append(d.choice(cands) if cands else None)
     plan = Plan(tuple(tiles), groups, lanes=facts.lanes(), fold_epilogue=d.chance(80))
     r = plan_steps(chain, plan)
