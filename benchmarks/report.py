@@ -118,7 +118,8 @@ def main(path: Path) -> None:
               f"measurement: {sum(r['verdict_agrees'] for r in decided)} of {len(decided)}; "
               f"contradicted by it (the re-measurement decides the other way): "
               f"{sum(r.get('verdict_contradicted', False) for r in decided)}")
-    noted = [(r["chain"], note) for r in rows for note in r.get("notes", [])]
+    noted = [(r["chain"], note) for r in rows for note in r.get("notes", [])
+             if note != "MetaSchedule: none"]  # runs of --trials 0 (older JSON said so)
     if noted:
         print("\nNotes of the run:\n")
         for chain, note in noted:
