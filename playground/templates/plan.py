@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from playground.templates.conv import (
     Tile,
-    block_intermediate,
     elementwise_pass,
     finish,
     fold_epilogue,
@@ -26,6 +25,7 @@ from playground.templates.conv import (
     tile_conv,
     tile_pool,
 )
+from playground.templates.layouts import block_intermediate
 from playground.templates.recorder import Recorder
 from playground.templates.stages import Stage, stages
 
@@ -65,7 +65,7 @@ class Plan:
     #: conv's loops), so that the build runs them once before timing; "per-call" otherwise.
     weights: str = "per-call"
     #: The output of a channel-vector conv read next by a channel-vector conv or a pool laid
-    #: out in channel blocks (NCHWc, :func:`~playground.templates.conv.block_intermediate`);
+    #: out in channel blocks (NCHWc, :func:`~playground.templates.layouts.block_intermediate`);
     #: False: NCHW throughout.
     nchwc: bool = True
 

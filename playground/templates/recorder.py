@@ -38,7 +38,7 @@ class Recorder:
         #: Templates leave weight copies at the top level (constant weights: built once).
         self.hoist_weights = False
         #: Write-back blocks whose output a template laid out in channel blocks (NCHWc), and
-        #: those outputs (:func:`playground.templates.conv.block_intermediate`).
+        #: those outputs (:func:`playground.templates.layouts.block_intermediate`).
         self.blocked: set[str] = set()
         self.blocked_buffers: set[str] = set()
         self.blocked_lanes = 0

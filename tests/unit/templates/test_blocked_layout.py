@@ -4,7 +4,7 @@ A channel-vector conv (``vector="k"``) accumulates ``L`` output channels per reg
 templates store them into ``[n, k // L, h, w, k % L]`` with one contiguous vector store instead
 of a transpose into NCHW, and the next conv's padding copy writes the same layout, or the next
 pool vectorizes along the channel blocks
-(:func:`playground.templates.conv.block_intermediate`). These tests check where the layout is
+(:func:`playground.templates.layouts.block_intermediate`). These tests check where the layout is
 planned (only where every reader can read it whole vectors at a time), that it can be
 switched off (``Plan.nchwc``), and that the kernels are right on poisoned buffers, unfused and
 fused at row and 2-D tiles, with a residual add of the chain's input, and with pools.

@@ -2,7 +2,7 @@
 
 A row-vectorized conv (``vector="w"``) or pool with stride ``s`` reads input columns ``s``
 apart: a gather per tap in NCHW. The templates lay the padding block's buffer out as
-``[n, c, h, w % s, w // s]`` (:func:`playground.templates.conv.deinterleave_pad`), so every tap
+``[n, c, h, w % s, w // s]`` (:func:`playground.templates.layouts.deinterleave_pad`), so every tap
 is a contiguous vector load. These tests check that the step is planned where it applies (and
 only there), that the phase layout reaches the lowered kernel, and that the result is right on
 poisoned buffers for strides 2 and 3, dilations, odd widths, grouped and depthwise convs,
