@@ -103,11 +103,11 @@ def main(argv: list[str]) -> int:
     print(f"machine: {facts.summary()}, TVM_NUM_THREADS={facts.cores}; load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)
     rows = []
+    extra = tuple((int(t.split("x")[0]), int(t.split("x")[1]) if "x" in t else None)
+                  for t in args.tiles)
     with WorkerPool(1, num_threads=facts.cores) as pool:
         for name in args.chains or CHAINS:
             chain = normalize_chain(CHAINS[name])
-            extra = tuple((int(t.split("x")[0]), int(t.split("x")[1]) if "x" in t else None)
-                          for t in args.tiles)
             for label, plan in schedules(chain, facts, extra).items():
                 for tile_local in (False, True):
                     t0 = time.monotonic()

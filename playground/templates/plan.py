@@ -50,6 +50,16 @@ class Group:
         """``"8-row"`` or ``"8x16"``: the tile shape, for labels and reasons."""
         return f"{self.rows}-row" if self.cols is None else f"{self.rows}x{self.cols}"
 
+    def takes(self, i: int, tile: Tile | None) -> bool:
+        """Whether stage ``i`` may have ``tile`` in this group: a pixel-vector tile only as
+        the last layer of a group at row tiles whose rows its own divide, or alone
+        (:func:`~playground.templates.conv.tile_conv` refuses the rest)."""
+        if tile is None or tile.vector != "p" or not self.fused \
+                or not self.first <= i <= self.last:
+            return True
+        return (i == self.last and self.cols is None and self.rows is not None
+                and self.rows % tile.ht == 0)
+
 
 @dataclass(frozen=True)
 class Plan:

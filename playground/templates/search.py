@@ -184,19 +184,12 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
 
 def _fusable(tiles: list[Tile | None], options: dict[int, list[Tile]],
              group: Group) -> tuple[Tile | None, ...]:
-    """``tiles`` with each pixel-vector tile of the group's stages that the group cannot
-    take replaced: only its last layer, at row tiles whose rows the pixel tile's divide, can
-    have one (:func:`~playground.templates.conv.tile_conv`); else the stage's best pixel tile
-    that fits, else its best other tile."""
-    def fits(i: int, t: Tile) -> bool:
-        return t.vector != "p" or (i == group.last and group.cols is None
-                                   and group.rows is not None and group.rows % t.ht == 0)
-
-    def other(i: int, tile: Tile | None) -> Tile | None:
-        if tile is None or not group.first <= i <= group.last or fits(i, tile):
-            return tile
-        return next((t for t in options[i] if fits(i, t)), None)
-    return tuple(other(i, t) for i, t in enumerate(tiles))
+    """``tiles`` with each tile the group cannot take (:meth:`Group.takes`: a pixel-vector
+    tile anywhere but as the last layer of a row-tile group its rows divide) replaced by the
+    stage's best tile it can."""
+    return tuple(t if group.takes(i, t) else next((o for o in options[i] if group.takes(i, o)),
+                                                  None)
+                 for i, t in enumerate(tiles))
 
 
 def _describe_tiles(st: list[Stage], tiles: tuple[Tile | None, ...]) -> str:

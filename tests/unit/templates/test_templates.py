@@ -115,18 +115,14 @@ def test_templates_validate_on_random_chains(pool, data):
     st_ = stages(chain)
     groups = tuple(Group(i, i) for i in range(len(st_)))
     options = fusion_options(st_, facts)
-    g = None
+    g = Group(0, 0)
     if options and d.chance(60):
         g = d.choice(options).group
         groups = (*(Group(i, i) for i in range(g.first)), g,
                   *(Group(i, i) for i in range(g.last + 1, len(st_))))
-
-    def takes(i: int, t: Tile) -> bool:  # the search's rule for pixel-vector tiles
-        return (t.vector != "p" or g is None or not g.first <= i <= g.last
-                or (i == g.last and g.cols is None and g.rows % t.ht == 0))
     tiles = []
-    for i, s in enumerate(st_):
-        cands = [t for t in tile_candidates(s, facts) if takes(i, t)]
+    for i, s in enumerate(st_):  # the tiles the group can take (the search's rule)
+        cands = [t for t in tile_candidates(s, facts) if g.takes(i, t)]
         tiles.append(d.choice(cands) if cands else None)
     plan = Plan(tuple(tiles), groups, lanes=facts.lanes(), fold_epilogue=d.chance(80))
     r = plan_steps(chain, plan)
