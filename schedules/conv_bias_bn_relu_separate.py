@@ -1110,44 +1110,97 @@ def predicate_decisions(mod) -> list[tuple[str, str]]:
     return decisions(tvm.transform.Sequential(_before_plan())(mod)["main"])
 
 
-def _strip(stmt, names):
-    """``stmt`` with the predicates of the blocks named in ``names`` set to True."""
+def _conjuncts(expr) -> list:
+    """The terms of a conjunction ``a and b and ...`` (the expression itself otherwise)."""
+    if isinstance(expr, tirx.And):
+        return _conjuncts(expr.a) + _conjuncts(expr.b)
+    return [expr]
+
+
+def _border_free(realize, loops):
+    """The predicate of ``realize`` without its border terms (True when nothing is left).
+
+    A block's predicate can join two kinds of terms: the border's (an iteration's indices
+    within the image, which :func:`_decide` showed harmless to drop) and a split's loop
+    guard (the last round of a loop that its split factor does not divide, such as a
+    cooperative copy's ``fused * threads + thread < elements``). A term is the border's when
+    the block's iteration domain and the terms kept imply it: dropping it then only admits
+    iterations outside the domain. A guard is kept, so that the last round stays within its
+    window and the buffer compacts to that window. Every dropped term is checked against the
+    final kept set (a term dropped early may have leaned on one dropped later)."""
+    block = realize.block
+    analyzer = tvm.sym.Analyzer()
+    for loop in loops:
+        analyzer.bind(loop.loop_var, tvm.ir.Range.from_min_extent(loop.min, loop.extent))
+    inside = [tirx.all(int(iv.dom.min) <= value,
+                       value < int(iv.dom.min) + int(iv.dom.extent))
+              for iv, value in zip(block.iter_vars, realize.iter_values, strict=True)]
+
+    def implied(term, kept) -> bool:
+        with analyzer.constraint_scope(tirx.all(*inside, *kept)):
+            return analyzer.can_prove(term)
+
+    terms = _conjuncts(realize.predicate)
+    kept = list(terms)
+    for term in terms:
+        rest = [t for t in kept if not t.same_as(term)]
+        if implied(term, rest):
+            kept = rest
+    while True:  # a term that leaned on a term dropped after it comes back
+        back = [t for t in terms if not any(t.same_as(k) for k in kept) and not implied(t, kept)]
+        if not back:
+            break
+        kept.append(back[0])
+    kept = [t for t in terms if any(t.same_as(k) for k in kept)]
+    return tirx.all(*kept) if kept else tirx.const(True, "bool")
+
+
+def _strip(stmt, names, loops=(), guarded=None):
+    """``stmt`` with the border terms of the predicates of the blocks named in ``names``
+    dropped (:func:`_border_free`; ``loops``: the loops around ``stmt``); the names of blocks
+    that keep a loop guard are added to ``guarded``."""
     if isinstance(stmt, tirx.SeqStmt):
-        seq = [_strip(s, names) for s in stmt.seq]
+        seq = [_strip(s, names, loops, guarded) for s in stmt.seq]
         same = all(a.same_as(b) for a, b in zip(seq, stmt.seq, strict=True))
         return stmt if same else tirx.SeqStmt(seq)
     if isinstance(stmt, tirx.For):
-        body = _strip(stmt.body, names)
+        body = _strip(stmt.body, names, (*loops, stmt), guarded)
         return stmt if body.same_as(stmt.body) else tirx.For(
             stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
             stmt.annotations)
     if isinstance(stmt, s_tir.SBlockRealize):
         b = stmt.block
-        body = _strip(b.body, names)
+        body = _strip(b.body, names, loops, guarded)
         block = b if body.same_as(b.body) else s_tir.SBlock(
             b.iter_vars, b.reads, b.writes, b.name_hint, body, b.init, b.alloc_buffers,
             b.match_buffers, b.annotations)
-        predicate = True if b.name_hint in names else stmt.predicate
+        predicate = _border_free(stmt, loops) if b.name_hint in names else stmt.predicate
+        if b.name_hint in names and not _is_true(predicate) and guarded is not None:
+            guarded.add(b.name_hint)
         if block.same_as(b) and b.name_hint not in names:
             return stmt
         return s_tir.SBlockRealize(stmt.iter_values, predicate, block)
     if isinstance(stmt, tirx.IfThenElse):
-        then = _strip(stmt.then_case, names)
-        other = None if stmt.else_case is None else _strip(stmt.else_case, names)
+        then = _strip(stmt.then_case, names, loops, guarded)
+        other = (None if stmt.else_case is None
+                 else _strip(stmt.else_case, names, loops, guarded))
         return tirx.IfThenElse(stmt.condition, then, other)
     if isinstance(stmt, tirx.AttrStmt):
-        body = _strip(stmt.body, names)
+        body = _strip(stmt.body, names, loops, guarded)
         return stmt if body.same_as(stmt.body) else tirx.AttrStmt(
             stmt.node, stmt.attr_key, stmt.value, body)
     return stmt
 
 
-def describe(found: list[tuple[str, str]]) -> str:
-    """The decisions as one line per block (the attribute's text)."""
+def describe(found: list[tuple[str, str]], guarded: frozenset[str] = frozenset()) -> str:
+    """The decisions as one line per block (the attribute's text); ``guarded``: blocks whose
+    split guard stayed."""
     if not found:
         return "no predicated block under a tile loop"
-    return "; ".join(f"{name}: predicate dropped, tile-local" if not reason
-                     else f"{name}: predicate kept, {reason}" for name, reason in found)
+    return "; ".join(
+        f"{name}: predicate kept, {reason}" if reason else
+        f"{name}: predicate dropped but its loop guard, tile-local" if name in guarded else
+        f"{name}: predicate dropped, tile-local" for name, reason in found)
 
 
 @tvm.transform.module_pass(opt_level=0, name="playground.TileLocal")
@@ -1165,9 +1218,10 @@ def tile_local(mod, ctx):
                                      for gvar, found in found_by.items()})
     stripped = {}
     for gvar, found in found_by.items():
-        func = planned[gvar]
-        body = _strip(func.body, {name for name, reason in found if not reason})
-        stripped[gvar] = func.with_body(body).with_attr(TILE_LOCAL_ATTR, describe(found))
+        func, guarded = planned[gvar], set()
+        body = _strip(func.body, {name for name, reason in found if not reason}, (), guarded)
+        stripped[gvar] = func.with_body(body).with_attr(TILE_LOCAL_ATTR,
+                                                        describe(found, frozenset(guarded)))
     return tvm.transform.Sequential(_compact())(_with_functions(planned, stripped))
 
 

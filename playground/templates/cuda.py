@@ -206,18 +206,6 @@ def _thread_tile(k: int, rows: int, cols: int, staged: int) -> tuple[int, int, i
     return None if best is None else best[1]
 
 
-def _tile_rows(pair: _Pair, rows: int, cols: int, threads: int) -> int:
-    """Rows of the shared tile as allocated: the window's, plus the rows a cooperative store
-    that ``threads`` do not divide runs past it (its stores go pixel-major, channels
-    innermost, so only rows extend: see :func:`_bind_cooperative`)."""
-    c = pair.consumer
-    hs, ws, channels = _window(c, 0, rows), _window(c, 1, cols), c.in_shape[1]
-    elements = channels * hs * ws
-    if elements % threads == 0:
-        return hs
-    return (math.ceil(elements / threads) * threads - 1) // (ws * channels) + 1
-
-
 def _plan(pair: _Pair, rows: int, cols: int) -> CudaPlan | None:
     """The plan of one tile shape, or None when it does not fit a thread block."""
     p, c, size = pair.producer, pair.consumer, pair.itemsize
@@ -230,9 +218,9 @@ def _plan(pair: _Pair, rows: int, cols: int) -> CudaPlan | None:
     if tile is None:
         return None
     kt, ht, wt, threads = tile
-    intermediate = channels * _tile_rows(pair, rows, cols, threads) * ws * size
-    if intermediate > MAX_SHARED_BYTES:
-        return None
+    # the window exactly: a last round of cooperative stores that the threads do not divide
+    # keeps its guard (see _bind_cooperative)
+    intermediate = channels * hs * ws * size
     per_group = channels // c.layer["groups"]
     kh, kw = c.layer["kernel"]
     room = min(MAX_SHARED_BYTES - intermediate, int(MAX_SHARED_BYTES * WEIGHT_SHARE))
@@ -318,12 +306,14 @@ def _bind_cooperative(r: Recorder, block: str, after: str, threads: int, *,
     """Fuse the loops of ``block`` below ``after`` and spread them over ``threads`` threads
     (``threadIdx.x``); returns the thread loop.
 
-    Where ``threads`` do not divide the loops, TVM guards the last round of stores, and the
-    tile-local step may drop that guard with the border's: the stores then run past the
-    fused loops' outermost axis. ``pixel_major`` puts the channels innermost first, so that
-    the rows extend (a few rows more of the tile), never the channels (which would read
-    per-channel parameters out of bounds, so that the guard stays and the tile with it keeps
-    the image's size).
+    Where ``threads`` do not divide the loops, TVM guards the last round of stores; the
+    tile-local step keeps that guard and drops only the border's terms
+    (:func:`~playground.compile.tile_local._border_free`), so the tile is its window.
+    ``pixel_major`` puts the channels innermost first: the step's proof that dropping the
+    border is harmless considers the block without any predicate, where the last round
+    would run on into more rows of the tile (harmless) rather than more channels (which
+    would read per-channel parameters out of bounds, so that the whole predicate would stay
+    and the tile with it keep the image's size).
     """
     loops = r.loops(block)
     own = loops[loops.index(after) + 1:]

@@ -83,6 +83,24 @@ def test_fused_two_convs_validate_with_and_without_the_step(pool, tile_local_on)
     assert result.status == "ok" and result.value["correct"], result
 
 
+def test_a_split_guard_joined_to_the_border_stays(pool):
+    """Found by the deep schedule fuzz: the halo preset with its conv1 initialization's image
+    loop (extent 1) split by 2 x 2. The split guards that loop in every block under it; the
+    write-back, whose image index is the constant 0, ran four times once the step dropped the
+    guard with the border, reading its tile-local accumulator at -1, -2, -3 images: a wrong
+    result. Now only the border's terms go; a guard the iteration domain does not imply stays."""
+    from playground.io.presets import load_preset
+
+    chain, steps, _ = load_preset("conv_relu_conv_halo")
+    steps = [*steps, Step("split", {"block": "conv1_init", "loop": "ax0",
+                                    "factors": [None, 2, 2]})]
+    said = str(lower(scheduled(chain, tuple(steps)).mod, "cpu")["main"]
+               .attrs[tile_local.TILE_LOCAL_ATTR])
+    assert "conv1_local: predicate dropped but its loop guard" in said, said
+    result = service.run(pool, Session.new(chain, steps), "cpu", measure=False)
+    assert result.status == "ok" and result.value["correct"], result
+
+
 @tvm.transform.module_pass(opt_level=0, name="test.DropLastRow")
 def _drop_last_row(mod, ctx):
     """The conv1_pad tile's last row left unwritten, as a buffer one row too short leaves it:

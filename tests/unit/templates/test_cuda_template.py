@@ -34,6 +34,7 @@ from playground.compile.gpu import (
     serialize_threads,
 )
 from playground.compile.lowering import compile_module, generated_code, lower
+from playground.compile.tile_local import TILE_LOCAL_ATTR
 from playground.io.script_import import import_script
 from playground.schedule.session import Session
 from playground.templates.cuda import (
@@ -107,8 +108,9 @@ def built_kernel(chain: dict, plan) -> tuple[dict, dict, object]:
 
 
 def assert_tile_in_shared_memory(chain: dict, plan, kernel: dict) -> int:
-    """Within CUDA's limits, the plan's numbers, and the intermediate a tile with its halo
-    (at most the rows a last round of cooperative stores runs past it); returns its bytes."""
+    """Within CUDA's limits, the plan's numbers, and the intermediate exactly a tile with its
+    halo (a last round of cooperative stores that the threads do not divide keeps its guard,
+    and the tile its window); returns its bytes."""
     assert kernel["threads_per_block"] == plan.threads <= MAX_THREADS_PER_BLOCK
     assert kernel["shared_bytes"] <= plan.shared_bytes <= MAX_SHARED_BYTES
     c = fusion_pair(chain).consumer
@@ -116,9 +118,7 @@ def assert_tile_in_shared_memory(chain: dict, plan, kernel: dict) -> int:
     assert weights == plan.weight_bytes
     ((name, tile_bytes),) = kernel["shared"].items()
     channels, hs, ws = _window(chain, plan.rows, plan.cols)
-    assert channels * hs * ws * 4 <= tile_bytes <= plan.intermediate_bytes, name
-    if (channels * hs * ws) % plan.threads == 0:
-        assert tile_bytes == channels * hs * ws * 4
+    assert tile_bytes == channels * hs * ws * 4 == plan.intermediate_bytes, name
     return tile_bytes
 
 
@@ -142,6 +142,22 @@ def test_every_plan_fits_a_thread_block(name):
             fusion_pair(chain).consumer.out_shape[1] * plan.rows * plan.cols
     costs = [p.cost for p in plans]
     assert costs[0] == min(costs)
+
+
+@pytest.mark.parametrize("name", ["non_dividing_tile", "grouped_producer_with_residual"])
+def test_a_last_round_the_threads_do_not_divide_keeps_its_guard(name):
+    """The tile's elements are no multiple of the threads: the copy's border terms go, its
+    loop guard stays, and the shared tile is its window (it used to run on into a row more)."""
+    chain, tile = FIXED[name]
+    plan = _plan(chain, tile)
+    channels, hs, ws = _window(chain, plan.rows, plan.cols)
+    assert (channels * hs * ws) % plan.threads
+    r = cuda_fusion_steps(chain, plan)
+    said = str(lower(r.sch.mod, "cuda")["main"].attrs[TILE_LOCAL_ATTR])
+    staged = fusion_pair(chain).consumer.pad_block
+    assert f"{staged}: predicate dropped but its loop guard" in said, said
+    kernel, _ = built_kernel(chain, plan)
+    assert kernel["shared"][f"{staged}_shared"] == channels * hs * ws * 4
 
 
 def test_the_preset_chain_gets_whole_warps_that_divide_the_shared_tile():
