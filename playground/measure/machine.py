@@ -126,6 +126,12 @@ class MachineFacts:
         """Elements of ``dtype`` in one vector register (AVX2 float32: 8, AVX-512: 16)."""
         return max(1, self.vector_bits // _DTYPE_BITS.get(dtype, 32))
 
+    @property
+    def registers(self) -> int:
+        """Vector registers: 32 with AVX-512 and on AArch64, 16 with AVX2/SSE (what register
+        tiles and the FMA peak kernel size their accumulators by)."""
+        return 32 if self.vector_bits >= 512 or "aarch64" in self.mtriple else 16
+
     def to_dict(self) -> dict:
         return asdict(self)
 

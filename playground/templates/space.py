@@ -19,10 +19,8 @@ from playground.templates.stages import Stage
 
 
 def registers(facts: MachineFacts) -> int:
-    """Vector registers: 32 with AVX-512 and on AArch64, 16 with AVX2/SSE."""
-    if facts.vector_bits >= 512 or "aarch64" in facts.mtriple:
-        return 32
-    return 16
+    """Vector registers (:attr:`MachineFacts.registers`)."""
+    return facts.registers
 
 
 def _divisors(n: int, lo: int = 1, hi: int | None = None) -> list[int]:
