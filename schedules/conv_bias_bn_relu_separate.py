@@ -1117,37 +1117,64 @@ def _conjuncts(expr) -> list:
     return [expr]
 
 
+def _same(a, b) -> bool:
+    """Structural equality (exported scripts may import tvm only, not ``tvm_ffi``)."""
+    try:
+        tvm.ir.assert_structural_equal(a, b)
+    except ValueError:
+        return False
+    return True
+
+
 def _border_free(realize, loops):
     """The predicate of ``realize`` without its border terms (True when nothing is left).
 
     A block's predicate can join two kinds of terms: the border's (an iteration's indices
-    within the image, which :func:`_decide` showed harmless to drop) and a split's loop
-    guard (the last round of a loop that its split factor does not divide, such as a
-    cooperative copy's ``fused * threads + thread < elements``). A term is the border's when
-    the block's iteration domain and the terms kept imply it: dropping it then only admits
-    iterations outside the domain. A guard is kept, so that the last round stays within its
-    window and the buffer compacts to that window. Every dropped term is checked against the
-    final kept set (a term dropped early may have leaned on one dropped later)."""
+    within the image, which :func:`_decide` showed harmless to drop) and a split's loop guard
+    (the last round of a loop that its split factor does not divide). A term is the border's
+    when the block's iteration domain and the terms kept imply it: dropping it only admits
+    iterations outside the domain. A guard is kept, with one exception: where it holds a
+    vectorized loop (TVM would test it lane by lane, scalarising the vector) and every loop
+    it holds indexes the block, the extra round computes new elements of a tile-local buffer
+    past the tile, which only other extra rounds read. A guard over loops the block is not
+    indexed by always stays: its extra rounds would repeat in-tile elements from what is past
+    the tile (a schedule fuzz case: a write-back, image index 0, ran four times under a split
+    unit loop and stored garbage). Every dropped border term is checked against the final
+    kept set (a term dropped early may have leaned on one dropped later)."""
     block = realize.block
     analyzer = tvm.sym.Analyzer()
     for loop in loops:
         analyzer.bind(loop.loop_var, tvm.ir.Range.from_min_extent(loop.min, loop.extent))
-    inside = [tirx.all(int(iv.dom.min) <= value,
-                       value < int(iv.dom.min) + int(iv.dom.extent))
-              for iv, value in zip(block.iter_vars, realize.iter_values, strict=True)]
+    inside = [bound for iv, value in zip(block.iter_vars, realize.iter_values, strict=True)
+              for bound in (int(iv.dom.min) <= value,
+                            value < int(iv.dom.min) + int(iv.dom.extent))]
+    # the analyzer rewrites a constraint before it matches it, so a term that is one of the
+    # bounds is also recognised by its simplified form
+    simple = [analyzer.simplify(bound) for bound in inside]
+    indexing = {v.name for value in realize.iter_values
+                for v in tirx.analysis.undefined_vars(value)}
+    vectors = {lp.loop_var.name for lp in loops if int(lp.kind) == int(tirx.ForKind.VECTORIZED)}
 
     def implied(term, kept) -> bool:
+        plain = analyzer.simplify(term)
+        if any(_same(plain, bound) for bound in simple):
+            return True
         with analyzer.constraint_scope(tirx.all(*inside, *kept)):
             return analyzer.can_prove(term)
 
+    def vector_guard(term) -> bool:
+        names = {v.name for v in tirx.analysis.undefined_vars(term)}
+        return bool(names & vectors) and names <= indexing
+
     terms = _conjuncts(realize.predicate)
-    kept = list(terms)
-    for term in terms:
+    kept = [t for t in terms if not vector_guard(t)]
+    for term in list(kept):
         rest = [t for t in kept if not t.same_as(term)]
         if implied(term, rest):
             kept = rest
     while True:  # a term that leaned on a term dropped after it comes back
-        back = [t for t in terms if not any(t.same_as(k) for k in kept) and not implied(t, kept)]
+        back = [t for t in terms if not any(t.same_as(k) for k in kept)
+                and not vector_guard(t) and not implied(t, kept)]
         if not back:
             break
         kept.append(back[0])
