@@ -1119,21 +1119,26 @@ def _same(a, b) -> bool:
     return True
 
 
-def _border_free(realize, loops):
-    """The predicate of ``realize`` without its border terms (True when nothing is left).
+def _border_free(realize, loops, outer=frozenset()):
+    """The predicate of ``realize`` without its border terms (True when nothing is left);
+    ``outer``: the names of the loops around the allocation of what the block writes (the
+    tile loops).
 
     A block's predicate can join two kinds of terms: the border's (an iteration's indices
     within the image, which :func:`_decide` showed harmless to drop) and a split's loop guard
-    (the last round of a loop that its split factor does not divide). A term is the border's
-    when the block's iteration domain and the terms kept imply it: dropping it only admits
-    iterations outside the domain. A guard is kept, with one exception: where it holds a
-    vectorized loop (TVM would test it lane by lane, scalarising the vector) and every loop
-    it holds indexes the block, the extra round computes new elements of a tile-local buffer
-    past the tile, which only other extra rounds read. A guard over loops the block is not
-    indexed by always stays: its extra rounds would repeat in-tile elements from what is past
-    the tile (a schedule fuzz case: a write-back, image index 0, ran four times under a split
-    unit loop and stored garbage). Every dropped border term is checked against the final
-    kept set (a term dropped early may have leaned on one dropped later)."""
+    (the last round of a loop that its split factor does not divide). A term goes when the
+    block's iteration domain and the terms kept imply it (dropping it then only admits
+    iterations outside the domain) and it holds a tile loop: a term over the loops inside the
+    tile alone does not move with the tile, so it keeps the buffer tile-sized and stays (the
+    last round of a cooperative copy keeps its guard, and the shared tile its window). Terms
+    over a vectorized loop are the exception both ways: TVM would test them lane by lane,
+    scalarising the vector, so they go where implied, and a guard goes too where every loop it
+    holds indexes the block (its extra round computes new elements past the tile, which only
+    other extra rounds read). A guard over loops that do not index the block always stays: its
+    extra rounds would repeat in-tile elements from what lies past the tile (a schedule fuzz
+    case: a write-back, image index 0, ran four times under a split unit loop and stored
+    garbage). Every dropped term is checked against the final kept set (a term dropped early
+    may have leaned on one dropped later)."""
     block = realize.block
     analyzer = tvm.sym.Analyzer()
     for loop in loops:
@@ -1148,6 +1153,9 @@ def _border_free(realize, loops):
                 for v in tirx.analysis.undefined_vars(value)}
     vectors = {lp.loop_var.name for lp in loops if int(lp.kind) == int(tirx.ForKind.VECTORIZED)}
 
+    def names(term) -> set:
+        return {v.name for v in tirx.analysis.undefined_vars(term)}
+
     def implied(term, kept) -> bool:
         plain = analyzer.simplify(term)
         if any(_same(plain, bound) for bound in simple):
@@ -1156,18 +1164,24 @@ def _border_free(realize, loops):
             return analyzer.can_prove(term)
 
     def vector_guard(term) -> bool:
-        names = {v.name for v in tirx.analysis.undefined_vars(term)}
-        return bool(names & vectors) and names <= indexing
+        held = names(term)
+        return bool(held & vectors) and held <= indexing
+
+    def may_go(term, kept) -> bool:
+        held = names(term)
+        if not held & (vectors | outer):
+            return False
+        return vector_guard(term) or implied(term, kept)
 
     terms = _conjuncts(realize.predicate)
-    kept = [t for t in terms if not vector_guard(t)]
-    for term in list(kept):
+    kept = list(terms)
+    for term in terms:
         rest = [t for t in kept if not t.same_as(term)]
-        if implied(term, rest):
+        if may_go(term, rest):
             kept = rest
     while True:  # a term that leaned on a term dropped after it comes back
         back = [t for t in terms if not any(t.same_as(k) for k in kept)
-                and not vector_guard(t) and not implied(t, kept)]
+                and not may_go(t, kept)]
         if not back:
             break
         kept.append(back[0])
@@ -1175,51 +1189,60 @@ def _border_free(realize, loops):
     return tirx.all(*kept) if kept else tirx.const(True, "bool")
 
 
-def _strip(stmt, names, loops=(), guarded=None):
+def _strip(stmt, names, loops=(), guarded=None, allocated=()):
     """``stmt`` with the border terms of the predicates of the blocks named in ``names``
-    dropped (:func:`_border_free`; ``loops``: the loops around ``stmt``); the names of blocks
-    that keep a loop guard are added to ``guarded``."""
+    dropped (:func:`_border_free`); ``loops``: the loops around ``stmt``; ``allocated``:
+    (buffer, loops around its allocation) of the buffers allocated around it. The names of
+    blocks that keep a term are added to ``guarded``."""
+    def again(s, inner=loops, alloc=allocated):
+        return _strip(s, names, inner, guarded, alloc)
+
     if isinstance(stmt, tirx.SeqStmt):
-        seq = [_strip(s, names, loops, guarded) for s in stmt.seq]
+        seq = [again(s) for s in stmt.seq]
         same = all(a.same_as(b) for a, b in zip(seq, stmt.seq, strict=True))
         return stmt if same else tirx.SeqStmt(seq)
     if isinstance(stmt, tirx.For):
-        body = _strip(stmt.body, names, (*loops, stmt), guarded)
+        body = again(stmt.body, (*loops, stmt))
         return stmt if body.same_as(stmt.body) else tirx.For(
             stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
             stmt.annotations)
     if isinstance(stmt, s_tir.SBlockRealize):
         b = stmt.block
-        body = _strip(b.body, names, loops, guarded)
+        allocated = (*allocated, *((buf, loops) for buf in b.alloc_buffers))
+        body = again(b.body, loops, allocated)
         block = b if body.same_as(b.body) else s_tir.SBlock(
             b.iter_vars, b.reads, b.writes, b.name_hint, body, b.init, b.alloc_buffers,
             b.match_buffers, b.annotations)
-        predicate = _border_free(stmt, loops) if b.name_hint in names else stmt.predicate
-        if b.name_hint in names and not _is_true(predicate) and guarded is not None:
+        if b.name_hint not in names:
+            return stmt if block.same_as(b) else s_tir.SBlockRealize(
+                stmt.iter_values, stmt.predicate, block)
+        around = [at for region in b.writes for buf, at in allocated
+                  if buf.same_as(region.source)]
+        outer = frozenset(lp.loop_var.name for lp in max(around, key=len, default=loops))
+        predicate = _border_free(stmt, loops, outer)
+        if not _is_true(predicate) and guarded is not None:
             guarded.add(b.name_hint)
-        if block.same_as(b) and b.name_hint not in names:
-            return stmt
         return s_tir.SBlockRealize(stmt.iter_values, predicate, block)
     if isinstance(stmt, tirx.IfThenElse):
-        then = _strip(stmt.then_case, names, loops, guarded)
-        other = (None if stmt.else_case is None
-                 else _strip(stmt.else_case, names, loops, guarded))
+        then = again(stmt.then_case)
+        other = None if stmt.else_case is None else again(stmt.else_case)
         return tirx.IfThenElse(stmt.condition, then, other)
     if isinstance(stmt, tirx.AttrStmt):
-        body = _strip(stmt.body, names, loops, guarded)
+        body = again(stmt.body)
         return stmt if body.same_as(stmt.body) else tirx.AttrStmt(
             stmt.node, stmt.attr_key, stmt.value, body)
     return stmt
 
 
 def describe(found: list[tuple[str, str]], guarded: frozenset[str] = frozenset()) -> str:
-    """The decisions as one line per block (the attribute's text); ``guarded``: blocks whose
-    split guard stayed."""
+    """The decisions as one line per block (the attribute's text); ``guarded``: blocks that
+    kept terms over the tile's own loops (:func:`_border_free`)."""
     if not found:
         return "no predicated block under a tile loop"
+    within = "predicate dropped but for terms over the tile's own loops, tile-local"
     return "; ".join(
         f"{name}: predicate kept, {reason}" if reason else
-        f"{name}: predicate dropped but its loop guard, tile-local" if name in guarded else
+        f"{name}: {within}" if name in guarded else
         f"{name}: predicate dropped, tile-local" for name, reason in found)
 
 

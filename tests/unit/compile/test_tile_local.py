@@ -96,7 +96,7 @@ def test_a_split_guard_joined_to_the_border_stays(pool):
                                     "factors": [None, 2, 2]})]
     said = str(lower(scheduled(chain, tuple(steps)).mod, "cpu")["main"]
                .attrs[tile_local.TILE_LOCAL_ATTR])
-    assert "conv1_local: predicate dropped but its loop guard" in said, said
+    assert "conv1_local: predicate dropped but for terms over the tile's own loops" in said, said
     result = service.run(pool, Session.new(chain, steps), "cpu", measure=False)
     assert result.status == "ok" and result.value["correct"], result
 
