@@ -1142,10 +1142,16 @@ def _same(a, b) -> bool:
     return True
 
 
+def _key(var) -> int:
+    """A variable's identity: two loops may share a name (a write-back's ``ax0_1`` inside a
+    split's ``ax0_1``), and ``==`` on TVM expressions builds an expression."""
+    return hash(var)
+
+
 def _border_free(realize, loops, outer=frozenset()):
     """The predicate of ``realize`` without its border terms (True when nothing is left);
-    ``outer``: the names of the loops around the allocation of what the block writes (the
-    tile loops).
+    ``outer``: the identities (:func:`_key`) of the loops around the allocation of what the
+    block writes (the tile loops).
 
     A block's predicate can join two kinds of terms: the border's (an iteration's indices
     within the image, which :func:`_decide` showed harmless to drop) and a split's loop guard
@@ -1172,12 +1178,13 @@ def _border_free(realize, loops, outer=frozenset()):
     # the analyzer rewrites a constraint before it matches it, so a term that is one of the
     # bounds is also recognised by its simplified form
     simple = [analyzer.simplify(bound) for bound in inside]
-    indexing = {v.name for value in realize.iter_values
+    indexing = {_key(v) for value in realize.iter_values
                 for v in tirx.analysis.undefined_vars(value)}
-    vectors = {lp.loop_var.name for lp in loops if int(lp.kind) == int(tirx.ForKind.VECTORIZED)}
+    vectors = {_key(lp.loop_var) for lp in loops
+               if int(lp.kind) == int(tirx.ForKind.VECTORIZED)}
 
-    def names(term) -> set:
-        return {v.name for v in tirx.analysis.undefined_vars(term)}
+    def held_by(term) -> set:
+        return {_key(v) for v in tirx.analysis.undefined_vars(term)}
 
     def implied(term, kept) -> bool:
         plain = analyzer.simplify(term)
@@ -1187,11 +1194,11 @@ def _border_free(realize, loops, outer=frozenset()):
             return analyzer.can_prove(term)
 
     def vector_guard(term) -> bool:
-        held = names(term)
+        held = held_by(term)
         return bool(held & vectors) and held <= indexing
 
     def may_go(term, kept) -> bool:
-        held = names(term)
+        held = held_by(term)
         if not held & (vectors | outer):
             return False
         return vector_guard(term) or implied(term, kept)
@@ -1241,7 +1248,7 @@ def _strip(stmt, names, loops=(), guarded=None, allocated=()):
                 stmt.iter_values, stmt.predicate, block)
         around = [at for region in b.writes for buf, at in allocated
                   if buf.same_as(region.source)]
-        outer = frozenset(lp.loop_var.name for lp in max(around, key=len, default=loops))
+        outer = frozenset(_key(lp.loop_var) for lp in max(around, key=len, default=loops))
         predicate = _border_free(stmt, loops, outer)
         if not _is_true(predicate) and guarded is not None:
             guarded.add(b.name_hint)
