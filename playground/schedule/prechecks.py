@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import tvm
+
 from playground.errors import StepError
 from playground.schedule import ir
 from playground.schedule.ir import Block, Loop
@@ -283,10 +285,47 @@ def check_result(sch: Any, step: Step, ctx: str) -> None:
         raise _refuse(ctx, f"it would make two blocks named {dup[0]}, and blocks are named "
                            "by name in every later step — undo it or pick other arguments")
     f = Facts(sch)
+    for block in f.all:
+        if (outside := _write_outside(block)) is not None:
+            raise _refuse(ctx, _outside_message(block, *outside))
     for name in f.order:
         for lp in f.blocks[name].loops:
             if lp.kind == "vectorized" and (found := _one_lane(f, lp)):
                 raise _refuse(ctx, _one_lane_message(step, lp, *found), "loop")
+
+
+def _write_outside(block: Block) -> tuple[str, int, int, int] | None:
+    """(buffer, axis, highest or lowest index, extent) when ``block``'s iteration domain
+    reaches outside a buffer it writes, else None.
+
+    A block's domain must map into what it writes. TVM 0.27's ``cache_write`` of a block
+    under a split that overshoots (a unit image loop split by 2 x 2, fused, split again)
+    sizes the copy and its write-back from the loops, not from the guard: the write-back
+    then iterates over 8 images of a 1-image output and the kernel writes past it (the
+    schedule fuzzer's case; the worker died with SIGABRT)."""
+    analyzer = tvm.sym.Analyzer()
+    for iv in block.sblock.iter_vars:
+        analyzer.bind(iv.var, tvm.ir.Range.from_min_extent(iv.dom.min, iv.dom.extent))
+    for region in block.sblock.writes:
+        for axis, (r, extent) in enumerate(zip(region.region, region.source.shape,
+                                               strict=True)):
+            size = ir.constant(extent)
+            if size is None:
+                continue
+            low = analyzer.const_int_bound(r.min).min_value
+            high = analyzer.const_int_bound(r.min + r.extent - 1).max_value
+            if low < 0:
+                return str(region.source.name), axis, low, size
+            if high >= size:
+                return str(region.source.name), axis, high, size
+    return None
+
+
+def _outside_message(block: Block, buffer: str, axis: int, index: int, extent: int) -> str:
+    return (f"TVM 0.27 made {block.name} write {buffer} at index {index} of axis {axis}, "
+            f"which has {extent} element{'s' if extent != 1 else ''}: the kernel would "
+            f"write past the buffer — undo it (a split that overshoots its loop before a "
+            f"cache copy: split by factors that divide the loop, or cache first)")
 
 
 def _one_lane(f: Facts, lp: Loop) -> tuple[str, str, str] | None:

@@ -256,3 +256,28 @@ def test_every_rule_belongs_to_a_primitive():
 
     named = [n for p in CATALOG.values() for n in p.prechecks]
     assert set(named) == set(RULES)
+
+
+def test_a_cache_write_past_an_overshooting_split_is_refused_not_built():
+    """The deep schedule fuzz (5000 cases): a unit image loop split by 2 x 2, fused, split
+    again, then ``cache_write``. TVM 0.27 sizes the copy from the loops (8 images), and its
+    write-back wrote 8 images into a 1-image output: the worker died with SIGABRT. Refused
+    at the step that makes a block write outside a buffer, in one line."""
+    chain = {"input": {"shape": [1, 1, 3, 3]},
+             "layers": [{"op": "conv2d", "channels": 1, "kernel": 1, "stride": 2,
+                         "dilation": 2}]}
+    before = [S("split", {"block": "conv1", "loop": "n", "factors": [None, 2, 2]}),
+              S("fuse", {"block": "conv1", "loops": ["n_0", "n_1"]}),
+              S("split", {"block": "conv1", "loop": "n_0_n_1_fused",
+                          "factors": [None, 2, 2]})]
+    session = Session.new(chain, before)
+    with pytest.raises(StepError) as e:
+        session.apply(S("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                        "storage_scope": "global"}), target="cpu")
+    message = str(e.value)
+    assert message.startswith("step 4 (cache_write): TVM 0.27 made conv1_global write conv1 "
+                              "at index 7 of axis 0, which has 1 element:"), message
+    assert "\n" not in message
+    # the same copy before the split is fine
+    Session.new(chain, [S("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                          "storage_scope": "global"}), *before])
