@@ -1243,7 +1243,9 @@ def _same(a, b) -> bool:
 
 def _key(var) -> int:
     """A variable's identity: two loops may share a name (a write-back's ``ax0_1`` inside a
-    split's ``ax0_1``), and ``==`` on TVM expressions builds an expression."""
+    split's ``ax0_1``), and ``==`` on TVM expressions builds an expression. The same key as
+    :func:`playground.schedule.ir.var_key`, written again because this module imports only
+    tvm (exported scripts embed it)."""
     return hash(var)
 
 
