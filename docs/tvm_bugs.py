@@ -166,6 +166,26 @@ def decompose_reduction_outside_own_loops():
                    run(sch.mod, [xv, w1v, w2v], expected.shape), expected)
 
 
+def decompose_reduction_above_a_halo():
+    """3x3 conv -> 3x3 conv: the first computed at the second's rows (each row of the second
+    recomputes the three rows of the first it reads: a halo), then the first's reduction
+    decomposed at that row loop. TVM accepts; the init runs once, before the rows, while
+    every row's update adds onto the rows the row before it summed (the deep fuzz's seed
+    992029, whose producer was a 1x1 grouped conv)."""
+    x = te.placeholder((1, 2, 8, 8), "float32", name="x")
+    w1 = te.placeholder((3, 2, 3, 3), "float32", name="w1")
+    w2 = te.placeholder((2, 3, 3, 3), "float32", name="w2")
+    out = conv(conv(x, w1, 1, "conv1"), w2, 1, "conv2")
+    sch = schedule([x, w1, w2, out])
+    h = sch.get_loops(sch.get_sblock("conv2"))[2]
+    sch.compute_at(sch.get_sblock("conv1"), h)
+    sch.decompose_reduction(sch.get_sblock("conv1"), h)
+    xv, w1v, w2v = (RNG.uniform(-1, 1, s) for s in ((1, 2, 8, 8), (3, 2, 3, 3), (2, 3, 3, 3)))
+    expected = conv_ref(conv_ref(xv, w1v, 1, 0), w2v, 1, 0)
+    return verdict("decompose_reduction above a recomputed halo",
+                   run(sch.mod, [xv, w1v, w2v], expected.shape), expected)
+
+
 def vectorized_copy_with_its_producer():
     """The fuzzer's first cache_read case, reduced: a per-channel scale read through a local
     copy (cache_read), the scale computed at the copy's loop, that loop vectorized. Both
@@ -223,6 +243,7 @@ BUGS = {
     "pad-under-producer": pad_under_producer,
     "compute-at-vectorized": compute_at_into_vectorized_loop,
     "decompose-outside": decompose_reduction_outside_own_loops,
+    "decompose-above-halo": decompose_reduction_above_a_halo,
     "vectorized-scale-copy": vectorized_copy_with_its_producer,
     "vectorized-pad-local-copy": vectorized_pad_with_its_local_copy,
     "vectorized-shared-copy-pad": vectorized_shared_copy_with_its_pad,

@@ -214,20 +214,57 @@ def _reverse_compute_inline(f: Facts, a: dict, ctx: str) -> None:
 
 
 def _decompose_reduction(f: Facts, a: dict, ctx: str) -> None:
+    """Refuse an initialization placed above loops that repeat the update of an element.
+
+    ``decompose_reduction`` runs the init once per iteration of the loops above ``loop`` and
+    the update under all of them. That is right only when the loops from ``loop`` inwards
+    reach each element of the block once: TVM 0.27 does not check it. A block computed at a
+    consumer's loop is recomputed, wholly (a loop of the consumer that none of its axes uses)
+    or on its overlap (``h + ax1`` over a 3-row window: the halo), and its update then adds
+    onto the sums of earlier rounds (the schedule fuzzer's case, a 1x1 conv whose reduction
+    is of extent 1 and computed at its consumer's rows: 328 of 336 outputs wrong)."""
     block, name = a["block"], a["loop"]
     mine = f.blocks[block]
     lp = f.loop(block, name)
-    if lp is None or not reduce_vars(mine):
+    if lp is None or not mine.is_reduction:
         return  # TVM says it plainly (not a reduction block)
     nest = mine.loops[mine.loops.index(lp):]
     bound = bound_vars(mine)
-    unused = [x.name for x in nest if ir.var_key(x.var) not in bound]
+    own = ", ".join(x.name for x in mine.loops if ir.var_key(x.var) in bound)
+    hint = f"pick one of {block}'s own loops ({own})" if own else "decompose it at a loop inside"
+    unused = [x.name for x in nest if ir.var_key(x.var) not in bound and x.extent != 1]
     if unused:
-        own = [x.name for x in mine.loops if ir.var_key(x.var) in bound]
         raise _refuse(ctx, f"{unused[0]} is a loop of the block {block} was computed at, not "
                            f"one of {block}'s own: its initialization would run once while "
-                           f"its update repeats — pick one of {block}'s own loops "
-                           f"({', '.join(own)})", "loop")
+                           f"its update repeats — {hint}", "loop")
+    if (again := _repeats(mine, nest)) is not None:
+        raise _refuse(ctx, f"{block} is computed again for the same elements under "
+                           f"{again} (overlapping tiles, a halo): an initialization above it "
+                           f"would run once while the update repeats — decompose {block} at "
+                           "a loop inside the overlap", "loop")
+
+
+def _repeats(block: Block, nest: tuple[Loop, ...]) -> str | None:
+    """The outermost loop of ``nest`` whose iterations reach an element of ``block`` again,
+    or None when the nest maps one-to-one onto the block's iterations.
+
+    One-to-one is what TVM's iteration-map detection calls bijective: each loop variable of
+    the nest in exactly one place of the bindings, with no overlapping sums (loops outside
+    the nest are constants to it). Loops of extent 1 are fixed, so never repeat anything."""
+    loops = [x for x in nest if x.extent != 1]
+    if not loops or any(x.extent is None or x.min is None for x in loops):
+        return None
+    dom = {x.var: tvm.ir.Range.from_min_extent(x.min, x.extent) for x in loops}
+    values = [v for _, v in block.bindings()]
+    guard = block.realize.predicate
+    level = tvm.sym.iter_affine_map.IterMapLevel.Bijective
+    if len(tvm.sym.detect_iter_map(values, dom, guard, check_level=level).indices):
+        return None
+    for i in range(len(loops) - 1, -1, -1):  # inside out: the first loop that breaks it
+        inner = {x.var: dom[x.var] for x in loops[i:]}
+        if not len(tvm.sym.detect_iter_map(values, inner, guard, check_level=level).indices):
+            return loops[i].name
+    return loops[0].name
 
 
 def _transform_layout(f: Facts, a: dict, ctx: str) -> None:

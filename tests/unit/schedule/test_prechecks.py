@@ -34,6 +34,11 @@ DEPTHWISE_POINTWISE = {"input": {"shape": [1, 3, 8, 8]},
                        "layers": [{"op": "conv2d", "channels": 3, "kernel": 3, "stride": 2,
                                    "groups": 3},
                                   {"op": "conv2d", "channels": 6, "kernel": 1}]}
+#: The deep fuzz's seed 992029: a grouped 1x1 conv (a reduction of extent 1) between 3x3s.
+GROUPED_1X1_CONV = {"input": {"shape": [1, 2, 11, 12]},
+                    "layers": [{"op": "conv2d", "channels": 6, "kernel": 3},
+                               {"op": "conv2d", "channels": 12, "kernel": 1, "groups": 6},
+                               {"op": "conv2d", "channels": 6, "kernel": 3}]}
 RELU_CLIP = {"input": {"shape": [1, 4, 8, 8]}, "layers": [{"op": "relu"}, {"op": "clip"}]}
 
 CASES = {
@@ -102,6 +107,16 @@ CASES = {
                                                "target_loop": "rc"})],
         S("decompose_reduction", {"block": "conv1", "loop": "k"}),
         "k is a loop of the block conv1 was computed at, not one of conv1's own"),
+    "decompose_reduction of a reduction of extent 1 computed at its consumer (seed 992029)": (
+        GROUPED_1X1_CONV, [S("compute_at", {"block": "conv2", "target_block": "conv3",
+                                            "target_loop": "h", "preserve_unit_loops": False})],
+        S("decompose_reduction", {"block": "conv2", "loop": "k"}),
+        "k is a loop of the block conv2 was computed at, not one of conv2's own"),
+    "decompose_reduction above a halo the consumer's rows recompute": (
+        GROUPED_1X1_CONV, [S("compute_at", {"block": "conv2", "target_block": "conv3",
+                                            "target_loop": "h", "preserve_unit_loops": False})],
+        S("decompose_reduction", {"block": "conv2", "loop": "h"}),
+        "conv2 is computed again for the same elements under h (overlapping tiles, a halo)"),
     "vectorize of a loop holding relu1 and its reader (compute_at at the innermost loop)": (
         RELU_CLIP, [S("compute_at", {"block": "relu1", "target_block": "clip1",
                                     "target_loop": "w", "preserve_unit_loops": False})],
@@ -281,3 +296,17 @@ def test_a_cache_write_past_an_overshooting_split_is_refused_not_built():
     # the same copy before the split is fine
     Session.new(chain, [S("cache_write", {"block": "conv1", "write_buffer_index": 0,
                                           "storage_scope": "global"}), *before])
+
+
+@pytest.mark.slow
+def test_a_decompose_reduction_inside_the_halo_is_accepted_and_right(pool):
+    """The rule refuses the init above the recomputed rows, not below them: conv2 computed
+    at conv3's rows and decomposed at its own channel loop validates against the reference
+    (poisoned buffers, in the worker)."""
+    steps = [S("compute_at", {"block": "conv2", "target_block": "conv3", "target_loop": "h",
+                              "preserve_unit_loops": False}),
+             S("decompose_reduction", {"block": "conv2", "loop": "ax0"})]
+    session = Session.new(GROUPED_1X1_CONV, steps)
+    job = pool.run("run", {"chain": session.chain, "steps": [s.to_dict() for s in steps],
+                           "target": "cpu", "measure": False}, timeout_s=120)
+    assert job.status == "ok" and job.value["correct"], job.message

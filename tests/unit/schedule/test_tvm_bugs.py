@@ -18,5 +18,5 @@ def test_documented_bugs_reproduce_in_plain_tvm():
     run = subprocess.run([sys.executable, str(ROOT / "docs" / "tvm_bugs.py")], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     lines = [ln for ln in run.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 7, run.stdout + run.stderr
+    assert len(lines) == 8, run.stdout + run.stderr
     assert all("REPRODUCED" in ln and "NOT REPRODUCED" not in ln for ln in lines), run.stdout
