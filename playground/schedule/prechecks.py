@@ -314,8 +314,13 @@ RULES = {
 
 
 def check_result(sch: Any, step: Step, ctx: str) -> None:
-    """Refuse a step by what it made: block names that are no longer unique, or a vectorized
-    loop that computes a buffer and reads it back in one iteration (:func:`_one_lane`)."""
+    """Refuse a step by what it made: block names that are no longer unique, a block that
+    writes outside a buffer (:func:`_write_outside`), a vectorized loop inside another (a
+    reorder moved one out, then the loop now innermost was vectorized: the schedule fuzzer's
+    case, whose build failed with "VectorizeLoop before LiftStorageAlloc"), an unguarded
+    block whose loops drive an axis outside its domain (:func:`_binding_outside`), or a
+    vectorized loop that computes a buffer and reads it back in one iteration
+    (:func:`_one_lane`)."""
     names = ir.block_names(sch)
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -325,9 +330,18 @@ def check_result(sch: Any, step: Step, ctx: str) -> None:
     for block in f.all:
         if (outside := _write_outside(block)) is not None:
             raise _refuse(ctx, _outside_message(block, *outside))
+        if (outside := _binding_outside(block)) is not None:
+            raise _refuse(ctx, _binding_message(block, *outside))
     for name in f.order:
         for lp in f.blocks[name].loops:
-            if lp.kind == "vectorized" and (found := _one_lane(f, lp)):
+            if lp.kind != "vectorized":
+                continue
+            if inner := [x for x in f.below(lp) if x.kind == "vectorized"]:
+                raise _refuse(ctx, f"it puts the vectorized loop {inner[0].name} inside the "
+                                   f"vectorized loop {lp.name} ({name}), and TVM 0.27 cannot "
+                                   f"build a vector loop inside another — vectorize only one "
+                                   f"of them (the innermost)", "loop")
+            if found := _one_lane(f, lp):
                 raise _refuse(ctx, _one_lane_message(step, lp, *found), "loop")
 
 
@@ -356,6 +370,44 @@ def _write_outside(block: Block) -> tuple[str, int, int, int] | None:
             if high >= size:
                 return str(region.source.name), axis, high, size
     return None
+
+
+def _binding_outside(block: Block) -> tuple[str, int, int, int] | None:
+    """(axis name, lowest or highest value, domain min, domain extent) when the loops around
+    an unguarded ``block`` drive one of its axes outside the axis's domain, else None.
+
+    TVM trusts a block's bindings to stay inside its axes' domains, and sizes and indexes
+    buffers by the domains. TVM 0.27's ``cache_write`` of a block computed at a consumer's
+    loop copies the block's region back without the block's border guard (``T.where``): the
+    schedule fuzzer's case wrote column -1 of a 4-column buffer, and the worker died with
+    SIGBUS. Only blocks without guards are read here (a guard may keep an axis inside, and
+    the analyzer does not always see it), and only bindings of loops with constant ranges."""
+    if block.guards:
+        return None
+    analyzer = tvm.sym.Analyzer()
+    known = set()
+    for lp in block.loops:
+        if lp.min is None or lp.extent is None:
+            continue
+        analyzer.bind(lp.var, tvm.ir.Range.from_min_extent(lp.min, lp.extent))
+        known.add(ir.var_key(lp.var))
+    for iv, value in block.bindings():
+        low, size = ir.constant(iv.dom.min), ir.constant(iv.dom.extent)
+        if low is None or size is None or not ir.var_keys(value) <= known:
+            continue
+        bound = analyzer.const_int_bound(value)
+        if bound.min_value < low:
+            return str(iv.var.name), int(bound.min_value), low, size
+        if bound.max_value >= low + size:
+            return str(iv.var.name), int(bound.max_value), low, size
+    return None
+
+
+def _binding_message(block: Block, axis: str, value: int, low: int, size: int) -> str:
+    return (f"TVM 0.27 made {block.name}'s axis {axis} reach {value}, outside {low}.."
+            f"{low + size - 1} (a copy that lost its producer's border guard): the kernel "
+            f"would touch memory outside its buffers — undo it (cache_write or cache_read "
+            f"before compute_at, so that the copy is moved with the block)")
 
 
 def _outside_message(block: Block, buffer: str, axis: int, index: int, extent: int) -> str:

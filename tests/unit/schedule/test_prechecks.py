@@ -117,6 +117,12 @@ CASES = {
                                             "target_loop": "h", "preserve_unit_loops": False})],
         S("decompose_reduction", {"block": "conv2", "loop": "h"}),
         "conv2 is computed again for the same elements under h (overlapping tiles, a halo)"),
+    "a vector loop inside another (a reorder, then vectorize; fuzz seed 770010)": (
+        CONV_RELU, [S("vectorize", {"block": "relu1", "loop": "w"}),
+                    S("reorder", {"block": "relu1", "loops": ["w", "h"]})],
+        S("vectorize", {"block": "relu1", "loop": "h"}),
+        "it puts the vectorized loop h inside the vectorized loop w (relu1), and TVM 0.27 "
+        "cannot build a vector loop inside another"),
     "vectorize of a loop holding relu1 and its reader (compute_at at the innermost loop)": (
         RELU_CLIP, [S("compute_at", {"block": "relu1", "target_block": "clip1",
                                     "target_loop": "w", "preserve_unit_loops": False})],
@@ -310,3 +316,30 @@ def test_a_decompose_reduction_inside_the_halo_is_accepted_and_right(pool):
     job = pool.run("run", {"chain": session.chain, "steps": [s.to_dict() for s in steps],
                            "target": "cpu", "measure": False}, timeout_s=120)
     assert job.status == "ok" and job.value["correct"], job.message
+
+
+def test_a_cache_write_that_loses_its_producers_border_guard_is_refused():
+    """The deep schedule fuzz's seed 992165: conv1 computed at a padded stride-2 conv2's
+    ``w`` (under conv2's ``rw``, reordered outermost), then ``cache_write`` of conv1. TVM 0.27
+    copies conv1's region back without conv1's border guard: the write-back touched column -1
+    and the worker died with SIGBUS. Refused at the cache_write, in one line."""
+    chain = {"input": {"shape": [1, 2, 6, 6]},
+             "layers": [{"op": "conv2d", "channels": 8, "kernel": 3},
+                        {"op": "conv2d", "channels": 1, "kernel": 3, "stride": 2,
+                         "padding": 1}]}
+    before = [S("compute_inline", {"block": "conv2_pad"}),
+              S("reorder", {"block": "conv2", "loops": ["rw", "n"]}),
+              S("compute_at", {"block": "conv1", "target_block": "conv2", "target_loop": "w",
+                               "preserve_unit_loops": False})]
+    session = Session.new(chain, before)
+    with pytest.raises(StepError) as e:
+        session.apply(S("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                        "storage_scope": "global"}), target="cpu")
+    message = str(e.value)
+    assert message.startswith("step 4 (cache_write): TVM 0.27 made conv1_global's axis v3 "
+                              "reach -1, outside 0..3"), message
+    assert "\n" not in message
+    # cached before the move, the copy is moved with the block and is accepted
+    Session.new(chain, [before[0], before[1],
+                        S("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                          "storage_scope": "global"})])
