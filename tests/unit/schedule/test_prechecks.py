@@ -291,17 +291,23 @@ def test_a_cache_write_past_an_overshooting_split_is_refused_not_built():
               S("fuse", {"block": "conv1", "loops": ["n_0", "n_1"]}),
               S("split", {"block": "conv1", "loop": "n_0_n_1_fused",
                           "factors": [None, 2, 2]})]
-    session = Session.new(chain, before)
-    with pytest.raises(StepError) as e:
-        session.apply(S("cache_write", {"block": "conv1", "write_buffer_index": 0,
-                                        "storage_scope": "global"}), target="cpu")
-    message = str(e.value)
+    message = refused_cache_write(chain, before)
     assert message.startswith("step 4 (cache_write): TVM 0.27 made conv1_global write conv1 "
                               "at index 7 of axis 0, which has 1 element:"), message
-    assert "\n" not in message
     # the same copy before the split is fine
-    Session.new(chain, [S("cache_write", {"block": "conv1", "write_buffer_index": 0,
-                                          "storage_scope": "global"}), *before])
+    Session.new(chain, [CACHE_WRITE_CONV1, *before])
+
+
+CACHE_WRITE_CONV1 = S("cache_write", {"block": "conv1", "write_buffer_index": 0,
+                                      "storage_scope": "global"})
+
+
+def refused_cache_write(chain: dict, before: list) -> str:
+    """The one-line message refusing a cache_write of conv1 after ``before``."""
+    with pytest.raises(StepError) as e:
+        Session.new(chain, before).apply(CACHE_WRITE_CONV1, target="cpu")
+    assert "\n" not in str(e.value)
+    return str(e.value)
 
 
 @pytest.mark.slow
@@ -331,15 +337,8 @@ def test_a_cache_write_that_loses_its_producers_border_guard_is_refused():
               S("reorder", {"block": "conv2", "loops": ["rw", "n"]}),
               S("compute_at", {"block": "conv1", "target_block": "conv2", "target_loop": "w",
                                "preserve_unit_loops": False})]
-    session = Session.new(chain, before)
-    with pytest.raises(StepError) as e:
-        session.apply(S("cache_write", {"block": "conv1", "write_buffer_index": 0,
-                                        "storage_scope": "global"}), target="cpu")
-    message = str(e.value)
+    message = refused_cache_write(chain, before)
     assert message.startswith("step 4 (cache_write): TVM 0.27 made conv1_global's axis v3 "
                               "reach -1, outside 0..3"), message
-    assert "\n" not in message
     # cached before the move, the copy is moved with the block and is accepted
-    Session.new(chain, [before[0], before[1],
-                        S("cache_write", {"block": "conv1", "write_buffer_index": 0,
-                                          "storage_scope": "global"})])
+    Session.new(chain, [before[0], before[1], CACHE_WRITE_CONV1])
