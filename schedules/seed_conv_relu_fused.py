@@ -922,6 +922,370 @@ def take_samples(mod, args, dev, *, func_name="main", number=None, repeat=METHOD
     return samples, int(number)
 
 
+# ---- from playground/compile/pad_taps.py (verbatim) ----
+
+PAD_TAPS_ATTR = "playground.padding_taps"
+
+
+def _plan():
+    """TVM's default passes up to opaque blocks, where indices are in loop variables."""
+    t = s_tir.transform
+    return [t.CanonicalizeLoop(), t.LowerCrossThreadReduction(), t.LowerInitBlock(),
+            t.PlanAndUpdateBufferAllocationLocation(), t.ConvertBlocksToOpaque()]
+
+
+def _is_zero(expr) -> bool:
+    return isinstance(expr, tirx.FloatImm) and float(expr.value) == 0.0
+
+
+def _is_pad(expr) -> bool:
+    """Is ``expr`` ``if_then_else(cond, x, 0.0)``?"""
+    return (isinstance(expr, tvm.ir.Call) and hasattr(expr.op, "name")
+            and str(expr.op.name).endswith("if_then_else") and _is_zero(expr.args[2]))
+
+
+def conjuncts_of(expr) -> list:
+    """The terms of a conjunction ``a and b and ...`` (the expression itself otherwise)."""
+    if isinstance(expr, tirx.And):
+        return conjuncts_of(expr.a) + conjuncts_of(expr.b)
+    return [expr]
+
+
+def _at_least_zero(term):
+    """``term`` as an integer expression ``f`` with ``term`` <=> ``f >= 0``; None if it is
+    not a comparison of integers."""
+    kinds = {tirx.LE: (1, 0), tirx.LT: (1, 1), tirx.GE: (-1, 0), tirx.GT: (-1, 1)}
+    for kind, (sign, strict) in kinds.items():
+        if isinstance(term, kind) and "int" in str(term.a.ty):
+            diff = term.b - term.a if sign == 1 else term.a - term.b
+            return diff - strict if strict else diff
+    return None
+
+
+def var_id(node) -> int:
+    """A variable's (or buffer's) identity: two loops may share a name (a write-back's
+    ``ax0_1`` inside a split's ``ax0_1``), and ``==`` on TVM expressions builds an
+    expression. The same key as :func:`playground.schedule.ir.var_key`, written again
+    because this module imports only tvm (exported scripts embed it). A buffer's ``data``
+    variable is not stable between lookups in TVM 0.27: buffers are keyed themselves."""
+    return hash(node)
+
+
+def _vars(expr) -> set:
+    return {var_id(v) for v in tirx.analysis.undefined_vars(expr)}
+
+
+def _equal(a, b) -> bool:
+    try:
+        tvm.ir.assert_structural_equal(a, b)
+    except ValueError:
+        return False
+    return True
+
+
+def _padded_axes(store, allocated: set) -> list:
+    """For a pad store, per axis of its buffer, the terms ``(sign, rest)``:
+    ``sign * index + rest >= 0`` wherever an element is not the padding's zero (``rest`` may
+    hold the loops around the buffer's allocation, ``allocated``, fixed while it lives)."""
+    axes: list[list] = [[] for _ in store.indices]
+    analyzer = tvm.sym.Analyzer()
+    for term in conjuncts_of(store.value.args[0]):
+        f = _at_least_zero(term)
+        if f is None:
+            continue
+        for axis, index in enumerate(store.indices):
+            own = _vars(index)
+            for sign in (1, -1):
+                rest = analyzer.simplify(f - sign * index)
+                if own and not (_vars(rest) & own) and _vars(rest) <= allocated:
+                    axes[axis].append((sign, rest))
+    return axes
+
+
+def _terms_at(axes: list, indices) -> list:
+    """A padded buffer's terms (:func:`_padded_axes`) at a load's ``indices``: each ``>= 0``
+    where the element loaded may be nonzero."""
+    return [sign * index + rest for index, found in zip(indices, axes, strict=True)
+            for sign, rest in found]
+
+
+def _padded_buffers(func) -> dict:
+    """Buffers (by data variable) written once, by a pad store, within their allocation."""
+    stores: dict[int, list] = {}
+    pads: dict[int, list] = {}
+
+    def walk(stmt, loops, alloc_loops):
+        if isinstance(stmt, tirx.For):
+            walk(stmt.body, (*loops, stmt.loop_var), alloc_loops)
+        elif isinstance(stmt, s_tir.SBlockRealize):
+            inner = dict(alloc_loops)
+            inner.update({var_id(b): loops for b in stmt.block.alloc_buffers})
+            walk(stmt.block.body, loops, inner)
+        elif isinstance(stmt, tirx.SeqStmt):
+            for s in stmt.seq:
+                walk(s, loops, alloc_loops)
+        elif isinstance(stmt, tirx.IfThenElse):
+            walk(stmt.then_case, loops, alloc_loops)
+            if stmt.else_case is not None:
+                walk(stmt.else_case, loops, alloc_loops)
+        elif isinstance(stmt, tirx.AttrStmt):
+            walk(stmt.body, loops, alloc_loops)
+        elif isinstance(stmt, tirx.BufferStore):
+            key = var_id(stmt.buffer)
+            stores.setdefault(key, []).append(stmt)
+            if _is_pad(stmt.value) and key in alloc_loops:
+                pads[key] = _padded_axes(stmt, {var_id(v) for v in alloc_loops[key]})
+
+    walk(func.body, (), {})
+    return {k: pad for k, pad in pads.items() if len(stores[k]) == 1}
+
+
+def _zero_terms(store, pads) -> list | None:
+    """The terms ``f >= 0`` outside which ``store`` adds exactly zero, or None when it is not
+    an accumulation of a padded value."""
+    value = store.value
+    if not isinstance(value, tirx.Add):
+        return None
+    for acc, term in ((value.a, value.b), (value.b, value.a)):
+        if not (isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(store.buffer)
+                and all(_equal(a, b) for a, b in zip(acc.indices, store.indices,
+                                                     strict=True))):
+            continue
+        factors = [term.a, term.b] if isinstance(term, tirx.Mul) else [term]
+        for p in factors:
+            if isinstance(p, tvm.ir.TensorLoad) and var_id(p.source) in pads:
+                return _terms_at(pads[var_id(p.source)], p.indices)
+            if _is_pad(p):
+                found = [_at_least_zero(t) for t in conjuncts_of(p.args[0])]
+                return [f for f in found if f is not None]
+    return None
+
+
+def _only_store(stmt):
+    """The one store in ``stmt`` through loops and plain opaque blocks, else None."""
+    while True:
+        if isinstance(stmt, tirx.For):
+            stmt = stmt.body
+        elif isinstance(stmt, s_tir.SBlockRealize) and not stmt.block.alloc_buffers \
+                and stmt.block.init is None and is_true(stmt.predicate):
+            stmt = stmt.block.body
+        elif isinstance(stmt, tirx.BufferStore):
+            return stmt
+        else:
+            return None
+
+
+def _is_one(expr) -> bool:
+    return isinstance(expr, tirx.IntImm) and int(expr.value) == 1
+
+
+def is_true(expr) -> bool:
+    return isinstance(expr, tirx.IntImm) and int(expr.value) == 1
+
+
+def _inner_loops(stmt) -> list:
+    out = []
+    while not isinstance(stmt, tirx.BufferStore):
+        if isinstance(stmt, tirx.For):
+            out.append(stmt)
+            stmt = stmt.body
+        else:
+            stmt = stmt.block.body
+    return out
+
+
+def _chain(stmt) -> list:
+    """The loops of a nest that is one chain of loops (and plain opaque blocks) around one
+    store, outer first; [] when ``stmt`` is not such a nest."""
+    return _inner_loops(stmt) if _only_store(stmt) is not None else []
+
+
+def _linear(f, tap, row, analyzer):
+    """``(a, b, c)`` with ``f == a * tap + b * row + c`` (integers), else None."""
+    found = tvm.sym.detect_linear_equation(analyzer.simplify(f), [tap, row])
+    if len(found) != 3 or not all(isinstance(x, tirx.IntImm) for x in found):
+        return None
+    return tuple(int(x.value) for x in found)
+
+
+def _tap_loop(nest, terms, outer_loops, analyzer):
+    """(tap loop, row loop, [(a, b, c)]) for a nest whose zero terms read, once the loops
+    inside one loop of the nest are taken at their extremes, ``a * tap + b * row + c >= 0``:
+    ``tap`` a serial loop of the nest (the window's ``rh``), ``row`` one loop around the nest
+    (the tile's rows). None when no loop of the nest fits."""
+    for i, loop in enumerate(nest):
+        if int(loop.kind) != int(tirx.ForKind.SERIAL) or _is_one(loop.extent) or not (
+                isinstance(loop.min, tirx.IntImm) and isinstance(loop.extent, tirx.IntImm)):
+            continue
+        inner = {lp.loop_var: tvm.sym.IntervalSet(lp.min, lp.min + lp.extent - 1)
+                 for lp in nest[i + 1:]}
+        found, row = [], None
+        for f in terms:
+            high = analyzer.int_set(f, inner).max_value
+            used = {var_id(v): v for v in tirx.analysis.undefined_vars(high)}
+            if var_id(loop.loop_var) not in used or any(
+                    var_id(lp.loop_var) in used for lp in nest[:i]):
+                continue
+            others = [v for k, v in used.items() if k != var_id(loop.loop_var)]
+            if len(others) != 1 or not any(lp.loop_var.same_as(others[0])
+                                           for lp in outer_loops):
+                continue
+            if row is not None and not row.same_as(others[0]):
+                return None
+            row = others[0]
+            line = _linear(high, loop.loop_var, row, analyzer)
+            if line is None:
+                return None
+            found.append(line)
+        if found:
+            return loop, next(lp for lp in outer_loops if lp.loop_var.same_as(row)), found
+    return None
+
+
+def _with_extent(stmt, loop, low, high):
+    """The nest ``stmt`` with ``loop`` running over ``[low, high)`` only."""
+    if isinstance(stmt, tirx.For):
+        body = _with_extent(stmt.body, loop, low, high)
+        if stmt.same_as(loop):
+            return tirx.For(stmt.loop_var, tirx.IntImm("int32", low),
+                            tirx.IntImm("int32", high - low), stmt.kind, body,
+                            stmt.thread_binding, stmt.annotations)
+        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body,
+                        stmt.thread_binding, stmt.annotations)
+    if isinstance(stmt, s_tir.SBlockRealize):
+        b = stmt.block
+        block = s_tir.SBlock(b.iter_vars, b.reads, b.writes, b.name_hint,
+                             _with_extent(b.body, loop, low, high), b.init, b.alloc_buffers,
+                             b.match_buffers, b.annotations)
+        return s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, block)
+    return stmt
+
+
+#: At most this many border versions of a nest (each a copy of its code).
+MAX_VERSIONS = 6
+
+
+def _versions(nest_root, outer_loops, pads, analyzer):
+    """The nest at ``nest_root`` split by rows: (condition, nest) pairs for the rows whose
+    window reaches into the padding, each with the tap loop narrowed to the taps that read
+    inside the image; None when there is nothing to split (see the module doc)."""
+    if any(int(lp.kind) == int(tirx.ForKind.VECTORIZED) for lp in outer_loops):
+        return None  # a branch inside a vector loop would be scalarised
+    nest = _chain(nest_root)
+    terms = _zero_terms(_only_store(nest_root), pads) if nest else None
+    if not terms:
+        return None
+    found = _tap_loop(nest, terms, outer_loops, analyzer)
+    if found is None:
+        return None
+    tap, row, lines = found
+    t0, tn = int(tap.min.value), int(tap.extent.value)
+    if not isinstance(row.min, tirx.IntImm) or not isinstance(row.extent, tirx.IntImm):
+        return None
+    r0, rn = int(row.min.value), int(row.extent.value)
+    runs: list = []  # [first row, last row + 1, (low, high)]
+    for r in range(r0, r0 + rn):
+        taps = [t for t in range(t0, t0 + tn) if all(a * t + b * r + c >= 0
+                                                     for a, b, c in lines)]
+        span = (taps[0], taps[-1] + 1) if taps else (t0, t0)
+        if taps and taps != list(range(span[0], span[1])):
+            return None  # not one run of taps
+        if runs and runs[-1][2] == span and runs[-1][1] == r:
+            runs[-1][1] = r + 1
+        else:
+            runs.append([r, r + 1, span])
+    border = [run for run in runs if run[2] != (t0, t0 + tn)]
+    if not border or len(border) > MAX_VERSIONS:
+        return None
+    out = []
+    for first, end, (low, high) in border:
+        cond = tirx.all(row.loop_var >= first, row.loop_var < end) if end - first > 1 \
+            else row.loop_var == first
+        body = _with_extent(nest_root, tap, low, high) if high > low else tirx.Evaluate(0)
+        out.append((cond, body))
+    return out, str(tap.loop_var.name), str(row.loop_var.name)
+
+
+def _split_rows(stmt, outer, pads, analyzer, found):
+    """``stmt`` with border rows split off (:func:`_versions`); ``found`` collects what."""
+    def again(s, loops=outer):
+        return _split_rows(s, loops, pads, analyzer, found)
+
+    if isinstance(stmt, tirx.For):
+        analyzer.bind(stmt.loop_var, tvm.ir.Range.from_min_extent(stmt.min, stmt.extent),
+                      allow_override=True)
+        split = _versions(stmt, outer, pads, analyzer)
+        if split is not None:
+            versions, tap, row = split
+            found.append((str(_only_store(stmt).buffer.name), tap, row))
+            result = stmt
+            for cond, body in reversed(versions):
+                result = tirx.IfThenElse(cond, body, result)
+            return result
+        if _chain(stmt):
+            return stmt  # one nest: split whole or not at all (never inside its loops)
+        body = again(stmt.body, (*outer, stmt))
+        return stmt if body.same_as(stmt.body) else tirx.For(
+            stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
+            stmt.annotations)
+    if isinstance(stmt, s_tir.SBlockRealize):
+        b = stmt.block
+        body = again(b.body)
+        if body.same_as(b.body):
+            return stmt
+        block = s_tir.SBlock(b.iter_vars, b.reads, b.writes, b.name_hint, body, b.init,
+                             b.alloc_buffers, b.match_buffers, b.annotations)
+        return s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, block)
+    if isinstance(stmt, tirx.SeqStmt):
+        seq = [again(s) for s in stmt.seq]
+        same = all(a.same_as(b) for a, b in zip(seq, stmt.seq, strict=True))
+        return stmt if same else tirx.SeqStmt(seq)
+    if isinstance(stmt, tirx.IfThenElse):
+        then = again(stmt.then_case)
+        other = None if stmt.else_case is None else again(stmt.else_case)
+        same = then.same_as(stmt.then_case) and (other is None
+                                                  or other.same_as(stmt.else_case))
+        return stmt if same else tirx.IfThenElse(stmt.condition, then, other)
+    if isinstance(stmt, tirx.AttrStmt):
+        body = again(stmt.body)
+        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(
+            stmt.node, stmt.attr_key, stmt.value, body)
+    return stmt
+
+
+def describe_taps(found: list[tuple[str, str, str]]) -> str:
+    if not found:
+        return "no padding taps skipped (no accumulation of a zero-padded value in a nest)"
+    return "; ".join(f"{buf}: rows {row} whose taps {tap} reach the padding's zeros split off, "
+                     f"{tap} narrowed to the taps inside the image" for buf, tap, row in found)
+
+
+def skip_padding_taps(mod, ctx):
+    """Put the guards in (see the module doc). A module with nothing to guard is returned as
+    it was but for the attribute, so TVM lowers it exactly as it would without this pass."""
+    planned = tvm.transform.Sequential(_plan())(mod)
+    out, any_found = {}, False
+    for gvar, func in planned.functions.items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        found: list[tuple[str, str]] = []
+        body = _split_rows(func.body, (), _padded_buffers(func), tvm.sym.Analyzer(), found)
+        any_found = any_found or bool(found)
+        out[gvar] = (func.with_body(body), describe_taps(found))
+    source = planned if any_found else mod
+    funcs = {gvar: (fn if any_found else source[gvar]).with_attr(PAD_TAPS_ATTR, text)
+             for gvar, (fn, text) in out.items()}
+    merged = {gvar: funcs.get(gvar, func) for gvar, func in source.functions.items()}
+    result = tvm.IRModule(merged, attrs=source.attrs)
+    # the versions of a nest define its loop variables again: give each copy its own
+    return tvm.tirx.transform.ConvertSSA()(result) if any_found else result
+
+
+#: The pass itself, for a pipeline (``tvm.transform.Sequential``).
+PADDING_TAPS = tvm.transform.module_pass(skip_padding_taps, opt_level=0,
+                                        name="playground.PaddingTaps")
+
+
 # ---- from playground/compile/tile_local.py (verbatim) ----
 
 TILE_LOCAL_PIPELINE = "playground_tile_local"
@@ -941,10 +1305,6 @@ def _compact():
     t = s_tir.transform
     return [t.ConvertBlocksToOpaque(), t.LiftThreadBinding(),
             t.ManifestSharedMemoryLocalStage(), t.CompactBufferAllocation(is_strict=False)]
-
-
-def _is_true(expr) -> bool:
-    return isinstance(expr, tirx.IntImm) and int(expr.value) == 1
 
 
 def _loads(expr, guards, out) -> None:
@@ -1080,7 +1440,7 @@ def decisions(func) -> list[tuple[str, str]]:
             block = stmt.block
             if loops and block.alloc_buffers:
                 local = (*local, *block.alloc_buffers)
-            if loops and not _is_true(stmt.predicate):
+            if loops and not is_true(stmt.predicate):
                 out.append((block.name_hint,
                             _decide(stmt, loops, local, tvm.sym.Analyzer())))
             visit(block.body, loops, local)
@@ -1106,13 +1466,6 @@ def predicate_decisions(mod) -> list[tuple[str, str]]:
     return decisions(tvm.transform.Sequential(_before_plan())(mod)["main"])
 
 
-def _conjuncts(expr) -> list:
-    """The terms of a conjunction ``a and b and ...`` (the expression itself otherwise)."""
-    if isinstance(expr, tirx.And):
-        return _conjuncts(expr.a) + _conjuncts(expr.b)
-    return [expr]
-
-
 def _same(a, b) -> bool:
     """Structural equality (exported scripts may import tvm only, not ``tvm_ffi``)."""
     try:
@@ -1122,17 +1475,9 @@ def _same(a, b) -> bool:
     return True
 
 
-def _key(var) -> int:
-    """A variable's identity: two loops may share a name (a write-back's ``ax0_1`` inside a
-    split's ``ax0_1``), and ``==`` on TVM expressions builds an expression. The same key as
-    :func:`playground.schedule.ir.var_key`, written again because this module imports only
-    tvm (exported scripts embed it)."""
-    return hash(var)
-
-
 def _border_free(realize, loops, outer=frozenset()):
     """The predicate of ``realize`` without its border terms (True when nothing is left);
-    ``outer``: the identities (:func:`_key`) of the loops around the allocation of what the
+    ``outer``: the identities (:func:`var_id`) of the loops around the allocation of what the
     block writes (the tile loops).
 
     A block's predicate can join two kinds of terms: the border's (an iteration's indices
@@ -1160,13 +1505,13 @@ def _border_free(realize, loops, outer=frozenset()):
     # the analyzer rewrites a constraint before it matches it, so a term that is one of the
     # bounds is also recognised by its simplified form
     simple = [analyzer.simplify(bound) for bound in inside]
-    indexing = {_key(v) for value in realize.iter_values
+    indexing = {var_id(v) for value in realize.iter_values
                 for v in tirx.analysis.undefined_vars(value)}
-    vectors = {_key(lp.loop_var) for lp in loops
+    vectors = {var_id(lp.loop_var) for lp in loops
                if int(lp.kind) == int(tirx.ForKind.VECTORIZED)}
 
     def held_by(term) -> set:
-        return {_key(v) for v in tirx.analysis.undefined_vars(term)}
+        return {var_id(v) for v in tirx.analysis.undefined_vars(term)}
 
     def implied(term, kept) -> bool:
         plain = analyzer.simplify(term)
@@ -1185,7 +1530,7 @@ def _border_free(realize, loops, outer=frozenset()):
             return False
         return vector_guard(term) or implied(term, kept)
 
-    terms = _conjuncts(realize.predicate)
+    terms = conjuncts_of(realize.predicate)
     kept = list(terms)
     for term in terms:
         rest = [t for t in kept if not t.same_as(term)]
@@ -1230,9 +1575,9 @@ def _strip(stmt, names, loops=(), guarded=None, allocated=()):
                 stmt.iter_values, stmt.predicate, block)
         around = [at for region in b.writes for buf, at in allocated
                   if buf.same_as(region.source)]
-        outer = frozenset(_key(lp.loop_var) for lp in max(around, key=len, default=loops))
+        outer = frozenset(var_id(lp.loop_var) for lp in max(around, key=len, default=loops))
         predicate = _border_free(stmt, loops, outer)
-        if not _is_true(predicate) and guarded is not None:
+        if not is_true(predicate) and guarded is not None:
             guarded.add(b.name_hint)
         return s_tir.SBlockRealize(stmt.iter_values, predicate, block)
     if isinstance(stmt, tirx.IfThenElse):
@@ -1287,10 +1632,12 @@ def _with_functions(mod, funcs):
 
 
 def tile_local_pipeline():
-    """TVM's default TIR pipeline with :func:`tile_local` in front (a pipeline factory for
-    ``tvm.tirx.register_tir_pipeline``)."""
+    """TVM's default TIR pipeline with :func:`tile_local` in front, then the padding taps
+    skipped (:mod:`playground.compile.pad_taps`): a pipeline factory for
+    ``tvm.tirx.register_tir_pipeline``."""
     default, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir")
-    return tvm.transform.Sequential([tile_local, default]), finalize_host, finalize_device
+    return (tvm.transform.Sequential([tile_local, PADDING_TAPS, default]), finalize_host,
+            finalize_device)
 
 
 tvm.tirx.register_tir_pipeline(TILE_LOCAL_PIPELINE, tile_local_pipeline)

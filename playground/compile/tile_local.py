@@ -31,12 +31,15 @@ new elements past the tile (:func:`_border_free`).
 The decisions are stored on the function as the attribute :data:`TILE_LOCAL_ATTR`, so the
 lowered TIR shows which blocks lost their predicate and why the others kept theirs.
 
-This module imports only tvm: exported scripts embed it verbatim and build with
+This module imports only tvm and :mod:`playground.compile.pad_taps` (which imports only
+tvm): exported scripts embed both verbatim and build with
 ``tvm.compile(mod, target=target, tir_pipeline=TILE_LOCAL_PIPELINE)``.
 """
 
 import tvm
 from tvm import s_tir, tirx
+
+from playground.compile.pad_taps import PADDING_TAPS, conjuncts_of, is_true, var_id
 
 TILE_LOCAL_PIPELINE = "playground_tile_local"
 TILE_LOCAL_ATTR = "playground.tile_local"
@@ -55,10 +58,6 @@ def _compact():
     t = s_tir.transform
     return [t.ConvertBlocksToOpaque(), t.LiftThreadBinding(),
             t.ManifestSharedMemoryLocalStage(), t.CompactBufferAllocation(is_strict=False)]
-
-
-def _is_true(expr) -> bool:
-    return isinstance(expr, tirx.IntImm) and int(expr.value) == 1
 
 
 def _loads(expr, guards, out) -> None:
@@ -194,7 +193,7 @@ def decisions(func) -> list[tuple[str, str]]:
             block = stmt.block
             if loops and block.alloc_buffers:
                 local = (*local, *block.alloc_buffers)
-            if loops and not _is_true(stmt.predicate):
+            if loops and not is_true(stmt.predicate):
                 out.append((block.name_hint,
                             _decide(stmt, loops, local, tvm.sym.Analyzer())))
             visit(block.body, loops, local)
@@ -220,13 +219,6 @@ def predicate_decisions(mod) -> list[tuple[str, str]]:
     return decisions(tvm.transform.Sequential(_before_plan())(mod)["main"])
 
 
-def _conjuncts(expr) -> list:
-    """The terms of a conjunction ``a and b and ...`` (the expression itself otherwise)."""
-    if isinstance(expr, tirx.And):
-        return _conjuncts(expr.a) + _conjuncts(expr.b)
-    return [expr]
-
-
 def _same(a, b) -> bool:
     """Structural equality (exported scripts may import tvm only, not ``tvm_ffi``)."""
     try:
@@ -236,17 +228,9 @@ def _same(a, b) -> bool:
     return True
 
 
-def _key(var) -> int:
-    """A variable's identity: two loops may share a name (a write-back's ``ax0_1`` inside a
-    split's ``ax0_1``), and ``==`` on TVM expressions builds an expression. The same key as
-    :func:`playground.schedule.ir.var_key`, written again because this module imports only
-    tvm (exported scripts embed it)."""
-    return hash(var)
-
-
 def _border_free(realize, loops, outer=frozenset()):
     """The predicate of ``realize`` without its border terms (True when nothing is left);
-    ``outer``: the identities (:func:`_key`) of the loops around the allocation of what the
+    ``outer``: the identities (:func:`var_id`) of the loops around the allocation of what the
     block writes (the tile loops).
 
     A block's predicate can join two kinds of terms: the border's (an iteration's indices
@@ -274,13 +258,13 @@ def _border_free(realize, loops, outer=frozenset()):
     # the analyzer rewrites a constraint before it matches it, so a term that is one of the
     # bounds is also recognised by its simplified form
     simple = [analyzer.simplify(bound) for bound in inside]
-    indexing = {_key(v) for value in realize.iter_values
+    indexing = {var_id(v) for value in realize.iter_values
                 for v in tirx.analysis.undefined_vars(value)}
-    vectors = {_key(lp.loop_var) for lp in loops
+    vectors = {var_id(lp.loop_var) for lp in loops
                if int(lp.kind) == int(tirx.ForKind.VECTORIZED)}
 
     def held_by(term) -> set:
-        return {_key(v) for v in tirx.analysis.undefined_vars(term)}
+        return {var_id(v) for v in tirx.analysis.undefined_vars(term)}
 
     def implied(term, kept) -> bool:
         plain = analyzer.simplify(term)
@@ -299,7 +283,7 @@ def _border_free(realize, loops, outer=frozenset()):
             return False
         return vector_guard(term) or implied(term, kept)
 
-    terms = _conjuncts(realize.predicate)
+    terms = conjuncts_of(realize.predicate)
     kept = list(terms)
     for term in terms:
         rest = [t for t in kept if not t.same_as(term)]
@@ -344,9 +328,9 @@ def _strip(stmt, names, loops=(), guarded=None, allocated=()):
                 stmt.iter_values, stmt.predicate, block)
         around = [at for region in b.writes for buf, at in allocated
                   if buf.same_as(region.source)]
-        outer = frozenset(_key(lp.loop_var) for lp in max(around, key=len, default=loops))
+        outer = frozenset(var_id(lp.loop_var) for lp in max(around, key=len, default=loops))
         predicate = _border_free(stmt, loops, outer)
-        if not _is_true(predicate) and guarded is not None:
+        if not is_true(predicate) and guarded is not None:
             guarded.add(b.name_hint)
         return s_tir.SBlockRealize(stmt.iter_values, predicate, block)
     if isinstance(stmt, tirx.IfThenElse):
@@ -401,10 +385,12 @@ def _with_functions(mod, funcs):
 
 
 def tile_local_pipeline():
-    """TVM's default TIR pipeline with :func:`tile_local` in front (a pipeline factory for
-    ``tvm.tirx.register_tir_pipeline``)."""
+    """TVM's default TIR pipeline with :func:`tile_local` in front, then the padding taps
+    skipped (:mod:`playground.compile.pad_taps`): a pipeline factory for
+    ``tvm.tirx.register_tir_pipeline``."""
     default, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir")
-    return tvm.transform.Sequential([tile_local, default]), finalize_host, finalize_device
+    return (tvm.transform.Sequential([tile_local, PADDING_TAPS, default]), finalize_host,
+            finalize_device)
 
 
 tvm.tirx.register_tir_pipeline(TILE_LOCAL_PIPELINE, tile_local_pipeline)

@@ -398,3 +398,27 @@ def test_steps_edited_by_hand_import_with_a_note_and_a_bad_count_is_refused() ->
                                 "imported the 2."]
     with pytest.raises(ScriptError, match=r"^line \d+: STEPS must be the number of steps"):
         import_script(text.replace("STEPS = 1 ", "STEPS = 'one' "))
+
+
+def test_the_embedded_modules_define_each_top_level_name_once():
+    """An exported script holds the embedded modules in one namespace: a name defined by two
+    of them would silently take the later one's definition (a ``_rewrite`` in two modules once
+    made the poisoned build call the wrong function)."""
+    import inspect
+
+    from playground.io.export import EMBEDDED
+
+    owners: dict[str, list[str]] = {}
+    for module in EMBEDDED:
+        for node in ast.parse(inspect.getsource(module)).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                names = []
+            for name in names:
+                owners.setdefault(name, []).append(module.__name__)
+    assert {n: m for n, m in owners.items() if len(m) > 1} == {}
