@@ -332,6 +332,8 @@ def check_result(sch: Any, step: Step, ctx: str) -> None:
             raise _refuse(ctx, _outside_message(block, *outside))
         if (outside := _binding_outside(block)) is not None:
             raise _refuse(ctx, _binding_message(block, *outside))
+        if (stale := _reads_unwritten_rounds(f, block)) is not None:
+            raise _refuse(ctx, _stale_message(block, *stale))
     for name in f.order:
         for lp in f.blocks[name].loops:
             if lp.kind != "vectorized":
@@ -408,6 +410,41 @@ def _binding_message(block: Block, axis: str, value: int, low: int, size: int) -
             f"{low + size - 1} (a copy that lost its producer's border guard): the kernel "
             f"would touch memory outside its buffers — undo it (cache_write or cache_read "
             f"before compute_at, so that the copy is moved with the block)")
+
+
+def _reads_unwritten_rounds(f: Facts, block: Block) -> tuple[str, str, str] | None:
+    """(producer, buffer, guard) when ``block`` reads an intermediate that a producer writes
+    only in some rounds of loops around both (a guard over those loops alone, none of which
+    indexes the producer: the last round of a split that overshoots a loop of extent 1),
+    and ``block`` runs in every round. (A border guard, over a loop that indexes the
+    producer, only skips elements the reader does not read.)
+
+    TVM 0.27 then sizes the buffer to one round's region and the reader, in a round the
+    producer skipped, reads what the last round left (the schedule fuzzer's case: relu1
+    moved under conv1's rows, both under a split ``n`` whose second round conv1 skips: 81 of
+    150 outputs wrong)."""
+    mine = {ir.var_key(lp.var) for lp in block.loops}
+    own = {repr(g) for g in block.guards}
+    for buffer in block.reads:
+        if buffer in f.params:
+            continue
+        for name in f.writers(buffer):
+            producer = f.blocks[name]
+            if producer is block:
+                continue
+            indexing = bound_vars(producer)
+            for guard in producer.guards:
+                keys = ir.var_keys(guard)
+                if keys and keys <= mine and not keys & indexing and repr(guard) not in own:
+                    return name, buffer, str(guard)
+    return None
+
+
+def _stale_message(block: Block, producer: str, buffer: str, guard: str) -> str:
+    return (f"{block.name} runs in every round of its loops, but {producer}, which writes "
+            f"{buffer}, runs only where {guard}: in the other rounds {block.name} would read "
+            f"{buffer} that {producer} did not write (TVM 0.27 keeps one round of it: wrong "
+            f"numbers) — undo it, or split by factors that divide the loop")
 
 
 def _outside_message(block: Block, buffer: str, axis: int, index: int, extent: int) -> str:

@@ -123,6 +123,20 @@ CASES = {
         S("vectorize", {"block": "relu1", "loop": "h"}),
         "it puts the vectorized loop h inside the vectorized loop w (relu1), and TVM 0.27 "
         "cannot build a vector loop inside another"),
+    "a reader moved into rounds its producer skips (a split of n that overshoots; seed "
+    "993635)": (
+        {"input": {"shape": [1, 4, 10, 10]},
+         "layers": [{"op": "conv2d", "channels": 1, "kernel": 2}, {"op": "relu"},
+                    {"op": "conv2d", "channels": 6, "kernel": 5}]},
+        [S("compute_at", {"block": "conv1", "target_block": "relu1", "target_loop": "w",
+                          "preserve_unit_loops": False}),
+         S("split", {"block": "relu1", "loop": "n", "factors": [2, None]}),
+         S("compute_at", {"block": "relu1", "target_block": "conv2", "target_loop": "w",
+                          "preserve_unit_loops": False})],
+        S("reverse_compute_at", {"block": "relu1", "target_block": "conv1", "target_loop": "h",
+                                 "preserve_unit_loops": False}),
+        "relu1 runs in every round of its loops, but conv1, which writes conv1, runs only "
+        "where n_0 + n_1 < 1"),
     "vectorize of a loop holding relu1 and its reader (compute_at at the innermost loop)": (
         RELU_CLIP, [S("compute_at", {"block": "relu1", "target_block": "clip1",
                                     "target_loop": "w", "preserve_unit_loops": False})],
