@@ -309,8 +309,9 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
 
 def _no_tile_local(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tile-local", action="store_true",
-                   help="build without the tile-local step (TVM's default lowering keeps "
-                        "full-size intermediates and border predicates)")
+                   help="build without the playground's lowering steps, tile-local and "
+                        "padding taps (TVM's default lowering keeps full-size "
+                        "intermediates and border predicates, and multiplies the padding)")
 
 
 def _weights_option(p: argparse.ArgumentParser, default: str | None) -> None:

@@ -45,8 +45,9 @@ def tile_local_ui() -> bool:
     """Whether the lowered TIR shows the playground's tile-local step (on by default)."""
     return st.toggle("Tile-local step", value=True, key="inspect.tile_local",
                      help="Intermediates computed under a tile loop become tile-sized and lose "
-                          "their border predicates where that is provably harmless. Switch "
-                          "off to see TVM's default lowering.")
+                          "their border predicates where that is provably harmless, and the "
+                          "border rows of a convolution skip the taps that multiply its zero "
+                          "padding. Switch off to see TVM's default lowering.")
 
 
 def render_lowered(pool: WorkerPool, session: Session, target: str, tile_local: bool) -> None:

@@ -87,7 +87,8 @@ def main(argv):
     parser.add_argument("--repeat", type=int, default=METHOD["repeat"],
                         help="timed samples (median)")
     parser.add_argument("--no-tile-local", action="store_true",
-                        help="build without the tile-local step (TVM's default lowering)")
+                        help="build without the tile-local and padding-taps steps (TVM's "
+                             "default lowering)")
     parser.add_argument("--weights", choices=["per-call", "constant"], default=WEIGHTS,
                         help="constant: the weight re-layouts run once, before timing")
     args = parser.parse_args(argv)
@@ -235,7 +236,8 @@ def _docstring(title: str, description: str, target: str) -> str:
         f"It builds the chain for --target (default {target}), applies the schedule, checks the",
         "output against a float64 numpy reference and prints the median time and GFLOP/s.",
         "It builds with the playground's tile-local step (tile-sized intermediates, border",
-        "predicates dropped where provably harmless); --no-tile-local uses TVM's default.",
+        "predicates dropped where provably harmless) and its padding-taps step (border rows",
+        "skip the taps on the zero padding); --no-tile-local uses TVM's default.",
         "Exit status 0 when the output is correct (or, for cuda without a GPU, when the CUDA",
         "source was generated and printed), 1 otherwise. The script runs main() when loaded.",
     ]
