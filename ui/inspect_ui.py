@@ -59,6 +59,8 @@ def render_lowered(pool: WorkerPool, session: Session, target: str, tile_local: 
                "loops flattened.")
     if result.ok and result.value.get("tile_local"):
         st.caption(f"Tile-local step: {result.value['tile_local']}")
+    if result.ok and result.value.get("padding_taps"):
+        st.caption(f"Padding-taps step: {result.value['padding_taps']}")
     render_worker_text(key, result)
 
 

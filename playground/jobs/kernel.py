@@ -23,6 +23,7 @@ from playground.compile.check import check, reference_for, time_checked
 from playground.compile.constant import split_constant_weights
 from playground.compile.gpu import kernel_resources
 from playground.compile.lowering import compile_module, generated_code, lower
+from playground.compile.pad_taps import PAD_TAPS_ATTR
 from playground.compile.targets import device, info
 from playground.compile.tile_local import TILE_LOCAL_ATTR
 from playground.errors import BuildError
@@ -115,16 +116,19 @@ def _reference(chain_json: str, seed: int):
 @job(LOWER)
 def lower_job(payload: dict) -> dict:
     """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module, and what the
-    tile-local step decided per predicated block (``tile_local``: one line, "" when off).
+    tile-local step decided per predicated block (``tile_local``: one line, "" when off) and
+    which reduction nests the padding-taps step split (``padding_taps``, likewise).
     For ``cuda`` also what each kernel asks of the GPU (``kernels``: threads per block,
     blocks, static shared memory; :func:`playground.compile.gpu.kernel_resources`)."""
     _, _, target = _unpack(payload)
     t0 = time.perf_counter()
     lowered = lower(_module(payload), target, tile_local=_tile_local(payload))
-    decided = [str(f.attrs[TILE_LOCAL_ATTR]) for f in lowered.functions.values()
-               if f.attrs is not None and TILE_LOCAL_ATTR in f.attrs]
+    def said(attr: str) -> str:
+        return "; ".join(str(f.attrs[attr]) for f in lowered.functions.values()
+                         if f.attrs is not None and attr in f.attrs)
+
     out = {"text": lowered.script(), "seconds": time.perf_counter() - t0,
-           "tile_local": "; ".join(decided)}
+           "tile_local": said(TILE_LOCAL_ATTR), "padding_taps": said(PAD_TAPS_ATTR)}
     if target == "cuda":
         out["kernels"] = kernel_resources(lowered)
     return out

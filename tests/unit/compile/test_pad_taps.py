@@ -66,6 +66,8 @@ def test_a_templates_border_rows_get_their_own_nest_with_fewer_taps(pool):
     assert re.search(r"for rc, rh in T\.grid\(\d+, 2\)", text), text
     assert re.search(r"for rc, rh in T\.grid\(\d+, 3\)", text), text
     _validates(pool, chain, steps)
+    shown = service.lower(pool, Session.new(chain, steps), "cpu")  # the page's Lowered TIR
+    assert shown.value["padding_taps"] == said and f"if {row} == 0:" in shown.value["text"]
     off = lower(scheduled(chain, tuple(steps)).mod, "cpu", tile_local=False)
     assert pad_taps.PAD_TAPS_ATTR not in off["main"].attrs  # TVM's own lowering: no split
 
