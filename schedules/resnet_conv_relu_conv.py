@@ -1058,7 +1058,8 @@ def _vars(expr) -> set:
     return {var_id(v) for v in tirx.analysis.undefined_vars(expr)}
 
 
-def _equal(a, b) -> bool:
+def same_structure(a, b) -> bool:
+    """Structural equality (exported scripts may import tvm only, not ``tvm_ffi``)."""
     try:
         tvm.ir.assert_structural_equal(a, b)
     except ValueError:
@@ -1131,8 +1132,8 @@ def _zero_terms(store, pads) -> list | None:
         return None
     for acc, term in ((value.a, value.b), (value.b, value.a)):
         if not (isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(store.buffer)
-                and all(_equal(a, b) for a, b in zip(acc.indices, store.indices,
-                                                     strict=True))):
+                and all(same_structure(a, b)
+                        for a, b in zip(acc.indices, store.indices, strict=True))):
             continue
         factors = [term.a, term.b] if isinstance(term, tirx.Mul) else [term]
         for p in factors:
@@ -1225,22 +1226,28 @@ def _tap_loop(nest, terms, outer_loops, analyzer):
     return None
 
 
-def _with_extent(stmt, loop, low, high):
-    """The nest ``stmt`` with ``loop`` running over ``[low, high)`` only."""
+def _with_body(stmt, body):
+    """A ``For`` or an ``SBlockRealize`` like ``stmt`` around ``body`` instead."""
     if isinstance(stmt, tirx.For):
-        body = _with_extent(stmt.body, loop, low, high)
-        if stmt.same_as(loop):
-            return tirx.For(stmt.loop_var, tirx.IntImm("int32", low),
-                            tirx.IntImm("int32", high - low), stmt.kind, body,
-                            stmt.thread_binding, stmt.annotations)
         return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body,
                         stmt.thread_binding, stmt.annotations)
+    b = stmt.block
+    block = s_tir.SBlock(b.iter_vars, b.reads, b.writes, b.name_hint, body, b.init,
+                         b.alloc_buffers, b.match_buffers, b.annotations)
+    return s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, block)
+
+
+def _with_extent(stmt, loop, low, high):
+    """The nest ``stmt`` with ``loop`` running over ``[low, high)`` only."""
+    if stmt.same_as(loop):
+        return tirx.For(stmt.loop_var, tirx.IntImm("int32", low),
+                        tirx.IntImm("int32", high - low), stmt.kind,
+                        _with_extent(stmt.body, loop, low, high), stmt.thread_binding,
+                        stmt.annotations)
+    if isinstance(stmt, tirx.For):
+        return _with_body(stmt, _with_extent(stmt.body, loop, low, high))
     if isinstance(stmt, s_tir.SBlockRealize):
-        b = stmt.block
-        block = s_tir.SBlock(b.iter_vars, b.reads, b.writes, b.name_hint,
-                             _with_extent(b.body, loop, low, high), b.init, b.alloc_buffers,
-                             b.match_buffers, b.annotations)
-        return s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, block)
+        return _with_body(stmt, _with_extent(stmt.block.body, loop, low, high))
     return stmt
 
 
@@ -1308,17 +1315,10 @@ def _split_rows(stmt, outer, pads, analyzer, found):
         if _chain(stmt):
             return stmt  # one nest: split whole or not at all (never inside its loops)
         body = again(stmt.body, (*outer, stmt))
-        return stmt if body.same_as(stmt.body) else tirx.For(
-            stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
-            stmt.annotations)
+        return stmt if body.same_as(stmt.body) else _with_body(stmt, body)
     if isinstance(stmt, s_tir.SBlockRealize):
-        b = stmt.block
-        body = again(b.body)
-        if body.same_as(b.body):
-            return stmt
-        block = s_tir.SBlock(b.iter_vars, b.reads, b.writes, b.name_hint, body, b.init,
-                             b.alloc_buffers, b.match_buffers, b.annotations)
-        return s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, block)
+        body = again(stmt.block.body)
+        return stmt if body.same_as(stmt.block.body) else _with_body(stmt, body)
     if isinstance(stmt, tirx.SeqStmt):
         seq = [again(s) for s in stmt.seq]
         same = all(a.same_as(b) for a, b in zip(seq, stmt.seq, strict=True))
@@ -1549,15 +1549,6 @@ def predicate_decisions(mod) -> list[tuple[str, str]]:
     return decisions(tvm.transform.Sequential(_before_plan())(mod)["main"])
 
 
-def _same(a, b) -> bool:
-    """Structural equality (exported scripts may import tvm only, not ``tvm_ffi``)."""
-    try:
-        tvm.ir.assert_structural_equal(a, b)
-    except ValueError:
-        return False
-    return True
-
-
 def _border_free(realize, loops, outer=frozenset()):
     """The predicate of ``realize`` without its border terms (True when nothing is left);
     ``outer``: the identities (:func:`var_id`) of the loops around the allocation of what the
@@ -1598,7 +1589,7 @@ def _border_free(realize, loops, outer=frozenset()):
 
     def implied(term, kept) -> bool:
         plain = analyzer.simplify(term)
-        if any(_same(plain, bound) for bound in simple):
+        if any(same_structure(plain, bound) for bound in simple):
             return True
         with analyzer.constraint_scope(tirx.all(*inside, *kept)):
             return analyzer.can_prove(term)

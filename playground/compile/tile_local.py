@@ -39,7 +39,13 @@ tvm): exported scripts embed both verbatim and build with
 import tvm
 from tvm import s_tir, tirx
 
-from playground.compile.pad_taps import PADDING_TAPS, conjuncts_of, is_true, var_id
+from playground.compile.pad_taps import (
+    PADDING_TAPS,
+    conjuncts_of,
+    is_true,
+    same_structure,
+    var_id,
+)
 
 TILE_LOCAL_PIPELINE = "playground_tile_local"
 TILE_LOCAL_ATTR = "playground.tile_local"
@@ -219,15 +225,6 @@ def predicate_decisions(mod) -> list[tuple[str, str]]:
     return decisions(tvm.transform.Sequential(_before_plan())(mod)["main"])
 
 
-def _same(a, b) -> bool:
-    """Structural equality (exported scripts may import tvm only, not ``tvm_ffi``)."""
-    try:
-        tvm.ir.assert_structural_equal(a, b)
-    except ValueError:
-        return False
-    return True
-
-
 def _border_free(realize, loops, outer=frozenset()):
     """The predicate of ``realize`` without its border terms (True when nothing is left);
     ``outer``: the identities (:func:`var_id`) of the loops around the allocation of what the
@@ -268,7 +265,7 @@ def _border_free(realize, loops, outer=frozenset()):
 
     def implied(term, kept) -> bool:
         plain = analyzer.simplify(term)
-        if any(_same(plain, bound) for bound in simple):
+        if any(same_structure(plain, bound) for bound in simple):
             return True
         with analyzer.constraint_scope(tirx.all(*inside, *kept)):
             return analyzer.can_prove(term)
