@@ -245,8 +245,9 @@ def _decompose_reduction(f: Facts, a: dict, ctx: str) -> None:
 
 
 def _repeats(block: Block, nest: tuple[Loop, ...]) -> str | None:
-    """The outermost loop of ``nest`` whose iterations reach an element of ``block`` again,
-    or None when the nest maps one-to-one onto the block's iterations.
+    """The loop of ``nest`` whose iterations reach an element of ``block`` again (the
+    innermost one with which the loops inside it stop mapping one-to-one), or None when the
+    nest maps one-to-one onto the block's iterations.
 
     One-to-one is what TVM's iteration-map detection calls bijective: each loop variable of
     the nest in exactly one place of the bindings, with no overlapping sums (loops outside
