@@ -43,7 +43,7 @@ from playground.chain.spec import INPUT_NAME, chain_flop
 from playground.compile.tile_local import predicate_decisions
 from playground.explore.iteration_space import AnalysisError, Space, block_nests
 from playground.explore.traffic import traffic
-from playground.measure.machine import cache_sizes
+from playground.measure.machine import cache_sizes, fitting_level
 from playground.schedule import ir
 from playground.schedule.replay import scheduled
 from playground.schedule.steps import Step
@@ -271,12 +271,11 @@ def analyze(chain: dict, steps: tuple[Step, ...] | list[Step] = (), target: str 
     intermediates = {name for name, r in roles.items() if r[0] == "intermediate"}
     moved = traffic(nests, sizes, dtypes, intermediates, caches[cache_level])
 
-    levels = sorted(caches, key=caches.get)
     buffers = []
     for name, (role, shape, _) in roles.items():
         cshape = compact.get(name, shape)
         nbytes = math.prod(cshape) * dtypes[name]
-        fits = next((lv for lv in levels if nbytes <= caches[lv]), "memory")
+        fits = fitting_level(nbytes, caches)
         buffers.append(BufferUse(name, role, shape, cshape, dtypes[name], fits,
                                  moved.get(name, 0)))
     return Analysis(work, tuple(buffers), chain_flop(chain),

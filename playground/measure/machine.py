@@ -148,6 +148,23 @@ class MachineFacts:
                 f"L3 {size['L3']}")
 
 
+#: The share of a cache level an intermediate may take and still be said to *stay* in it
+#: between the pass that writes it and the pass that reads it back: the rest holds what
+#: streams beside it (the layer's input, weights and output). An intermediate as large as the
+#: L3 was called "fits in L3" before (issue 21's note): it is streamed through memory.
+STAYS_SHARE = 0.5
+
+
+def fitting_level(nbytes: int, caches: dict[str, int], share: float = 1.0) -> str:
+    """The smallest cache level whose capacity times ``share`` holds ``nbytes``, else
+    ``"memory"``: ``share`` 1 says where a buffer fits (the buffer table), :data:`STAYS_SHARE`
+    where it stays while other data streams beside it (the fuse-or-not verdict)."""
+    for level in sorted(caches, key=caches.get):
+        if nbytes <= caches[level] * share:
+            return level
+    return "memory"
+
+
 def _target_features(target: Any) -> tuple[str, str, int, bool]:
     """(mcpu, mtriple, vector bits, fma) of an LLVM target (the host's when None)."""
     import tvm

@@ -37,7 +37,7 @@ from typing import Any
 from playground import service
 from playground.chain.spec import normalize_chain
 from playground.measure.load import LoadProbe
-from playground.measure.machine import MachineFacts
+from playground.measure.machine import STAYS_SHARE, MachineFacts, fitting_level
 from playground.measure.stats import (
     FASTER,
     SAME,
@@ -115,12 +115,14 @@ def _kib(n: float) -> str:
 
 
 def _where(nbytes: int, facts: MachineFacts) -> str:
-    caches = facts.caches
-    if nbytes <= caches.get("L2", 0):
-        return "L2"
-    if nbytes <= caches.get("L3", 0):
-        return "L3"
-    return "memory"
+    """Where a tensor stays between being written and read back: L2, L3 or memory (an L1
+    counts as L2 here: the verdict speaks of the levels a tile or a layer lives in)."""
+    caches = {k: v for k, v in facts.caches.items() if k in ("L2", "L3")}
+    return fitting_level(nbytes, caches, STAYS_SHARE)
+
+
+def _stays(level: str) -> str:
+    return "goes through memory" if level == "memory" else f"stays in {level}"
 
 
 def _call(interval: RatioInterval) -> str:
@@ -163,8 +165,8 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
         s = st[0] if len(st) == 1 else next(x for x in st if x.kind != "elementwise")
         nbytes = 4 * _prod(s.out_shape)
         return (f"folding {', '.join(s.epilogue_blocks)} into {s.name}'s write-back saves "
-                f"{len(s.epilogue)} pass(es) over its {_kib(nbytes)} output (which fits in "
-                f"{_where(nbytes, facts)}): {tail}")
+                f"{len(s.epilogue)} pass(es) over its {_kib(nbytes)} output (which "
+                f"{_stays(_where(nbytes, facts))} between them): {tail}")
     g = fused.fusion.group
     producers = [st[i].name for i in range(g.first, g.last)]
     measured, footprint = _measured(pool, chain, fused, producers, st[g.last].name, tile_local)
@@ -177,11 +179,11 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
             f"{max(0.0, redundancy - 1) * 100:.0f}% of {what}'s work")
     if tile_at == whole_at:
         if call == "fuse":  # no cache level gained, yet faster: a pass saved
-            return (f"{head}; the whole {_kib(inter)} intermediate fits in {whole_at} anyway, "
+            return (f"{head}; the whole {_kib(inter)} intermediate {_stays(whole_at)} anyway, "
                     f"so what fusing saves is the pass that writes it out and reads it back: "
                     f"{tail}")
-        return (f"{head}, and buys no locality: the whole {_kib(inter)} intermediate fits in "
-                f"{whole_at} anyway: {tail}")
+        return (f"{head}, and buys no locality: the whole {_kib(inter)} intermediate "
+                f"{_stays(whole_at)} anyway: {tail}")
     slower = ", yet measured slower" if call == "don't fuse" else ""
     lowered = " (as lowered)" if footprint else ""
     return (f"{head} and keeps a {_kib(tile_bytes)} tile of the intermediate{lowered} in "

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from playground.measure import machine, peak
+from playground.measure.machine import STAYS_SHARE, fitting_level
 
 
 def fake_sysfs(tmp_path, entries):
@@ -115,3 +116,16 @@ def test_machine_facts_read_from_the_target():
     assert neon.lanes() == 4 and "NEON" in neon.summary()
     record = machine.fingerprint(avx2)
     assert set(record) == {"cpu_model", "cores", "vector_bits", "mcpu", "tvm_version", "gpu"}
+
+
+def test_a_buffer_fits_a_level_and_stays_in_it_only_with_room_beside_it():
+    caches = {"L1": 48 << 10, "L2": 1 << 20, "L3": 32 << 20}
+    assert fitting_level(48 << 10, caches) == "L1"
+    assert fitting_level((48 << 10) + 1, caches) == "L2"
+    assert fitting_level(32 << 20, caches) == "L3"
+    assert fitting_level((32 << 20) + 4, caches) == "memory"
+    # the verdict's "stays in": a 32 MiB intermediate on a 32 MiB L3 streams through memory
+    assert fitting_level(32 << 20, caches, STAYS_SHARE) == "memory"
+    assert fitting_level(16 << 20, caches, STAYS_SHARE) == "L3"
+    assert fitting_level(600 << 10, caches, STAYS_SHARE) == "L3"
+    assert fitting_level(512 << 10, caches, STAYS_SHARE) == "L2"
