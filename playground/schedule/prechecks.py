@@ -153,6 +153,31 @@ def _vectorize(f: Facts, a: dict, ctx: str) -> None:
                            "spatial loop (its output elements are independent)", "loop")
 
 
+#: At most this many loop iterations written out by one ``unroll`` (its extent times the
+#: iterations of the loops inside it, a vector loop counted once): a 128-long loop around a
+#: 4x114 copy took 66 s to compile and a kernel's whole row loop unrolled hit the worker's
+#: 120 s limit (preset fuzz seeds 772205, 772280); the templates' register tiles unroll
+#: under 300.
+MAX_UNROLLED = 8192
+
+
+def _unroll(f: Facts, a: dict, ctx: str) -> None:
+    block, name = a["block"], a["loop"]
+    lp = f.loop(block, name)
+    total = 0
+    for b in ir.blocks_under(lp, f.all):
+        inner = b.loops[b.loops.index(lp):]
+        count = 1
+        for x in inner:
+            count *= 1 if x.kind == "vectorized" else (x.extent or 1)
+        total += count
+    if total > MAX_UNROLLED:
+        raise _refuse(ctx, f"unrolling {block}.{name} would write out {total:,} loop "
+                           f"iterations ({lp.extent} copies of what is inside it; at most "
+                           f"{MAX_UNROLLED:,} compile in reasonable time) — unroll an inner "
+                           "loop, or split this one and unroll the inner part", "loop")
+
+
 def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> Loop:
     """Checks shared by compute_at and reverse_compute_at on their target loop."""
     target, name = a["target_block"], a["target_loop"]
@@ -305,6 +330,7 @@ def _cache(f: Facts, a: dict, ctx: str) -> None:
 RULES = {
     "parallel": _parallel,
     "vectorize": _vectorize,
+    "unroll": _unroll,
     "compute_at": _compute_at,
     "reverse_compute_at": _reverse_compute_at,
     "reverse_compute_inline": _reverse_compute_inline,

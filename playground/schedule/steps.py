@@ -209,7 +209,7 @@ _CATALOG = [
     Primitive("unroll", "Unroll a loop completely.", (_block(), _loop()), ((None, "loop"),),
               _ex("unroll", {"block": "relu1", "loop": "w"},
                   "relu1's innermost loop is unrolled", "for w in T.unroll(8)"),
-              trace=_LOOP_TRACE),
+              prechecks=("unroll",), trace=_LOOP_TRACE),
     Primitive("bind", "Bind a loop to a GPU thread axis.",
               (_block(), _loop(), Arg("thread", Choice(THREADS), "thread axis")),
               ((None, "loop"), (None, "thread")),

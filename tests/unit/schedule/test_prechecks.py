@@ -41,7 +41,13 @@ GROUPED_1X1_CONV = {"input": {"shape": [1, 2, 11, 12]},
                                {"op": "conv2d", "channels": 6, "kernel": 3}]}
 RELU_CLIP = {"input": {"shape": [1, 4, 8, 8]}, "layers": [{"op": "relu"}, {"op": "clip"}]}
 
+#: The preset fuzz's seeds 772205 / 772280: a long loop unrolled around a large body.
+WIDE_RELU = {"input": {"shape": [1, 64, 32, 32]}, "layers": [{"op": "relu"}]}
+
 CASES = {
+    "unroll: 64 channels around 32x32 pixels, 65,536 iterations written out": (
+        WIDE_RELU, [], S("unroll", {"block": "relu1", "loop": "c"}),
+        "unrolling relu1.c would write out 65,536 loop iterations (64 copies"),
     "reverse_compute_at: the block does not read the target (bn1_scale under bn1)": (
         CONV_BN, [], S("reverse_compute_at", {"block": "bn1_scale", "target_block": "bn1",
                                               "target_loop": "c"}),
@@ -356,3 +362,11 @@ def test_a_cache_write_that_loses_its_producers_border_guard_is_refused():
                               "reach -1, outside 0..3"), message
     # cached before the move, the copy is moved with the block and is accepted
     Session.new(chain, [before[0], before[1], CACHE_WRITE_CONV1])
+
+
+def test_an_unroll_within_the_limit_applies_and_a_vector_loop_counts_once():
+    # the innermost 32 pixels: 32 iterations (the templates' register tiles unroll < 300)
+    Session.new(WIDE_RELU).apply(S("unroll", {"block": "relu1", "loop": "w"}), target="cpu")
+    # 64 channels around a 32x32 image with the pixel rows vectorized: 64 x 32 = 2,048
+    vec = Session.new(WIDE_RELU, [S("vectorize", {"block": "relu1", "loop": "w"})])
+    vec.apply(S("unroll", {"block": "relu1", "loop": "c"}), target="cpu")
