@@ -6,9 +6,9 @@ wrong numbers, read memory nobody wrote, or fail deep in the build with a messag
 no block. Each such case is a rule here, read from the blocks' reads and writes and the loop
 tree of the schedule the step would change, and refused with one plain line that says what
 is wrong and what to do instead. :func:`check_step` runs before the primitive;
-:func:`check_result` runs on the schedule after it (for what is easier to see in the result,
-such as two blocks that now share a name). ``docs/tvm-bugs.md`` has a plain-TVM reproduction
-for every rule that stands in for a TVM bug.
+:func:`playground.schedule.postchecks.check_result` runs on the schedule after it (for what
+is easier to see in the result, such as two blocks that now share a name).
+``docs/tvm-bugs.md`` has a plain-TVM reproduction for every rule that stands in for a TVM bug.
 
 A rule errs on the side of refusing: a schedule the playground refuses can always be written
 another way (each hint says how); one it accepts and miscompiles teaches the wrong lesson.
@@ -88,7 +88,7 @@ def is_pad(block: Block) -> bool:
             and isinstance(value.args[2], ir.FloatImm | ir.IntImm))
 
 
-def _refuse(ctx: str, message: str, where: str = "") -> StepError:
+def refuse(ctx: str, message: str, where: str = "") -> StepError:
     return StepError(f"{ctx}: {message}", where=where or "precheck")
 
 
@@ -116,7 +116,7 @@ def check_step(sch: Any, step: Step, ctx: str, target: str | None = None) -> Non
     prim = CATALOG[step.primitive]
     if prim.gpu and target == "cpu":
         a = step.args
-        raise _refuse(ctx, f"binding {a['block']}.{a['loop']} to {a['thread']} makes it a GPU "
+        raise refuse(ctx, f"binding {a['block']}.{a['loop']} to {a['thread']} makes it a GPU "
                            "loop, but the target is the CPU — use parallel for CPU threads, or "
                            "switch the target to cuda", "thread")
     if prim.prechecks:
@@ -132,7 +132,7 @@ def _parallel(f: Facts, a: dict, ctx: str) -> None:
     below = [x for x in f.below(lp) if x.kind == "parallel"]
     if outer or below:
         other = (outer or below)[0].name
-        raise _refuse(ctx, f"{block}.{name} is {'inside' if outer else 'around'} the parallel "
+        raise refuse(ctx, f"{block}.{name} is {'inside' if outer else 'around'} the parallel "
                            f"loop {other}: nested parallel loops are not supported on the "
                            "CPU — parallelize one of them (usually the outermost)", "loop")
 
@@ -141,15 +141,15 @@ def _vectorize(f: Facts, a: dict, ctx: str) -> None:
     block, name = a["block"], a["loop"]
     lp = f.loop(block, name)
     if lp.extent == 1:
-        raise _refuse(ctx, f"{block}.{name} runs once (extent 1): there is nothing to "
+        raise refuse(ctx, f"{block}.{name} runs once (extent 1): there is nothing to "
                            "vectorize — vectorize a longer innermost loop", "loop")
     if f.inner(lp):
         inner = ", ".join(x.name for x in f.inner(lp))
-        raise _refuse(ctx, f"{block}.{name} is not an innermost loop ({inner} inside it) — "
+        raise refuse(ctx, f"{block}.{name} is not an innermost loop ({inner} inside it) — "
                            "vectorize the innermost loop of a nest (reorder or split first to "
                            "make the loop you want innermost)", "loop")
     if ir.var_key(lp.var) in reduce_vars(f.blocks[block]):
-        raise _refuse(ctx, f"{block}.{name} is a reduction loop of {block} — vectorize a "
+        raise refuse(ctx, f"{block}.{name} is a reduction loop of {block} — vectorize a "
                            "spatial loop (its output elements are independent)", "loop")
 
 
@@ -172,7 +172,7 @@ def _unroll(f: Facts, a: dict, ctx: str) -> None:
             count *= 1 if x.kind == "vectorized" else (x.extent or 1)
         total += count
     if total > MAX_UNROLLED:
-        raise _refuse(ctx, f"unrolling {block}.{name} would write out {total:,} loop "
+        raise refuse(ctx, f"unrolling {block}.{name} would write out {total:,} loop "
                            f"iterations ({lp.extent} copies of what is inside it; at most "
                            f"{MAX_UNROLLED:,} compile in reasonable time) — unroll an inner "
                            "loop, or split this one and unroll the inner part", "loop")
@@ -185,7 +185,7 @@ def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> Loop:
     around = f.blocks[target].loops
     vec = [x for x in around[: around.index(lp) + 1] if x.kind == "vectorized"]
     if vec:
-        raise _refuse(ctx, f"{target}.{name} is {'' if vec[0] is lp else 'inside '}a vectorized "
+        raise refuse(ctx, f"{target}.{name} is {'' if vec[0] is lp else 'inside '}a vectorized "
                            f"loop ({vec[0].name}): a block moved there would be vectorized "
                            f"wrongly — {prim} at an outer loop, then vectorize each "
                            "block's own innermost loop", "target_loop")
@@ -208,19 +208,19 @@ def _reverse_compute_at(f: Facts, a: dict, ctx: str) -> None:
                 if producers else "compute it where it is")
         what = (f"does not read {target}" if under == [target] else
                 f"reads nothing computed under {target}.{name}")
-        raise _refuse(ctx, f"{block} {what} (it reads {reads}) — {hint}", "target_block")
+        raise refuse(ctx, f"{block} {what} (it reads {reads}) — {hint}", "target_block")
     if reduce_vars(mine):
-        raise _refuse(ctx, f"{block} is a reduction over a window of its input: TVM 0.27 "
+        raise refuse(ctx, f"{block} is a reduction over a window of its input: TVM 0.27 "
                            f"cannot compute it under its producer's loops correctly (terms "
                            f"get dropped) — fuse the other way: compute_at {target} under "
                            f"{block}'s loops", "block")
     if is_pad(mine):
-        raise _refuse(ctx, f"{block} pads its input: its zero border does not come from "
+        raise refuse(ctx, f"{block} pads its input: its zero border does not come from "
                            f"{target}, so under {target}'s loops the border is never written "
                            f"— compute_at {block} under its consumer instead, or "
                            f"compute_inline it", "block")
     if ir.var_key(lp.var) in reduce_vars(theirs):
-        raise _refuse(ctx, f"{target}.{name} is a reduction loop of {target}: under it "
+        raise refuse(ctx, f"{target}.{name} is a reduction loop of {target}: under it "
                            f"{target}'s values are not finished — pick a spatial loop "
                            f"of {target}", "target_loop")
 
@@ -232,7 +232,7 @@ def _reverse_compute_inline(f: Facts, a: dict, ctx: str) -> None:
         writers = f.writers(buffer)
         others = [r for r in f.readers(buffer) if r != block]
         if writers and others and buffer not in f.params:
-            raise _refuse(ctx, f"{buffer} is also read by {', '.join(others)}: inlining "
+            raise refuse(ctx, f"{buffer} is also read by {', '.join(others)}: inlining "
                                f"{block} into {writers[0]} would remove {buffer} that "
                                f"{others[0]} still needs — compute_inline or move {others[0]} "
                                f"first, or keep {block} as it is", "block")
@@ -259,11 +259,11 @@ def _decompose_reduction(f: Facts, a: dict, ctx: str) -> None:
     hint = f"pick one of {block}'s own loops ({own})" if own else "decompose it at a loop inside"
     unused = [x.name for x in nest if ir.var_key(x.var) not in bound and x.extent != 1]
     if unused:
-        raise _refuse(ctx, f"{unused[0]} is a loop of the block {block} was computed at, not "
+        raise refuse(ctx, f"{unused[0]} is a loop of the block {block} was computed at, not "
                            f"one of {block}'s own: its initialization would run once while "
                            f"its update repeats — {hint}", "loop")
     if (again := _repeats(mine, nest)) is not None:
-        raise _refuse(ctx, f"{block} is computed again for the same elements under "
+        raise refuse(ctx, f"{block} is computed again for the same elements under "
                            f"{again} (overlapping tiles, a halo): an initialization above it "
                            f"would run once while the update repeats — decompose {block} at "
                            "a loop inside the overlap", "loop")
@@ -298,12 +298,12 @@ def _transform_layout(f: Facts, a: dict, ctx: str) -> None:
     side, index = a["buffer"]
     buffers = f.blocks[block].reads if side == "read" else f.blocks[block].writes
     if index >= len(buffers):
-        raise _refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
+        raise refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
                            f"there is no {side} buffer {index}", "buffer")
     buffer = buffers[index]
     if buffer in f.params:
         copy = "cache_read" if side == "read" else "cache_write"
-        raise _refuse(ctx, f"{buffer} is an argument of the kernel: its layout is fixed by "
+        raise refuse(ctx, f"{buffer} is an argument of the kernel: its layout is fixed by "
                            f"the caller — {copy} it into a copy first and transform the "
                            "copy's layout", "buffer")
 
@@ -316,11 +316,11 @@ def _cache(f: Facts, a: dict, ctx: str) -> None:
         buffers, index = f.blocks[block].writes, a["write_buffer_index"]
     if index >= len(buffers):
         side = "read" if "read_buffer_index" in a else "write"
-        raise _refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
+        raise refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
                            f"there is no {side} buffer {index}", "buffer")
     name = f"{buffers[index]}_{a['storage_scope']}"
     if name in f.blocks:
-        raise _refuse(ctx, f"a block {name} exists already (a {a['storage_scope']} copy of "
+        raise refuse(ctx, f"a block {name} exists already (a {a['storage_scope']} copy of "
                            f"{buffers[index]}): the new copy would get the same name — use "
                            f"that copy, or another storage scope", "storage_scope")
 
@@ -338,181 +338,3 @@ RULES = {
     "decompose_reduction": _decompose_reduction,
     "cache": _cache,
 }
-
-
-def check_result(sch: Any, step: Step, ctx: str) -> None:
-    """Refuse a step by what it made: block names that are no longer unique, a block that
-    writes outside a buffer (:func:`_write_outside`), a vectorized loop inside another (a
-    reorder moved one out, then the loop now innermost was vectorized: the schedule fuzzer's
-    case, whose build failed with "VectorizeLoop before LiftStorageAlloc"), an unguarded
-    block whose loops drive an axis outside its domain (:func:`_binding_outside`), or a
-    vectorized loop that computes a buffer and reads it back in one iteration
-    (:func:`_one_lane`)."""
-    names = ir.block_names(sch)
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise _refuse(ctx, f"it would make two blocks named {dup[0]}, and blocks are named "
-                           "by name in every later step — undo it or pick other arguments")
-    f = Facts(sch)
-    for block in f.all:
-        if (outside := _write_outside(block)) is not None:
-            raise _refuse(ctx, _outside_message(block, *outside))
-        if (outside := _binding_outside(block)) is not None:
-            raise _refuse(ctx, _binding_message(block, *outside))
-        if (stale := _reads_unwritten_rounds(f, block)) is not None:
-            raise _refuse(ctx, _stale_message(block, *stale))
-    for name in f.order:
-        for lp in f.blocks[name].loops:
-            if lp.kind != "vectorized":
-                continue
-            if inner := [x for x in f.below(lp) if x.kind == "vectorized"]:
-                raise _refuse(ctx, f"it puts the vectorized loop {inner[0].name} inside the "
-                                   f"vectorized loop {lp.name} ({name}), and TVM 0.27 cannot "
-                                   f"build a vector loop inside another — vectorize only one "
-                                   f"of them (the innermost)", "loop")
-            if found := _one_lane(f, lp):
-                raise _refuse(ctx, _one_lane_message(step, lp, *found), "loop")
-
-
-def _write_outside(block: Block) -> tuple[str, int, int, int] | None:
-    """(buffer, axis, highest or lowest index, extent) when ``block``'s iteration domain
-    reaches outside a buffer it writes, else None.
-
-    A block's domain must map into what it writes. TVM 0.27's ``cache_write`` of a block
-    under a split that overshoots (a unit image loop split by 2 x 2, fused, split again)
-    sizes the copy and its write-back from the loops, not from the guard: the write-back
-    then iterates over 8 images of a 1-image output and the kernel writes past it (the
-    schedule fuzzer's case; the worker died with SIGABRT)."""
-    analyzer = tvm.sym.Analyzer()
-    for iv in block.sblock.iter_vars:
-        analyzer.bind(iv.var, tvm.ir.Range.from_min_extent(iv.dom.min, iv.dom.extent))
-    for region in block.sblock.writes:
-        for axis, (r, extent) in enumerate(zip(region.region, region.source.shape,
-                                               strict=True)):
-            size = ir.constant(extent)
-            if size is None:
-                continue
-            low = analyzer.const_int_bound(r.min).min_value
-            high = analyzer.const_int_bound(r.min + r.extent - 1).max_value
-            if low < 0:
-                return str(region.source.name), axis, low, size
-            if high >= size:
-                return str(region.source.name), axis, high, size
-    return None
-
-
-def _binding_outside(block: Block) -> tuple[str, int, int, int] | None:
-    """(axis name, lowest or highest value, domain min, domain extent) when the loops around
-    an unguarded ``block`` drive one of its axes outside the axis's domain, else None.
-
-    TVM trusts a block's bindings to stay inside its axes' domains, and sizes and indexes
-    buffers by the domains. TVM 0.27's ``cache_write`` of a block computed at a consumer's
-    loop copies the block's region back without the block's border guard (``T.where``): the
-    schedule fuzzer's case wrote column -1 of a 4-column buffer, and the worker died with
-    SIGBUS. Only blocks without guards are read here (a guard may keep an axis inside, and
-    the analyzer does not always see it), and only bindings of loops with constant ranges."""
-    if block.guards:
-        return None
-    analyzer = tvm.sym.Analyzer()
-    known = set()
-    for lp in block.loops:
-        if lp.min is None or lp.extent is None:
-            continue
-        analyzer.bind(lp.var, tvm.ir.Range.from_min_extent(lp.min, lp.extent))
-        known.add(ir.var_key(lp.var))
-    for iv, value in block.bindings():
-        low, size = ir.constant(iv.dom.min), ir.constant(iv.dom.extent)
-        if low is None or size is None or not ir.var_keys(value) <= known:
-            continue
-        bound = analyzer.const_int_bound(value)
-        if bound.min_value < low:
-            return str(iv.var.name), int(bound.min_value), low, size
-        if bound.max_value >= low + size:
-            return str(iv.var.name), int(bound.max_value), low, size
-    return None
-
-
-def _binding_message(block: Block, axis: str, value: int, low: int, size: int) -> str:
-    return (f"TVM 0.27 made {block.name}'s axis {axis} reach {value}, outside {low}.."
-            f"{low + size - 1} (a copy that lost its producer's border guard): the kernel "
-            f"would touch memory outside its buffers — undo it (cache_write or cache_read "
-            f"before compute_at, so that the copy is moved with the block)")
-
-
-def _reads_unwritten_rounds(f: Facts, block: Block) -> tuple[str, str, str] | None:
-    """(producer, buffer, guard) when ``block`` reads an intermediate that a producer writes
-    only in some rounds of loops around both (a guard over those loops alone, none of which
-    indexes the producer: the last round of a split that overshoots a loop of extent 1),
-    and ``block`` runs in every round. (A border guard, over a loop that indexes the
-    producer, only skips elements the reader does not read.)
-
-    TVM 0.27 then sizes the buffer to one round's region and the reader, in a round the
-    producer skipped, reads what the last round left (the schedule fuzzer's case: relu1
-    moved under conv1's rows, both under a split ``n`` whose second round conv1 skips: 81 of
-    150 outputs wrong)."""
-    mine = {ir.var_key(lp.var) for lp in block.loops}
-    own = {repr(g) for g in block.guards}
-    for buffer in block.reads:
-        if buffer in f.params:
-            continue
-        for name in f.writers(buffer):
-            producer = f.blocks[name]
-            if producer is block:
-                continue
-            indexing = bound_vars(producer)
-            for guard in producer.guards:
-                keys = ir.var_keys(guard)
-                if keys and keys <= mine and not keys & indexing and repr(guard) not in own:
-                    return name, buffer, str(guard)
-    return None
-
-
-def _stale_message(block: Block, producer: str, buffer: str, guard: str) -> str:
-    return (f"{block.name} runs in every round of its loops, but {producer}, which writes "
-            f"{buffer}, runs only where {guard}: in the other rounds {block.name} would read "
-            f"{buffer} that {producer} did not write (TVM 0.27 keeps one round of it: wrong "
-            f"numbers) — undo it, or split by factors that divide the loop")
-
-
-def _outside_message(block: Block, buffer: str, axis: int, index: int, extent: int) -> str:
-    return (f"TVM 0.27 made {block.name} write {buffer} at index {index} of axis {axis}, "
-            f"which has {extent} element{'s' if extent != 1 else ''}: the kernel would "
-            f"write past the buffer — undo it (a split that overshoots its loop before a "
-            f"cache copy: split by factors that divide the loop, or cache first)")
-
-
-def _one_lane(f: Facts, lp: Loop) -> tuple[str, str, str] | None:
-    """(producer, buffer, reader) when a block under the vectorized loop ``lp`` writes a
-    buffer that another block under it reads, and no block outside ``lp`` touches it.
-
-    TVM 0.27 then shrinks the buffer to what one iteration needs (one element) and vectorizes
-    as if every lane had its own: all lanes write that element and read it back, and the reader
-    gets one lane's value (``docs/tvm-bugs.md``: the fuzzer's three cache_read cases). A
-    buffer that a block outside the loop also uses keeps its full size and is computed right,
-    and so is a producer whose element does not change with the loop (a per-channel value
-    under a loop over columns: every lane writes the same number to the same place).
-    """
-    under = dict.fromkeys(f.under(lp))
-    for producer in under:
-        if ir.var_key(lp.var) not in varying_vars(f.blocks[producer]):
-            continue  # every lane writes the same element, with the same value: right
-        for buffer in f.blocks[producer].writes:
-            if buffer in f.params:
-                continue
-            users = {*f.readers(buffer), *f.writers(buffer)}
-            readers = [r for r in f.readers(buffer) if r in under and r != producer]
-            if readers and users <= under.keys():
-                return producer, buffer, readers[0]
-    return None
-
-
-def _one_lane_message(step: Step, lp: Loop, producer: str, buffer: str,
-                      reader: str) -> str:
-    where = (f"vectorizing {step.args['block']}.{lp.name}" if step.primitive == "vectorize"
-             else f"it puts {producer} and {reader} under the vectorized loop {lp.name}")
-    writes = "its buffer" if buffer == producer else buffer
-    return (f"{where}: {producer} writes {writes} and {reader} reads it back in the same "
-            f"iteration, and TVM 0.27 then keeps one element of {buffer} for all the vector "
-            f"lanes (wrong numbers) — compute {producer} at an outer loop (split {lp.name} "
-            f"first) and vectorize each block's own innermost loop, or compute_inline "
-            f"{producer}")

@@ -22,7 +22,8 @@ from playground.errors import PlaygroundError, StepError
 from playground.explain import explain_step, plain
 from playground.schedule.ir import Block, Loop, block_names, blocks
 from playground.schedule.kinds import On
-from playground.schedule.prechecks import check_result, check_step
+from playground.schedule.postchecks import check_result
+from playground.schedule.prechecks import check_step
 from playground.schedule.steps import CATALOG, Step, normalize_step, steps_to_json
 
 _CACHE: OrderedDict[tuple[str, str], s_tir.Schedule] = OrderedDict()

@@ -235,7 +235,7 @@ def test_any_step_that_leaves_a_reader_in_a_vectorized_iteration_is_refused():
     from tvm import s_tir
 
     from playground.chain.spec import normalize_chain
-    from playground.schedule.prechecks import check_result
+    from playground.schedule.postchecks import check_result
     from playground.schedule.replay import fresh_schedule
 
     sch = s_tir.Schedule(fresh_schedule(normalize_chain(RELU_CLIP)).mod)
