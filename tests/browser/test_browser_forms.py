@@ -59,3 +59,21 @@ def test_the_halo_opens_on_the_fused_block_and_its_tile_loop(page: App, server: 
     caption.wait_for()
     title = app.tab.locator(f"{css('fusion.halo.figure')} .gtitle").first.text_content()
     assert title.startswith("conv2, one iteration of w_0 (n = 0, h_0 = 1, w_0 = 1)"), title
+
+
+def test_an_unroll_too_large_to_build_is_refused_beside_the_form(page: App, server: Server):
+    """The preset fuzz's timeouts (an unroll around a large body took minutes to build): the
+    page says why in one line and keeps the session as it was."""
+    app = page
+    open_session(app, server, TILED)
+    steps = app.tab.locator('[class*="st-key-hist-goto-"]')
+    before = steps.count()
+    app.pick("sched.primitive", "unroll")
+    app.pick("sched.unroll.block", "conv1")
+    app.pick("sched.unroll.loop.conv1", "k (8)")
+    n = app.runs()
+    app.tab.locator(f"{css('sched.apply')} button").click()
+    app.settle(n)
+    app.tab.get_by_text(re.compile(r"unrolling conv1\.k would write out [\d,]+ loop "
+                                   r"iterations")).first.wait_for()
+    assert steps.count() == before
