@@ -32,7 +32,7 @@ def check_result(sch: Any, step: Step, ctx: str) -> None:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise refuse(ctx, f"it would make two blocks named {dup[0]}, and blocks are named "
-                           "by name in every later step — undo it or pick other arguments")
+                          "by name in every later step — undo it or pick other arguments")
     f = Facts(sch)
     for block in f.all:
         if (outside := _write_outside(block)) is not None:
@@ -47,9 +47,9 @@ def check_result(sch: Any, step: Step, ctx: str) -> None:
                 continue
             if inner := [x for x in f.below(lp) if x.kind == "vectorized"]:
                 raise refuse(ctx, f"it puts the vectorized loop {inner[0].name} inside the "
-                                   f"vectorized loop {lp.name} ({name}), and TVM 0.27 cannot "
-                                   f"build a vector loop inside another — vectorize only one "
-                                   f"of them (the innermost)", "loop")
+                                  f"vectorized loop {lp.name} ({name}), and TVM 0.27 cannot "
+                                  f"build a vector loop inside another — vectorize only one "
+                                  f"of them (the innermost)", "loop")
             if found := _one_lane(f, lp):
                 raise refuse(ctx, _one_lane_message(step, lp, *found), "loop")
 

@@ -117,8 +117,8 @@ def check_step(sch: Any, step: Step, ctx: str, target: str | None = None) -> Non
     if prim.gpu and target == "cpu":
         a = step.args
         raise refuse(ctx, f"binding {a['block']}.{a['loop']} to {a['thread']} makes it a GPU "
-                           "loop, but the target is the CPU — use parallel for CPU threads, or "
-                           "switch the target to cuda", "thread")
+                          "loop, but the target is the CPU — use parallel for CPU threads, or "
+                          "switch the target to cuda", "thread")
     if prim.prechecks:
         facts = Facts(sch)
         for name in prim.prechecks:
@@ -133,8 +133,8 @@ def _parallel(f: Facts, a: dict, ctx: str) -> None:
     if outer or below:
         other = (outer or below)[0].name
         raise refuse(ctx, f"{block}.{name} is {'inside' if outer else 'around'} the parallel "
-                           f"loop {other}: nested parallel loops are not supported on the "
-                           "CPU — parallelize one of them (usually the outermost)", "loop")
+                          f"loop {other}: nested parallel loops are not supported on the "
+                          "CPU — parallelize one of them (usually the outermost)", "loop")
 
 
 def _vectorize(f: Facts, a: dict, ctx: str) -> None:
@@ -142,15 +142,15 @@ def _vectorize(f: Facts, a: dict, ctx: str) -> None:
     lp = f.loop(block, name)
     if lp.extent == 1:
         raise refuse(ctx, f"{block}.{name} runs once (extent 1): there is nothing to "
-                           "vectorize — vectorize a longer innermost loop", "loop")
+                          "vectorize — vectorize a longer innermost loop", "loop")
     if f.inner(lp):
         inner = ", ".join(x.name for x in f.inner(lp))
         raise refuse(ctx, f"{block}.{name} is not an innermost loop ({inner} inside it) — "
-                           "vectorize the innermost loop of a nest (reorder or split first to "
-                           "make the loop you want innermost)", "loop")
+                          "vectorize the innermost loop of a nest (reorder or split first to "
+                          "make the loop you want innermost)", "loop")
     if ir.var_key(lp.var) in reduce_vars(f.blocks[block]):
         raise refuse(ctx, f"{block}.{name} is a reduction loop of {block} — vectorize a "
-                           "spatial loop (its output elements are independent)", "loop")
+                          "spatial loop (its output elements are independent)", "loop")
 
 
 #: At most this many loop iterations written out by one ``unroll`` (its extent times the
@@ -173,9 +173,9 @@ def _unroll(f: Facts, a: dict, ctx: str) -> None:
         total += count
     if total > MAX_UNROLLED:
         raise refuse(ctx, f"unrolling {block}.{name} would write out {total:,} loop "
-                           f"iterations ({lp.extent} copies of what is inside it; at most "
-                           f"{MAX_UNROLLED:,} compile in reasonable time) — unroll an inner "
-                           "loop, or split this one and unroll the inner part", "loop")
+                          f"iterations ({lp.extent} copies of what is inside it; at most "
+                          f"{MAX_UNROLLED:,} compile in reasonable time) — unroll an inner "
+                          "loop, or split this one and unroll the inner part", "loop")
 
 
 def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> Loop:
@@ -186,9 +186,9 @@ def _into_loop(f: Facts, a: dict, ctx: str, prim: str) -> Loop:
     vec = [x for x in around[: around.index(lp) + 1] if x.kind == "vectorized"]
     if vec:
         raise refuse(ctx, f"{target}.{name} is {'' if vec[0] is lp else 'inside '}a vectorized "
-                           f"loop ({vec[0].name}): a block moved there would be vectorized "
-                           f"wrongly — {prim} at an outer loop, then vectorize each "
-                           "block's own innermost loop", "target_loop")
+                          f"loop ({vec[0].name}): a block moved there would be vectorized "
+                          f"wrongly — {prim} at an outer loop, then vectorize each "
+                          "block's own innermost loop", "target_loop")
     return lp
 
 
@@ -211,18 +211,18 @@ def _reverse_compute_at(f: Facts, a: dict, ctx: str) -> None:
         raise refuse(ctx, f"{block} {what} (it reads {reads}) — {hint}", "target_block")
     if reduce_vars(mine):
         raise refuse(ctx, f"{block} is a reduction over a window of its input: TVM 0.27 "
-                           f"cannot compute it under its producer's loops correctly (terms "
-                           f"get dropped) — fuse the other way: compute_at {target} under "
-                           f"{block}'s loops", "block")
+                          f"cannot compute it under its producer's loops correctly (terms "
+                          f"get dropped) — fuse the other way: compute_at {target} under "
+                          f"{block}'s loops", "block")
     if is_pad(mine):
         raise refuse(ctx, f"{block} pads its input: its zero border does not come from "
-                           f"{target}, so under {target}'s loops the border is never written "
-                           f"— compute_at {block} under its consumer instead, or "
-                           f"compute_inline it", "block")
+                          f"{target}, so under {target}'s loops the border is never written "
+                          f"— compute_at {block} under its consumer instead, or "
+                          f"compute_inline it", "block")
     if ir.var_key(lp.var) in reduce_vars(theirs):
         raise refuse(ctx, f"{target}.{name} is a reduction loop of {target}: under it "
-                           f"{target}'s values are not finished — pick a spatial loop "
-                           f"of {target}", "target_loop")
+                          f"{target}'s values are not finished — pick a spatial loop "
+                          f"of {target}", "target_loop")
 
 
 def _reverse_compute_inline(f: Facts, a: dict, ctx: str) -> None:
@@ -233,9 +233,9 @@ def _reverse_compute_inline(f: Facts, a: dict, ctx: str) -> None:
         others = [r for r in f.readers(buffer) if r != block]
         if writers and others and buffer not in f.params:
             raise refuse(ctx, f"{buffer} is also read by {', '.join(others)}: inlining "
-                               f"{block} into {writers[0]} would remove {buffer} that "
-                               f"{others[0]} still needs — compute_inline or move {others[0]} "
-                               f"first, or keep {block} as it is", "block")
+                              f"{block} into {writers[0]} would remove {buffer} that "
+                              f"{others[0]} still needs — compute_inline or move {others[0]} "
+                              f"first, or keep {block} as it is", "block")
 
 
 def _decompose_reduction(f: Facts, a: dict, ctx: str) -> None:
@@ -260,13 +260,13 @@ def _decompose_reduction(f: Facts, a: dict, ctx: str) -> None:
     unused = [x.name for x in nest if ir.var_key(x.var) not in bound and x.extent != 1]
     if unused:
         raise refuse(ctx, f"{unused[0]} is a loop of the block {block} was computed at, not "
-                           f"one of {block}'s own: its initialization would run once while "
-                           f"its update repeats — {hint}", "loop")
+                          f"one of {block}'s own: its initialization would run once while "
+                          f"its update repeats — {hint}", "loop")
     if (again := _repeats(mine, nest)) is not None:
         raise refuse(ctx, f"{block} is computed again for the same elements under "
-                           f"{again} (overlapping tiles, a halo): an initialization above it "
-                           f"would run once while the update repeats — decompose {block} at "
-                           "a loop inside the overlap", "loop")
+                          f"{again} (overlapping tiles, a halo): an initialization above it "
+                          f"would run once while the update repeats — decompose {block} at "
+                          "a loop inside the overlap", "loop")
 
 
 def _repeats(block: Block, nest: tuple[Loop, ...]) -> str | None:
@@ -299,13 +299,13 @@ def _transform_layout(f: Facts, a: dict, ctx: str) -> None:
     buffers = f.blocks[block].reads if side == "read" else f.blocks[block].writes
     if index >= len(buffers):
         raise refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
-                           f"there is no {side} buffer {index}", "buffer")
+                          f"there is no {side} buffer {index}", "buffer")
     buffer = buffers[index]
     if buffer in f.params:
         copy = "cache_read" if side == "read" else "cache_write"
         raise refuse(ctx, f"{buffer} is an argument of the kernel: its layout is fixed by "
-                           f"the caller — {copy} it into a copy first and transform the "
-                           "copy's layout", "buffer")
+                          f"the caller — {copy} it into a copy first and transform the "
+                          "copy's layout", "buffer")
 
 
 def _cache(f: Facts, a: dict, ctx: str) -> None:
@@ -317,12 +317,12 @@ def _cache(f: Facts, a: dict, ctx: str) -> None:
     if index >= len(buffers):
         side = "read" if "read_buffer_index" in a else "write"
         raise refuse(ctx, f"{block} {side}s {len(buffers)} buffer(s) ({', '.join(buffers)}): "
-                           f"there is no {side} buffer {index}", "buffer")
+                          f"there is no {side} buffer {index}", "buffer")
     name = f"{buffers[index]}_{a['storage_scope']}"
     if name in f.blocks:
         raise refuse(ctx, f"a block {name} exists already (a {a['storage_scope']} copy of "
-                           f"{buffers[index]}): the new copy would get the same name — use "
-                           f"that copy, or another storage scope", "storage_scope")
+                          f"{buffers[index]}): the new copy would get the same name — use "
+                          f"that copy, or another storage scope", "storage_scope")
 
 
 #: The rules by name; a primitive's catalog record lists the ones run before it
