@@ -76,20 +76,29 @@ def _read_value(a: Arg, node: ast.AST, args: dict, line: int, ctx: str) -> Any:
 
 
 def _read_call(node: ast.AST, line: int) -> Step:
-    """A ``sch.<primitive>(...)`` call, in step_code's form, as a Step (not yet checked)."""
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and is_sch(node.func.value)):
+    """A ``sch.<primitive>(...)`` call, or a rewrite's ``name(sch, CHAIN, ...)``, in
+    step_code's form, as a Step (not yet checked)."""
+    rewrite = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+        getattr(CATALOG.get(node.func.id), "rewrite", False)
+    method = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+        is_sch(node.func.value)
+    if not (rewrite or method):
         raise err(line, f"apply_schedule may only call sch.<primitive>(...); found "
                          f"{describe(node)}")
-    prim: Primitive | None = CATALOG.get(node.func.attr)
+    prim: Primitive | None = CATALOG.get(node.func.id if rewrite else node.func.attr)
     if prim is None:
         raise err(line, f"sch.{node.func.attr} is not a playground primitive (known: "
                          f"{', '.join(CATALOG)})")
-    ctx = f"sch.{prim.name}"
+    ctx = prim.name if rewrite else f"sch.{prim.name}"
     if any(isinstance(x, ast.Starred) for x in node.args) or \
             any(k.arg is None for k in node.keywords):
         raise err(line, f"{ctx}: * and ** arguments are not allowed")
     positional = list(node.args)
+    if rewrite:
+        if len(positional) < 2 or not is_sch(positional[0]) or not (
+                isinstance(positional[1], ast.Name) and positional[1].id == "CHAIN"):
+            raise err(line, f"{ctx}: expects {prim.name}(sch, CHAIN, ...), as exported")
+        positional = positional[2:]
     keywords = {k.arg: k.value for k in node.keywords}
     args: dict[str, Any] = {}
     for keyword, name in prim.call:
@@ -125,6 +134,9 @@ def _read_schedule(fn: ast.FunctionDef) -> list[tuple[int, Step]]:
     for k, stmt in enumerate(fn.body):
         if isinstance(stmt, ast.Pass):
             continue
+        if k == len(fn.body) - 1 and isinstance(stmt, ast.Return) and \
+                isinstance(stmt.value, ast.Name) and stmt.value.id == "sch":
+            continue  # `return sch`: the schedule a rewrite (winograd) replaced
         if k == 0 and isinstance(stmt, ast.Expr) and str_const(stmt.value) is not None:
             continue  # docstring
         if isinstance(stmt, ast.Expr):
@@ -216,7 +228,7 @@ def _replay(chain: dict, steps: list[tuple[int | None, Step]]) -> tuple[Step, ..
     for i, (line, step) in enumerate(steps):
         try:
             sch = scheduled(chain, tuple(done)).copy()
-            done.append(apply_step(sch, step, i))
+            done.append(apply_step(sch, step, i, chain=chain))
         except PlaygroundError as e:
             if line is None:
                 raise

@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 from tvm import s_tir
 
+from playground.chain import compute
 from playground.chain.compute import chain_module
 from playground.chain.spec import chain_to_json
 from playground.errors import PlaygroundError, StepError
@@ -99,12 +100,13 @@ def call_args(sch: s_tir.Schedule, step: Step, ctx: str) -> tuple[list, dict]:
 
 
 def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None,
-               target: str | None = None) -> Step:
+               target: str | None = None, chain: dict | None = None) -> Step:
     """Apply one step to ``sch`` in place; return the step with defaults filled in.
 
     The step is first checked against what TVM 0.27 would accept and miscompile
     (:mod:`playground.schedule.prechecks`); ``target`` (``"cpu"``/``"cuda"``, when known)
-    lets GPU-only steps be refused for the CPU at once.
+    lets GPU-only steps be refused for the CPU at once. A rewrite (``winograd``) rebuilds
+    the program of ``chain`` (normalized), which it needs.
 
     Raises
     ------
@@ -119,6 +121,17 @@ def apply_step(sch: s_tir.Schedule, step: Step, index: int | None = None,
     ctx = f"step {index + 1} ({prim.name})" if index is not None else prim.name
     positional, keywords = call_args(sch, step, ctx)
     check_step(sch, step, ctx, target)
+    if prim.rewrite:
+        if chain is None:
+            raise StepError(f"{ctx}: a rewrite of the chain's program needs the chain")
+        try:
+            # In place, as every step changes ``sch`` (exported scripts rebind it instead).
+            sch.__move_handle_from__(getattr(compute, prim.name)(sch, chain, *positional,
+                                                                 **keywords))
+        except ValueError as e:
+            raise StepError(f"{ctx}: {e}", where="block") from None
+        check_result(sch, step, ctx)
+        return step
     try:
         getattr(sch, prim.name)(*positional, **keywords)
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError,
@@ -155,7 +168,7 @@ def scheduled(chain: dict, steps: tuple[Step, ...] | list[Step]) -> s_tir.Schedu
             _remember(chain_key, (), sch)
         for k in range(start, len(steps)):
             sch = sch.copy()
-            apply_step(sch, steps[k], k)
+            apply_step(sch, steps[k], k, chain=chain)
             _remember(chain_key, steps[: k + 1], sch)
         return sch
 

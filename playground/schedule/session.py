@@ -79,7 +79,7 @@ class Session:
         """
         step = step if isinstance(step, Step) else Step.from_dict(step)
         sch = scheduled(self.chain, self.active).copy()
-        step = apply_step(sch, step, self.cursor, target)
+        step = apply_step(sch, step, self.cursor, target, chain=self.chain)
         new_steps = (*self.active, step)
         scheduled(self.chain, new_steps)  # cache the result for the views
         return replace(self, steps=new_steps, cursor=len(new_steps), notice="",

@@ -108,7 +108,10 @@ class Primitive:
     run before TVM is asked; ``explains`` the entries of :mod:`playground.explain` that put
     its refusals in plain words (entries for any primitive apply too); ``trace`` how a
     MetaSchedule instruction of it becomes a step (None: tuning stops at it); ``example`` a
-    before/after example; ``gpu`` that it needs the cuda target.
+    before/after example; ``gpu`` that it needs the cuda target. ``rewrite``: not a method
+    of ``s_tir.Schedule`` but the playground's own rewrite of the chain's program (the
+    function of that name in :mod:`playground.chain.compute`, called with the chain), written
+    ``name(sch, CHAIN, ...)`` in exported scripts.
     """
 
     name: str
@@ -121,6 +124,7 @@ class Primitive:
     explains: tuple[str, ...] = ()
     trace: TraceForm | None = None
     gpu: bool = False
+    rewrite: bool = False
 
     def arg(self, name: str) -> Arg:
         for a in self.args:
@@ -309,6 +313,18 @@ _CATALOG = [
                   "buffer_dim_align"),
               explains=("not-allocated", "storage-align-axis"),
               trace=TraceForm(("block",), ("buffer_index", "axis", "factor", "offset"))),
+    Primitive("winograd", "Compute a 3x3 stride-1 dense conv by Winograd's F(m x m, 3x3): "
+              "transformed input tiles times transformed weights, channel by channel, "
+              "2.25x (m=2) to 4x (m=4) fewer multiplies. Rebuilds the program: comes before "
+              "every other step.",
+              (_block("the conv layer's block"),
+               Arg("tile", Int(minimum=2, maximum=4), "output tile size m", 2)),
+              ((None, "block"), ("tile", "tile")),
+              _ex("winograd", {"block": "conv1", "tile": 2},
+                  "conv1 becomes a weight transform conv1_U, an input transform conv1_V, 16 "
+                  "matrix products conv1_M over the channels, an inverse transform conv1_Y "
+                  "and the write-back conv1", 'T.sblock("conv1_M")', 'T.sblock("conv1_U")'),
+              rewrite=True),
 ]
 CATALOG: dict[str, Primitive] = {p.name: p for p in _CATALOG}
 
@@ -404,11 +420,12 @@ def normalize_step(step: Step, index: int | None = None) -> Step:
 # ----------------------------------------------------------------------------- exporting
 
 def step_code(step: Step) -> str:
-    """The step as one line of Python on an ``s_tir.Schedule`` named ``sch``."""
+    """The step as one line of Python on an ``s_tir.Schedule`` named ``sch`` (a rewrite:
+    ``name(sch, CHAIN, ...)``, the chain being the script's ``CHAIN``)."""
     prim = CATALOG[step.primitive]
-    parts = []
+    parts = ["sch", "CHAIN"] if prim.rewrite else []
     for keyword, name in prim.call:
         a = prim.arg(name)
         text = a.kind.render(a, step.args)
         parts.append(text if keyword is None else f"{keyword}={text}")
-    return f"sch.{prim.name}({', '.join(parts)})"
+    return f"{'' if prim.rewrite else 'sch.'}{prim.name}({', '.join(parts)})"

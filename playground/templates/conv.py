@@ -69,6 +69,10 @@ class Tile:
         weights, 100 KB of input).
     nt
         ``vector="n"`` only: vectors of images per tile (1 for the other vectors).
+
+    ``vector="winograd"``: the conv computed by Winograd's F(ht x ht, 3x3), its products
+    register-tiled ``wt`` tiles x ``kt`` vectors of output channels
+    (:mod:`playground.templates.winograd`).
     """
 
     vector: str
@@ -87,6 +91,9 @@ class Tile:
         return self.kt * self.ht * max(1, self.wt // self.lanes)
 
     def label(self) -> str:
+        if self.vector == "winograd":
+            return (f"Winograd F({self.ht}x{self.ht}, 3x3), products {self.wt} tiles x "
+                    f"{self.kt}x{self.lanes} channels")
         if self.vector == "k":
             outermost = ", channel blocks outermost" if self.order == "channels" else ""
             return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels{outermost}"

@@ -28,6 +28,7 @@ from playground.templates.conv import (
 from playground.templates.layouts import block_intermediate
 from playground.templates.recorder import Recorder
 from playground.templates.stages import Stage, stages
+from playground.templates.winograd import winograd_steps
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Group:
         """Whether stage ``i`` may have ``tile`` in this group: a pixel-vector tile only as
         the last layer of a group at row tiles whose rows its own divide, or alone
         (:func:`~playground.templates.conv.tile_conv` refuses the rest)."""
+        if tile is not None and tile.vector == "winograd":
+            return not self.fused or not self.first <= i <= self.last
         if tile is None or tile.vector != "p" or not self.fused \
                 or not self.first <= i <= self.last:
             return True
@@ -163,6 +166,13 @@ def _blocks_its_output(r: Recorder, chain_stages: list[Stage], plan: Plan, i: in
 def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Group,
                  lanes: int) -> None:
     anchor = chain_stages[group.last]
+    tile = plan.tiles[group.last]
+    if not group.fused and tile is not None and tile.vector == "winograd":
+        winograd_steps(r, anchor, tile, plan.fold_epilogue)
+        for block in [] if plan.fold_epilogue else anchor.epilogue_blocks:
+            if r.has(block):
+                elementwise_pass(r, block, lanes)
+        return
     backs = {i: _prepare(r, chain_stages[i], plan.tiles[i], plan.fold_epilogue)
              for i in range(group.first, group.last + 1)}
     for i in range(group.first, group.last + 1):
@@ -218,6 +228,10 @@ def plan_steps(chain: dict, plan: Plan, *, target: str = "cpu") -> Recorder:
     r.hoist_weights = plan.weights == "constant"
     chain_stages = stages(r.chain)
     lanes = plan.lanes
+    # Winograd rewrites the program: its steps come before every other step.
+    for stage, tile in zip(chain_stages, plan.tiles, strict=True):
+        if tile is not None and tile.vector == "winograd":
+            r("winograd", stage.name, tile=tile.ht)
     for group in plan.groups:
         _group_steps(r, chain_stages, plan, group, lanes)
     return r

@@ -50,7 +50,7 @@ class Recorder:
         """Apply one step (to a copy: a refused step leaves the schedule as it was)."""
         sch = self.sch.copy()
         step = apply_step(sch, Step(primitive, {"block": block, **args}), len(self.steps),
-                          self.target)
+                          self.target, chain=self.chain)
         self.sch = sch
         self.steps.append(step)
         return step

@@ -41,6 +41,7 @@ from playground.templates.conv import Tile
 from playground.templates.plan import Group, Plan, plan_steps
 from playground.templates.space import FusionOption, fusion_options, tile_candidates
 from playground.templates.stages import Stage, stages
+from playground.templates.winograd import winograd_tiles
 
 #: Timing of each candidate: enough samples to rank, few enough to try many.
 REPEAT, MIN_REPEAT_MS = 5, 40.0
@@ -168,6 +169,12 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
                                                                   weights=weights), None
         order = sorted((i for i, s in enumerate(st) if s.kind == "conv"),
                        key=lambda i: -st[i].flop)
+        for i in order:  # Winograd first: where it applies it wins by the most, or not
+            for alt in winograd_tiles(st[i], lanes)[:2]:
+                trial = list(tiles)
+                trial[i] = alt
+                yield (f"{st[i].name}: {alt.label()}",
+                       Plan(tuple(trial), groups, lanes, weights=weights), None)
         for i in order:
             for alt in options[i][1:6]:
                 trial = list(tiles)

@@ -287,9 +287,13 @@ def build_case(d: Draw, *, max_steps: int = 6, chain: dict | None = None,
     result = CaseResult(chain=chain)
     session = Session.new(chain, list(start))
     result.accepted = list(start)
-    for _ in range(d.int(1, max_steps)):
+    draws: list[Step | None] = [None] * d.int(1, max_steps)
+    convs = [x["name"] for x in chain["layers"] if x["op"] == "conv2d"]
+    if convs and d.chance(25):  # a conv by Winograd first (or refused: not 3x3, a start)
+        draws.insert(0, Step("winograd", {"block": d.choice(convs), "tile": d.int(2, 4)}))
+    for drawn in draws:
         try:
-            step = random_step(d, session)
+            step = drawn or random_step(d, session)
         except PlaygroundError as e:  # reading the schedule refused (must be plain too)
             result.refusals.append(e.message)
             continue

@@ -11,7 +11,7 @@ import tvm
 import tvm_ffi
 from tvm import s_tir
 
-from playground.chain.compute import chain_module
+from playground.chain.compute import chain_module, winograd_convs
 from playground.chain.reference import compare, make_inputs, reference_output
 from playground.schedule.steps import Step
 
@@ -81,8 +81,9 @@ def check_numerics(chain: dict, mod: tvm.IRModule) -> dict:
 
 
 def assert_trace_round_trip(chain: dict, sch: s_tir.Schedule) -> None:
-    """Replaying the schedule's own trace on a fresh schedule gives the same IR."""
-    fresh = s_tir.Schedule(chain_module(chain))
+    """Replaying the schedule's own trace on a fresh schedule gives the same IR (a schedule
+    rewritten by ``winograd`` traces from the rewritten program)."""
+    fresh = s_tir.Schedule(chain_module(chain, winograd_convs(sch, chain)))
     sch.trace.apply_to_schedule(fresh, remove_postproc=False)
     assert tvm_ffi.structural_equal(fresh.mod, sch.mod)
 

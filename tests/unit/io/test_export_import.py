@@ -157,9 +157,10 @@ def test_export_checks_and_times_with_the_playgrounds_own_code() -> None:
     assert "import playground" not in text and "\nfrom playground" not in text  # dropped
 
 
-def test_export_without_steps_has_pass_and_reimports() -> None:
+def test_export_without_steps_returns_the_schedule_and_reimports() -> None:
     text = export_script(RELU, [])
-    assert "def apply_schedule(sch):\n" in text and "    pass\n" in text
+    assert "def apply_schedule(sch):\n" in text and "loops named by block" in text
+    assert "schedule to go on with).\"\"\"\n    return sch\n" in text
     chain, steps, meta = import_script(text)
     assert steps == () and meta["target"] == "cpu" and chain == normalize_chain(RELU)
 
@@ -184,12 +185,13 @@ def test_import_accepts_assignments_docstrings_and_pass() -> None:
 
 def _with_body(body: str, chain: dict = RELU) -> str:
     text = export_script(chain, [])
-    return text.replace("    pass\n", body.rstrip("\n") + "\n", 1)
+    return text.replace("    return sch\n", body.rstrip("\n") + "\n    return sch\n", 1)
 
 
 @pytest.mark.parametrize(("body", "message"), [
     ("    for i in range(2):\n        pass", "found a for loop"),
     ("    x = 1", "found a constant"),
+    ("    return sch.mod", "found"),  # only a last `return sch` is the export's own
     ("    sch.tile(loop(sch, 'relu1', 'h'))", "not a playground primitive"),
     ("    sch.split(sch.get_loops(sch.get_sblock('relu1'))[0], factors=[None, 4])",
      'expects loop\\(sch, "block", "loop"\\)'),
