@@ -71,7 +71,8 @@ class Tile:
         ``vector="n"`` only: vectors of images per tile (1 for the other vectors).
 
     ``vector="winograd"``: the conv computed by Winograd's F(ht x ht, 3x3), its products
-    register-tiled ``wt`` tiles x ``kt`` vectors of output channels
+    register-tiled ``wt`` tiles x ``kt`` vectors of output channels, over the whole image
+    (``order="rows"``) or in chunks of ``nt`` rows of tiles (``order="chunks"``)
     (:mod:`playground.templates.winograd`).
     """
 
@@ -92,8 +93,9 @@ class Tile:
 
     def label(self) -> str:
         if self.vector == "winograd":
+            where = f", in chunks of {self.nt} tile rows" if self.order == "chunks" else ""
             return (f"Winograd F({self.ht}x{self.ht}, 3x3), products {self.wt} tiles x "
-                    f"{self.kt}x{self.lanes} channels")
+                    f"{self.kt}x{self.lanes} channels{where}")
         if self.vector == "k":
             outermost = ", channel blocks outermost" if self.order == "channels" else ""
             return f"{self.kt}x{self.lanes} channels x {self.ht}x{self.wt} pixels{outermost}"

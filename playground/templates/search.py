@@ -5,9 +5,12 @@ plan_steps`), then builds, validates and times it in the worker (job ``"run"``: 
 intermediates, two input seeds, timed only when correct), best-first within a time budget:
 
 1. every stage at its best-ranked tile, nothing fused;
-2. for each convolution, heaviest first, its next-ranked tiles (the others at their best so
+2. for each 3x3 stride-1 dense convolution of 32 channels or more, heaviest first, Winograd's
+   F(2x2, 3x3) (:mod:`~playground.templates.winograd`: fewer multiplies, where a direct
+   conv already runs near the FMA peak);
+3. for each convolution, heaviest first, its next-ranked tiles (the others at their best so
    far): a coordinate descent over the stages;
-3. the fusion options (:func:`~playground.templates.space.fusion_options`, pruned by the
+4. the fusion options (:func:`~playground.templates.space.fusion_options`, pruned by the
    tile's intermediate bytes against L2 and the halo's redundant work), with the best tiles.
 
 When the chain has fusion options, the descent stops at ``DESCENT_SHARE`` of the budget and
@@ -170,7 +173,7 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
         order = sorted((i for i, s in enumerate(st) if s.kind == "conv"),
                        key=lambda i: -st[i].flop)
         for i in order:  # Winograd first: where it applies it wins by the most, or not
-            for alt in winograd_tiles(st[i], lanes)[:2]:
+            for alt in winograd_tiles(st[i], lanes, l2_bytes=facts.caches.get("L2", 0)):
                 trial = list(tiles)
                 trial[i] = alt
                 yield (f"{st[i].name}: {alt.label()}",

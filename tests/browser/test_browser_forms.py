@@ -77,3 +77,42 @@ def test_an_unroll_too_large_to_build_is_refused_beside_the_form(page: App, serv
     app.tab.get_by_text(re.compile(r"unrolling conv1\.k would write out [\d,]+ loop "
                                    r"iterations")).first.wait_for()
     assert steps.count() == before
+
+
+def test_winograd_from_the_form_rewrites_the_conv_and_validates(page: App, server: Server):
+    """The winograd step through the schedule form: the history gains it, the TVMScript shows
+    the conv's Winograd stages, a later step schedules them, Validate says correct; the same
+    step after another one is refused in one line and the history keeps its steps."""
+    app = page
+    open_session(app, server, [])
+    steps = app.tab.locator('[class*="st-key-hist-goto-"]')
+    before = steps.count()
+    app.pick("sched.primitive", "winograd")
+    app.pick("sched.winograd.block", "conv2")
+    n = app.runs()
+    app.tab.locator(f"{css('sched.apply')} button").click()
+    app.settle(n)
+    app.tab.get_by_text("winograd conv2").first.wait_for()
+    assert steps.count() == before + 1
+    for block in ("conv2_U", "conv2_V", "conv2_M", "conv2_Y"):
+        assert f'T.sblock("{block}")' in app.script(), block
+    app.pick("sched.primitive", "parallel")
+    app.pick("sched.parallel.block", "conv2_M")
+    n = app.runs()
+    app.tab.locator(f"{css('sched.apply')} button").click()
+    app.settle(n)
+    assert steps.count() == before + 2
+    app.tab.set_default_timeout(MEASURE_WAIT_MS)
+    app.click("measure.run")
+    correct = app.tab.locator('[data-testid="stMetric"]:has-text("Correct") '
+                              '[data-testid="stMetricValue"]')
+    correct.wait_for()
+    assert correct.inner_text().strip() == "yes", app.alerts()
+    app.pick("sched.primitive", "winograd")
+    app.pick("sched.winograd.block", "conv1")
+    n = app.runs()
+    app.tab.locator(f"{css('sched.apply')} button").click()
+    app.settle(n)
+    app.tab.get_by_text(re.compile(r"winograd rewrites the chain's program, so it must come "
+                                   r"before every other step")).first.wait_for()
+    assert steps.count() == before + 2

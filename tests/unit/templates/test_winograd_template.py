@@ -35,6 +35,15 @@ def test_offered_for_dense_3x3_stride_1_convs_with_enough_channels():
     assert tiles and all(t.vector == "winograd" and t.ht == 2 and 49 % t.wt == 0
                          for t in tiles), tiles
     assert tiles[0].kt == 2 and "Winograd F(2x2, 3x3)" in tiles[0].label()
+    assert len(tiles) == 1  # no L2 given: no chunks
+    big = normalize_chain({"input": {"shape": [2, 64, 56, 56]}, "layers": [_conv(64)]})
+    whole, chunked = winograd_tiles(stages(big)[0], 8, l2_bytes=1 << 20)
+    assert whole.order == "rows" and chunked.order == "chunks" and 1 <= chunked.nt <= 14
+    assert (chunked.nt * 28) % chunked.wt == 0 and "in chunks of" in chunked.label()
+    dilated = normalize_chain({"input": {"shape": [2, 64, 56, 56]},
+                               "layers": [{**_conv(64, padding=2), "dilation": 2}]})
+    tiles = winograd_tiles(stages(dilated)[0], 8, l2_bytes=1 << 20)
+    assert [t.order for t in tiles] == ["rows", "chunks"] and tiles[1].nt <= 7
     for shape, layer in (([1, 64, 14, 14], _conv(64, stride=2)),
                          ([1, 64, 14, 14], _conv(64, kernel=1, padding=0)),
                          ([1, 64, 14, 14], _conv(64, groups=64)),
@@ -62,11 +71,11 @@ def _validate(pool, chain, plan, weights):
     return session
 
 
-def _with_winograd(chain, *, fold=True, fuse_after=False):
+def _with_winograd(chain, *, fold=True, fuse_after=False, chunks=False):
     st_ = stages(chain)
     tiles, groups = [], []
     for i, s in enumerate(st_):
-        w = winograd_tiles(s, 8, min_channels=1)
+        w = winograd_tiles(s, 8, min_channels=1, l2_bytes=4096 if chunks else 0)[::-1]
         tiles.append((w or tile_candidates(s, FACTS) or [None])[0])
         groups.append(Group(i, i))
     if fuse_after and len(st_) >= 3 and not (
@@ -82,6 +91,9 @@ CASES = {
     "residual add, batch 2, no padding": {
         "input": {"shape": [2, 16, 10, 10]},
         "layers": [_conv(16), {"op": "relu"}, _conv(16, padding=0), {"op": "bias_add"}]},
+    "dilated (by phases), asymmetric padding": {
+        "input": {"shape": [1, 16, 11, 13]},
+        "layers": [{**_conv(16, padding=[2, 1, 3, 2]), "dilation": [2, 1]}, {"op": "relu"}]},
     "after a strided direct conv, before a pool": {
         "input": {"shape": [1, 8, 16, 16]},
         "layers": [_conv(16, stride=2), {"op": "relu"}, _conv(16),
@@ -94,8 +106,9 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_winograd_plans_validate_on_poisoned_buffers(pool, name):
     chain = normalize_chain(CASES[name])
-    for weights, fold in (("per-call", True), ("constant", True), ("per-call", False)):
-        plan = _with_winograd(chain, fold=fold)
+    for weights, fold, chunks in (("per-call", True, False), ("constant", True, True),
+                                  ("per-call", False, True)):
+        plan = _with_winograd(chain, fold=fold, chunks=chunks)
         plan = Plan(plan.tiles, plan.groups, lanes=8, fold_epilogue=fold, weights=weights)
         assert any(t and t.vector == "winograd" for t in plan.tiles)
         session = _validate(pool, chain, plan, weights)
@@ -109,7 +122,8 @@ def test_winograd_plans_validate_on_poisoned_buffers(pool, name):
 def test_random_chains_with_winograd_validate(pool, data):
     d = HypothesisDraw(data)
     chain = normalize_chain(random_template_chain(d))
-    plan = _with_winograd(chain, fold=d.chance(80), fuse_after=d.chance(50))
+    plan = _with_winograd(chain, fold=d.chance(80), fuse_after=d.chance(50),
+                          chunks=d.chance(50))
     if not any(t and t.vector == "winograd" for t in plan.tiles):
         return
     _validate(pool, chain, plan, d.choice(("per-call", "constant")))
