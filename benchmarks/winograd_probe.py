@@ -1,5 +1,8 @@
-"""How much a Winograd convolution would give on the deep 3x3 chains: a measured probe, not
-a product feature.
+"""How much a Winograd convolution would give on the deep 3x3 chains: the measured probe
+that led to the product's ``winograd`` step and template (``playground/chain/winograd.py``,
+``playground/templates/winograd.py``, which schedule the same stages the same way and are
+what ``auto`` now measures); kept to time hand-made variants (F(4x4), chunk sizes) against
+``auto`` and ONNX Runtime.
 
 The 3x3 convolutions of the benchmark run at 85-98% of the measured FMA peak, as ONNX
 Runtime's do: ``auto`` cannot pull far ahead of it there by scheduling the direct convolution

@@ -8,7 +8,8 @@ a few times F(2x2)'s; both pass the float32 check). The 3x3 convolutions of the 
 near the machine's FMA peak as direct convolutions, as ONNX Runtime's do: this is the one way
 to do fewer of them. Its stages, for a conv layer ``conv1`` (loop names in brackets):
 
-* ``conv1_pad`` [n, c, h, w]: the zero-padded input, grown to whole tiles;
+* ``conv1_pad`` [n, c, h, b, s]: the zero-padded input, grown to whole tiles, laid out by
+  tile column (b: the column within the window of tile column s);
 * ``conv1_U`` [e, u, c, k] = G w[k, c] G^T: the weight transform, which reads only the
   weights (the constant-weight build runs it once, before timing);
 * ``conv1_V`` [e, u, c, p] = B^T d_p B: the input transform of tile ``p`` (images x tile
@@ -102,7 +103,11 @@ def winograd_conv(x, layer, weight, m):
     A dilated conv is computed as its phases: tile row r = th * d + ph holds the output rows
     ph + d (th m + i), i < m, read from input rows ph + d (th m + a), a < m + 2 (so m d
     consecutive output rows are d consecutive tile rows: a chunk of rows is a range of
-    tiles); tile column s = pw * nw + tw likewise, phase-major."""
+    tiles); tile column s = tw * d + pw likewise. The padded input is laid out by tile
+    column, ``<conv>_pad[n, c, h, b, s]`` = column b of tile column s's window (each column
+    twice: alpha / m = 2 for m = 2), so that the input transform, vectorized over a row of
+    tiles, loads whole vectors instead of gathering every m-th value (on a Zen 5 this took
+    ResNet's 64-channel 56x56 conv from 0.43 to 0.33 ms)."""
     name, dtype = layer["name"], x.dtype
     n_, c_, h_, w_ = (int(v) for v in x.shape)
     k_, alpha = layer["channels"], m + 2
@@ -110,16 +115,17 @@ def winograd_conv(x, layer, weight, m):
     dh, dw = layer.get("dilation", (1, 1))
     oh, ow = h_ + pt + pb - 2 * dh, w_ + pl + pr - 2 * dw
     rows, cols = tile_grid(layer, x.shape, m)
-    nh, nw = rows // dh, cols // dw  # tiles per phase
+    nh = rows // dh  # tile rows per phase
     tiles = n_ * rows * cols
     A, B, G = matrices(m)
 
-    def pad(n, c, h, w):
+    def pad(n, c, h, b, s):  # padded input row h, column b of the tiles of tile column s
+        w = s % dw + dw * (s // dw * m) + dw * b
         inside = tirx.all(h >= pt, h < h_ + pt, w >= pl, w < w_ + pl)
         return tirx.if_then_else(inside, x[n, c, h - pt, w - pl], tirx.const(0.0, dtype))
 
-    padded = te.compute((n_, c_, dh * (nh * m + 2), dw * (nw * m + 2)),
-                        lambda n, c, h, w: pad(n, c, h, w), name=name + "_pad")
+    padded = te.compute((n_, c_, dh * (nh * m + 2), alpha, cols),
+                        lambda n, c, h, b, s: pad(n, c, h, b, s), name=name + "_pad")
 
     def u_(e, u, c, k):
         return _table(e, u, alpha, alpha, lambda i, j: [
@@ -130,9 +136,8 @@ def winograd_conv(x, layer, weight, m):
     def v_(e, u, c, p):
         n, r, s = p // (rows * cols), p // cols % rows, p % cols
         y0 = r % dh + dh * (r // dh * m)  # the tile's first input row, its phase's
-        x0 = s // nw + dw * (s % nw * m)
         return _table(e, u, alpha, alpha, lambda i, j: [
-            (B[a, i] * B[b, j], padded[n, c, y0 + dh * a, x0 + dw * b])
+            (B[a, i] * B[b, j], padded[n, c, y0 + dh * a, b, s])
             for a in range(alpha) for b in range(alpha)])
 
     V = te.compute((alpha, alpha, c_, tiles), lambda e, u, c, p: v_(e, u, c, p),
@@ -149,7 +154,7 @@ def winograd_conv(x, layer, weight, m):
 
     def out(n, k, h, w):
         r = h // dh // m * dh + h % dh
-        s = w % dw * nw + w // dw // m
+        s = w // dw // m * dw + w % dw
         return Y[n * rows * cols + r * cols + s, h // dh % m, w // dw % m, k]
 
     return te.compute((n_, k_, oh, ow), lambda n, k, h, w: out(n, k, h, w), name=name)

@@ -97,6 +97,7 @@ def winograd_steps(r: Recorder, stage: Stage, tile: Tile, fold: bool) -> None:
     th, tw = r.split(v, p, [None, tile_grid(stage.layer, stage.in_shape, tile.ht)[1]])
     r("reorder", v, loops=[c, th, e, u, tw])
     r("compute_at", f"{name}_pad", target_block=v, target_loop=c, preserve_unit_loops=True)
+    r.vectorize_innermost(f"{name}_pad", lanes)
     r("vectorize", v, loop=tw)
     r("unroll", v, loop=e)
     r("unroll", v, loop=u)
