@@ -68,6 +68,7 @@ def main() -> int:
             result = validate_case(pool, build_case(d, **kwargs))
             counts[result.outcome] += 1
             counts["steps tried"] += len(result.tried)
+            counts["winograd accepted"] += sum(s.primitive == "winograd" for s in result.accepted)
             counts["refusals"] += len(result.refusals)
             counts["bad refusals"] += len(result.bad_refusals)
             bad.extend({"seed": seed, "message": m, "why": w} for m, w in result.bad_refusals)
@@ -83,8 +84,9 @@ def main() -> int:
                 print(f"{n} cases, {time.monotonic() - t0:.0f} s: {dict(counts)}", flush=True)
     print(f"\n{sum(counts[k] for k in ('validated', 'no_steps', 'wrong_result', 'cannot_build', 'exception', 'crash', 'timeout', 'oom'))} cases in {time.monotonic() - t0:.0f} s")  # noqa: E501
     for key in ("validated", "no_steps", "wrong_result", "cannot_build", "exception", "crash",
-                "timeout", "oom", "steps tried", "refusals", "bad refusals"):
-        print(f"  {key:14s} {counts[key]}")
+                "timeout", "oom", "steps tried", "winograd accepted", "refusals",
+                "bad refusals"):
+        print(f"  {key:17s} {counts[key]}")
     for b in bad[:20]:
         print(f"  bad refusal (seed {b['seed']}, {b['why']}): {b['message']}")
     if args.out:
