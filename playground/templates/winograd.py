@@ -51,7 +51,7 @@ def winograd_tiles(stage: Stage, lanes: int, m: int = 2, min_channels: int = MIN
     out = [Tile("winograd", lanes, kt, m, whole)]
     dh = stage.layer["dilation"][0]
     row_bytes = dh * (m + 2) ** 2 * cols * 4 * (c + k)  # a tile row of V and M, each phase
-    if l2_bytes and n * rows * row_bytes > dh * l2_bytes // 2:
+    if l2_bytes and rows // dh >= 2 and n * rows * row_bytes > dh * l2_bytes // 2:
         chunk = max(1, min(rows // dh // 2, l2_bytes // 2 // row_bytes))
         out.append(Tile("winograd", lanes, kt, m, _widest(chunk * cols), "chunks", chunk))
     return out
@@ -94,11 +94,13 @@ def winograd_steps(r: Recorder, stage: Stage, tile: Tile, fold: bool) -> None:
     # The input transform, a row of tiles per vector, the padding computed per channel.
     v = f"{name}_V"
     e, u, c, p = r.loops(v)[-4:]
-    th, tw = r.split(v, p, [None, tile_grid(stage.layer, stage.in_shape, tile.ht)[1]])
+    cols = tile_grid(stage.layer, stage.in_shape, tile.ht)[1]
+    th, tw = r.split(v, p, [None, cols])
     r("reorder", v, loops=[c, th, e, u, tw])
     r("compute_at", f"{name}_pad", target_block=v, target_loop=c, preserve_unit_loops=True)
     r.vectorize_innermost(f"{name}_pad", lanes)
-    r("vectorize", v, loop=tw)
+    if cols > 1:  # an image one tile wide has no row of tiles to vectorize
+        r("vectorize", v, loop=tw)
     r("unroll", v, loop=e)
     r("unroll", v, loop=u)
     if not chunks:

@@ -44,6 +44,10 @@ def test_offered_for_dense_3x3_stride_1_convs_with_enough_channels():
                                "layers": [{**_conv(64, padding=2), "dilation": 2}]})
     tiles = winograd_tiles(stages(dilated)[0], 8, l2_bytes=1 << 20)
     assert [t.order for t in tiles] == ["rows", "chunks"] and tiles[1].nt <= 7
+    tiny = normalize_chain({"input": {"shape": [2, 16, 3, 3]},  # the fuzz's seed 5883
+                            "layers": [{**_conv(16), "dilation": 2}]})
+    assert [t.order for t in winograd_tiles(stages(tiny)[0], 8, min_channels=1,
+                                            l2_bytes=4096)] == ["rows"]  # one chunk: none
     for shape, layer in (([1, 64, 14, 14], _conv(64, stride=2)),
                          ([1, 64, 14, 14], _conv(64, kernel=1, padding=0)),
                          ([1, 64, 14, 14], _conv(64, groups=64)),
@@ -78,8 +82,9 @@ def _with_winograd(chain, *, fold=True, fuse_after=False, chunks=False):
         w = winograd_tiles(s, 8, min_channels=1, l2_bytes=4096 if chunks else 0)[::-1]
         tiles.append((w or tile_candidates(s, FACTS) or [None])[0])
         groups.append(Group(i, i))
-    if fuse_after and len(st_) >= 3 and not (
-            tiles[1] and tiles[1].vector == "winograd") and tiles[2].vector != "winograd":
+    direct = [s.kind == "conv" and t is not None and t.vector != "winograd"
+              for s, t in zip(st_, tiles, strict=True)]
+    if fuse_after and len(st_) >= 3 and direct[1] and direct[2]:  # a fused group beside it
         groups = [Group(0, 0), Group(1, 2, 4), *(Group(i, i) for i in range(3, len(st_)))]
     return Plan(tuple(tiles), tuple(groups), lanes=8, fold_epilogue=fold)
 
@@ -91,6 +96,9 @@ CASES = {
     "residual add, batch 2, no padding": {
         "input": {"shape": [2, 16, 10, 10]},
         "layers": [_conv(16), {"op": "relu"}, _conv(16, padding=0), {"op": "bias_add"}]},
+    "one tile wide (the fuzz's seed 5242)": {
+        "input": {"shape": [1, 16, 9, 3]},
+        "layers": [_conv(16, padding=0), {"op": "relu"}]},
     "dilated (by phases), asymmetric padding": {
         "input": {"shape": [1, 16, 11, 13]},
         "layers": [{**_conv(16, padding=[2, 1, 3, 2]), "dilation": [2, 1]}, {"op": "relu"}]},
