@@ -785,8 +785,8 @@ def winograd_conv(x, layer, weight, m):
     tiles); tile column s = tw * d + pw likewise. The padded input is laid out by tile
     column, ``<conv>_pad[n, c, h, b, s]`` = column b of tile column s's window (each column
     twice: alpha / m = 2 for m = 2), so that the input transform, vectorized over a row of
-    tiles, loads whole vectors instead of gathering every m-th value (on a Zen 5 this took
-    ResNet's 64-channel 56x56 conv from 0.43 to 0.33 ms)."""
+    tiles, loads whole vectors instead of gathering every m-th value (what that gained is
+    measured in ``benchmarks/README.md``, "Winograd in the product")."""
     name, dtype = layer["name"], x.dtype
     n_, c_, h_, w_ = (int(v) for v in x.shape)
     k_, alpha = layer["channels"], m + 2

@@ -21,7 +21,7 @@ A Winograd tile is a :class:`~playground.templates.conv.Tile` with ``vector="win
 from __future__ import annotations
 
 from playground.chain.winograd import tile_grid, winograd_refusal
-from playground.templates.conv import Tile, fold_epilogue
+from playground.templates.conv import Tile, _fit, fold_epilogue
 from playground.templates.recorder import Recorder
 from playground.templates.stages import Stage
 
@@ -47,19 +47,14 @@ def winograd_tiles(stage: Stage, lanes: int, m: int = 2, min_channels: int = MIN
         return []
     rows, cols = tile_grid(stage.layer, stage.in_shape, m)
     kt = 2 if k % (2 * lanes) == 0 else 1
-    whole = _widest(n * rows * cols)
+    whole = _fit(n * rows * cols, 8)
     out = [Tile("winograd", lanes, kt, m, whole)]
     dh = stage.layer["dilation"][0]
     row_bytes = dh * (m + 2) ** 2 * cols * 4 * (c + k)  # a tile row of V and M, each phase
     if l2_bytes and rows // dh >= 2 and n * rows * row_bytes > dh * l2_bytes // 2:
         chunk = max(1, min(rows // dh // 2, l2_bytes // 2 // row_bytes))
-        out.append(Tile("winograd", lanes, kt, m, _widest(chunk * cols), "chunks", chunk))
+        out.append(Tile("winograd", lanes, kt, m, _fit(chunk * cols, 8), "chunks", chunk))
     return out
-
-
-def _widest(tiles: int) -> int:
-    """Tiles per register tile of the products: the largest divisor of ``tiles`` up to 8."""
-    return max(d for d in range(1, 9) if tiles % d == 0)
 
 
 def winograd_steps(r: Recorder, stage: Stage, tile: Tile, fold: bool) -> None:
