@@ -35,6 +35,7 @@ from playground.templates.layouts import (
     blocked_write_back,
     channel_blocks,
     deinterleave_pad,
+    rows_pad,
 )
 from playground.templates.recorder import Recorder
 from playground.templates.stages import Stage
@@ -70,6 +71,22 @@ class Tile:
     nt
         ``vector="n"`` only: vectors of images per tile (1 for the other vectors).
 
+    rc
+        ``vector="p"`` only: input channels per block of the reduction (0: all of them). Each
+        block of ``kt`` output channels reads the tile's input pixels of every input channel;
+        where those overflow L1 (128 channels x 112 pixels = 57 KB), the reduction goes in
+        blocks of ``rc`` channels outside the output channels, so a block's input stays in
+        L1 while every output channel's accumulators take their share, the partial sums kept
+        in the tile's (L2-resident) accumulator buffer between blocks: 2x128x28x28 -> 256
+        ran 0.41 ms unblocked, 0.22 ms in blocks of 64 (a 2-core AVX-512 machine).
+    phases
+        ``vector="w"`` on a strided conv: its padded input laid out by column phase
+        (:func:`~playground.templates.layouts.deinterleave_pad`: every tap one vector load,
+        the copy strided), or, ``False``, kept in rows (the copy vectorized, every tap a
+        strided load). Which is faster depends on the machine: MobileNet's depthwise 3x3/2 at
+        112x112 ran 0.14 ms in rows against 0.18 ms in phases on one AVX-512 machine, the
+        reverse of what an AVX-512 Xeon measured, so the search measures both.
+
     ``vector="winograd"``: the conv computed by Winograd's F(ht x ht, 3x3), its products
     register-tiled ``wt`` tiles x ``kt`` vectors of output channels, over the whole image
     (``order="rows"``) or in chunks of ``nt`` rows of tiles (``order="chunks"``)
@@ -83,6 +100,8 @@ class Tile:
     wt: int
     order: str = "rows"
     nt: int = 1
+    phases: bool = True
+    rc: int = 0
 
     @property
     def accumulators(self) -> int:
@@ -102,9 +121,11 @@ class Tile:
         if self.vector == "n":
             return (f"{self.kt} channels x {self.wt} pixels x {self.nt}x{self.lanes} images")
         if self.vector == "p":
+            blocks = f", input channels in blocks of {self.rc}" if self.rc else ""
             return (f"{self.kt} channels x {self.ht}x{self.wt} pixels as "
-                    f"{self.ht * self.wt // self.lanes} pixel vectors")
-        return f"{self.kt} channels x {self.ht}x{self.wt} pixels ({self.lanes}-wide)"
+                    f"{self.ht * self.wt // self.lanes} pixel vectors{blocks}")
+        rows = "" if self.phases else ", input in rows"
+        return f"{self.kt} channels x {self.ht}x{self.wt} pixels ({self.lanes}-wide){rows}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -301,14 +322,25 @@ def _tile_pixels(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
     ho, hi = _split(r, name, h, tile.ht)
     head = [n, ho] if outer is None else outer
     rest = [x for x in (n, ho, ko) if x not in head]
-    r("reorder", name, loops=[*head, *rest, rc, rh, rw, kb, hi, w])
+    channels = r.extent(name, rc)
+    if tile.rc and tile.rc < channels:
+        if channels % tile.rc:
+            raise PlaygroundError(f"{name}: blocks of {tile.rc} input channels do not divide "
+                                  f"its {channels}")
+        rc_o, rc = r.split(name, rc, [None, tile.rc])
+        around = [x for x in rest if x != ko]
+        r("reorder", name, loops=[*head, *around, rc_o, ko, rc, rh, rw, kb, hi, w])
+        store_at = (head + around)[-1]  # the write-back waits for the last channel block
+    else:
+        r("reorder", name, loops=[*head, *rest, rc, rh, rw, kb, hi, w])
+        store_at = ko
     pixels = r.fuse(name, [hi, w])
     pu, pv = r.split(name, pixels, [None, lanes])
     # pixel vectors outside the channels: one input vector live at a time, the weights
     # broadcast from memory (28 accumulators fit; channels outside spilled, 0.52 vs 0.38 ms)
     r("reorder", name, loops=[pu, kb])
     for block in write_back:
-        r("reverse_compute_at", block, target_block=name, target_loop=ko)
+        r("reverse_compute_at", block, target_block=name, target_loop=store_at)
         inner = r.loops(block)[-2:]  # the tile's rows and columns: whole vectors
         if tile.ht > 1 and [r.extent(block, x) for x in inner] == [tile.ht, ow]:
             r.fuse(block, inner)
@@ -454,6 +486,8 @@ def finish(r: Recorder, stage: Stage, top: str, tile: Tile | None = None) -> Non
     if stage.pad_block and r.has(stage.pad_block) and \
             set(r.reads(stage.pad_block)) & r.blocked_buffers:
         blocked_pad(r, stage, r.blocked_lanes)
+    elif tile is not None and tile.vector == "w" and not tile.phases:
+        rows_pad(r, stage)
     elif stage.kind == "pool" or (tile is not None and tile.vector == "w"):
         deinterleave_pad(r, stage)
     reduction = r.reduction_loops(stage.name)

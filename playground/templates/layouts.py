@@ -6,7 +6,8 @@ Two choices, both ordinary ``transform_layout`` steps visible in History and the
   conv and the channel-vector conv or pool that reads it, so that the producer's write-back
   stores contiguous vectors and the reader's padding copy keeps them (:func:`blocked_pad`);
 * **column phases** (:func:`deinterleave_pad`): the padded input of a strided window layer
-  vectorized along its output row, so that every tap is one vector load.
+  vectorized along its output row, so that every tap is one vector load; or kept in rows
+  (:func:`rows_pad`), its copy one vector per row.
 
 :mod:`playground.templates.conv` decides where (it tiles the layers); this module only lays
 out.
@@ -100,3 +101,15 @@ def deinterleave_pad(r: Recorder, stage: Stage) -> bool:
         return False
     return r.attempt("transform_layout", stage.pad_block, buffer=["write", 0],
                      index_map=f"lambda n, c, h, w: (n, c, h, w % {s}, w // {s})")
+
+
+def rows_pad(r: Recorder, stage: Stage) -> bool:
+    """Keep a strided window layer's padded input in rows (NCHW), and copy each row as one
+    vector (of the row's padded width, which LLVM splits into the machine's vectors and a
+    masked tail): the alternative to :func:`deinterleave_pad` that the search measures, where
+    the copy into phases, one strided element at a time, costs more than the taps' strided
+    loads it saves. Returns whether the copy was vectorized."""
+    if not stage.pad_block or not r.has(stage.pad_block):
+        return False
+    last = r.loops(stage.pad_block)[-1]
+    return r.attempt("vectorize", stage.pad_block, loop=last)

@@ -47,16 +47,34 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
     dense = stage.layer["groups"] == 1
     scored: list[tuple[float, Tile]] = []
     if pixel_vectors_fit(stage):
-        # a 1x1 conv as a matrix product over pixel vectors (whole rows of them): ranked
-        # first, it beat every channel-vector tile on 2x128x28x28 -> 256 (0.38 vs 0.41 ms)
+        # a 1x1 conv as a matrix product over pixel vectors (whole rows of them), ranked first
+        # where it fits: 0.12 against 0.19 ms for the best channel-vector tile on 32 -> 64
+        # channels at 112x112 (no output transposition), measured on a 2-core AVX-512 machine
         for ht in _divisors(oh, 1, 8):
             vectors, rest = divmod(ht * ow, lanes)
             if rest or not 2 <= vectors <= 8:
                 continue
             for kt in _divisors(k, 1, 8):
                 acc = kt * vectors
-                if max(8, budget // 2) <= acc <= budget - 1:
-                    scored.append((0.5 - abs(acc - 24) / 24, Tile("p", lanes, kt, ht, ow)))
+                if not max(8, budget // 2) <= acc <= budget - 1:
+                    continue
+                score = 1.0 - abs(acc - 24) / 24
+                if acc + kt + 1 > regs:
+                    # the compiler keeps the kt broadcast weights in registers beside the
+                    # accumulators and one input vector: 4 x 7 = 28 accumulators spilled
+                    # (0.28 ms on the shape above, against 0.12 ms for 2 x 7)
+                    score -= 0.6
+                rc = _channel_block(stage, ht * ow, facts)
+                if rc is None:
+                    # every block of output channels reads the tile's input pixels (all
+                    # input channels) again, from L2: 0.41 against 0.23 ms for a
+                    # channel-vector tile on 2x128x28x28 -> 256 (57 KB a tile)
+                    score -= 0.9
+                elif rc:
+                    # in blocks of input channels that stay in L1: 0.22 ms on that shape,
+                    # level with the channel vectors, so both are measured
+                    score -= 0.3
+                scored.append((score, Tile("p", lanes, kt, ht, ow, rc=rc or 0)))
     if dense and k % lanes == 0:
         for kb in (1, 2, 3, 4):
             if k % (kb * lanes):
@@ -68,8 +86,11 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
                         continue
                     scored.append((fit(acc, ht, wt) + 0.05 * min(kb, 2),
                                    Tile("k", lanes, kb, ht, wt)))
+    depthwise = stage.in_shape[1] == stage.layer["groups"] == k
+    if depthwise:
+        scored += _depthwise_tiles(stage, facts, budget)
     for width in (lanes, lanes // 2):
-        if width < 4 or ow % width:
+        if width < 4 or ow % width or depthwise:
             continue
         for v in (1, 2, 3, 4):
             wt = width * v
@@ -106,6 +127,11 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
         if dense and k % lanes == 0:
             scored.append((0.0, Tile("k", lanes, 1, 1, width)))
         scored.append((0.0, Tile("w", width, 1, 1, width)))
+    if stage.layer["stride"][1] > 1 and any(stage.layer["padding"]):
+        # column phases or rows for a strided conv's padded input: the machine decides
+        # (Tile.phases), so each column tile comes both ways, phases first
+        scored += [(score - 0.01, replace(tile, phases=False)) for score, tile in scored
+                   if tile.vector == "w"]
     if _weights_outweigh_activations(stage):
         # every tile of pixels would stream all the weights again: sweep the image per block
         # of output channels instead, that block's weights kept in cache
@@ -117,6 +143,57 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
         if tile not in out:
             out.append(tile)
     return out[:limit]
+
+
+def _channel_block(stage: Stage, pixels: int, facts: MachineFacts) -> int | None:
+    """Input channels per reduction block of a pixel-vector tile of ``pixels`` pixels
+    (:attr:`Tile.rc`): 0 where the tile's input of every channel fits in two thirds of L1
+    (the rest is the weights' and the output's), else the most channels whose input does,
+    at least 8 of them and the tile's accumulators of every output channel (kept between
+    blocks) within half of L2; None where no such block exists."""
+    l1, l2 = facts.caches.get("L1", 0), facts.caches.get("L2", 0)
+    c, k = stage.in_shape[1], stage.out_shape[1]
+    if not l1 or c * pixels * 4 * 3 <= l1 * 2:
+        return 0
+    if l2 and k * pixels * 4 * 2 > l2:
+        return None
+    fits = [d for d in _divisors(c, 8) if d < c and d * pixels * 4 * 3 <= l1 * 2]
+    return max(fits) if fits else None
+
+
+def _depthwise_tiles(stage: Stage, facts: MachineFacts, budget: int) -> list[tuple[float, Tile]]:
+    """Column tiles of a depthwise conv, scored.
+
+    A depthwise channel shares nothing with the next (one input channel each), so a tile of
+    several channels only adds accumulators; what one input row loaded into registers can
+    feed is the output rows whose windows cover it. Hence one channel, about 4 rows of
+    vectors, and row tiles that split evenly over the cores. Measured on one 2-core
+    AVX-512 machine: MobileNet's 3x3 depthwise at 112x112 (32 channels) 0.070 ms at
+    2 channels x 2 rows, 0.044-0.053 ms at 1 channel x 4-8 rows; the 3x3/2 one (64 channels,
+    56x56 out) 0.18 ms -> 0.12 ms."""
+    lanes = facts.lanes("float32")
+    n, _, oh, ow = stage.out_shape
+    out: list[tuple[float, Tile]] = []
+    for width in (lanes, lanes // 2):
+        if width < 4 or ow % width:
+            continue
+        for v in (1, 2, 3):
+            if ow % (width * v):
+                continue
+            for kt in (1, 2):
+                for ht in _divisors(oh, 1, 8):
+                    acc = kt * ht * v
+                    if acc > budget:
+                        continue
+                    tiles = n * (oh // ht)
+                    balanced = tiles % facts.cores == 0 or tiles >= 8 * facts.cores
+                    score = (0.4 + 0.1 * min(ht, 4) - 0.02 * max(0, ht - 4)
+                             - 0.15 * (kt - 1) - 0.05 * (v - 1)
+                             - (0.0 if balanced else 0.3) - (0.3 if width < lanes else 0.0))
+                    out.append((score, Tile("w", width, kt, ht, width * v)))
+        if out:
+            break
+    return out
 
 
 def _weights_outweigh_activations(stage: Stage) -> bool:

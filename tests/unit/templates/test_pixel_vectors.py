@@ -10,6 +10,8 @@ on poisoned buffers with batches, epilogues, a residual add and NCHW neighbours.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fuzzing import HypothesisDraw, facts_with
 from helpers import examples
@@ -100,7 +102,7 @@ CASES = {
     "residual add, bias": {"input": {"shape": [1, 16, 8, 12]},
                            "layers": [_conv(16), {"op": "bias_add"},
                                       {"op": "add", "other": "data"}]},
-    "between channel-vector 3x3 convs": {"input": {"shape": [1, 16, 12, 12]},
+    "between channel-vector 3x3 convs": {"input": {"shape": [1, 16, 16, 16]},
                                          "layers": [_conv(32, 3, 1, 1), {"op": "relu"},
                                                     _conv(16), {"op": "relu"},
                                                     _conv(32, 3, 1, 1)]},
@@ -159,3 +161,72 @@ def test_random_pixel_tiles_validate(pool, data):
     result = pool.run("run", {"chain": r.chain, "steps": [s.to_dict() for s in r.steps],
                               "target": "cpu", "measure": False}, timeout_s=300)
     assert result.status == "ok" and result.value["correct"], (chain, tile, result.message)
+
+
+def test_pixel_tiles_that_leave_registers_for_the_broadcast_weights_rank_first():
+    """The compiler keeps a tile's ``kt`` broadcast weights in registers beside its
+    accumulators and one input vector: 4 channels x 7 vectors (28 + 4 + 1 > 32) spilled, so
+    it ranks below 2 x 7, and below the channel-vector tiles."""
+    chain = {"input": {"shape": [1, 32, 112, 112]}, "layers": [_conv(64)]}
+    stage = stages(normalize_chain(chain))[0]
+    tiles = tile_candidates(stage, FACTS)
+    first = tiles[0]
+    assert first.vector == "p" and first.accumulators + first.kt + 1 <= FACTS.registers
+    spilling = [t for t in tiles if t.vector == "p"
+                and t.accumulators + t.kt + 1 > FACTS.registers]
+    for t in spilling:
+        assert tiles.index(t) > min(i for i, u in enumerate(tiles) if u.vector == "k")
+
+
+def test_pixel_tiles_whose_input_overflows_l1_reduce_in_channel_blocks():
+    """Every block of output channels reads the tile's input pixels of all input channels
+    again: 128 channels x 112 pixels (57 KB) overflow a 48 KB L1, so the reduction goes in
+    blocks of 64 channels (28 KB); with a 1 MiB L1 in one block; where even the tile's
+    accumulators of every output channel overflow half of L2, no blocks, and the pixel
+    vectors rank last."""
+    chain = {"input": {"shape": [2, 128, 28, 28]}, "layers": [_conv(256)]}
+    stage = stages(normalize_chain(chain))[0]
+    pixel = [t for t in tile_candidates(stage, FACTS) if t.vector == "p"]
+    assert pixel and all(t.rc == 64 for t in pixel)
+    assert pixel[0].label().endswith("input channels in blocks of 64")
+    big_l1 = replace(FACTS, caches={**FACTS.caches, "L1": 1 << 20})
+    assert all(t.rc == 0 for t in tile_candidates(stage, big_l1) if t.vector == "p")
+    small_l2 = replace(FACTS, caches={**FACTS.caches, "L2": 128 << 10})
+    tiles = tile_candidates(stage, small_l2)
+    assert tiles[0].vector == "k"
+    assert all(t.rc == 0 for t in tiles if t.vector == "p")
+
+
+BLOCKED = {
+    "alone, bias + relu": {"input": {"shape": [1, 96, 8, 16]},
+                           "layers": [_conv(32), {"op": "bias_add"}, {"op": "relu"}]},
+    "batch 2, residual add": {"input": {"shape": [2, 64, 4, 16]},
+                              "layers": [_conv(64), {"op": "add", "other": "data"}]},
+    "after a 3x3 conv": {"input": {"shape": [1, 16, 8, 16]},
+                         "layers": [_conv(32, 3, 1, 1), {"op": "relu"}, _conv(32)]},
+}
+
+
+@pytest.mark.parametrize("name", list(BLOCKED))
+def test_pixel_tiles_in_channel_blocks_validate(pool, name):
+    """Blocks of 16 input channels (forced: these shapes fit L1 whole) on poisoned buffers,
+    alone and as the last layer of a group fused at row tiles; the write-back waits for the
+    last block."""
+    from playground import service
+
+    chain = normalize_chain(BLOCKED[name])
+    st = stages(chain)
+    tile = next(t for t in tile_candidates(st[-1], FACTS) if t.vector == "p")
+    tile = replace(tile, rc=16)
+    tiles = [*(tile_candidates(s, FACTS)[0] for s in st[:-1]), tile]
+    groups = [tuple(Group(i, i) for i in range(len(st)))]
+    if len(st) > 1:
+        groups.append((Group(0, len(st) - 1, tile.ht),))
+    for grouping in groups:
+        plan = Plan(tuple(tiles), grouping, lanes=16, weights="constant")
+        steps = plan_steps(chain, plan).steps
+        assert any(s.primitive == "split" and s.args.get("loop") == "rc" for s in steps)
+        result = service.run(pool, Session.new(chain, steps), "cpu", measure=False,
+                             weights="constant")
+        assert result.status == "ok" and result.value["correct"], (grouping, result)
+
