@@ -1574,6 +1574,149 @@ PADDING_TAPS = tvm.transform.module_pass(skip_padding_taps, opt_level=0,
                                         name="playground.PaddingTaps")
 
 
+# ---- from playground/compile/strided_loads.py (verbatim) ----
+
+STRIDED_LOADS_ATTR = "playground.strided_loads"
+#: Strides rewritten: 2 (stride-2 convs and pools), 3, 4.
+MAX_STRIDE = 4
+#: The widest contiguous span read for one strided load, in elements.
+MAX_SPAN = 64
+
+_LOAD = tvm.ir.TensorLoad  # the class of what tirx.BufferLoad(...) builds in TVM 0.27
+_BINARY = (tirx.Add, tirx.Sub, tirx.Mul, tirx.Div, tirx.Mod, tirx.FloorDiv, tirx.FloorMod,
+           tirx.Min, tirx.Max, tirx.EQ, tirx.NE, tirx.LT, tirx.LE, tirx.GT, tirx.GE, tirx.And,
+           tirx.Or)
+
+
+def _const(expr):
+    """The value of an integer constant (an ``IntImm`` or a plain int), else None."""
+    if isinstance(expr, int):
+        return expr
+    return int(expr.value) if isinstance(expr, tirx.IntImm) else None
+
+
+def _contiguous(load, found, analyzer):
+    """``load`` as a contiguous span and a shuffle, when it is a strided vector load this
+    pass rewrites (module doc); else None. ``found`` counts the rewrites by stride."""
+    if len(load.indices) != 1 or not isinstance(load.indices[0], tirx.Ramp):
+        return None
+    if tvm.DataType(load.source.dtype).lanes != 1:
+        return None
+    ramp = load.indices[0]
+    stride, lanes = _const(ramp.stride), _const(ramp.lanes)
+    if stride is None or lanes is None or not 2 <= stride <= MAX_STRIDE:
+        return None
+    span = stride * (lanes - 1) + 1
+    if span > MAX_SPAN:
+        return None
+    shape = load.source.shape
+    if len(shape) == 1 and stride * lanes <= MAX_SPAN and analyzer.can_prove(
+            ramp.base + stride * lanes <= shape[0]):
+        # a whole number of vectors (one wide load, one permute) where the buffer provably
+        # holds the s - 1 elements past the last one read
+        span = stride * lanes
+    found[stride] = found.get(stride, 0) + 1
+    wide = tirx.BufferLoad(load.source, [tirx.Ramp(ramp.base, 1, span)])
+    return tirx.Shuffle([wide], [tirx.IntImm("int32", stride * i) for i in range(lanes)])
+
+
+def _expr(e, found, analyzer):
+    """``e`` with its strided loads rewritten (the same object where nothing changed)."""
+    if isinstance(e, _LOAD):
+        indices = [_expr(i, found, analyzer) for i in e.indices]
+        if any(not a.same_as(b) for a, b in zip(indices, e.indices, strict=True)):
+            e = tirx.BufferLoad(e.source, indices)
+        wide = _contiguous(e, found, analyzer)
+        return e if wide is None else wide
+    if isinstance(e, _BINARY):
+        a, b = _expr(e.a, found, analyzer), _expr(e.b, found, analyzer)
+        return e if a.same_as(e.a) and b.same_as(e.b) else type(e)(a, b)
+    if isinstance(e, tirx.Not):
+        a = _expr(e.a, found, analyzer)
+        return e if a.same_as(e.a) else tirx.Not(a)
+    if isinstance(e, tirx.Cast):
+        v = _expr(e.value, found, analyzer)
+        return e if v.same_as(e.value) else tirx.Cast(e.dtype, v)
+    if isinstance(e, tirx.Select):
+        parts = [_expr(x, found, analyzer) for x in (e.condition, e.true_value, e.false_value)]
+        same = all(a.same_as(b) for a, b in
+                   zip(parts, (e.condition, e.true_value, e.false_value), strict=True))
+        return e if same else tirx.Select(*parts)
+    if isinstance(e, tirx.Broadcast):
+        v = _expr(e.value, found, analyzer)
+        return e if v.same_as(e.value) else tirx.Broadcast(v, e.lanes)
+    if isinstance(e, tirx.Let):
+        v, body = _expr(e.value, found, analyzer), _expr(e.body, found, analyzer)
+        return e if v.same_as(e.value) and body.same_as(e.body) else tirx.Let(e.var, v, body)
+    return e  # leaves, calls, shuffles, ramps: as they are
+
+
+def _stmt(s, found, analyzer):
+    """``s`` with the strided loads of its expressions rewritten."""
+    if isinstance(s, tirx.SeqStmt):
+        seq = [_stmt(x, found, analyzer) for x in s.seq]
+        return s if all(a.same_as(b) for a, b in zip(seq, s.seq, strict=True)) \
+            else tirx.SeqStmt(seq)
+    if isinstance(s, tirx.For):
+        analyzer.bind(s.loop_var, tvm.ir.Range.from_min_extent(s.min, s.extent),
+                      allow_override=True)
+        body = _stmt(s.body, found, analyzer)
+        return s if body.same_as(s.body) else tirx.For(
+            s.loop_var, s.min, s.extent, s.kind, body, s.thread_binding, s.annotations,
+            getattr(s, "step", None))
+    if isinstance(s, tirx.IfThenElse):
+        then = _stmt(s.then_case, found, analyzer)
+        other = None if s.else_case is None else _stmt(s.else_case, found, analyzer)
+        same = then.same_as(s.then_case) and (other is None or other.same_as(s.else_case))
+        return s if same else tirx.IfThenElse(s.condition, then, other)
+    if isinstance(s, tirx.AttrStmt):
+        body = _stmt(s.body, found, analyzer)
+        return s if body.same_as(s.body) else tirx.AttrStmt(s.node, s.attr_key, s.value, body)
+    if isinstance(s, tirx.While):
+        body = _stmt(s.body, found, analyzer)
+        return s if body.same_as(s.body) else tirx.While(s.condition, body)
+    if isinstance(s, tirx.BufferStore):
+        value = _expr(s.value, found, analyzer)
+        return s if value.same_as(s.value) else tirx.BufferStore(s.buffer, value, s.indices)
+    if isinstance(s, tirx.LetStmt):
+        try:  # an index the loads may use; handles and calls are not bound
+            analyzer.bind(s.var, s.value, allow_override=True)
+        except (TypeError, ValueError, AttributeError):
+            pass
+        value = _expr(s.value, found, analyzer)
+        return s if value.same_as(s.value) else tirx.LetStmt(s.var, value)
+    return s  # allocations, declarations, asserts, evaluations: as they are
+
+
+def describe_loads(found: dict[int, int]) -> str:
+    if not found:
+        return "no strided vector loads"
+    by = ", ".join(f"stride {s}: {n}" for s, n in sorted(found.items()))
+    return (f"{sum(found.values())} strided vector loads read as one contiguous load and a "
+            f"shuffle ({by})")
+
+
+def rewrite_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with its strided vector loads rewritten and :data:`STRIDED_LOADS_ATTR` set."""
+    found: dict[int, int] = {}
+    body = _stmt(func.body, found, tvm.sym.Analyzer())
+    return func.with_body(body).with_attr(STRIDED_LOADS_ATTR, describe_loads(found))
+
+
+def _on_cpu(func) -> bool:
+    """A function built by LLVM for the CPU (a GPU kernel's shuffles are another matter)."""
+    target = func.attrs.get("target") if func.attrs is not None else None
+    return target is not None and target.kind.name == "llvm"
+
+
+@tvm.transform.module_pass(opt_level=0, name="playground.StridedLoads")
+def strided_loads(mod, ctx):
+    """Rewrite the strided vector loads of every CPU function (module doc)."""
+    funcs = {gvar: rewrite_func(f) if isinstance(f, tirx.PrimFunc) and _on_cpu(f) else f
+             for gvar, f in mod.functions.items()}
+    return tvm.IRModule(funcs, attrs=mod.attrs)
+
+
 # ---- from playground/compile/tile_local.py (verbatim) ----
 
 TILE_LOCAL_PIPELINE = "playground_tile_local"
@@ -1912,11 +2055,12 @@ def _with_functions(mod, funcs):
 
 def tile_local_pipeline():
     """TVM's default TIR pipeline with :func:`tile_local` in front, then the padding taps
-    skipped (:mod:`playground.compile.pad_taps`): a pipeline factory for
+    skipped (:mod:`playground.compile.pad_taps`), and after it the strided vector loads read
+    contiguously (:mod:`playground.compile.strided_loads`): a pipeline factory for
     ``tvm.tirx.register_tir_pipeline``."""
     default, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir")
-    return (tvm.transform.Sequential([tile_local, PADDING_TAPS, default]), finalize_host,
-            finalize_device)
+    return (tvm.transform.Sequential([tile_local, PADDING_TAPS, default, strided_loads]),
+            finalize_host, finalize_device)
 
 
 tvm.tirx.register_tir_pipeline(TILE_LOCAL_PIPELINE, tile_local_pipeline)

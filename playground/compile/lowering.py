@@ -15,6 +15,7 @@ import tvm
 
 from playground.compile.gpu import require_cuda_lowered, require_cuda_ready
 from playground.compile.poison import compile_validation
+from playground.compile.strided_loads import strided_loads
 from playground.compile.targets import resolve
 from playground.compile.tile_local import TILE_LOCAL_PIPELINE
 from playground.errors import BuildError
@@ -91,7 +92,9 @@ def run_tir_pipeline(mod: tvm.IRModule, target_name: str, instrument, *,
 def lower(mod: tvm.IRModule, target_name: str = "cpu", *,
           tile_local: bool = True) -> tvm.IRModule:
     """The module after TIR lowering, just before MakePackedAPI (with the tile-local step
-    unless ``tile_local`` is False).
+    unless ``tile_local`` is False). The playground's last lowering step, the strided loads
+    read contiguously (:mod:`playground.compile.strided_loads`), runs after MakePackedAPI in
+    a build; here it is applied to the module shown, so that the view has what is built.
 
     Raises
     ------
@@ -110,7 +113,7 @@ def lower(mod: tvm.IRModule, target_name: str = "cpu", *,
         raise BuildError("lowering did not reach MakePackedAPI")
     if target_name == "cuda":
         require_cuda_lowered(keep.kept)
-    return keep.kept
+    return strided_loads(keep.kept) if tile_local else keep.kept
 
 
 def lowered_text(mod: tvm.IRModule, target_name: str = "cpu", *,

@@ -31,8 +31,9 @@ new elements past the tile (:func:`_border_free`).
 The decisions are stored on the function as the attribute :data:`TILE_LOCAL_ATTR`, so the
 lowered TIR shows which blocks lost their predicate and why the others kept theirs.
 
-This module imports only tvm and :mod:`playground.compile.pad_taps` (which imports only
-tvm): exported scripts embed both verbatim and build with
+This module imports only tvm, :mod:`playground.compile.pad_taps` and
+:mod:`playground.compile.strided_loads` (which import only tvm): exported scripts embed all
+three verbatim and build with
 ``tvm.compile(mod, target=target, tir_pipeline=TILE_LOCAL_PIPELINE)``.
 """
 
@@ -46,6 +47,7 @@ from playground.compile.pad_taps import (
     same_structure,
     var_id,
 )
+from playground.compile.strided_loads import strided_loads
 
 TILE_LOCAL_PIPELINE = "playground_tile_local"
 TILE_LOCAL_ATTR = "playground.tile_local"
@@ -383,11 +385,12 @@ def _with_functions(mod, funcs):
 
 def tile_local_pipeline():
     """TVM's default TIR pipeline with :func:`tile_local` in front, then the padding taps
-    skipped (:mod:`playground.compile.pad_taps`): a pipeline factory for
+    skipped (:mod:`playground.compile.pad_taps`), and after it the strided vector loads read
+    contiguously (:mod:`playground.compile.strided_loads`): a pipeline factory for
     ``tvm.tirx.register_tir_pipeline``."""
     default, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir")
-    return (tvm.transform.Sequential([tile_local, PADDING_TAPS, default]), finalize_host,
-            finalize_device)
+    return (tvm.transform.Sequential([tile_local, PADDING_TAPS, default, strided_loads]),
+            finalize_host, finalize_device)
 
 
 tvm.tirx.register_tir_pipeline(TILE_LOCAL_PIPELINE, tile_local_pipeline)
