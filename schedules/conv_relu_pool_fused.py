@@ -1627,7 +1627,7 @@ def _stmt(s, found, analyzer):
         body = _stmt(s.body, found, analyzer)
         return s if body.same_as(s.body) else tirx.For(
             s.loop_var, s.min, s.extent, s.kind, body, s.thread_binding, s.annotations,
-            getattr(s, "step", None))
+            s.step)
     if isinstance(s, tirx.IfThenElse):
         then = _stmt(s.then_case, found, analyzer)
         other = None if s.else_case is None else _stmt(s.else_case, found, analyzer)
