@@ -47,7 +47,8 @@ def tile_local_ui() -> bool:
                      help="Intermediates computed under a tile loop become tile-sized and lose "
                           "their border predicates where that is provably harmless, and the "
                           "border rows of a convolution skip the taps that multiply its zero "
-                          "padding. Switch off to see TVM's default lowering.")
+                          "padding, and strided vector loads become one contiguous load and a "
+                          "shuffle. Switch off to see TVM's default lowering.")
 
 
 def render_lowered(pool: WorkerPool, session: Session, target: str, tile_local: bool) -> None:
@@ -61,6 +62,8 @@ def render_lowered(pool: WorkerPool, session: Session, target: str, tile_local: 
         st.caption(f"Tile-local step: {result.value['tile_local']}")
     if result.ok and result.value.get("padding_taps"):
         st.caption(f"Padding-taps step: {result.value['padding_taps']}")
+    if result.ok and result.value.get("strided_loads"):
+        st.caption(f"Strided-loads step: {result.value['strided_loads']}")
     render_worker_text(key, result)
 
 

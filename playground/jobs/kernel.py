@@ -24,6 +24,7 @@ from playground.compile.constant import split_constant_weights
 from playground.compile.gpu import kernel_resources
 from playground.compile.lowering import compile_module, generated_code, lower
 from playground.compile.pad_taps import PAD_TAPS_ATTR
+from playground.compile.strided_loads import STRIDED_LOADS_ATTR
 from playground.compile.targets import device, info
 from playground.compile.tile_local import TILE_LOCAL_ATTR
 from playground.errors import BuildError
@@ -116,8 +117,9 @@ def _reference(chain_json: str, seed: int):
 @job(LOWER)
 def lower_job(payload: dict) -> dict:
     """Lowered TIR (TVMScript before MakePackedAPI) of the scheduled module, and what the
-    tile-local step decided per predicated block (``tile_local``: one line, "" when off) and
-    which reduction nests the padding-taps step split (``padding_taps``, likewise).
+    tile-local step decided per predicated block (``tile_local``: one line, "" when off),
+    which reduction nests the padding-taps step split (``padding_taps``, likewise) and how
+    many vector loads the strided-loads step rewrote (``strided_loads``, likewise).
     For ``cuda`` also what each kernel asks of the GPU (``kernels``: threads per block,
     blocks, static shared memory; :func:`playground.compile.gpu.kernel_resources`)."""
     _, _, target = _unpack(payload)
@@ -128,7 +130,8 @@ def lower_job(payload: dict) -> dict:
                          if f.attrs is not None and attr in f.attrs)
 
     out = {"text": lowered.script(), "seconds": time.perf_counter() - t0,
-           "tile_local": said(TILE_LOCAL_ATTR), "padding_taps": said(PAD_TAPS_ATTR)}
+           "tile_local": said(TILE_LOCAL_ATTR), "padding_taps": said(PAD_TAPS_ATTR),
+           "strided_loads": said(STRIDED_LOADS_ATTR)}
     if target == "cuda":
         out["kernels"] = kernel_resources(lowered)
     return out

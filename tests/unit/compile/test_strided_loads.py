@@ -111,5 +111,6 @@ def test_strided_convs_with_the_input_in_rows_validate(pool, shape, channels, st
     for weights in ("per-call", "constant"):
         result = service.run(pool, session, "cpu", measure=False, weights=weights)
         assert result.status == "ok" and result.value["correct"], (weights, result)
-    text = service.lower(pool, session).value["text"]
-    assert "T.Shuffle" in text and STRIDED_LOADS_ATTR in text
+    shown = service.lower(pool, session).value
+    assert "T.Shuffle" in shown["text"] and STRIDED_LOADS_ATTR in shown["text"]
+    assert "strided vector loads read as one contiguous load" in shown["strided_loads"]
