@@ -1597,15 +1597,24 @@ def _contiguous(load, found, analyzer):
     span = stride * (lanes - 1) + 1
     if span > MAX_SPAN:
         return None
-    shape = load.source.shape
-    if len(shape) == 1 and stride * lanes <= MAX_SPAN and analyzer.can_prove(
-            ramp.base + stride * lanes <= shape[0]):
+    shape, base, first = load.source.shape, ramp.base, 0
+    if len(shape) == 1 and stride * lanes <= MAX_SPAN:
         # a whole number of vectors (one wide load, one permute) where the buffer provably
-        # holds the s - 1 elements past the last one read
-        span = stride * lanes
+        # holds them: from the last multiple of the stride at or before the first element
+        # read (so that the loads of one window's taps, ``s`` apart, share a span: LLVM then
+        # loads it once), else from the first element read (``s - 1`` elements past the
+        # last), else shifted back to end at the last element read
+        phase = _const(analyzer.simplify(tirx.FloorMod(base, stride)))
+        for shift in ([phase] if phase else []) + [0, stride - 1]:
+            start = analyzer.simplify(base - shift)
+            if analyzer.can_prove(start >= 0) and analyzer.can_prove(
+                    start + stride * lanes <= shape[0]):
+                span, base, first = stride * lanes, start, shift
+                break
     found[stride] = found.get(stride, 0) + 1
-    wide = tirx.BufferLoad(load.source, [tirx.Ramp(ramp.base, 1, span)])
-    return tirx.Shuffle([wide], [tirx.IntImm("int32", stride * i) for i in range(lanes)])
+    wide = tirx.BufferLoad(load.source, [tirx.Ramp(base, 1, span)])
+    return tirx.Shuffle([wide], [tirx.IntImm("int32", first + stride * i)
+                                 for i in range(lanes)])
 
 
 def _expr(e, found, analyzer):

@@ -9,10 +9,13 @@ load as the contiguous span it lies in and a shuffle that picks every ``s``-th e
 load and one permute per vector.
 
 Why it is safe: the span is ``s * L`` elements only where the pass proves (from the loop
-bounds) that the buffer holds the ``s - 1`` elements past the last one read; elsewhere it is
-``s * (L - 1) + 1``, from the strided load's first element to its last, so every element it
-reads lies between two the original program reads from the same buffer (LLVM then splits
-it into a few narrower loads). Left as they are: strides other than 2 to
+bounds) that the buffer holds all of them: it starts at the last multiple of ``s`` at or
+before the first element read where that offset is a constant (a 2x2/2 pool's odd columns
+then read the very span its even ones read, and LLVM loads it once, or keeps it in registers),
+else at the first element read, else ``s - 1`` elements before it (ending at the last
+element read); elsewhere it is ``s * (L - 1) + 1``, from the strided load's first element to its
+last, so every element it reads lies between two the original program reads from the same
+buffer (LLVM then splits it into a few narrower loads). Left as they are: strides other than 2 to
 :data:`MAX_STRIDE`, spans over :data:`MAX_SPAN` lanes, buffers of vector elements, and loads
 inside calls (``if_then_else``'s arguments are evaluated on their own
 terms).
@@ -59,15 +62,24 @@ def _contiguous(load, found, analyzer):
     span = stride * (lanes - 1) + 1
     if span > MAX_SPAN:
         return None
-    shape = load.source.shape
-    if len(shape) == 1 and stride * lanes <= MAX_SPAN and analyzer.can_prove(
-            ramp.base + stride * lanes <= shape[0]):
+    shape, base, first = load.source.shape, ramp.base, 0
+    if len(shape) == 1 and stride * lanes <= MAX_SPAN:
         # a whole number of vectors (one wide load, one permute) where the buffer provably
-        # holds the s - 1 elements past the last one read
-        span = stride * lanes
+        # holds them: from the last multiple of the stride at or before the first element
+        # read (so that the loads of one window's taps, ``s`` apart, share a span: LLVM then
+        # loads it once), else from the first element read (``s - 1`` elements past the
+        # last), else shifted back to end at the last element read
+        phase = _const(analyzer.simplify(tirx.FloorMod(base, stride)))
+        for shift in ([phase] if phase else []) + [0, stride - 1]:
+            start = analyzer.simplify(base - shift)
+            if analyzer.can_prove(start >= 0) and analyzer.can_prove(
+                    start + stride * lanes <= shape[0]):
+                span, base, first = stride * lanes, start, shift
+                break
     found[stride] = found.get(stride, 0) + 1
-    wide = tirx.BufferLoad(load.source, [tirx.Ramp(ramp.base, 1, span)])
-    return tirx.Shuffle([wide], [tirx.IntImm("int32", stride * i) for i in range(lanes)])
+    wide = tirx.BufferLoad(load.source, [tirx.Ramp(base, 1, span)])
+    return tirx.Shuffle([wide], [tirx.IntImm("int32", first + stride * i)
+                                 for i in range(lanes)])
 
 
 def _expr(e, found, analyzer):

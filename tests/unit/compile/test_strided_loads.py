@@ -59,17 +59,27 @@ def test_a_strided_load_becomes_a_contiguous_load_and_a_shuffle(stride):
 
 
 def test_the_span_ends_at_the_last_element_read_unless_the_buffer_provably_holds_more():
-    """From offset 1 a 16-element span would read A[16] of a 16-element buffer: the span stops
-    at A[15]. Under a loop, the loop's bounds prove the wide span for every row."""
+    """A 15-element buffer read from offset 0: a 16-element span would read A[15], past its
+    end, and there is nothing before A[0]; the span stops at A[14]. From offset 1 of a
+    16-element buffer, the span shifts back one element to A[0..15] and the shuffle picks the
+    odd lanes. Under a loop, the loop's bounds prove the wide span for every row."""
+    tight = _strided(15, 8, 2, 0)
+    assert "A_1[T.Ramp(0, 1, 15)]" in lower(tight, "cpu").script()
+    _run(tight, 15, 8, 2, 0)
     mod = _strided(16, 8, 2, 1)
-    assert "A_1[T.Ramp(1, 1, 15)]" in lower(mod, "cpu").script()
+    odd = ", ".join(str(2 * i + 1) for i in range(8))
+    assert f"T.Shuffle([A_1[T.Ramp(0, 1, 16)]], [{odd}])" in lower(mod, "cpu").script()
     _run(mod, 16, 8, 2, 1)
     held = _strided(16, 8, 2, 0, rows=3)  # every row's 16-element span inside A
     assert "T.Ramp(r * 16, 1, 16)" in lower(held, "cpu").script()
     _run(held, 16, 8, 2, 0, rows=3)
     short = _strided(16, 8, 2, 1, rows=3)  # the last row's would read past A's end
-    assert "T.Ramp(r * 16 + 1, 1, 15)" in lower(short, "cpu").script()
+    assert f"T.Shuffle([A_1[T.Ramp(r * 16, 1, 16)]], [{odd}])" in lower(short, "cpu").script()
     _run(short, 16, 8, 2, 1, rows=3)
+    three = _strided(24, 8, 3, 2)  # stride 3 from offset 2: shifted back two elements
+    every = ", ".join(str(3 * i + 2) for i in range(8))
+    assert f"T.Shuffle([A_1[T.Ramp(0, 1, 24)]], [{every}])" in lower(three, "cpu").script()
+    _run(three, 24, 8, 3, 2)
 
 
 def test_other_strides_contiguous_loads_and_switched_off_builds_are_left_alone():
