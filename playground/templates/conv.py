@@ -214,7 +214,7 @@ def _fit(extent: int, want: int, multiple: int = 1) -> int:
                 if extent % d == 0), default=0)
 
 
-def _split(r: Recorder, block: str, loop: str, inner: int) -> tuple[str, str]:
+def split_loop(r: Recorder, block: str, loop: str, inner: int) -> tuple[str, str]:
     if inner <= 1:
         outer = r.split(block, loop, [None, 1])
         return outer[0], outer[1]
@@ -256,16 +256,16 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
         ko, kb, kv = r.split(name, k, [None, tile.kt, lanes])
         k_inner = [kb, kv]
     else:
-        ko, kb = _split(r, name, k, tile.kt)
+        ko, kb = split_loop(r, name, k, tile.kt)
         k_inner = [kb]
-    ho, hi = _split(r, name, h, ht)
+    ho, hi = split_loop(r, name, h, ht)
     if tile.vector == "k":
-        wo, wi = _split(r, name, w, _fit(ew, tile.wt))
+        wo, wi = split_loop(r, name, w, _fit(ew, tile.wt))
         w_inner = [wi]
     else:
         wt = _fit(ew, tile.wt, lanes) or _fit(ew, lanes)
         lanes = min(lanes, wt)
-        wo, wi = _split(r, name, w, wt)
+        wo, wi = split_loop(r, name, w, wt)
         wu, wv = r.split(name, wi, [None, lanes]) if wt > lanes else (None, wi)
         w_inner = [x for x in (wu, wv) if x]
     if outer is not None:
@@ -284,7 +284,7 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
         if block in r.blocked:
             blocked_write_back(r, block, wo, lanes)
-    top = _vectorize_unroll_parallel(r, name, vector_loop, unrolled, write_back, lanes, head,
+    top = vectorize_unroll_parallel(r, name, vector_loop, unrolled, write_back, lanes, head,
                                      order[0], parallel)
     if outer is None and tile.order == "channels" and tile.vector == "k":
         _copy_weights_per_block(r, stage, top, lanes)
@@ -318,8 +318,8 @@ def _tile_pixels(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
     if r.extent(name, h) % tile.ht or (tile.ht * ow) % lanes:
         raise PlaygroundError(f"{name}: {tile.ht} rows of {ow} pixels are not whole vectors "
                               f"of {lanes} in a tile of {r.extent(name, h)} rows")
-    ko, kb = _split(r, name, k, tile.kt)
-    ho, hi = _split(r, name, h, tile.ht)
+    ko, kb = split_loop(r, name, k, tile.kt)
+    ho, hi = split_loop(r, name, h, tile.ht)
     head = [n, ho] if outer is None else outer
     rest = [x for x in (n, ho, ko) if x not in head]
     channels = r.extent(name, rc)
@@ -344,7 +344,7 @@ def _tile_pixels(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
         inner = r.loops(block)[-2:]  # the tile's rows and columns: whole vectors
         if tile.ht > 1 and [r.extent(block, x) for x in inner] == [tile.ht, ow]:
             r.fuse(block, inner)
-    return _vectorize_unroll_parallel(r, name, pv, [pu, kb], write_back, lanes, head,
+    return vectorize_unroll_parallel(r, name, pv, [pu, kb], write_back, lanes, head,
                                       head[0] if head else rest[0], parallel)
 
 
@@ -366,7 +366,7 @@ def _copy_weights_per_block(r: Recorder, stage: Stage, top: str, lanes: int) -> 
         r.attempt("vectorize", copy, loop=k_in)
 
 
-def _vectorize_unroll_parallel(r: Recorder, name: str, vector_loop: str | None,
+def vectorize_unroll_parallel(r: Recorder, name: str, vector_loop: str | None,
                                unrolled: list[str], write_back: list[str], lanes: int,
                                head: list[str], first: str, parallel: bool) -> str:
     """The end of every tiling: vectorize, unroll, vectorize the write-back, fuse ``head``
@@ -398,9 +398,9 @@ def _tile_batch(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
     name, lanes = stage.name, tile.lanes
     n, k, h, w, rc, rh, rw = loops
     n0, nl = r.split(name, n, [None, lanes])
-    n00, nv = _split(r, name, n0, tile.nt)
-    k0, k1 = _split(r, name, k, tile.kt)
-    w0, w1 = _split(r, name, w, tile.wt)
+    n00, nv = split_loop(r, name, n0, tile.nt)
+    k0, k1 = split_loop(r, name, k, tile.kt)
+    w0, w1 = split_loop(r, name, w, tile.wt)
     rows = [x for x in (h,) if x not in head]
     r("reorder", name, loops=[*head, *rows, n00, k0, w0, rc, rh, rw, k1, w1, nv, nl])
     for block in write_back:
@@ -429,13 +429,13 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
     if set(r.reads(source)) & r.blocked_buffers:
         return _tile_blocked_pool(r, stage, lanes, write_back, (n, c, h, w, rh, rw), outer,
                                   parallel, width)
-    wo, wv = _split(r, name, w, width)
+    wo, wv = split_loop(r, name, w, width)
     head = outer if outer is not None else [n, c, h]
     rest = [x for x in (n, c, h) if x not in head]
     r("reorder", name, loops=[*head, *rest, wo, rh, rw, wv])
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
-    return _vectorize_unroll_parallel(r, name, wv if width > 1 else None, [rh, rw], write_back,
+    return vectorize_unroll_parallel(r, name, wv if width > 1 else None, [rh, rw], write_back,
                                       lanes, head, (rest or head)[0], parallel)
 
 
@@ -451,13 +451,13 @@ def _tile_blocked_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[s
     n, c, h, w, rh, rw = loops
     r("transform_layout", name, buffer=["write", 0], index_map=channel_blocks(lanes, "c"))
     c0, c1 = r.split(name, c, [None, lanes])
-    wo, wi = _split(r, name, w, width)
+    wo, wi = split_loop(r, name, w, width)
     head = outer if outer is not None else [n, c0, h]
     rest = [x for x in (n, c0, h) if x not in head]
     r("reorder", name, loops=[*head, *rest, wo, rh, rw, wi, c1])
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
-    return _vectorize_unroll_parallel(r, name, c1, [wi, rh, rw], write_back, lanes, head,
+    return vectorize_unroll_parallel(r, name, c1, [wi, rh, rw], write_back, lanes, head,
                                       (rest or head)[0], parallel)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from playground.errors import PlaygroundError
+from playground.templates import pool_tiles
 from playground.templates.conv import (
     Tile,
     elementwise_pass,
@@ -41,6 +43,9 @@ class Group:
     last: int
     rows: int | None = None
     cols: int | None = None  # None: whole rows
+    #: The last stage, a pool whose windows tile its input, computed per register tile of
+    #: the conv before it, which is computed there (:mod:`playground.templates.pool_tiles`).
+    per_tile: bool = False
 
     @property
     def fused(self) -> bool:
@@ -50,6 +55,12 @@ class Group:
     def tile_label(self) -> str:
         """``"8-row"`` or ``"8x16"``: the tile shape, for labels and reasons."""
         return f"{self.rows}-row" if self.cols is None else f"{self.rows}x{self.cols}"
+
+    @property
+    def where(self) -> str:
+        """``"8-row tiles"``, and for a pool computed per register tile, says so."""
+        return f"{self.tile_label} tiles" + (", the pool per register tile of the conv"
+                                             if self.per_tile else "")
 
     def takes(self, i: int, tile: Tile | None) -> bool:
         """Whether stage ``i`` may have ``tile`` in this group: a pixel-vector tile only as
@@ -93,7 +104,7 @@ class Plan:
                 "nchwc": self.nchwc,
                 "tiles": [t.to_dict() if t else None for t in self.tiles],
                 "groups": [{"first": g.first, "last": g.last, "rows": g.rows,
-                            "cols": g.cols} for g in self.groups]}
+                            "cols": g.cols, "per_tile": g.per_tile} for g in self.groups]}
 
 
 def _prepare(r: Recorder, stage: Stage, tile: Tile | None, fold: bool) -> list[str]:
@@ -201,15 +212,28 @@ def _group_steps(r: Recorder, chain_stages: list[Stage], plan: Plan, group: Grou
         w_tile, w_rest = r.split(anchor.name, loops[3], [None, group.cols])
         outer, inner = [n, h_tile, w_tile], [n, loops[1], h_rest, w_rest, *loops[4:]]
     r("reorder", anchor.name, loops=outer)
-    top = _tile(r, anchor, plan.tiles[group.last], lanes, backs[group.last],
-                outer=outer, parallel=True, loops=inner)
+    at_tile: set[str] = set()  # blocks computed per register tile (``group.per_tile``)
+    if group.per_tile:
+        conv, tile = chain_stages[group.last - 1], plan.tiles[group.last - 1]
+        if not pool_tiles.fits(conv, anchor, tile, group.rows, group.cols):
+            raise PlaygroundError(f"{anchor.name} cannot be computed per register tile of "
+                                  f"{conv.name} ({tile.label() if tile else 'no tile'})")
+        top, at = pool_tiles.tile_anchor(r, anchor, tile, backs[group.last], outer, inner,
+                                         lanes)
+        at_tile = {*backs[group.last - 1], *conv.epilogue_blocks, conv.name}
+    else:
+        top = _tile(r, anchor, plan.tiles[group.last], lanes, backs[group.last],
+                    outer=outer, parallel=True, loops=inner)
     for block in _producer_blocks(r, chain_stages, plan, group):
-        r("compute_at", block, target_block=anchor.name, target_loop=top,
-          preserve_unit_loops=True)
+        r("compute_at", block, target_block=anchor.name,
+          target_loop=at if block in at_tile else top, preserve_unit_loops=True)
     for i in range(group.last - 1, group.first - 1, -1):
         stage = chain_stages[i]
         backs_i = [b for b in backs[i] if r.has(b)]
         _tile(r, stage, plan.tiles[i], lanes, backs_i, outer=[], parallel=False)
+    if group.per_tile:
+        pool_tiles.unroll_write_backs(r, [*at_tile - {chain_stages[group.last - 1].name},
+                                          *backs[group.last]], at)
     # Decompositions last: TVM 0.27 refuses loop transformations above a decomposed block.
     for i in range(group.last, group.first - 1, -1):
         finish(r, chain_stages[i], top, plan.tiles[i])

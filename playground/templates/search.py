@@ -11,7 +11,10 @@ intermediates, two input seeds, timed only when correct), best-first within a ti
 3. for each convolution, heaviest first, its next-ranked tiles (the others at their best so
    far): a coordinate descent over the stages;
 4. the fusion options (:func:`~playground.templates.space.fusion_options`, pruned by the
-   tile's intermediate bytes against L2 and the halo's redundant work), with the best tiles.
+   tile's intermediate bytes against L2 and the halo's redundant work), with the best tiles;
+   a pool computed per register tile of the conv before it
+   (:mod:`~playground.templates.pool_tiles`) with that conv at its own tile, first where the
+   conv's best tile so far is a column tile too, else last.
 
 When the chain has fusion options, the descent stops at ``DESCENT_SHARE`` of the budget and
 at least one fusion option is measured whatever the budget: the verdict needs a fused schedule
@@ -185,11 +188,21 @@ def candidate_plans(chain: dict, facts: MachineFacts, *, fused: bool | None = No
                 yield (f"{st[i].name}: {alt.label()}",
                        Plan(tuple(trial), groups, lanes, weights=weights), None)
     if fused is not False:
-        for option in fusion_options(st, facts)[:6]:
-            names = "+".join(s.name for s in st[option.group.first:option.group.last + 1])
-            yield (f"fuse {names} at {option.group.tile_label} tiles",
-                   Plan(_fusable(tiles, options, option.group), _with_group(st, option.group),
-                        lanes, weights=weights), option)
+        fusions = fusion_options(st, facts)
+        per_tile = [o for o in fusions if o.tile is not None]
+        rest = [o for o in fusions if o.tile is None][:6]
+        # a pool per register tile of the conv before it first where that conv's best tile
+        # so far is a column tile too (else it is measured last)
+        first = [o for o in per_tile if tiles[o.group.last - 1] is not None
+                 and tiles[o.group.last - 1].vector == "w"]
+        for option in [*first, *rest, *(o for o in per_tile if o not in first)]:
+            g = option.group
+            names = "+".join(s.name for s in st[g.first:g.last + 1])
+            plan_tiles = _fusable(tiles, options, g)
+            if option.tile is not None:  # the conv's tile for a pool per register tile
+                plan_tiles = (*plan_tiles[:g.last - 1], option.tile, *plan_tiles[g.last:])
+            yield (f"fuse {names} at {g.where}",
+                   Plan(plan_tiles, _with_group(st, g), lanes, weights=weights), option)
 
 
 def _fusable(tiles: list[Tile | None], options: dict[int, list[Tile]],

@@ -175,7 +175,7 @@ def _reason(pool: Any, chain: dict, st: list[Stage], fused: Candidate,
     inter = sum(4 * _prod(st[i].out_shape) for i in range(g.first, g.last))
     what = " and ".join(producers)
     tile_at, whole_at = _where(tile_bytes, facts), _where(inter, facts)
-    head = (f"fusing {what} into {st[g.last].name} at {g.tile_label} tiles repeats "
+    head = (f"fusing {what} into {st[g.last].name} at {g.where} repeats "
             f"{max(0.0, redundancy - 1) * 100:.0f}% of {what}'s work")
     if tile_at == whole_at:
         if call == "fuse":  # no cache level gained, yet faster: a pass saved
