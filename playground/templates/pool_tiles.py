@@ -14,7 +14,8 @@ and read back by a second pass. The conv's padded input, and any stage before it
 the row tile (their halo is shared by all its register tiles).
 
 On 1x8x512x512 -> 16 channels 3x3 + relu + 2x2 max pool (a 2-core AVX-512 machine): 1.21 ms
-per call against 1.32 ms for the same group at row tiles (``benchmarks/README.md``).
+per call against 1.40 ms for the same group at row tiles, 85% of the FMA peak in the
+benchmark (``benchmarks/README.md``, "A pool per register tile").
 
 A :class:`~playground.templates.plan.Group` asks for it with ``per_tile=True``;
 :func:`register_tile` proposes the conv's tile, :func:`fits` says where it applies and
