@@ -122,15 +122,18 @@ def test_templates_validate_on_random_chains(pool, data):
     st_ = stages(chain)
     groups = tuple(Group(i, i) for i in range(len(st_)))
     options = fusion_options(st_, facts)
-    g = Group(0, 0)
+    g, option = Group(0, 0), None
     if options and d.chance(60):
-        g = d.choice(options).group
+        option = d.choice(options)
+        g = option.group
         groups = (*(Group(i, i) for i in range(g.first)), g,
                   *(Group(i, i) for i in range(g.last + 1, len(st_))))
     tiles = []
     for i, s in enumerate(st_):  # the tiles the group can take (the search's rule)
         cands = [t for t in tile_candidates(s, facts) if g.takes(i, t)]
         tiles.append(d.choice(cands) if cands else None)
+    if option is not None and option.tile is not None:  # a pool per register tile
+        tiles[g.last - 1] = option.tile
     plan = Plan(tuple(tiles), groups, lanes=facts.lanes(), fold_epilogue=d.chance(80))
     r = plan_steps(chain, plan)
     result = pool.run("run", {"chain": r.chain, "steps": [s.to_dict() for s in r.steps],
