@@ -90,7 +90,11 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
     depthwise = stage.in_shape[1] == stage.layer["groups"] == k
     if depthwise:
         scored += _depthwise_tiles(stage, facts, budget)
-    for width in (lanes, lanes // 2):
+    # whole vectors where they divide the row, else the widest divisor of the row above half
+    # a vector (56 columns on 16 lanes: 14-wide, 87% of the lanes; a grouped 3x3 at 56x56
+    # ran 0.22 ms in 14-wide tiles against 0.32 ms in 8-wide ones, 2-core AVX-512), else half
+    wider = max((d for d in range(lanes // 2 + 1, lanes) if ow % d == 0), default=lanes)
+    for width in (lanes, wider, lanes // 2):
         if width < 4 or ow % width or depthwise:
             continue
         for v in (1, 2, 3, 4):
@@ -102,7 +106,7 @@ def tile_candidates(stage: Stage, facts: MachineFacts, limit: int = 8) -> list[T
                     acc = kt * ht * v
                     if not 4 <= acc <= budget:
                         continue
-                    score = fit(acc, ht, 8) - (0.3 if width < lanes else 0) - \
+                    score = fit(acc, ht, 8) - 0.6 * (1 - width / lanes) - \
                         (0.2 if dense else 0)
                     scored.append((score, Tile("w", width, kt, ht, wt)))
         if scored:
