@@ -285,7 +285,7 @@ def tile_conv(r: Recorder, stage: Stage, tile: Tile, write_back: list[str], *,
         if block in r.blocked:
             blocked_write_back(r, block, wo, lanes)
     top = vectorize_unroll_parallel(r, name, vector_loop, unrolled, write_back, lanes, head,
-                                     order[0], parallel)
+                                    order[0], parallel)
     if outer is None and tile.order == "channels" and tile.vector == "k":
         _copy_weights_per_block(r, stage, top, lanes)
     return top
@@ -345,7 +345,7 @@ def _tile_pixels(r: Recorder, stage: Stage, tile: Tile, write_back: list[str],
         if tile.ht > 1 and [r.extent(block, x) for x in inner] == [tile.ht, ow]:
             r.fuse(block, inner)
     return vectorize_unroll_parallel(r, name, pv, [pu, kb], write_back, lanes, head,
-                                      head[0] if head else rest[0], parallel)
+                                     head[0] if head else rest[0], parallel)
 
 
 def _copy_weights_per_block(r: Recorder, stage: Stage, top: str, lanes: int) -> None:
@@ -367,8 +367,8 @@ def _copy_weights_per_block(r: Recorder, stage: Stage, top: str, lanes: int) -> 
 
 
 def vectorize_unroll_parallel(r: Recorder, name: str, vector_loop: str | None,
-                               unrolled: list[str], write_back: list[str], lanes: int,
-                               head: list[str], first: str, parallel: bool) -> str:
+                              unrolled: list[str], write_back: list[str], lanes: int,
+                              head: list[str], first: str, parallel: bool) -> str:
     """The end of every tiling: vectorize, unroll, vectorize the write-back, fuse ``head``
     into the parallel loop; returns the tiling's outermost loop (``first`` without a head).
 
@@ -436,7 +436,7 @@ def tile_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str], *,
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
     return vectorize_unroll_parallel(r, name, wv if width > 1 else None, [rh, rw], write_back,
-                                      lanes, head, (rest or head)[0], parallel)
+                                     lanes, head, (rest or head)[0], parallel)
 
 
 def _tile_blocked_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[str],
@@ -458,7 +458,7 @@ def _tile_blocked_pool(r: Recorder, stage: Stage, lanes: int, write_back: list[s
     for block in write_back:
         r("reverse_compute_at", block, target_block=name, target_loop=wo)
     return vectorize_unroll_parallel(r, name, c1, [wi, rh, rw], write_back, lanes, head,
-                                      (rest or head)[0], parallel)
+                                     (rest or head)[0], parallel)
 
 
 def elementwise_pass(r: Recorder, block: str, lanes: int) -> None:

@@ -24,7 +24,6 @@ A :class:`~playground.templates.plan.Group` asks for it with ``per_tile=True``;
 
 from __future__ import annotations
 
-from playground.errors import PlaygroundError
 from playground.measure.machine import MachineFacts
 from playground.templates.conv import Tile, split_loop, vectorize_unroll_parallel
 from playground.templates.recorder import Recorder
@@ -45,11 +44,16 @@ def windows_tile(pool: Stage) -> bool:
     return h == oh * kh and w == ow * kw
 
 
+def _pair(conv: Stage, pool: Stage) -> bool:
+    """``conv`` a conv whose output ``pool`` reads, in windows that tile it."""
+    return conv.kind == "conv" and pool.input_name == conv.output_name and windows_tile(pool)
+
+
 def fits(conv: Stage, pool: Stage, tile: Tile | None, rows: int | None,
          cols: int | None = None) -> bool:
     """Whether ``pool`` (a group's anchor, at tiles of ``rows`` output rows and whole rows)
     can be computed per register ``tile`` of ``conv``, the stage just before it."""
-    if conv.kind != "conv" or pool.input_name != conv.output_name or not windows_tile(pool):
+    if not _pair(conv, pool):
         return False
     if tile is None or tile.vector != "w" or rows is None or cols is not None:
         return False
@@ -68,7 +72,7 @@ def register_tile(conv: Stage, pool: Stage, facts: MachineFacts) -> Tile | None:
     the accumulators near 16 of 32 vector registers (11 of 16), the budget
     :func:`~playground.templates.space.tile_candidates` ranks by (two channels at most for a
     grouped conv, whose channels share no input). None where the pool's windows overlap."""
-    if conv.kind != "conv" or not windows_tile(pool) or pool.input_name != conv.output_name:
+    if not _pair(conv, pool):
         return None
     lanes = facts.lanes("float32")
     kh, kw = pool.layer["kernel"]
@@ -76,7 +80,7 @@ def register_tile(conv: Stage, pool: Stage, facts: MachineFacts) -> Tile | None:
     width = max(d for d in range(1, lanes + 1) if ow % d == 0)  # pooled columns per tile
     per_channel = kh * -(-width * kw // lanes)  # accumulator vectors per channel
     target = 16 if facts.registers >= 32 else 11
-    if conv.is_depthwise or conv.layer["groups"] > 1:
+    if conv.layer["groups"] > 1:
         target = per_channel * 2
     kt = max((d for d in range(1, channels + 1)
               if channels % d == 0 and d * per_channel <= target), default=0)
@@ -88,15 +92,12 @@ def tile_anchor(r: Recorder, pool: Stage, tile: Tile, write_back: list[str],
     """Tile the anchor ``pool`` (its loops ``n, c, h, w, rh, rw`` under the group's row tile
     ``outer``) by what one register ``tile`` of the conv before it produces: ``[outer | h_o,
     c_o, w_o | c_i, h_i, (w_u,) rh, rw, w_v]``, the pooled columns vectorized. Returns the
-    parallel loop and ``w_o``, the loop the conv is computed at."""
+    parallel loop and ``w_o``, the loop the conv is computed at. The caller has checked
+    :func:`fits` (every split divides)."""
     name = pool.name
     n, c, h, w, rh, rw = loops
     kh, kw = pool.layer["kernel"]
     width = tile.wt // kw
-    if r.extent(name, h) % (tile.ht // kh) or r.extent(name, w) % width \
-            or r.extent(name, c) % tile.kt:
-        raise PlaygroundError(f"{name}: a register tile of {tile.label()} does not divide "
-                              "the pool's tile")
     co, ci = split_loop(r, name, c, tile.kt)
     ho, hi = split_loop(r, name, h, tile.ht // kh)
     wo, wi = split_loop(r, name, w, width)
